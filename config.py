@@ -1,0 +1,81 @@
+"""The one place that reads the environment: a frozen `Settings` built once and passed down."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "genai-studio"
+
+
+def _float(env: dict, key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+
+
+def _int(env: dict, key: str, default: int) -> int:
+    return int(_float(env, key, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Text models offered in the picker, first is the default. Each is a spec such as
+    # "embedded", "hf:<hub id or folder>", "gguf:<file.gguf>", "openai:<model name>".
+    text_models: tuple[str, ...] = ("embedded",)
+    data_dir: Path = field(default_factory=_default_data_dir)
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+    # OpenAI-compatible API (read the way the openai SDK reads them).
+    openai_base_url: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)  # never shown
+    request_timeout: float = 60.0  # seconds, per request to a hosted server
+    max_retries: int = 2  # retries on 429/5xx/connection errors, with exponential backoff
+    openai_context_length: int = 8192  # used when the server does not report one
+    # Local engines.
+    n_threads: int | None = None  # llama.cpp threads; None = engine default
+    n_ctx: int = 8192  # llama.cpp context window (capped by the model's own)
+    # Web app.
+    auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (user, password) pairs
+    max_input_chars: int = 200_000  # hard cap on one message, whatever the model's context
+    concurrency_limit: int = 16  # simultaneous generation requests across all users
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "studio.sqlite3"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        models = tuple(m.strip() for m in env.get("STUDIO_TEXT_MODEL", "embedded").split(",") if m.strip())
+        auth_pairs = []
+        for pair in env.get("STUDIO_AUTH", "").split(","):
+            if pair.strip():
+                user, sep, password = pair.strip().partition(":")
+                if not sep or not user or not password:
+                    raise ValueError("STUDIO_AUTH must be user:password[,user:password...]")
+                auth_pairs.append((user, password))
+        threads = env.get("STUDIO_THREADS", "").strip()
+        return cls(
+            text_models=models or ("embedded",),
+            data_dir=Path(env["STUDIO_DATA_DIR"]).expanduser() if env.get("STUDIO_DATA_DIR") else _default_data_dir(),
+            server_name=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+            server_port=_int(env, "GRADIO_SERVER_PORT", 7860),
+            openai_base_url=env.get("OPENAI_BASE_URL") or None,
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            request_timeout=_float(env, "STUDIO_REQUEST_TIMEOUT", 60.0),
+            max_retries=_int(env, "STUDIO_MAX_RETRIES", 2),
+            openai_context_length=_int(env, "STUDIO_OPENAI_CONTEXT", 8192),
+            n_threads=int(threads) if threads else None,
+            n_ctx=_int(env, "STUDIO_N_CTX", 8192),
+            auth=tuple(auth_pairs),
+            max_input_chars=_int(env, "STUDIO_MAX_INPUT_CHARS", 200_000),
+            concurrency_limit=_int(env, "STUDIO_CONCURRENCY", 16),
+        )

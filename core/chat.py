@@ -1,0 +1,343 @@
+"""What the chat tab does, with no UI: validate a message, keep the conversation in storage, fit the
+history to the model's context, stream a reply while saving it, and stop it on request."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from backends.base import (BackendError, ContextOverflowError, GenerationParams, Message,
+                           StreamCutError, StreamStats, TextBackend)
+from config import Settings
+from core.models import ModelManager
+from core.storage import Conversation, ConversationStore, StoredMessage
+
+log = logging.getLogger(__name__)
+
+SAVE_INTERVAL_S = 0.25  # how often a streaming reply is written to SQLite
+TITLE_CHARS = 60
+
+
+class InputError(ValueError):
+    """Input the user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    model: str | None = None  # spec; None = default
+    system_prompt: str = ""
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    seed: int | None = None
+
+    def params(self) -> GenerationParams:
+        return GenerationParams(
+            temperature=max(0.0, min(2.0, float(self.temperature))),
+            top_p=max(0.01, min(1.0, float(self.top_p))),
+            max_new_tokens=max(1, min(32768, int(self.max_new_tokens))),
+            seed=None if self.seed is None or int(self.seed) < 0 else int(self.seed),
+        )
+
+
+@dataclass
+class ReplyUpdate:
+    text: str
+    status: str = "streaming"  # streaming | complete | cut
+    note: str = ""  # why it was cut
+    error: str = ""  # a message for the user when a backend failed
+    notice: str = ""  # e.g. older turns left out to fit the context
+    stats: dict = field(default_factory=dict)
+
+
+def merge_roles(messages: list[Message]) -> list[Message]:
+    """Join consecutive messages of the same role: many chat templates require alternation, and a
+    failed reply can leave two user turns in a row."""
+    merged: list[Message] = []
+    for m in messages:
+        if merged and merged[-1]["role"] == m["role"]:
+            merged[-1] = {"role": m["role"], "content": merged[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            merged.append(dict(m))  # type: ignore[arg-type]
+    return merged
+
+
+def fit_to_context(system: list[Message], turns: list[Message], count: Callable[[list[Message]], int],
+                   budget: int) -> tuple[list[Message], int]:
+    """Drop the oldest turns until system + turns fit in `budget` tokens. Returns (messages, number
+    of messages dropped). The newest user message is never dropped: if it alone does not fit, that is
+    a ContextOverflowError the user must fix."""
+    start = 0
+    while True:
+        candidate = system + turns[start:]
+        if count(candidate) <= budget:
+            return candidate, start
+        if start >= len(turns) - 1:
+            raise ContextOverflowError("too long")
+        start += 1
+        # Never start the kept history with an assistant reply.
+        while start < len(turns) - 1 and turns[start]["role"] == "assistant":
+            start += 1
+
+
+class ActiveReplies:
+    """Cancel events of replies in progress, keyed by (user, conversation). A stop request only
+    reaches the user's own reply."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, user_id: str, conversation_id: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            old = self._events.get((user_id, conversation_id))
+            if old is not None:
+                old.set()  # a new reply in the same conversation supersedes the old one
+            self._events[(user_id, conversation_id)] = event
+        return event
+
+    def finish(self, user_id: str, conversation_id: str, event: threading.Event) -> None:
+        with self._lock:
+            if self._events.get((user_id, conversation_id)) is event:
+                del self._events[(user_id, conversation_id)]
+
+    def stop(self, user_id: str, conversation_id: str | None) -> bool:
+        with self._lock:
+            event = self._events.get((user_id, conversation_id or ""))
+        if event is None:
+            return False
+        event.set()
+        return True
+
+
+def history_messages(conv: Conversation) -> list[Message]:
+    """What the model sees of a stored conversation: user turns and replies with text."""
+    return merge_roles([
+        {"role": m.role, "content": m.content} for m in conv.messages
+        if m.content.strip() and m.status != "streaming"
+    ])
+
+
+def title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+class ChatService:
+    def __init__(self, settings: Settings, store: ConversationStore, models: ModelManager) -> None:
+        self.settings = settings
+        self.store = store
+        self.models = models
+        self.active = ActiveReplies()
+
+    # -- input ---------------------------------------------------------------------------------
+    def validate(self, text: str | None) -> str:
+        if text is None or not str(text).strip():
+            raise InputError("Type a message first: an empty message was not sent.")
+        text = str(text)
+        if len(text) > self.settings.max_input_chars:
+            raise InputError(
+                f"Your message is {len(text):,} characters; the limit is "
+                f"{self.settings.max_input_chars:,}. Shorten it or attach it in parts. "
+                "Nothing was sent, and your text is still in the box."
+            )
+        return text
+
+    def check_fits(self, backend: TextBackend, text: str, options: ChatOptions) -> None:
+        """Refuse, before anything is stored, a message that cannot fit the model's context."""
+        caps = backend.capabilities()
+        budget = caps.context_length - options.params().max_new_tokens
+        system = [{"role": "system", "content": options.system_prompt}] if options.system_prompt else []
+        needed = backend.count_tokens(system + [{"role": "user", "content": text}])  # type: ignore[list-item]
+        if needed > budget:
+            raise InputError(
+                f"Your message needs about {needed:,} tokens, but {backend.label} has room for "
+                f"{max(budget, 0):,} (context {caps.context_length:,} minus "
+                f"{options.params().max_new_tokens:,} for the reply). Shorten it, lower "
+                "'Max new tokens', or pick a model with a longer context. Your text is still in the box."
+            )
+
+    # -- turns ---------------------------------------------------------------------------------
+    def add_user_message(self, user_id: str, conversation_id: str | None, text: str,
+                         options: ChatOptions) -> str:
+        """Store the user's message (creating the conversation if needed); return its id."""
+        text = self.validate(text)
+        if not conversation_id:
+            conv = self.store.create_conversation(user_id, title_from(text),
+                                                  model=options.model or self.models.default,
+                                                  system_prompt=options.system_prompt)
+            conversation_id = conv.id
+        self.store.add_message(user_id, conversation_id, "user", text)
+        return conversation_id
+
+    def drop_last_reply(self, user_id: str, conversation_id: str) -> None:
+        """Before regenerating: remove the trailing reply so a new one takes its place."""
+        conv = self.store.get_conversation(user_id, conversation_id)
+        if not conv.messages or not any(m.role == "user" for m in conv.messages):
+            raise InputError("There is no message to regenerate a reply for.")
+        last = conv.messages[-1]
+        if last.role == "assistant":
+            self.store.delete_messages_from(user_id, conversation_id, last.id)
+
+    def take_back_last_user_message(self, user_id: str, conversation_id: str) -> str:
+        """For edit-and-resend: remove the last user message and what followed; return its text."""
+        conv = self.store.get_conversation(user_id, conversation_id)
+        users = [m for m in conv.messages if m.role == "user"]
+        if not users:
+            raise InputError("There is no message of yours to edit yet.")
+        self.store.delete_messages_from(user_id, conversation_id, users[-1].id)
+        return users[-1].content
+
+    def reply(self, user_id: str, conversation_id: str, options: ChatOptions,
+              load_progress: Callable[[float, str], None] | None = None) -> Iterator[ReplyUpdate]:
+        """Stream a reply to the conversation's last user message, saving it as it grows. Ends with
+        a final update whose status is 'complete' or 'cut'. Backend errors end the stream with
+        update.error set; the partial text is kept."""
+        cancel = self.active.start(user_id, conversation_id)
+        try:
+            yield from self._reply(user_id, conversation_id, options, cancel, load_progress)
+        finally:
+            self.active.finish(user_id, conversation_id, cancel)
+
+    def _reply(self, user_id: str, conversation_id: str, options: ChatOptions,
+               cancel: threading.Event, load_progress) -> Iterator[ReplyUpdate]:
+        backend = self.models.get(options.model)
+        params = options.params()
+        backend.load(load_progress)
+        conv = self.store.get_conversation(user_id, conversation_id)
+        turns = history_messages(conv)
+        if not turns or turns[-1]["role"] != "user":
+            raise InputError("There is no message waiting for a reply.")
+        messages, notice = self._fit(backend, turns, options)
+        spec = options.model or self.models.default
+        msg_id = self.store.add_message(user_id, conversation_id, "assistant", "", "streaming", spec)
+        text, stats = "", StreamStats()
+        t0 = time.perf_counter()
+        first = None
+        last_save = t0
+        status, note, error = "complete", "", ""
+        stream = backend.stream_chat(messages, params, cancel, stats)
+        try:
+            for delta in stream:
+                if first is None:
+                    first = time.perf_counter()
+                text += delta
+                now = time.perf_counter()
+                if now - last_save >= SAVE_INTERVAL_S:
+                    self.store.update_message(user_id, conversation_id, msg_id, content=text, status="streaming")
+                    last_save = now
+                yield ReplyUpdate(text, notice=notice)
+            if cancel.is_set() or stats.finish_reason == "cancelled":
+                status, note = "cut", "stopped"
+        except StreamCutError as exc:
+            text = text or exc.partial
+            status, note, error = "cut", "the connection dropped mid-reply", str(exc)
+        except BackendError as exc:
+            status, note, error = "cut", "error", str(exc)
+        except GeneratorExit:
+            # The consumer went away (page closed, request cancelled): keep what was written.
+            cancel.set()
+            self.store.update_message(user_id, conversation_id, msg_id, content=text, status="cut",
+                                      note="interrupted: the reply stopped being read")
+            raise
+        except Exception as exc:  # an engine bug must not leave the reply 'streaming' forever
+            log.exception("reply failed")
+            status, note, error = "cut", "error", f"The model failed unexpectedly ({type(exc).__name__}). Try again or pick another model."
+        finally:
+            stream.close()  # ends the engine's worker promptly, whatever happened above
+        end = time.perf_counter()
+        final_stats = reply_stats(stats, t0, first, end, spec, text)
+        self.store.update_message(user_id, conversation_id, msg_id, content=text, status=status,
+                                  note=note, stats=final_stats)
+        yield ReplyUpdate(text, status=status, note=note, error=error, notice=notice, stats=final_stats)
+
+    def _fit(self, backend: TextBackend, turns: list[Message], options: ChatOptions) -> tuple[list[Message], str]:
+        """System prompt + as many of the newest turns as fit the context, with a notice when older
+        turns were left out."""
+        caps = backend.capabilities()
+        params = options.params()
+        turns = list(turns)
+        system: list[Message] = []
+        if options.system_prompt.strip():
+            if caps.system_prompt:
+                system = [{"role": "system", "content": options.system_prompt.strip()}]
+            else:  # the template has no system role: put it in front of the first user turn
+                turns[0] = {"role": "user", "content": options.system_prompt.strip() + "\n\n" + turns[0]["content"]}
+        budget = caps.context_length - params.max_new_tokens
+        try:
+            messages, dropped = fit_to_context(system, turns, backend.count_tokens, budget)
+        except ContextOverflowError:
+            raise InputError(
+                f"The last message does not fit {backend.label}'s context of {caps.context_length:,} "
+                "tokens with room for the reply. Shorten it or lower 'Max new tokens'.") from None
+        notice = ""
+        if dropped:
+            notice = (f"{dropped} older message{'s' if dropped != 1 else ''} left out so the "
+                      f"conversation fits the model's {caps.context_length:,}-token context.")
+        return messages, notice
+
+    def stream_once(self, history: list[Message], text: str, options: ChatOptions,
+                    cancel: threading.Event | None = None) -> Iterator[ReplyUpdate]:
+        """A reply to `history` + `text` with nothing stored (the /chat API). Backend errors are
+        raised; the caller has the partial text it already received."""
+        text = self.validate(text)
+        backend = self.models.get(options.model)
+        backend.load(None)
+        turns = merge_roles([{"role": m["role"], "content": str(m["content"])} for m in history
+                             if m.get("role") in ("user", "assistant") and str(m.get("content", "")).strip()]
+                            + [{"role": "user", "content": text}])
+        messages, notice = self._fit(backend, turns, options)
+        cancel = cancel or threading.Event()
+        stats, out = StreamStats(), ""
+        t0, first = time.perf_counter(), None
+        stream = backend.stream_chat(messages, options.params(), cancel, stats)
+        try:
+            for delta in stream:
+                first = first or time.perf_counter()
+                out += delta
+                yield ReplyUpdate(out, notice=notice)
+        finally:
+            stream.close()
+        final = reply_stats(stats, t0, first, time.perf_counter(), options.model or self.models.default, out)
+        yield ReplyUpdate(out, status="cut" if cancel.is_set() else "complete",
+                          note="stopped" if cancel.is_set() else "", notice=notice, stats=final)
+
+    def stop(self, user_id: str, conversation_id: str | None) -> bool:
+        return self.active.stop(user_id, conversation_id)
+
+
+def reply_stats(stats: StreamStats, t0: float, first: float | None, end: float, model: str,
+                text: str) -> dict:
+    tokens = stats.completion_tokens or 0
+    decode_s = (end - first) if first is not None else 0.0
+    return {
+        "model": model,
+        "completion_tokens": tokens,
+        "prompt_tokens": stats.prompt_tokens,
+        "finish_reason": stats.finish_reason,
+        "ttft_s": round(first - t0, 4) if first is not None else None,
+        "total_s": round(end - t0, 4),
+        # Decode rate: tokens after the first over the time after the first token.
+        "tokens_per_s": round((tokens - 1) / decode_s, 2) if tokens > 1 and decode_s > 0 else None,
+        "chars": len(text),
+    }
+
+
+def display_messages(conv: Conversation) -> list[dict]:
+    """The conversation as chat-bubble dicts ({role, content}) with cut replies marked."""
+    out = []
+    for m in conv.messages:
+        out.append({"role": m.role, "content": display_text(m)})
+    return out
+
+
+def display_text(m: StoredMessage) -> str:
+    if m.role != "assistant" or m.status == "complete":
+        return m.content
+    if m.status == "streaming":
+        return m.content + " ▌"
+    mark = f"*[reply cut: {m.note or 'incomplete'}]*"
+    return f"{m.content}\n\n{mark}" if m.content else mark

@@ -1,0 +1,246 @@
+"""SQLite storage for conversations and their messages. Every query is scoped to a user id, so one
+user can never read or change another's conversations even with a guessed id.
+
+WAL with synchronous=NORMAL: each committed write survives a crash or `kill -9` of the server.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+Status = Literal["complete", "streaming", "cut"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
+    system_prompt TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations(user_id, updated_at DESC);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'complete' CHECK (status IN ('complete', 'streaming', 'cut')),
+    note TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    stats TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+"""
+
+
+@dataclass
+class StoredMessage:
+    id: int
+    role: Literal["user", "assistant"]
+    content: str
+    status: Status = "complete"
+    note: str = ""  # why a reply was cut
+    model: str = ""
+    stats: dict = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass
+class Conversation:
+    id: str
+    user_id: str
+    title: str
+    model: str = ""
+    system_prompt: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    messages: list[StoredMessage] = field(default_factory=list)
+
+
+class NotFoundError(LookupError):
+    """The conversation does not exist or belongs to someone else (indistinguishable on purpose)."""
+
+
+class ConversationStore:
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(SCHEMA)  # runs its own transaction
+
+    # -- connection handling -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    # -- conversations -------------------------------------------------------------------------
+    def create_conversation(self, user_id: str, title: str = "New chat", model: str = "",
+                            system_prompt: str = "") -> Conversation:
+        now = time.time()
+        conv = Conversation(uuid.uuid4().hex, user_id, title.strip() or "New chat", model,
+                            system_prompt, now, now)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv.id, user_id, conv.title, model, system_prompt, now, now),
+            )
+        return conv
+
+    def _owned(self, db: sqlite3.Connection, user_id: str, conversation_id: str) -> sqlite3.Row:
+        row = db.execute(
+            "SELECT * FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"No conversation {conversation_id!r} for this user")
+        return row
+
+    def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        db = self._conn()
+        row = self._owned(db, user_id, conversation_id)
+        conv = Conversation(**{k: row[k] for k in row.keys()})
+        conv.messages = [
+            StoredMessage(id=m["id"], role=m["role"], content=m["content"], status=m["status"],
+                          note=m["note"], model=m["model"], stats=json.loads(m["stats"]),
+                          created_at=m["created_at"])
+            for m in db.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            )
+        ]
+        return conv
+
+    def list_conversations(self, user_id: str, query: str = "", limit: int = 200) -> list[Conversation]:
+        """Newest first. `query` matches titles and message text, case-insensitively."""
+        db = self._conn()
+        if query.strip():
+            pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = db.execute(
+                """SELECT * FROM conversations c WHERE c.user_id = ? AND (
+                       c.title LIKE ? ESCAPE '\\' OR EXISTS (
+                           SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                           AND m.content LIKE ? ESCAPE '\\'))
+                   ORDER BY c.updated_at DESC LIMIT ?""",
+                (user_id, pattern, pattern, limit),
+            )
+        else:
+            rows = db.execute(
+                "SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?",
+                (user_id, limit),
+            )
+        return [Conversation(**{k: r[k] for k in r.keys()}) for r in rows]
+
+    def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> None:
+        title = " ".join(title.split())[:200]
+        if not title:
+            raise ValueError("A conversation needs a non-empty title")
+        with self._tx() as db:
+            self._owned(db, user_id, conversation_id)
+            db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+
+    def update_settings(self, user_id: str, conversation_id: str, *, model: str | None = None,
+                        system_prompt: str | None = None) -> None:
+        with self._tx() as db:
+            row = self._owned(db, user_id, conversation_id)
+            db.execute(
+                "UPDATE conversations SET model = ?, system_prompt = ? WHERE id = ?",
+                (row["model"] if model is None else model,
+                 row["system_prompt"] if system_prompt is None else system_prompt, conversation_id),
+            )
+
+    def delete_conversation(self, user_id: str, conversation_id: str) -> None:
+        with self._tx() as db:
+            self._owned(db, user_id, conversation_id)
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # -- messages ------------------------------------------------------------------------------
+    def add_message(self, user_id: str, conversation_id: str, role: str, content: str,
+                    status: Status = "complete", model: str = "") -> int:
+        now = time.time()
+        with self._tx() as db:
+            self._owned(db, user_id, conversation_id)
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, status, model, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, status, model, now),
+            )
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            return int(cur.lastrowid)
+
+    def update_message(self, user_id: str, conversation_id: str, message_id: int, *, content: str,
+                       status: Status, note: str = "", stats: dict | None = None) -> None:
+        """Called as a reply streams (status 'streaming') and once at its end."""
+        with self._tx() as db:
+            self._owned(db, user_id, conversation_id)
+            db.execute(
+                "UPDATE messages SET content = ?, status = ?, note = ?, stats = ?"
+                " WHERE id = ? AND conversation_id = ?",
+                (content, status, note, json.dumps(stats or {}), message_id, conversation_id),
+            )
+
+    def delete_messages_from(self, user_id: str, conversation_id: str, message_id: int) -> None:
+        """Delete a message and everything after it (regenerate, edit-and-resend)."""
+        with self._tx() as db:
+            self._owned(db, user_id, conversation_id)
+            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
+                       (conversation_id, message_id))
+
+    def clear_messages(self, user_id: str, conversation_id: str) -> None:
+        with self._tx() as db:
+            self._owned(db, user_id, conversation_id)
+            db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+
+    def mark_interrupted(self, note: str = "interrupted: the server stopped while replying") -> int:
+        """At startup: replies left 'streaming' by a crash are kept, marked as cut."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE messages SET status = 'cut', note = ? WHERE status = 'streaming'", (note,)
+            ).rowcount
+
+
+def persistent_secret(path: Path) -> str:
+    """A random secret created once and kept (mode 0600): the key that lets browsers' stored ids
+    survive a server restart."""
+    path = Path(path)
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+        if len(value) >= 32:
+            return value
+    except FileNotFoundError:
+        pass
+    import os
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(value)
+    return value

@@ -1,0 +1,40 @@
+"""Named API endpoints for gradio_client. `/chat` streams the reply text; nothing is stored."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import gradio as gr
+
+from backends.base import BackendError
+from core.chat import ChatOptions, ChatService, InputError
+
+
+def build_api(service: ChatService) -> None:
+    def chat(message: str, system_prompt: str = "", model: str = "", temperature: float = 0.7,
+             top_p: float = 0.95, max_new_tokens: int = 512, seed: int = -1,
+             history: list | None = None) -> Iterator[str]:
+        """Reply to `message`, streaming the text as it grows.
+
+        Args:
+            message: what the user says.
+            system_prompt: optional system prompt.
+            model: a configured model spec (e.g. "embedded"); empty for the default.
+            temperature: 0 for greedy decoding.
+            top_p: nucleus sampling.
+            max_new_tokens: upper bound on the reply length.
+            seed: -1 for random.
+            history: earlier turns as [{"role": "user"|"assistant", "content": "..."}].
+        """
+        options = ChatOptions(model=model or None, system_prompt=system_prompt or "",
+                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                              seed=None if seed is None or seed < 0 else seed)
+        if history is not None and not isinstance(history, list):
+            raise gr.Error("history must be a list of {role, content} objects")
+        try:
+            for update in service.stream_once(history or [], message, options):
+                yield update.text
+        except (InputError, BackendError, KeyError) as exc:
+            raise gr.Error(str(exc).strip("'\""), title="No reply") from None
+
+    gr.api(chat, api_name="chat", concurrency_limit=service.settings.concurrency_limit,
+           concurrency_id="chat-generate")

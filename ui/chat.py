@@ -1,0 +1,274 @@
+"""The chat tab: components and event wiring only. Everything it does is a call into core.chat."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import gradio as gr
+
+from backends.base import BackendError
+from core import export
+from core.chat import ChatOptions, ChatService, InputError, display_messages
+from core.storage import NotFoundError
+from ui.identity import ensure_browser_id, user_id
+
+PRIVATE = dict(api_visibility="private")
+
+
+def _options(model, system_prompt, temperature, top_p, max_new_tokens, seed) -> ChatOptions:
+    return ChatOptions(model=model or None, system_prompt=system_prompt or "",
+                       temperature=float(temperature), top_p=float(top_p),
+                       max_new_tokens=int(max_new_tokens),
+                       seed=None if seed in (None, "") or int(seed) < 0 else int(seed))
+
+
+def _stats_markdown(stats: dict, label: str, notice: str = "", note: str = "") -> str:
+    parts = []
+    if stats:
+        parts.append(f"{stats.get('completion_tokens') or 0} tokens")
+        if stats.get("tokens_per_s"):
+            parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
+        if stats.get("ttft_s") is not None:
+            parts.append(f"first token {stats['ttft_s']:.2f} s")
+        parts.append(label)
+    line = " · ".join(parts)
+    if note:
+        line += f" · **cut: {note}**"
+    if notice:
+        line = f"ℹ️ {notice}\n\n{line}"
+    return line
+
+
+def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str],
+                   browser_id: gr.BrowserState) -> None:
+    models = service.models
+    store = service.store
+    labels = dict((spec, label) for label, spec in models.choices())
+    default_preset = next(iter(presets))
+
+    def conv_choices(user: str, query: str = "") -> list[tuple[str, str]]:
+        return [(c.title, c.id) for c in store.list_conversations(user, query)]
+
+    with gr.Tab("Chat", id="chat"):
+        conv_id = gr.State(None)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=240):
+                new_btn = gr.Button("＋ New chat", variant="secondary")
+                search = gr.Textbox(placeholder="Search conversations…", show_label=False,
+                                    elem_id="chat-search")
+                conv_list = gr.Radio(choices=[], label="Conversations", elem_id="chat-conversations")
+                with gr.Accordion("Rename · delete · export", open=False):
+                    rename_box = gr.Textbox(label="Title", elem_id="chat-title")
+                    rename_btn = gr.Button("Rename")
+                    delete_btn = gr.Button("Delete conversation", variant="stop")
+                    with gr.Row():
+                        md_btn = gr.Button("Export Markdown")
+                        json_btn = gr.Button("Export JSON")
+                    export_file = gr.File(label="Download", interactive=False, visible=False)
+            with gr.Column(scale=4):
+                model = gr.Dropdown(choices=[(lbl, s) for s, lbl in labels.items()], value=models.default,
+                                    label="Model", elem_id="chat-model")
+                chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot",
+                                     buttons=["copy"], placeholder="Ask anything. Replies stream in; "
+                                     "conversations are kept across restarts.")
+                stats = gr.Markdown(elem_id="chat-stats")
+                with gr.Row():
+                    msg = gr.Textbox(placeholder="Message (Enter to send, Shift+Enter for a new line)",
+                                     show_label=False, lines=2, max_lines=12, scale=8,
+                                     elem_id="chat-input")
+                    send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+                    stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+                with gr.Row():
+                    regen_btn = gr.Button("⟳ Regenerate", size="sm", elem_id="chat-regenerate")
+                    edit_btn = gr.Button("✎ Edit last message", size="sm", elem_id="chat-edit")
+                    clear_btn = gr.Button("Clear conversation", size="sm", elem_id="chat-clear")
+                with gr.Accordion("System prompt and sampling", open=False):
+                    preset = gr.Dropdown(choices=list(presets), value=default_preset, label="Preset")
+                    system_prompt = gr.Textbox(value=presets[default_preset], label="System prompt", lines=3)
+                    with gr.Row():
+                        temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature",
+                                                info="0 = greedy (deterministic)")
+                        top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
+                    with gr.Row():
+                        max_new = gr.Slider(16, 4096, value=512, step=16, label="Max new tokens")
+                        seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random")
+
+        gen_inputs = [model, system_prompt, temperature, top_p, max_new, seed]
+
+        # -- helpers -------------------------------------------------------------------------
+        def load_conversation(user: str, cid: str | None):
+            if not cid:
+                return [], ""
+            try:
+                conv = store.get_conversation(user, cid)
+            except NotFoundError:
+                return [], ""
+            return display_messages(conv), conv.title
+
+        # -- page load: identity and the most recent conversation ----------------------------
+        def on_load(bid, request: gr.Request):
+            bid = ensure_browser_id(bid)
+            user = user_id(bid, request)
+            convs = store.list_conversations(user)
+            cid = convs[0].id if convs else None
+            history, title = load_conversation(user, cid)
+            return (bid, cid, gr.Radio(choices=[(c.title, c.id) for c in convs], value=cid),
+                    history, title)
+
+        demo.load(on_load, [browser_id], [browser_id, conv_id, conv_list, chatbot, rename_box], **PRIVATE)
+
+        # -- sending and streaming -------------------------------------------------------------
+        def accept(text, bid, cid, *gen, request: gr.Request, progress=gr.Progress()):
+            """Check the message, load the model if needed, store the message. On any problem the
+            text stays in the box (outputs are not touched when gr.Error is raised)."""
+            user = user_id(bid, request)
+            opts = _options(*gen)
+            try:
+                text = service.validate(text)
+                backend = models.get(opts.model)
+                backend.load(lambda f, d: progress(f, desc=d))
+                service.check_fits(backend, text, opts)
+                cid = service.add_user_message(user, cid, text, opts)
+            except (InputError, BackendError, KeyError) as exc:
+                raise gr.Error(str(exc).strip("'\""), title="Message not sent") from None
+            history, title = load_conversation(user, cid)
+            return "", cid, history + [{"role": "assistant", "content": "…"}], \
+                gr.Radio(choices=conv_choices(user), value=cid), title
+
+        def respond(bid, cid, *gen, request: gr.Request, progress=gr.Progress()) -> Iterator:
+            user = user_id(bid, request)
+            opts = _options(*gen)
+            history, _ = load_conversation(user, cid)
+            label = labels.get(opts.model or models.default, opts.model or "")
+            try:
+                updates = service.reply(user, cid, opts, load_progress=lambda f, d: progress(f, desc=d))
+                for upd in updates:
+                    bubble = upd.text if upd.status == "complete" else upd.text + (" ▌" if upd.status == "streaming" else "")
+                    if upd.status == "cut":
+                        mark = f"*[reply cut: {upd.note}]*"
+                        bubble = f"{upd.text}\n\n{mark}" if upd.text else mark
+                    yield history + [{"role": "assistant", "content": bubble}], \
+                        _stats_markdown(upd.stats, label, upd.notice, upd.note if upd.status == "cut" else "")
+                    if upd.error:
+                        raise gr.Error(upd.error, title="The reply was cut")
+            except (InputError, BackendError, NotFoundError, KeyError) as exc:
+                raise gr.Error(str(exc).strip("'\""), title="No reply") from None
+
+        accept_outputs = [msg, conv_id, chatbot, conv_list, rename_box]
+        respond_kwargs = dict(concurrency_limit=service.settings.concurrency_limit,
+                              concurrency_id="chat-generate", **PRIVATE)
+        for trigger in (msg.submit, send_btn.click):
+            trigger(accept, [msg, browser_id, conv_id, *gen_inputs], accept_outputs, **PRIVATE) \
+                .success(respond, [browser_id, conv_id, *gen_inputs], [chatbot, stats], **respond_kwargs)
+
+        def stop(bid, cid, request: gr.Request):
+            service.stop(user_id(bid, request), cid)
+
+        stop_btn.click(stop, [browser_id, conv_id], None, queue=False, **PRIVATE)
+
+        def prepare_regenerate(bid, cid, request: gr.Request):
+            user = user_id(bid, request)
+            if not cid:
+                raise gr.Error("Start a conversation first.", title="Nothing to regenerate")
+            try:
+                service.drop_last_reply(user, cid)
+            except (InputError, NotFoundError) as exc:
+                raise gr.Error(str(exc), title="Nothing to regenerate") from None
+            history, _ = load_conversation(user, cid)
+            return history + [{"role": "assistant", "content": "…"}]
+
+        regen_btn.click(prepare_regenerate, [browser_id, conv_id], [chatbot], **PRIVATE) \
+            .success(respond, [browser_id, conv_id, *gen_inputs], [chatbot, stats], **respond_kwargs)
+
+        def edit_last(bid, cid, current_text, request: gr.Request):
+            user = user_id(bid, request)
+            if not cid:
+                raise gr.Error("There is no message to edit yet.", title="Nothing to edit")
+            if current_text and current_text.strip():
+                raise gr.Error("The message box is not empty; send or clear it first so nothing "
+                               "you typed is overwritten.", title="Nothing changed")
+            try:
+                text = service.take_back_last_user_message(user, cid)
+            except (InputError, NotFoundError) as exc:
+                raise gr.Error(str(exc), title="Nothing to edit") from None
+            history, _ = load_conversation(user, cid)
+            return text, history
+
+        edit_btn.click(edit_last, [browser_id, conv_id, msg], [msg, chatbot], **PRIVATE)
+
+        def clear(bid, cid, request: gr.Request):
+            user = user_id(bid, request)
+            if cid:
+                service.stop(user, cid)
+                store.clear_messages(user, cid)
+            return [], ""
+
+        clear_btn.click(clear, [browser_id, conv_id], [chatbot, stats], **PRIVATE)
+
+        # -- conversations -----------------------------------------------------------------------
+        def new_chat(bid, request: gr.Request):
+            user = user_id(bid, request)
+            return None, [], "", gr.Radio(choices=conv_choices(user), value=None), ""
+
+        new_btn.click(new_chat, [browser_id], [conv_id, chatbot, stats, conv_list, rename_box], **PRIVATE)
+
+        def switch(bid, cid, request: gr.Request):
+            user = user_id(bid, request)
+            try:
+                conv = store.get_conversation(user, cid)
+            except NotFoundError:
+                raise gr.Error("That conversation no longer exists.", title="Not found") from None
+            model_value = conv.model if conv.model in labels else gr.Dropdown()
+            return cid, display_messages(conv), "", conv.title, model_value, \
+                conv.system_prompt if conv.system_prompt else gr.Textbox()
+
+        conv_list.input(switch, [browser_id, conv_list],
+                        [conv_id, chatbot, stats, rename_box, model, system_prompt], **PRIVATE)
+
+        def do_search(bid, query, cid, request: gr.Request):
+            return gr.Radio(choices=conv_choices(user_id(bid, request), query or ""), value=cid)
+
+        search.change(do_search, [browser_id, search, conv_id], [conv_list], **PRIVATE)
+
+        def rename(bid, cid, title, query, request: gr.Request):
+            user = user_id(bid, request)
+            if not cid:
+                raise gr.Error("Open a conversation to rename it.", title="Nothing to rename")
+            try:
+                store.rename_conversation(user, cid, title or "")
+            except (ValueError, NotFoundError) as exc:
+                raise gr.Error(str(exc), title="Not renamed") from None
+            return gr.Radio(choices=conv_choices(user, query or ""), value=cid)
+
+        rename_btn.click(rename, [browser_id, conv_id, rename_box, search], [conv_list], **PRIVATE)
+
+        def delete(bid, cid, request: gr.Request):
+            user = user_id(bid, request)
+            if cid:
+                service.stop(user, cid)
+                try:
+                    store.delete_conversation(user, cid)
+                except NotFoundError:
+                    pass
+            return None, [], "", gr.Radio(choices=conv_choices(user), value=None), ""
+
+        delete_btn.click(delete, [browser_id, conv_id], [conv_id, chatbot, stats, conv_list, rename_box],
+                         **PRIVATE)
+
+        def exporter(ext: str):
+            def run(bid, cid, request: gr.Request):
+                user = user_id(bid, request)
+                if not cid:
+                    raise gr.Error("Open a conversation to export it.", title="Nothing to export")
+                conv = store.get_conversation(user, cid)
+                text = export.to_markdown(conv) if ext == "md" else export.to_json(conv)
+                folder = Path(tempfile.mkdtemp(prefix="studio-export-"))
+                path = folder / export.export_filename(conv, ext)
+                path.write_text(text, encoding="utf-8")
+                return gr.File(value=str(path), visible=True)
+            return run
+
+        md_btn.click(exporter("md"), [browser_id, conv_id], [export_file], **PRIVATE)
+        json_btn.click(exporter("json"), [browser_id, conv_id], [export_file], **PRIVATE)
+        preset.input(lambda name: presets.get(name, ""), [preset], [system_prompt], **PRIVATE)

@@ -1,0 +1,33 @@
+"""Who is asking: the Gradio login name when credentials are configured, otherwise a random id kept
+in the browser's localStorage (so a reload keeps your conversations, and nobody else sees them)."""
+from __future__ import annotations
+
+import re
+import secrets
+
+import gradio as gr
+
+BROWSER_ID_KEY = "genai-studio-browser-id"
+_VALID_BROWSER_ID = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+
+
+def browser_state(secret: str) -> gr.BrowserState:
+    """`secret` must outlive the process: Gradio encrypts the stored value with it, and a new one
+    at each start would make every browser a stranger after a restart."""
+    return gr.BrowserState("", storage_key=BROWSER_ID_KEY, secret=secret)
+
+
+def ensure_browser_id(browser_id: str | None) -> str:
+    """Keep a well-formed id; mint a new unguessable one otherwise."""
+    if browser_id and _VALID_BROWSER_ID.match(browser_id):
+        return browser_id
+    return secrets.token_urlsafe(24)
+
+
+def user_id(browser_id: str | None, request: gr.Request | None) -> str:
+    username = getattr(request, "username", None) if request is not None else None
+    if username:
+        return f"user:{username}"
+    if browser_id and _VALID_BROWSER_ID.match(browser_id):
+        return f"browser:{browser_id}"
+    raise gr.Error("This page lost its identity; reload it to continue. Nothing was lost.")
