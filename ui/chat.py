@@ -54,7 +54,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         conv_id = gr.State(None)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=240):
-                new_btn = gr.Button("＋ New chat", variant="secondary")
+                new_btn = gr.Button("+ New chat", variant="secondary")
                 search = gr.Textbox(placeholder="Search conversations…", show_label=False,
                                     elem_id="chat-search")
                 conv_list = gr.Radio(choices=[], label="Conversations", elem_id="chat-conversations")
@@ -75,7 +75,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                 stats = gr.Markdown(elem_id="chat-stats")
                 with gr.Row():
                     msg = gr.Textbox(placeholder="Message (Enter to send, Shift+Enter for a new line)",
-                                     show_label=False, lines=2, max_lines=12, scale=8,
+                                     show_label=False, lines=1, max_lines=12, scale=8,
                                      elem_id="chat-input")
                     send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
                     stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
@@ -119,11 +119,12 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         demo.load(on_load, [browser_id], [browser_id, conv_id, conv_list, chatbot, rename_box], **PRIVATE)
 
         # -- sending and streaming -------------------------------------------------------------
-        def accept(text, bid, cid, *gen, request: gr.Request, progress=gr.Progress()):
+        def accept(text, bid, cid, model_spec, system, temp, topp, max_tokens, seed_value,
+                   request: gr.Request, progress=gr.Progress()):
             """Check the message, load the model if needed, store the message. On any problem the
             text stays in the box (outputs are not touched when gr.Error is raised)."""
             user = user_id(bid, request)
-            opts = _options(*gen)
+            opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
             try:
                 text = service.validate(text)
                 backend = models.get(opts.model)
@@ -136,9 +137,10 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             return "", cid, history + [{"role": "assistant", "content": "…"}], \
                 gr.Radio(choices=conv_choices(user), value=cid), title
 
-        def respond(bid, cid, *gen, request: gr.Request, progress=gr.Progress()) -> Iterator:
+        def respond(bid, cid, model_spec, system, temp, topp, max_tokens, seed_value,
+                    request: gr.Request, progress=gr.Progress()) -> Iterator:
             user = user_id(bid, request)
-            opts = _options(*gen)
+            opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
             history, _ = load_conversation(user, cid)
             label = labels.get(opts.model or models.default, opts.model or "")
             try:

@@ -1,0 +1,142 @@
+"""The chat tab in real headless Chromium (Debian's chromium, driven by Playwright) against the real
+app process: streaming, persistence across reload and kill -9, stop, and two users at once."""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+
+import pytest
+
+from tests.app_process import app_process, free_port
+from tests.openai_servers import fake_openai_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def bot_texts(page) -> list[str]:
+    return page.locator('#chatbot [data-testid="bot"]').all_inner_texts()
+
+
+def send(page, text: str) -> None:
+    box = page.locator("#chat-input textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def open_page(browser_or_context, url: str):
+    page = browser_or_context.new_page()
+    page.goto(url)
+    page.locator("#chat-input textarea").wait_for()
+    # the load event fills in the identity and the conversation list
+    page.wait_for_function("() => window.gradio_config !== undefined")
+    page.wait_for_timeout(500)
+    return page
+
+
+def test_embedded_model_streams_and_conversation_survives_reload(browser, tmp_path):
+    with app_process(tmp_path) as app:
+        context = browser.new_context()
+        page = open_page(context, app.url)
+        send(page, "Tell me a short story about a brave little robot.")
+        seen: list[str] = []
+
+        def finished():
+            texts = bot_texts(page)
+            if texts and texts[-1].strip() and texts[-1].strip() not in ("…",):
+                if not seen or seen[-1] != texts[-1]:
+                    seen.append(texts[-1])
+            stats = page.locator("#chat-stats").inner_text()
+            return "tok/s" in stats and stats
+
+        stats = wait_for(finished, 120, "the reply to finish (first use loads the model)")
+        final = bot_texts(page)[-1].strip()
+        assert final and "reply cut" not in final
+        # it streamed: several growing versions of the reply were on screen before the final one
+        growing = [s for s in seen if final.startswith(s.rstrip(" ▌").strip())]
+        assert len(growing) >= 3, seen
+        assert re.search(r"\d+ tokens · [\d.]+ tok/s", stats)
+
+        page.reload()
+        page.locator('#chatbot [data-testid="user"]').first.wait_for(timeout=15000)
+        assert page.locator('#chatbot [data-testid="user"]').all_inner_texts()[-1].strip() == \
+            "Tell me a short story about a brave little robot."
+        assert bot_texts(page)[-1].strip() == final
+        assert "Tell me a short story" in page.locator("#chat-conversations").inner_text()
+        context.close()
+
+
+def test_stop_and_kill_9_keep_the_partial_reply_marked_as_cut(browser, tmp_path):
+    port = free_port()
+    with fake_openai_server(chunk_delay=0.15, reply_words=400) as fake:
+        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url}
+        context = browser.new_context()
+        with app_process(tmp_path, env, port=port) as app:
+            page = open_page(context, app.url)
+            send(page, "alpha beta gamma")
+            wait_for(lambda: len((bot_texts(page) or [""])[-1].split()) >= 4, 30, "the reply to start")
+            page.locator("#chat-stop").click()
+            wait_for(lambda: "reply cut: stopped" in bot_texts(page)[-1], 10, "the cut mark")
+            cut_text = bot_texts(page)[-1]
+            assert "alpha0" in cut_text and "alpha399" not in cut_text
+
+            send(page, "delta epsilon")
+            wait_for(lambda: len(bot_texts(page)) == 2 and "delta3" in bot_texts(page)[-1], 30,
+                     "the second reply to stream")
+            time.sleep(0.6)  # past one save interval, so some text is on disk
+            app.kill9()
+        with app_process(tmp_path, env, port=port) as app:
+            page.reload()
+            page.locator('#chatbot [data-testid="bot"]').first.wait_for(timeout=15000)
+            texts = bot_texts(page)
+            assert len(texts) == 2
+            assert "alpha0" in texts[0] and "reply cut: stopped" in texts[0]
+            assert "delta0 epsilon1 delta2" in texts[1] and "reply cut: interrupted" in texts[1]
+        context.close()
+
+
+def test_two_users_at_once_never_see_each_others_tokens_or_conversations(browser, tmp_path):
+    with fake_openai_server(chunk_delay=0.05, reply_words=40) as fake:
+        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url}
+        with app_process(tmp_path, env) as app:
+            ann_ctx, bob_ctx = browser.new_context(), browser.new_context()
+            ann, bob = open_page(ann_ctx, app.url), open_page(bob_ctx, app.url)
+            send(ann, "apple apricot")
+            send(bob, "banana blueberry")
+            for page in (ann, bob):
+                wait_for(lambda: "tok/s" in page.locator("#chat-stats").inner_text(), 30, "replies")
+            ann_text, bob_text = bot_texts(ann)[-1], bot_texts(bob)[-1]
+            assert "apple0" in ann_text and "banana" not in ann_text and "blueberry" not in ann_text
+            assert "banana0" in bob_text and "apple" not in bob_text and "apricot" not in bob_text
+            ann.reload(), bob.reload()
+            ann.locator('#chatbot [data-testid="bot"]').first.wait_for(timeout=15000)
+            bob.locator('#chatbot [data-testid="bot"]').first.wait_for(timeout=15000)
+            assert "apple apricot" in ann.locator("#chat-conversations").inner_text()
+            assert "banana" not in ann.locator("#chat-conversations").inner_text()
+            assert "banana blueberry" in bob.locator("#chat-conversations").inner_text()
+            assert "apple" not in bob.locator("#chat-conversations").inner_text()
+            ann_ctx.close(), bob_ctx.close()
