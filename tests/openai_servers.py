@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import select
@@ -62,6 +61,7 @@ class FakeOptions:
     omit_finish_reason: bool = False  # stream: send [DONE] without any finish_reason
     max_model_len: int | None = None  # reported on /v1/models entries, as vLLM does
     usage: bool = True  # send usage (non-streamed; streamed when stream_options.include_usage)
+    html_instead: bool = False  # answer chat requests with a 200 web page, as a wrong base URL does
 
 
 @dataclass
@@ -276,6 +276,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if opts.slow:
             self._wait(opts.slow)  # raises _ClientGone when the client gave up meanwhile
+        if opts.html_instead:
+            page = b"<!doctype html><html><body>Welcome to nginx!</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self._write(page)
+            return
         text, finish = fake_reply(body["messages"], body.get("max_tokens", body.get("max_completion_tokens")),
                                   body.get("stop"), opts.reply_words)
         if body.get("stream"):
