@@ -5,6 +5,8 @@ from typing import Iterator
 
 import gradio as gr
 
+from ui.errors import user_error
+
 from backends.base import BackendError
 from core.chat import ChatOptions, ChatService, InputError
 
@@ -29,12 +31,12 @@ def build_api(service: ChatService) -> None:
                               temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                               seed=None if seed is None or seed < 0 else seed)
         if history is not None and not isinstance(history, list):
-            raise gr.Error("history must be a list of {role, content} objects")
+            raise user_error("history must be a list of {role, content} objects")
         try:
             for update in service.stream_once(history or [], message, options):
                 yield update.text
         except (InputError, BackendError, KeyError) as exc:
-            raise gr.Error(str(exc).strip("'\""), title="No reply") from None
+            raise user_error(str(exc), title="No reply") from None
 
     gr.api(chat, api_name="chat", concurrency_limit=service.settings.concurrency_limit,
            concurrency_id="chat-generate")

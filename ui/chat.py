@@ -7,6 +7,8 @@ from typing import Iterator
 
 import gradio as gr
 
+from ui.errors import user_error
+
 from backends.base import BackendError
 from core import export
 from core.chat import ChatOptions, ChatService, InputError, display_messages
@@ -132,7 +134,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                 service.check_fits(backend, text, opts)
                 cid = service.add_user_message(user, cid, text, opts)
             except (InputError, BackendError, KeyError) as exc:
-                raise gr.Error(str(exc).strip("'\""), title="Message not sent") from None
+                raise user_error(str(exc), title="Message not sent") from None
             history, title = load_conversation(user, cid)
             return "", cid, history + [{"role": "assistant", "content": "…"}], \
                 gr.Radio(choices=conv_choices(user), value=cid), title
@@ -153,9 +155,9 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                     yield history + [{"role": "assistant", "content": bubble}], \
                         _stats_markdown(upd.stats, label, upd.notice, upd.note if upd.status == "cut" else "")
                     if upd.error:
-                        raise gr.Error(upd.error, title="The reply was cut")
+                        raise user_error(upd.error, title="The reply was cut")
             except (InputError, BackendError, NotFoundError, KeyError) as exc:
-                raise gr.Error(str(exc).strip("'\""), title="No reply") from None
+                raise user_error(str(exc), title="No reply") from None
 
         accept_outputs = [msg, conv_id, chatbot, conv_list, rename_box]
         respond_kwargs = dict(concurrency_limit=service.settings.concurrency_limit,
@@ -172,11 +174,11 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         def prepare_regenerate(bid, cid, request: gr.Request):
             user = user_id(bid, request)
             if not cid:
-                raise gr.Error("Start a conversation first.", title="Nothing to regenerate")
+                raise user_error("Start a conversation first.", title="Nothing to regenerate")
             try:
                 service.drop_last_reply(user, cid)
             except (InputError, NotFoundError) as exc:
-                raise gr.Error(str(exc), title="Nothing to regenerate") from None
+                raise user_error(str(exc), title="Nothing to regenerate") from None
             history, _ = load_conversation(user, cid)
             return history + [{"role": "assistant", "content": "…"}]
 
@@ -186,14 +188,14 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         def edit_last(bid, cid, current_text, request: gr.Request):
             user = user_id(bid, request)
             if not cid:
-                raise gr.Error("There is no message to edit yet.", title="Nothing to edit")
+                raise user_error("There is no message to edit yet.", title="Nothing to edit")
             if current_text and current_text.strip():
-                raise gr.Error("The message box is not empty; send or clear it first so nothing "
+                raise user_error("The message box is not empty; send or clear it first so nothing "
                                "you typed is overwritten.", title="Nothing changed")
             try:
                 text = service.take_back_last_user_message(user, cid)
             except (InputError, NotFoundError) as exc:
-                raise gr.Error(str(exc), title="Nothing to edit") from None
+                raise user_error(str(exc), title="Nothing to edit") from None
             history, _ = load_conversation(user, cid)
             return text, history
 
@@ -220,7 +222,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             try:
                 conv = store.get_conversation(user, cid)
             except NotFoundError:
-                raise gr.Error("That conversation no longer exists.", title="Not found") from None
+                raise user_error("That conversation no longer exists.", title="Not found") from None
             model_value = conv.model if conv.model in labels else gr.Dropdown()
             return cid, display_messages(conv), "", conv.title, model_value, \
                 conv.system_prompt if conv.system_prompt else gr.Textbox()
@@ -236,11 +238,11 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         def rename(bid, cid, title, query, request: gr.Request):
             user = user_id(bid, request)
             if not cid:
-                raise gr.Error("Open a conversation to rename it.", title="Nothing to rename")
+                raise user_error("Open a conversation to rename it.", title="Nothing to rename")
             try:
                 store.rename_conversation(user, cid, title or "")
             except (ValueError, NotFoundError) as exc:
-                raise gr.Error(str(exc), title="Not renamed") from None
+                raise user_error(str(exc), title="Not renamed") from None
             return gr.Radio(choices=conv_choices(user, query or ""), value=cid)
 
         rename_btn.click(rename, [browser_id, conv_id, rename_box, search], [conv_list], **PRIVATE)
@@ -262,7 +264,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             def run(bid, cid, request: gr.Request):
                 user = user_id(bid, request)
                 if not cid:
-                    raise gr.Error("Open a conversation to export it.", title="Nothing to export")
+                    raise user_error("Open a conversation to export it.", title="Nothing to export")
                 conv = store.get_conversation(user, cid)
                 text = export.to_markdown(conv) if ext == "md" else export.to_json(conv)
                 folder = Path(tempfile.mkdtemp(prefix="studio-export-"))

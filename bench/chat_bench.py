@@ -1,0 +1,114 @@
+"""Chat throughput: the embedded model through the app's /chat endpoint (the app in its own process,
+driven by gradio_client) vs the same backend called directly, in one run, on one machine.
+
+Prints decode tokens/s and time to first token for both, their ratio, and the embedded model's
+tokens/s against the machine's memory-bandwidth bound (model bytes read per token / bandwidth).
+
+    .venv/bin/python bench/chat_bench.py [--runs 5] [--max-new-tokens 128]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROMPT = "Explain in a few paragraphs how a refrigerator keeps food cold."
+
+
+def measure_bandwidth(size_mb: int = 512, repeats: int = 5) -> float:
+    """Sustained read bandwidth in GB/s: a sum over an array far larger than the caches."""
+    import numpy as np
+
+    a = np.ones(size_mb * 1024 * 1024 // 8, dtype=np.float64)
+    a.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9
+
+
+def direct_run(backend, max_new: int) -> tuple[str, float, float, int]:
+    from backends.base import GenerationParams, StreamStats
+
+    stats = StreamStats()
+    params = GenerationParams(temperature=0.0, max_new_tokens=max_new, seed=0)
+    t0 = time.perf_counter()
+    first = None
+    text = ""
+    for delta in backend.stream_chat([{"role": "user", "content": PROMPT}], params, threading.Event(), stats):
+        if first is None and delta:
+            first = time.perf_counter()
+        text += delta
+    end = time.perf_counter()
+    tokens = stats.completion_tokens
+    return text, first - t0, (tokens - 1) / (end - first), tokens
+
+
+def app_run(client, max_new: int, tokens: int) -> tuple[str, float, float]:
+    t0 = time.perf_counter()
+    job = client.submit(PROMPT, temperature=0.0, max_new_tokens=max_new, seed=0, api_name="/chat")
+    first = None
+    for partial in job:
+        if first is None and partial:
+            first = time.perf_counter()
+    text = job.result()
+    end = time.perf_counter()
+    return text, first - t0, (tokens - 1) / (end - first)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    args = ap.parse_args()
+
+    from gradio_client import Client
+
+    from backends import create_text_backend
+    from backends.embedded import embedded_gguf_path
+    from config import Settings
+    from tests.app_process import app_process
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}")
+    backend = create_text_backend("embedded", Settings(data_dir=Path(tempfile.mkdtemp())))
+    backend.load()
+    direct_run(backend, 16)  # warm-up
+
+    with tempfile.TemporaryDirectory() as data, app_process(Path(data)) as app:
+        client = Client(app.url, verbose=False)
+        app_run(client, 16, 16)  # warm-up: loads the model in the app process
+        rows = []
+        for _ in range(args.runs):  # interleaved, so drift hits both alike
+            d_text, d_ttft, d_tps, tokens = direct_run(backend, args.max_new_tokens)
+            a_text, a_ttft, a_tps = app_run(client, args.max_new_tokens, tokens)
+            assert a_text == d_text, "greedy text through the app differs from the direct call"
+            rows.append((d_ttft, d_tps, a_ttft, a_tps, tokens))
+
+    med = lambda i: statistics.median(r[i] for r in rows)  # noqa: E731
+    d_ttft, d_tps, a_ttft, a_tps, tokens = med(0), med(1), med(2), med(3), med(4)
+    print(f"runs: {args.runs}, reply tokens: {tokens:.0f} (greedy, identical text both ways)")
+    print(f"direct backend : {d_tps:6.1f} tok/s  first token {d_ttft * 1000:6.1f} ms")
+    print(f"app /chat      : {a_tps:6.1f} tok/s  first token {a_ttft * 1000:6.1f} ms")
+    print(f"app/direct tok/s ratio: {a_tps / d_tps:.3f}   (target >= 0.95)")
+    print(f"first-token overhead  : {(a_ttft - d_ttft) * 1000:.1f} ms   (target < 100 ms)")
+
+    bw = measure_bandwidth()
+    model_bytes = embedded_gguf_path().stat().st_size
+    bound = bw * 1e9 / model_bytes
+    print(f"memory bandwidth (numpy sum, 1 thread): {bw:.1f} GB/s; model file {model_bytes / 1e6:.0f} MB")
+    print(f"bandwidth bound: {bound:.0f} tok/s; embedded direct decode = {d_tps / bound:.1%} of it")
+
+
+if __name__ == "__main__":
+    main()
