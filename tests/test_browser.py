@@ -140,3 +140,85 @@ def test_two_users_at_once_never_see_each_others_tokens_or_conversations(browser
             assert "banana blueberry" in bob.locator("#chat-conversations").inner_text()
             assert "apple" not in bob.locator("#chat-conversations").inner_text()
             ann_ctx.close(), bob_ctx.close()
+
+
+def test_conversations_switch_search_rename_export_and_delete(browser, tmp_path):
+    with fake_openai_server(reply_words=6) as fake:
+        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url}
+        with app_process(tmp_path, env) as app:
+            context = browser.new_context()
+            page = open_page(context, app.url)
+            convs = page.locator("#chat-conversations")
+            send(page, "first topic owls")
+            wait_for(lambda: "owls2" in " ".join(bot_texts(page)), 20, "first reply")
+            page.get_by_role("button", name="+ New chat").click()
+            wait_for(lambda: not bot_texts(page), 10, "an empty chat")
+            send(page, "second topic whales")
+            wait_for(lambda: "whales2" in " ".join(bot_texts(page)), 20, "second reply")
+            wait_for(lambda: "first topic owls" in convs.inner_text() and "second topic whales" in convs.inner_text(),
+                     10, "both conversations listed")
+
+            convs.get_by_text("first topic owls").click()  # switch
+            wait_for(lambda: "owls2" in " ".join(bot_texts(page)) and "whales" not in " ".join(bot_texts(page)),
+                     10, "the first conversation to show")
+
+            page.locator("#chat-search input, #chat-search textarea").first.fill("whales")
+            wait_for(lambda: "owls" not in convs.inner_text() and "whales" in convs.inner_text(), 10, "search")
+            page.locator("#chat-search input, #chat-search textarea").first.fill("")
+            wait_for(lambda: "owls" in convs.inner_text(), 10, "search cleared")
+
+            page.get_by_text("Rename · delete · export").click()
+            title = page.locator("#chat-title input, #chat-title textarea").first
+            title.fill("Owl notes")
+            page.get_by_role("button", name="Rename", exact=True).click()
+            wait_for(lambda: "Owl notes" in convs.inner_text(), 10, "the new title")
+
+            page.get_by_role("button", name="Export Markdown").click()
+            link = page.locator("a[download]").first
+            link.wait_for(timeout=10000)
+            exported = page.request.get(link.get_attribute("href")).text()
+            assert exported.startswith("# Owl notes") and "first topic owls" in exported
+
+            page.get_by_role("button", name="Delete conversation").click()
+            wait_for(lambda: "Owl notes" not in convs.inner_text() and not bot_texts(page), 10, "deletion")
+            page.reload()
+            page.locator("#chat-conversations").wait_for()
+            wait_for(lambda: "second topic whales" in page.locator("#chat-conversations").inner_text(), 10, "reload")
+            assert "Owl notes" not in page.locator("#chat-conversations").inner_text()
+            context.close()
+
+
+def login(page, url: str, user: str, password: str) -> None:
+    page.goto(url)
+    page.locator('input[type="text"]').fill(user)
+    page.locator('input[type="password"]').fill(password)
+    page.get_by_role("button", name="Login").click()
+    page.locator("#chat-input textarea").wait_for(timeout=15000)
+    page.wait_for_timeout(500)
+
+
+def test_with_login_each_user_has_their_own_conversations_on_any_browser(browser, tmp_path):
+    with fake_openai_server(reply_words=6) as fake:
+        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
+               "STUDIO_AUTH": "ann:pw-ann,bob:pw-bob"}
+        with app_process(tmp_path, env) as app:
+            first = browser.new_context()
+            page = first.new_page()
+            login(page, app.url, "ann", "pw-ann")
+            send(page, "ann private plans")
+            wait_for(lambda: "private1" in " ".join(bot_texts(page)), 20, "ann's reply")
+            first.close()
+            # bob, in another browser, sees none of it
+            other = browser.new_context()
+            page = other.new_page()
+            login(page, app.url, "bob", "pw-bob")
+            assert "ann private plans" not in page.locator("#chat-conversations").inner_text()
+            assert not bot_texts(page)
+            other.close()
+            # ann, from a brand-new browser (empty local storage), gets her conversation back
+            fresh = browser.new_context()
+            page = fresh.new_page()
+            login(page, app.url, "ann", "pw-ann")
+            wait_for(lambda: "ann private plans" in page.locator("#chat-conversations").inner_text(), 10,
+                     "ann's conversation")
+            fresh.close()
