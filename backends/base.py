@@ -15,6 +15,19 @@ class Message(TypedDict):
     content: str
 
 
+def fold_system_into_user(messages: list[Message]) -> list[Message]:
+    """For chat templates without a system role: prepend the instructions to the first user turn."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return rest  # type: ignore[return-value]
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            return rest  # type: ignore[return-value]
+    return [{"role": "user", "content": system}, *rest]  # type: ignore[list-item]
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     temperature: float = 0.7

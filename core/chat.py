@@ -259,13 +259,9 @@ class ChatService:
         turns were left out."""
         caps = backend.capabilities()
         params = options.params()
-        turns = list(turns)
-        system: list[Message] = []
-        if options.system_prompt.strip():
-            if caps.system_prompt:
-                system = [{"role": "system", "content": options.system_prompt.strip()}]
-            else:  # the template has no system role: put it in front of the first user turn
-                turns[0] = {"role": "user", "content": options.system_prompt.strip() + "\n\n" + turns[0]["content"]}
+        # Backends whose template has no system role fold it into the first user turn themselves.
+        system: list[Message] = (
+            [{"role": "system", "content": options.system_prompt.strip()}] if options.system_prompt.strip() else [])
         budget = caps.context_length - params.max_new_tokens
         try:
             messages, dropped = fit_to_context(system, turns, backend.count_tokens, budget)

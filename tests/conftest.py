@@ -1,0 +1,89 @@
+"""Shared fixtures: settings on a temporary data dir, the embedded GGUF, a tiny real transformers
+model built from a config, and loaded local backends (each loaded once per session)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from config import Settings
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf() -> Path:
+    from backends.embedded import embedded_gguf_path
+
+    return embedded_gguf_path()
+
+
+@pytest.fixture(scope="session")
+def settings_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Settings]:
+    """settings_factory(**overrides) -> Settings whose data_dir is a fresh temporary folder."""
+
+    def make(**overrides: Any) -> Settings:
+        overrides.setdefault("data_dir", tmp_path_factory.mktemp("data"))
+        return Settings(**overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_model_dir(tmp_path_factory: pytest.TempPathFactory, embedded_gguf: Path) -> Path:
+    """A random 2-layer Llama (~6M parameters) with SmolLM2's real tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_gguf.parent, gguf_file=embedded_gguf.name)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def llamacpp_backend(settings_factory: Callable[..., Settings]) -> Any:
+    """The embedded model through the registry (checksum verified on load)."""
+    from backends import create_text_backend
+
+    backend = create_text_backend("embedded", settings_factory(n_ctx=4096))
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="session")
+def tiny_transformers_backend(settings_factory: Callable[..., Settings], tiny_hf_model_dir: Path) -> Any:
+    from backends import create_text_backend
+
+    backend = create_text_backend(f"hf:{tiny_hf_model_dir}", settings_factory())
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="session")
+def gguf_transformers_settings(settings_factory: Callable[..., Settings]) -> Settings:
+    """The data dir holding the converted-GGUF cache of `gguf_transformers_backend`."""
+    return settings_factory()
+
+
+@pytest.fixture(scope="session")
+def gguf_transformers_backend(gguf_transformers_settings: Settings, embedded_gguf: Path) -> Any:
+    """transformers de-quantising the embedded GGUF (~20 s once): mark tests that use it slow."""
+    from backends import create_text_backend
+
+    backend = create_text_backend(f"hf:{embedded_gguf}", gguf_transformers_settings)
+    backend.load()
+    return backend
