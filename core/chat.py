@@ -17,6 +17,7 @@ from core.storage import Conversation, ConversationStore, StoredMessage
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_S = 0.25  # how often a streaming reply is written to SQLite
+STREAM_INTERVAL_S = 0.05  # how often a streaming reply is sent to the browser or API client
 TITLE_CHARS = 60
 
 
@@ -50,6 +51,28 @@ class ReplyUpdate:
     error: str = ""  # a message for the user when a backend failed
     notice: str = ""  # e.g. older turns left out to fit the context
     stats: dict = field(default_factory=dict)
+
+
+def throttled(updates: Iterator[ReplyUpdate], interval: float = STREAM_INTERVAL_S) -> Iterator[ReplyUpdate]:
+    """Pass the first update at once, then at most one every `interval` seconds, and always the
+    final one. The engine still decodes at full speed; the UI gets ~20 smooth updates a second
+    instead of paying serialisation and a network message for every token."""
+    last = 0.0
+    pending = None
+    try:
+        for update in updates:
+            now = time.perf_counter()
+            if update.status != "streaming" or now - last >= interval:
+                yield update
+                last, pending = now, None
+            else:
+                pending = update
+    except Exception:
+        if pending is not None:
+            yield pending  # what arrived before a failure is never held back
+        raise
+    if pending is not None:
+        yield pending
 
 
 def merge_roles(messages: list[Message]) -> list[Message]:

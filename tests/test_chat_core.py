@@ -144,3 +144,35 @@ def test_presets_load_from_data_file_and_reject_bad_files(tmp_path):
     bad.write_text('[[preset]]\nname = "x"\nprompt = "a"\n[[preset]]\nname = "x"\nprompt = "b"\n')
     with pytest.raises(ValueError, match="twice"):
         load_chat_presets(bad)
+
+
+def test_throttled_passes_first_and_final_and_thins_the_middle():
+    import time as _time
+
+    from core.chat import ReplyUpdate, throttled
+
+    def updates():
+        for i in range(50):
+            yield ReplyUpdate("x" * (i + 1))
+            _time.sleep(0.002)
+        yield ReplyUpdate("x" * 50, status="complete")
+
+    out = list(throttled(updates(), interval=0.03))
+    assert out[0].text == "x" and out[-1].status == "complete" and out[-1].text == "x" * 50
+    assert 2 < len(out) < 20
+    assert [len(u.text) for u in out] == sorted(len(u.text) for u in out)
+
+
+def test_throttled_delivers_held_back_text_before_an_error():
+    from core.chat import ReplyUpdate, throttled
+
+    def updates():
+        yield ReplyUpdate("a")
+        yield ReplyUpdate("a b")  # held back: arrives within the interval
+        raise RuntimeError("stream broke")
+
+    got = []
+    with pytest.raises(RuntimeError):
+        for u in throttled(updates(), interval=10):
+            got.append(u.text)
+    assert got == ["a", "a b"]

@@ -8,7 +8,7 @@ import gradio as gr
 from ui.errors import user_error
 
 from backends.base import BackendError
-from core.chat import ChatOptions, ChatService, InputError
+from core.chat import ChatOptions, ChatService, InputError, throttled
 
 
 def build_api(service: ChatService) -> None:
@@ -33,7 +33,7 @@ def build_api(service: ChatService) -> None:
         if history is not None and not isinstance(history, list):
             raise user_error("history must be a list of {role, content} objects")
         try:
-            for update in service.stream_once(history or [], message, options):
+            for update in throttled(service.stream_once(history or [], message, options)):
                 yield update.text
         except (InputError, BackendError, KeyError) as exc:
             raise user_error(str(exc), title="No reply") from None

@@ -11,7 +11,7 @@ from ui.errors import user_error
 
 from backends.base import BackendError
 from core import export
-from core.chat import ChatOptions, ChatService, InputError, display_messages
+from core.chat import ChatOptions, ChatService, InputError, display_messages, throttled
 from core.storage import NotFoundError
 from ui.identity import ensure_browser_id, user_id
 
@@ -147,7 +147,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             label = labels.get(opts.model or models.default, opts.model or "")
             try:
                 updates = service.reply(user, cid, opts, load_progress=lambda f, d: progress(f, desc=d))
-                for upd in updates:
+                for upd in throttled(updates):
                     bubble = upd.text if upd.status == "complete" else upd.text + (" ▌" if upd.status == "streaming" else "")
                     if upd.status == "cut":
                         mark = f"*[reply cut: {upd.note}]*"
