@@ -47,6 +47,9 @@ class Settings:
     max_input_chars: int = 200_000  # hard cap on one message, whatever the model's context
     concurrency_limit: int = 16  # simultaneous generation requests across all users
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "studio.sqlite3"

@@ -135,3 +135,20 @@ def test_faults_give_clear_errors_and_the_app_keeps_serving(tmp_path):
         with running_app(settings_for(tmp_path / "c", flaky.base_url, max_retries=2)) as (client, _):
             assert client.predict("retry me", api_name="/chat") == "retry0 me1 retry2 me3"  # 500 retried
             assert client.predict("again", api_name="/chat").startswith("again0")  # still serving
+
+
+def test_startup_loads_no_model_and_imports_no_engine(tmp_path):
+    """The page must be up in seconds: building the app touches no weights and imports neither
+    torch nor llama.cpp (checked in a fresh interpreter, free of other tests' imports)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from config import Settings; from app import build_app; "
+        f"build_app(Settings(text_models=('embedded', 'hf:some/model', 'openai:x'), data_dir={str(tmp_path)!r})); "
+        "print(sorted(m for m in ('torch', 'llama_cpp', 'transformers', 'openai', 'diffusers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
