@@ -30,6 +30,10 @@ class Settings:
     # Text models offered in the picker, first is the default. Each is a spec such as
     # "embedded", "hf:<hub id or folder>", "gguf:<file.gguf>", "openai:<model name>".
     text_models: tuple[str, ...] = ("embedded",)
+    # Image models, first is the default: "diffusers:<hub id, folder or .safetensors>",
+    # "openai:<model name>", "gan:faces". SD-Turbo downloads on first use where the hub is reachable;
+    # the GAN works with no internet.
+    image_models: tuple[str, ...] = ("diffusers:stabilityai/sd-turbo", "gan:faces")
     data_dir: Path = field(default_factory=_default_data_dir)
     server_name: str = "127.0.0.1"
     server_port: int = 7860
@@ -58,6 +62,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
         models = tuple(m.strip() for m in env.get("STUDIO_TEXT_MODEL", "embedded").split(",") if m.strip())
+        images = tuple(m.strip() for m in env.get("STUDIO_IMAGE_MODEL", "").split(",") if m.strip())
         auth_pairs = []
         for pair in env.get("STUDIO_AUTH", "").split(","):
             if pair.strip():
@@ -68,6 +73,7 @@ class Settings:
         threads = env.get("STUDIO_THREADS", "").strip()
         return cls(
             text_models=models or ("embedded",),
+            image_models=images or cls.image_models,
             data_dir=Path(env["STUDIO_DATA_DIR"]).expanduser() if env.get("STUDIO_DATA_DIR") else _default_data_dir(),
             server_name=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             server_port=_int(env, "GRADIO_SERVER_PORT", 7860),
