@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -205,7 +206,11 @@ class DiffusersBackend:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         class_name = index.get("_class_name", "") if isinstance(index.get("_class_name"), str) else ""
         self._pick_dtype_for(class_name)
-        variant = "fp16" if self._dtype_name != "float32" and _has_variant(folder, "fp16") else None
+        # fp16 files when running in half precision, and also in fp32 when they are all there is (hub
+        # downloads fetch only them: half the bytes, upcast on load).
+        variant = None
+        if _has_variant(folder, "fp16") and (self._dtype_name != "float32" or not _has_variant(folder, None)):
+            variant = "fp16"
         kwargs: dict[str, Any] = {"dtype": self._torch_dtype(), "variant": variant}
         for name in SKIPPED_COMPONENTS:
             if isinstance(index.get(name), list) and index[name][0] is not None:
@@ -254,8 +259,8 @@ class DiffusersBackend:
                 raise ModelUnavailableError(
                     f"{path.name} needs the configuration files of its base architecture from the Hugging Face hub, "
                     "which could not be reached, and they are not in the local cache. Load this file once on a "
-                    "machine with internet (the configs are a few kB), or pass a diffusers folder of the same "
-                    "architecture as its config.") from None
+                    "machine with internet (the configs are a few kB and are then cached), or set "
+                    "STUDIO_IMAGE_MODEL_CONFIG to a diffusers folder of the same architecture.") from None
             raise ModelUnavailableError(f"Could not load {path.name} as a {class_name}: {message}") from None
         return self._to_device(pipe)
 
@@ -266,7 +271,7 @@ class DiffusersBackend:
 
     def _fetch_from_hub(self, report: ProgressFn) -> Path:
         """The pipeline's folder in the Hugging Face cache, downloading what is missing. Only the files the
-        pipeline loads are fetched (one weight format, the fp16 variant when running in half precision), with
+        pipeline loads are fetched (one weight format, the fp16 variant where every component has one), with
         byte progress through a tqdm-compatible hook passed to snapshot_download."""
         from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download, try_to_load_from_cache
         from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
@@ -310,8 +315,8 @@ class DiffusersBackend:
         index = json.loads(Path(index_path).read_text(encoding="utf-8"))
         components = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)
                       and v and v[0] is not None and k not in SKIPPED_COMPONENTS]
-        wanted = "fp16" if self._dtype_name != "float32" else None
-        files, _ = select_pipeline_files(list(sizes), components, wanted)
+        # The fp16 files whatever the device: half the download, and a CPU upcasts them to fp32 on load.
+        files, _ = select_pipeline_files(list(sizes), components, "fp16")
         total = sum(sizes[f] for f in files)
         report(0.01, f"Downloading {ref} ({_gb(total)}) into {constants.HF_HUB_CACHE}")
         folder = snapshot_download(ref, revision=info.sha, allow_patterns=files,
@@ -393,8 +398,9 @@ class DiffusersBackend:
                 # dtype must be passed: from_pipe casts the shared modules to it (default float32).
                 pipe = auto.from_pipe(self._pipe, dtype=self._pipe.dtype)
             except ValueError:
-                raise BackendError(f"This model ({type(self._pipe).__name__}) has no "
-                                   f"{'inpainting' if key == 'inpaint' else 'image-to-image'} pipeline in diffusers.") from None
+                what = "inpainting" if key == "inpaint" else "image-to-image"
+                raise BackendError(f"This model ({type(self._pipe).__name__}) has no {what} pipeline in "
+                                   "diffusers.") from None
             pipe.set_progress_bar_config(disable=True)
             self._derived[key] = pipe
         return self._derived[key]
@@ -504,25 +510,27 @@ class DiffusersBackend:
         return self._device if self._device.startswith("cuda") else "cpu"
 
     def _parameters(self, r: ImageRequest, seed: int) -> dict:
+        """Keys as core/images.py's canonical parameters (ImageRequest field names), which it writes in
+        stable-diffusion-webui's text format. Device and precision are recorded because they change pixels."""
+        scheduler = r.scheduler or (self._default_scheduler if self._default_scheduler in SCHEDULERS else "")
         parameters = {
             "prompt": r.prompt,
             "negative_prompt": r.negative_prompt,
+            "mode": r.mode,
             "steps": r.steps,
-            "sampler": r.scheduler or self._default_scheduler,
-            "cfg_scale": r.guidance,
+            "scheduler": scheduler,
+            "guidance": r.guidance,
             "seed": seed,
-            "size": f"{r.width}x{r.height}",
             "width": r.width,
             "height": r.height,
             "model": _short_name(self.model_ref),
             "model_hash": self._model_hash,
-            "mode": r.mode,
             "backend": "diffusers",
             "device": self._device.split(":")[0],
             "dtype": self._dtype_name,
         }
         if r.mode != "txt2img":
-            parameters["denoising_strength"] = r.strength
+            parameters["strength"] = r.strength
         return parameters
 
     # -- memory ---------------------------------------------------------------------------------------
@@ -537,10 +545,8 @@ class DiffusersBackend:
                 vae.enable_tiling()
             self._memory_level = 1
             return True
-        if self._memory_level == 1 and cuda:
-            import accelerate  # noqa: F401  (required by enable_model_cpu_offload; fail here, clearly)
-
-            self._memory_level = 2
+        if self._memory_level == 1 and cuda and importlib.util.find_spec("accelerate") is not None:
+            self._memory_level = 2  # model CPU offload (needs accelerate)
             return True
         return False
 
@@ -571,7 +577,8 @@ class DiffusersBackend:
 # -- helpers (module level so tests can call them directly) ---------------------------------------------
 
 
-def select_pipeline_files(filenames: list[str], components: list[str], variant: str | None) -> tuple[list[str], str | None]:
+def select_pipeline_files(filenames: list[str], components: list[str],
+                          variant: str | None) -> tuple[list[str], str | None]:
     """The repository files a diffusers pipeline needs: model_index.json, each component folder's configs
     and tokenizer files, and one set of weights per component (safetensors over .bin; the `variant` files,
     e.g. fp16, only when every weighted component has them, since from_pretrained takes one variant).
@@ -599,8 +606,9 @@ def _weight_variant(filename: str) -> str | None:
     return stem.split(".", 1)[1] if "." in stem else None
 
 
-def _has_variant(folder: Path, variant: str) -> bool:
-    """True when every weighted component folder holds `variant` weights (from_pretrained takes one)."""
+def _has_variant(folder: Path, variant: str | None) -> bool:
+    """True when every weighted component folder holds `variant` weights (None: plain ones); from_pretrained
+    takes one variant for all components."""
     found = False
     for sub in folder.iterdir():
         weights = [p.name for p in sub.glob("*") if p.name.endswith((".safetensors", ".bin"))] if sub.is_dir() else []
@@ -626,15 +634,24 @@ def _single_file_pipeline(path: Path) -> str:
     import torch
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            checkpoint = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
-    else:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        while isinstance(checkpoint, dict) and "state_dict" in checkpoint:
-            checkpoint = checkpoint["state_dict"]
+            with safe_open(str(path), framework="pt") as handle:
+                checkpoint = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
+        else:
+            try:
+                checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # pre-2020 (non-zip) files cannot be memory-mapped
+                if "mmap" not in str(exc):
+                    raise
+                checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+            while isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+                checkpoint = checkpoint["state_dict"]
+    except Exception as exc:  # truncated file, not a checkpoint, pickled code refused by weights_only
+        raise ModelUnavailableError(f"Could not read {path.name} as a model checkpoint: {_first_line(exc)}. "
+                                    "Prefer .safetensors files; re-download it if it may be damaged.") from None
     try:
         model_type = infer_diffusers_model_type(checkpoint)
     except Exception:

@@ -160,25 +160,23 @@ class OpenAIImagesBackend:
         return kwargs
 
     def _parameters(self, request: ImageRequest, seed: int, image: Any, item: Any) -> dict:
+        """Keys as core/images.py's canonical parameters; the size is what the server returned."""
+        note = NOT_REPRODUCIBLE
+        if not self._send_seed:
+            note += " The seed was not sent: this API has none."
+        if request.negative_prompt:
+            note += " The negative prompt was not used: this API has none."
         parameters = {
             "prompt": request.prompt,
-            "negative_prompt": "",
+            "mode": request.mode,
             "seed": seed,
-            "size": f"{image.width}x{image.height}",
             "width": image.width,
             "height": image.height,
             "model": self.model,
-            "mode": request.mode,
             "backend": "openai",
             "server": self._host,
-            "seed_sent": self._send_seed,
-            "reproducible": False,
-            "note": NOT_REPRODUCIBLE,
+            "note": note,
         }
-        if request.negative_prompt:
-            parameters["note"] += " The negative prompt was not used: this API has none."
-        if request.mode != "txt2img":
-            parameters["denoising_strength"] = None  # the API decides how far an edit goes
         revised = getattr(item, "revised_prompt", None)
         if revised:
             parameters["revised_prompt"] = revised
