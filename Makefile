@@ -22,8 +22,10 @@ install: $(PY)
 APT_NEEDED = $(shell command -v tesseract >/dev/null 2>&1 || echo tesseract-ocr tesseract-ocr-eng) \
              $(shell command -v chromium >/dev/null 2>&1 || echo chromium chromium-driver)
 
+# Optional for the app (scanned PDFs get a clear message without it), so never fatal here.
 ocr-deps:
-	@command -v tesseract >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q tesseract-ocr tesseract-ocr-eng; }
+	@command -v tesseract >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q tesseract-ocr tesseract-ocr-eng; } \
+	  || echo "note: tesseract not installed; scanned PDFs will not be read (install tesseract-ocr to enable OCR)"
 
 system-deps:
 	@[ -z "$(strip $(APT_NEEDED))" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(APT_NEEDED); }
