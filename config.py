@@ -34,6 +34,10 @@ class Settings:
     # "openai:<model name>", "gan:faces". SD-Turbo downloads on first use where the hub is reachable;
     # the GAN works with no internet.
     image_models: tuple[str, ...] = ("diffusers:stabilityai/sd-turbo", "gan:faces")
+    image_device: str | None = None  # "cuda", "cpu"...; None = CUDA when present
+    image_dtype: str | None = None  # "float16", "bfloat16", "float32"; None = half on CUDA, fp32 on CPU
+    image_model_config: str | None = None  # for a single .safetensors file: folder/hub id of its configs
+    image_request_timeout: float = 180.0  # hosted image APIs are slower than text
     data_dir: Path = field(default_factory=_default_data_dir)
     server_name: str = "127.0.0.1"
     server_port: int = 7860
@@ -74,6 +78,10 @@ class Settings:
         return cls(
             text_models=models or ("embedded",),
             image_models=images or cls.image_models,
+            image_device=env.get("STUDIO_IMAGE_DEVICE") or None,
+            image_dtype=env.get("STUDIO_IMAGE_DTYPE") or None,
+            image_model_config=env.get("STUDIO_IMAGE_MODEL_CONFIG") or None,
+            image_request_timeout=_float(env, "STUDIO_IMAGE_TIMEOUT", 180.0),
             data_dir=Path(env["STUDIO_DATA_DIR"]).expanduser() if env.get("STUDIO_DATA_DIR") else _default_data_dir(),
             server_name=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             server_port=_int(env, "GRADIO_SERVER_PORT", 7860),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from backends.base import ModelSpec, TextBackend
+from backends.image_base import ImageBackend
 
 if TYPE_CHECKING:
     from config import Settings
@@ -34,3 +35,35 @@ def create_text_backend(raw_spec: str, settings: "Settings") -> TextBackend:
 
     return OpenAIBackend(model=spec.target, settings=settings, spec=spec.raw,
                          label=f"{spec.target} (OpenAI-compatible API)")
+
+
+IMAGE_KINDS = ("diffusers", "openai", "gan")
+
+
+def parse_image_spec(raw: str) -> tuple[str, str]:
+    kind, sep, target = raw.strip().partition(":")
+    if not sep or kind not in IMAGE_KINDS or not target.strip():
+        raise ValueError(f"Unknown image model {raw!r}: use 'diffusers:<hub id, folder or .safetensors>', "
+                         "'openai:<model name>' or 'gan:faces'")
+    if kind == "gan" and target.strip() != "faces":
+        raise ValueError(f"Unknown GAN {target!r}: the only one is 'gan:faces'")
+    return kind, target.strip()
+
+
+def create_image_backend(raw_spec: str, settings: "Settings") -> ImageBackend:
+    kind, target = parse_image_spec(raw_spec)
+    if kind == "gan":
+        from backends.gan_faces import GanFacesBackend
+
+        return GanFacesBackend(spec=raw_spec.strip(), data_dir=settings.data_dir)
+    if kind == "openai":
+        from backends.openai_images import OpenAIImagesBackend
+
+        return OpenAIImagesBackend(model=target, base_url=settings.openai_base_url,
+                                   api_key=settings.openai_api_key, timeout=settings.image_request_timeout,
+                                   max_retries=settings.max_retries, spec=raw_spec.strip())
+    from backends.diffusers_backend import DiffusersBackend
+
+    return DiffusersBackend(model_ref=target, spec=raw_spec.strip(), data_dir=settings.data_dir,
+                            device=settings.image_device, dtype=settings.image_dtype,
+                            config=settings.image_model_config)
