@@ -12,16 +12,15 @@ import re
 import secrets
 import sqlite3
 import struct
-import threading
 import time
 import uuid
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from backends.image_base import GeneratedImage, ImageCapabilities, ImageRequest
+from core.db import SQLiteDB
 
 # -- limits ------------------------------------------------------------------------------------
 MAX_PROMPT_CHARS = 10_000
@@ -627,7 +626,7 @@ class GalleryImage:
         return to_infotext(self.parameters)
 
 
-class ImageGallery:
+class ImageGallery(SQLiteDB):
     """Every image a user made: PNG files under `<data_dir>/images/<user folder>/` and a row each in
     SQLite. Every query is scoped to the user id; a user's folder name is a hash of the id, so ids
     never become paths."""
@@ -635,32 +634,8 @@ class ImageGallery:
     def __init__(self, data_dir: Path, db_path: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / "images"
-        self.db_path = Path(db_path) if db_path is not None else self.data_dir / "studio.sqlite3"
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conn().executescript(GALLERY_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        else:
-            db.execute("COMMIT")
+        super().__init__(Path(db_path) if db_path is not None else self.data_dir / "studio.sqlite3",
+                         GALLERY_SCHEMA)
 
     def _user_dir(self, user_id: str) -> Path:
         return self.images_dir / hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:24]

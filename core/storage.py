@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
+
+from core.db import SQLiteDB
 
 Status = Literal["complete", "streaming", "cut"]
 
@@ -71,36 +71,9 @@ class NotFoundError(LookupError):
     """The conversation does not exist or belongs to someone else (indistinguishable on purpose)."""
 
 
-class ConversationStore:
+class ConversationStore(SQLiteDB):
     def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conn().executescript(SCHEMA)  # runs its own transaction
-
-    # -- connection handling -------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        else:
-            db.execute("COMMIT")
+        super().__init__(db_path, SCHEMA)
 
     # -- conversations -------------------------------------------------------------------------
     def create_conversation(self, user_id: str, title: str = "New chat", model: str = "",

@@ -209,6 +209,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             return [], ""
 
         clear_btn.click(clear, [browser_id, conv_id], [chatbot, stats], **PRIVATE)
+        chatbot.clear(clear, [browser_id, conv_id], [chatbot, stats], **PRIVATE)  # its own trash icon
 
         # -- conversations -----------------------------------------------------------------------
         def new_chat(bid, request: gr.Request):
