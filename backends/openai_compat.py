@@ -3,7 +3,6 @@ SDK. Owns the retry loop, the per-request deadline and the mapping of HTTP failu
 subclasses; the API key stays inside the SDK client and is scrubbed from anything a server echoes."""
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import random
@@ -11,8 +10,9 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from backends.http_common import display_host, display_url, retry_after, server_said, tries
 from backends.base import (
     AuthFailedError,
     BackendError,
@@ -69,8 +69,8 @@ class OpenAIBackend:
         self.label = label or f"{model} (OpenAI-compatible API)"
         self._settings = settings
         self._base_url = (settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._where = _display_url(self._base_url)  # no user:password@, no query
-        self._host = _display_host(self._base_url)
+        self._where = display_url(self._base_url)  # no user:password@, no query
+        self._host = display_host(self._base_url)
         self._lock = threading.Lock()
         self._client: Any = None  # openai.OpenAI, made in load()
         self._probe_lock = threading.Lock()
@@ -294,7 +294,7 @@ class OpenAIBackend:
 
     def _status_failure(self, exc: Any, retries: int) -> _Failure:
         status = int(exc.status_code)
-        tried = _tries(retries)
+        tried = tries(retries)
         if status in (401, 403):
             # Never the body: OpenAI quotes the rejected key in it.
             verb = "rejected the API key" if status == 401 else "refused access with this API key"
@@ -302,38 +302,38 @@ class OpenAIBackend:
                 f"The server at {self._host} {verb} (HTTP {status}). Check OPENAI_API_KEY."), False)
         detail = self._server_message(exc)
         if status == 429:
-            wait = _retry_after(exc.response.headers)
+            wait = retry_after(exc.response.headers)
             return _Failure(RateLimitedError(
                 f"The server at {self._host} is limiting requests (HTTP 429){tried}. Wait a minute and "
-                f"try again, or check the plan's rate limits.{_detail(detail)}"), True, wait)
+                f"try again, or check the plan's rate limits.{server_said(detail)}"), True, wait)
         if status >= 500 or status in (408, 409):
             return _Failure(ServerFailedError(
                 f"The server at {self._host} failed (HTTP {status}){tried}. Try again later."
-                f"{_detail(detail)}"), True, _retry_after(exc.response.headers))
+                f"{server_said(detail)}"), True, retry_after(exc.response.headers))
         if status == 404:
             return _Failure(ModelUnavailableError(
                 f"The server at {self._where} has no model '{self.model}' or no chat endpoint (HTTP 404). "
                 f"Check the name after 'openai:' in STUDIO_TEXT_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
-                f"{_detail(detail)}"), False)
+                f"{server_said(detail)}"), False)
         lowered = detail.lower()
         if status in (400, 413, 422) and ("context" in lowered or "too long" in lowered or "maximum" in lowered
                                            and "token" in lowered):
             return _Failure(ContextOverflowError(
                 f"The conversation is too long for '{self.model}' (HTTP {status}). Shorten it or start a new one."
-                f"{_detail(detail)}"), False)
+                f"{server_said(detail)}"), False)
         return _Failure(BackendError(
-            f"The server at {self._host} rejected the request (HTTP {status}).{_detail(detail)}"), False)
+            f"The server at {self._host} rejected the request (HTTP {status}).{server_said(detail)}"), False)
 
     def _timeout_failure(self, exc: Any, retries: int) -> _Failure:
         import httpx2
 
         if isinstance(exc.__cause__, httpx2.ConnectTimeout):
             return _Failure(ConnectionFailedError(
-                f"Could not reach {self._where} (no connection within the connect timeout){_tries(retries)}. "
+                f"Could not reach {self._where} (no connection within the connect timeout){tries(retries)}. "
                 "Check OPENAI_BASE_URL and that the server is running."), True)
         return _Failure(TimeoutFailedError(
             f"The server at {self._host} gave no answer within {self._settings.request_timeout:g} s"
-            f"{_tries(retries)}. It may be overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."), True)
+            f"{tries(retries)}. It may be overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."), True)
 
     def _connection_failure(self, exc: Any, retries: int) -> _Failure:
         import httpx2
@@ -342,10 +342,10 @@ class OpenAIBackend:
         reason = self._scrub(str(cause))[:200] if cause is not None and str(cause) else type(cause).__name__
         if cause is None or isinstance(cause, httpx2.ConnectError):
             return _Failure(ConnectionFailedError(
-                f"Could not reach {self._where} ({reason}){_tries(retries)}. "
+                f"Could not reach {self._where} ({reason}){tries(retries)}. "
                 "Check OPENAI_BASE_URL and that the server is running."), True)
         return _Failure(ConnectionFailedError(  # connected, then lost it before the answer was in
-            f"The connection to {self._where} broke before the answer arrived ({reason}){_tries(retries)}. "
+            f"The connection to {self._where} broke before the answer arrived ({reason}){tries(retries)}. "
             "Try again."), True)
 
     def _not_openai(self) -> str:
@@ -407,49 +407,3 @@ def _finish(reason: str | None) -> Literal["stop", "length"] | None:
     if not reason:
         return None
     return "length" if reason == "length" else "stop"  # content_filter, tool_calls...: it stopped
-
-
-def _tries(retries: int) -> str:
-    return "" if retries == 0 else f", still after {retries} {'retry' if retries == 1 else 'retries'}"
-
-
-def _detail(detail: str) -> str:
-    return f" Server said: {detail}" if detail else ""
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from retry-after-ms (OpenAI) or Retry-After (seconds or an HTTP date)."""
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return float(ms) / 1000.0
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _display_url(url: str) -> str:
-    """The URL as safe to show: no credentials, query or fragment."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    except ValueError:
-        return "the configured OPENAI_BASE_URL"
-
-
-def _display_host(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        return f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or _display_url(url))
-    except ValueError:
-        return "the configured OPENAI_BASE_URL"

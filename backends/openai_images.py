@@ -5,15 +5,15 @@ subclasses; the API key stays inside the SDK client and never appears in a messa
 from __future__ import annotations
 
 import base64
-import email.utils
 import io
 import logging
 import random
 import threading
 import time
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from backends.http_common import display_host, display_url, retry_after, server_said, tries
 from backends.base import (
     AuthFailedError,
     BackendError,
@@ -62,8 +62,8 @@ class OpenAIImagesBackend:
         self._api_key = api_key
         self._timeout_s = float(timeout)
         self._max_retries = max(0, int(max_retries))
-        self._where = _display_url(self._base_url)
-        self._host = _display_host(self._base_url)
+        self._where = display_url(self._base_url)
+        self._host = display_host(self._base_url)
         self._official = urlsplit(self._base_url).hostname == "api.openai.com"
         self._send_seed = (not self._official) if send_seed is None else send_seed
         self._gpt_image = model.startswith(("gpt-image", "chatgpt-image"))
@@ -219,7 +219,7 @@ class OpenAIImagesBackend:
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > MAX_DOWNLOAD_BYTES:
-                        raise ServerFailedError(f"The image at {_display_url(url)} is larger than "
+                        raise ServerFailedError(f"The image at {display_url(url)} is larger than "
                                                 f"{MAX_DOWNLOAD_BYTES >> 20} MB.")
                     chunks.append(chunk)
                 return b"".join(chunks)
@@ -227,7 +227,7 @@ class OpenAIImagesBackend:
             raise
         except Exception as exc:
             reason = type(exc).__name__
-        raise ServerFailedError(f"Could not fetch the image from {_display_url(url)} ({reason}); try again.")
+        raise ServerFailedError(f"Could not fetch the image from {display_url(url)} ({reason}); try again.")
 
     # -- transport ------------------------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class OpenAIImagesBackend:
 
     def _status_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
         status = int(exc.status_code)
-        tried = _tries(retries)
+        tried = tries(retries)
         if status in (401, 403):  # never the body: OpenAI quotes the rejected key in it
             verb = "rejected the API key" if status == 401 else "refused access with this API key"
             return AuthFailedError(f"The server at {self._host} {verb} (HTTP {status}). Check OPENAI_API_KEY."), \
@@ -320,20 +320,20 @@ class OpenAIImagesBackend:
         if status == 429:
             return RateLimitedError(
                 f"The server at {self._host} is limiting requests (HTTP 429){tried}. Wait a minute and try "
-                f"again, or check the plan's rate limits.{_detail(detail)}"), True, _retry_after(exc.response.headers)
+                f"again, or check the plan's rate limits.{server_said(detail)}"), True, retry_after(exc.response.headers)
         if status >= 500 or status in (408, 409):
             return ServerFailedError(f"The server at {self._host} failed (HTTP {status}){tried}. Try again later."
-                                     f"{_detail(detail)}"), True, _retry_after(exc.response.headers)
+                                     f"{server_said(detail)}"), True, retry_after(exc.response.headers)
         if status == 404:
             return ModelUnavailableError(
                 f"The server at {self._where} has no image model '{self.model}' or no images endpoint (HTTP 404). "
                 f"Check the name after 'openai:' in STUDIO_IMAGE_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
-                f"{_detail(detail)}"), False, None
+                f"{server_said(detail)}"), False, None
         code = _error_code(exc)
         if code in ("content_policy_violation", "moderation_blocked") or "safety" in detail.lower():
             return BackendError(f"The server at {self._host} refused this prompt or image under its content "
-                                f"policy (HTTP {status}). Rephrase the prompt.{_detail(detail)}"), False, None
-        return BackendError(f"The server at {self._host} rejected the request (HTTP {status}).{_detail(detail)}"), \
+                                f"policy (HTTP {status}). Rephrase the prompt.{server_said(detail)}"), False, None
+        return BackendError(f"The server at {self._host} rejected the request (HTTP {status}).{server_said(detail)}"), \
             False, None
 
     def _timeout_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
@@ -341,16 +341,16 @@ class OpenAIImagesBackend:
 
         if isinstance(exc.__cause__, httpx2.ConnectTimeout):
             return ConnectionFailedError(
-                f"Could not reach {self._where} (no connection within the connect timeout){_tries(retries)}. "
+                f"Could not reach {self._where} (no connection within the connect timeout){tries(retries)}. "
                 "Check OPENAI_BASE_URL and that the server is running."), True, None
         return TimeoutFailedError(
-            f"The server at {self._host} sent no image within {self._timeout_s:g} s{_tries(retries)}. It may be "
+            f"The server at {self._host} sent no image within {self._timeout_s:g} s{tries(retries)}. It may be "
             "overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."), True, None
 
     def _connection_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
         cause = exc.__cause__
         reason = self._scrub(str(cause))[:200] if cause is not None and str(cause) else "connection failed"
-        return ConnectionFailedError(f"Could not reach {self._where} ({reason}){_tries(retries)}. "
+        return ConnectionFailedError(f"Could not reach {self._where} ({reason}){tries(retries)}. "
                                      "Check OPENAI_BASE_URL and that the server is running."), True, None
 
     def _server_message(self, exc: Any) -> str:
@@ -374,48 +374,3 @@ def _error_code(exc: Any) -> str:
     body = getattr(exc, "body", None)
     code = body.get("code") if isinstance(body, dict) else None
     return code if isinstance(code, str) else ""
-
-
-def _tries(retries: int) -> str:
-    return "" if retries == 0 else f", still after {retries} {'retry' if retries == 1 else 'retries'}"
-
-
-def _detail(detail: str) -> str:
-    return f" Server said: {detail}" if detail else ""
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from retry-after-ms (OpenAI) or Retry-After (seconds or an HTTP date)."""
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return float(ms) / 1000.0
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _display_url(url: str) -> str:
-    """The URL as safe to show: no credentials, query or fragment."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    except ValueError:
-        return "the configured OPENAI_BASE_URL"
-
-
-def _display_host(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        return f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or _display_url(url))
-    except ValueError:
-        return "the configured OPENAI_BASE_URL"
