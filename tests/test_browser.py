@@ -222,3 +222,20 @@ def test_with_login_each_user_has_their_own_conversations_on_any_browser(browser
             wait_for(lambda: "ann private plans" in page.locator("#chat-conversations").inner_text(), 10,
                      "ann's conversation")
             fresh.close()
+
+
+def test_a_refused_message_keeps_the_conversation_on_screen_and_says_why(browser, tmp_path):
+    with fake_openai_server(reply_words=6) as fake:
+        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
+               "STUDIO_MAX_INPUT_CHARS": "50"}
+        with app_process(tmp_path, env) as app:
+            context = browser.new_context()
+            page = open_page(context, app.url)
+            send(page, "keep this visible")
+            wait_for(lambda: "visible2" in " ".join(bot_texts(page)), 20, "a reply")
+            send(page, "x" * 60)  # over STUDIO_MAX_INPUT_CHARS
+            page.get_by_text("the limit is 50").wait_for(timeout=10000)
+            assert page.locator("#chat-input textarea").input_value() == "x" * 60  # nothing typed is lost
+            assert "visible2" in " ".join(bot_texts(page))  # the conversation is still shown
+            assert page.locator("#chatbot").get_by_text("Error", exact=True).count() == 0
+            context.close()

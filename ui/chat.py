@@ -160,10 +160,13 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                 raise user_error(str(exc), title="No reply") from None
 
         accept_outputs = [msg, conv_id, chatbot, conv_list, rename_box]
+        # Progress and error badges go on the stats line only: an error must never cover the
+        # conversation (Gradio marks every output of a failed event).
+        quiet = dict(show_progress_on=[stats], **PRIVATE)
         respond_kwargs = dict(concurrency_limit=service.settings.concurrency_limit,
-                              concurrency_id="chat-generate", **PRIVATE)
+                              concurrency_id="chat-generate", **quiet)
         for trigger in (msg.submit, send_btn.click):
-            trigger(accept, [msg, browser_id, conv_id, *gen_inputs], accept_outputs, **PRIVATE) \
+            trigger(accept, [msg, browser_id, conv_id, *gen_inputs], accept_outputs, **quiet) \
                 .success(respond, [browser_id, conv_id, *gen_inputs], [chatbot, stats], **respond_kwargs)
 
         def stop(bid, cid, request: gr.Request):
@@ -182,7 +185,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             history, _ = load_conversation(user, cid)
             return history + [{"role": "assistant", "content": "…"}]
 
-        regen_btn.click(prepare_regenerate, [browser_id, conv_id], [chatbot], **PRIVATE) \
+        regen_btn.click(prepare_regenerate, [browser_id, conv_id], [chatbot], **quiet) \
             .success(respond, [browser_id, conv_id, *gen_inputs], [chatbot, stats], **respond_kwargs)
 
         def edit_last(bid, cid, current_text, request: gr.Request):
@@ -199,7 +202,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             history, _ = load_conversation(user, cid)
             return text, history
 
-        edit_btn.click(edit_last, [browser_id, conv_id, msg], [msg, chatbot], **PRIVATE)
+        edit_btn.click(edit_last, [browser_id, conv_id, msg], [msg, chatbot], **quiet)
 
         def clear(bid, cid, request: gr.Request):
             user = user_id(bid, request)
@@ -229,7 +232,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                 conv.system_prompt if conv.system_prompt else gr.Textbox()
 
         conv_list.input(switch, [browser_id, conv_list],
-                        [conv_id, chatbot, stats, rename_box, model, system_prompt], **PRIVATE)
+                        [conv_id, chatbot, stats, rename_box, model, system_prompt], **quiet)
 
         def do_search(bid, query, cid, request: gr.Request):
             return gr.Radio(choices=conv_choices(user_id(bid, request), query or ""), value=cid)
@@ -246,7 +249,8 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                 raise user_error(str(exc), title="Not renamed") from None
             return gr.Radio(choices=conv_choices(user, query or ""), value=cid)
 
-        rename_btn.click(rename, [browser_id, conv_id, rename_box, search], [conv_list], **PRIVATE)
+        rename_btn.click(rename, [browser_id, conv_id, rename_box, search], [conv_list],
+                         show_progress_on=[rename_box], **PRIVATE)
 
         def delete(bid, cid, request: gr.Request):
             user = user_id(bid, request)
@@ -274,6 +278,6 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                 return gr.File(value=str(path), visible=True)
             return run
 
-        md_btn.click(exporter("md"), [browser_id, conv_id], [export_file], **PRIVATE)
-        json_btn.click(exporter("json"), [browser_id, conv_id], [export_file], **PRIVATE)
+        md_btn.click(exporter("md"), [browser_id, conv_id], [export_file], **quiet)
+        json_btn.click(exporter("json"), [browser_id, conv_id], [export_file], **quiet)
         preset.input(lambda name: presets.get(name, ""), [preset], [system_prompt], **PRIVATE)
