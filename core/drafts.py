@@ -1,0 +1,147 @@
+"""SQLite storage for the writer's drafts: each kept with its brief (every field as entered), the
+generation options, the outline, the variants and the chosen text. Every query is scoped to a user.
+
+Shares the app's database file (its own table); WAL with synchronous=NORMAL, as core/storage.py.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from core.db import SQLiteDB
+from core.storage import NotFoundError
+
+DraftStatus = Literal["complete", "streaming", "cut"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS writer_drafts (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    template TEXT NOT NULL,
+    brief TEXT NOT NULL DEFAULT '{}',
+    options TEXT NOT NULL DEFAULT '{}',
+    outline TEXT NOT NULL DEFAULT '',
+    variants TEXT NOT NULL DEFAULT '[]',
+    chosen INTEGER NOT NULL DEFAULT 0,
+    text TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'complete' CHECK (status IN ('complete', 'streaming', 'cut')),
+    note TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS writer_drafts_by_user ON writer_drafts(user_id, updated_at DESC);
+"""
+
+
+@dataclass
+class Draft:
+    id: str
+    user_id: str
+    title: str
+    template: str
+    brief: dict[str, Any] = field(default_factory=dict)  # field name -> value as the person entered it
+    options: dict[str, Any] = field(default_factory=dict)  # model, variants, temperature, top_p, seed
+    outline: str = ""
+    variants: list[str] = field(default_factory=list)
+    chosen: int = 0
+    text: str = ""  # the picked variant, as edited since
+    status: DraftStatus = "complete"
+    note: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+def _row_to_draft(row: sqlite3.Row) -> Draft:
+    return Draft(id=row["id"], user_id=row["user_id"], title=row["title"], template=row["template"],
+                 brief=json.loads(row["brief"]), options=json.loads(row["options"]), outline=row["outline"],
+                 variants=json.loads(row["variants"]), chosen=row["chosen"], text=row["text"],
+                 status=row["status"], note=row["note"], created_at=row["created_at"],
+                 updated_at=row["updated_at"])
+
+
+class DraftStore(SQLiteDB):
+    def __init__(self, db_path: Path) -> None:
+        super().__init__(db_path, SCHEMA)
+
+    def _owned(self, db: sqlite3.Connection, user_id: str, draft_id: str) -> sqlite3.Row:
+        row = db.execute("SELECT * FROM writer_drafts WHERE id = ? AND user_id = ?", (draft_id, user_id)).fetchone()
+        if row is None:
+            raise NotFoundError(f"No draft {draft_id!r} for this user")
+        return row
+
+    # -- drafts ---------------------------------------------------------------------------------
+    def create(self, user_id: str, title: str, template: str, brief: dict[str, Any], options: dict[str, Any],
+               outline: str = "", text: str = "", status: DraftStatus = "complete") -> Draft:
+        now = time.time()
+        draft = Draft(uuid.uuid4().hex, user_id, " ".join(title.split())[:200] or "Untitled draft", template,
+                      dict(brief), dict(options), outline, [], 0, text, status, "", now, now)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO writer_drafts (id, user_id, title, template, brief, options, outline, variants,"
+                " chosen, text, status, note, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (draft.id, user_id, draft.title, template, json.dumps(draft.brief), json.dumps(draft.options),
+                 outline, "[]", 0, text, status, "", now, now),
+            )
+        return draft
+
+    def get(self, user_id: str, draft_id: str) -> Draft:
+        return _row_to_draft(self._owned(self._conn(), user_id, draft_id or ""))
+
+    def list(self, user_id: str, query: str = "", limit: int = 200) -> list[Draft]:
+        """Newest first; `query` matches titles and text, case-insensitively."""
+        db = self._conn()
+        if query.strip():
+            pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = db.execute(
+                "SELECT * FROM writer_drafts WHERE user_id = ? AND (title LIKE ? ESCAPE '\\' OR text LIKE ?"
+                " ESCAPE '\\') ORDER BY updated_at DESC LIMIT ?", (user_id, pattern, pattern, limit))
+        else:
+            rows = db.execute("SELECT * FROM writer_drafts WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?",
+                              (user_id, limit))
+        return [_row_to_draft(r) for r in rows]
+
+    def save_generation(self, user_id: str, draft_id: str, *, variants: list[str], outline: str | None = None,
+                        status: DraftStatus = "streaming", note: str = "", title: str | None = None) -> None:
+        """Called as variants stream (throttled) and once at the end; the chosen text follows the
+        chosen variant until the person picks or edits."""
+        with self._tx() as db:
+            row = self._owned(db, user_id, draft_id)
+            chosen = min(row["chosen"], max(0, len(variants) - 1))
+            db.execute(
+                "UPDATE writer_drafts SET variants = ?, outline = ?, text = ?, status = ?, note = ?, title = ?,"
+                " updated_at = ? WHERE id = ?",
+                (json.dumps(variants), row["outline"] if outline is None else outline,
+                 variants[chosen] if variants else row["text"], status, note,
+                 row["title"] if not title else " ".join(title.split())[:200], time.time(), draft_id))
+
+    def pick(self, user_id: str, draft_id: str, index: int) -> Draft:
+        with self._tx() as db:
+            row = self._owned(db, user_id, draft_id)
+            variants = json.loads(row["variants"])
+            if not 0 <= index < len(variants):
+                raise IndexError(f"This draft has {len(variants)} variant(s); there is no variant {index + 1}.")
+            db.execute("UPDATE writer_drafts SET chosen = ?, text = ?, updated_at = ? WHERE id = ?",
+                       (index, variants[index], time.time(), draft_id))
+        return self.get(user_id, draft_id)
+
+    def save_text(self, user_id: str, draft_id: str, text: str) -> None:
+        with self._tx() as db:
+            self._owned(db, user_id, draft_id)
+            db.execute("UPDATE writer_drafts SET text = ?, updated_at = ? WHERE id = ?", (text, time.time(), draft_id))
+
+    def delete(self, user_id: str, draft_id: str) -> None:
+        with self._tx() as db:
+            self._owned(db, user_id, draft_id)
+            db.execute("DELETE FROM writer_drafts WHERE id = ?", (draft_id,))
+
+    def mark_interrupted(self, note: str = "interrupted: the server stopped while writing") -> int:
+        """At startup: drafts left 'streaming' by a crash are kept, marked as cut."""
+        with self._tx() as db:
+            return db.execute("UPDATE writer_drafts SET status = 'cut', note = ? WHERE status = 'streaming'",
+                              (note,)).rowcount
