@@ -55,7 +55,7 @@ def create_image_backend(raw_spec: str, settings: "Settings") -> ImageBackend:
     if kind == "gan":
         from backends.gan_faces import GanFacesBackend
 
-        return GanFacesBackend(spec=raw_spec.strip(), data_dir=settings.data_dir)
+        return GanFacesBackend(spec=raw_spec.strip())  # its data_dir is the IR folder: the wheel's by default
     if kind == "openai":
         from backends.openai_images import OpenAIImagesBackend
 

@@ -1,8 +1,10 @@
-"""Image generation: the app's path (request normalised by core/images.py, DiffusersBackend.generate with
-its per-step callback, progress and previews, then PNG encoding with the `parameters` chunk) vs the same
-diffusers pipeline called directly, in one run, interleaved. Prints both medians and the app's overhead.
+"""Image generation through the app vs the pipeline called directly, in one run, interleaved: the service
+layer (core/image_studio.py: checks, per-model queue, progress and previews, PNG encoding with the `parameters`
+chunk, gallery write) and Gradio's HTTP API (/generate_image by plain REST calls and by gradio_client, PNG
+download included), for the GAN faces (OpenVINO networks called directly) and a small random diffusers
+pipeline. Prints medians and fastest runs and the app's overhead (target: under 10 %).
 
-    .venv/bin/python bench/image_bench.py [--runs 7] [--size 256] [--steps 4]     # CPU, small random SD
+    .venv/bin/python bench/image_bench.py [--runs 7] [--size 256] [--steps 4] [--batch 4] [--threads N]  # CPU
     .venv/bin/python bench/image_bench.py --gpu [--runs 10] [--compile-mode default]   # CUDA only
 
 --gpu builds SD-Turbo's real architecture (configs below, random weights, nothing downloaded) and times
@@ -13,14 +15,19 @@ that architecture. --smoke runs the --gpu code path on CPU with small configs, t
 from __future__ import annotations
 
 import argparse
+import json
+import contextlib
+import os
 import platform
+import socket
 import statistics
 import sys
 import tempfile
 import threading
+import urllib.request
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -117,75 +124,232 @@ def timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
 # -- app path vs direct ---------------------------------------------------------------------------------
 
 
-def app_vs_direct(folder: Path, device: str, size: int, steps: int, runs: int, dtype: Any) -> dict:
-    """Both paths on one loaded model each (same weights from `folder`), interleaved so that drift
-    (thermal, other processes) hits both alike."""
+@contextlib.contextmanager
+def running_app(image_models: tuple[str, ...], data_dir: Path, **settings: Any) -> Iterator[tuple[Any, Any]]:
+    """The real app (build_app) on a loopback port: (its ImageStudio, a gradio_client for /generate_image)."""
+    from gradio_client import Client
+
+    from app import build_app
+    from config import Settings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app_settings = Settings(image_models=image_models, data_dir=data_dir, **settings)
+    demo = build_app(app_settings)
+    demo.queue(default_concurrency_limit=app_settings.concurrency_limit)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo.image_studio, Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], dict],
+                     direct: Callable[[int], list], device: str, runs: int) -> dict:
+    """Per image request, interleaved (the order rotates every run, so drift hits all paths alike):
+    direct  - the pipeline / networks called directly, PIL images out;
+    service - ImageStudio.generate: checks, the per-model queue, progress, PNG encoding and the gallery write;
+    rest    - the same through Gradio's HTTP API with plain httpx (POST, event stream, GET of the PNGs);
+    http    - the same through gradio_client (what the tests use), which adds ~70 ms of its own per call."""
+    import httpx
     import numpy as np
+
+    from core.images import encode_png
+
+    def service(seed: int) -> list:
+        final = list(studio.generate("bench", spec, form(seed)))[-1]
+        return [g.path for g in final.images]
+
+    def http(seed: int) -> list:
+        files, _ = client.predict(**{"prompt": "", **form(seed)}, model=spec, api_name="/generate_image")
+        return files
+
+    endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate_image"]
+    names = [(p["parameter_name"], p["parameter_default"]) for p in endpoint["parameters"]]
+    base = client.src.rstrip("/")
+    rest_client = httpx.Client(timeout=600)
+
+    def rest(seed: int) -> list:
+        """Gradio's REST API without the client library: POST the call, read its event stream, GET the PNGs."""
+        values = {"prompt": "", **form(seed), "model": spec}
+        event = rest_client.post(f"{base}/gradio_api/call/generate_image",
+                                 json={"data": [values.get(name, default) for name, default in names]})
+        data = None
+        with rest_client.stream("GET", f"{base}/gradio_api/call/generate_image/{event.json()['event_id']}") as sse:
+            kind = ""
+            for line in sse.iter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    data = json.loads(line[5:])
+        if not data or kind != "complete":
+            raise RuntimeError(f"/generate_image failed: {data}")
+        paths = []
+        for file in data[0]:
+            url = file.get("url") or f"/gradio_api/file={file['path']}"  # the REST route leaves url empty
+            url = url if url.startswith("http") else base + url
+            target = Path(tempfile.mkdtemp(prefix="bench-rest-")) / "image.png"
+            target.write_bytes(rest_client.get(url).content)
+            paths.append(target)
+        return paths
+
+    def direct_on_a_thread(seed: int) -> list:
+        # Each studio job runs on a fresh thread; direct calls do too. (torch on this process's main thread,
+        # with the HTTP server up, ran 3-6x slower here: an artefact that is not what is being compared.)
+        box: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: box.update(out=direct(seed)))
+        worker.start()
+        worker.join()
+        return box["out"]
+
+    paths = {"direct": direct_on_a_thread, "service": service, "rest": rest, "http": http}
+    for seed in (0, 1):  # warm-up: allocator, kernels, lazy imports, the HTTP connection
+        for fn in paths.values():
+            fn(seed)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    same = True
+    png_bytes = 0
+    for i in range(runs):
+        seed = 100 + i
+        order = list(paths)[i % len(paths):] + list(paths)[:i % len(paths)]
+        out = {}
+        for name in order:
+            t, out[name] = timed(lambda: paths[name](seed), device)
+            times[name].append(t)
+        reference = [np.asarray(image) for image in out["direct"]]
+        for name in ("service", "rest", "http"):
+            stored = [np.asarray(Image_open(path)) for path in out[name]]
+            same &= len(stored) == len(reference) and all(np.array_equal(a, b) for a, b in zip(stored, reference))
+        png_bytes = sum(Path(p).stat().st_size for p in out["http"])
+    images = out["direct"]
+    served = [f"{client.src.rstrip('/')}/gradio_api/file={path}" for path in out["service"]]
+
+    def download() -> None:
+        for url in served:
+            with urllib.request.urlopen(url) as response:
+                response.read()
+
+    transfer = statistics.median(timed(download, "cpu")[0] for _ in range(max(3, runs)))
+    encode = statistics.median(timed(lambda: [encode_png(im, {"seed": 1, "model": "x", "steps": 1})
+                                              for im in images], "cpu")[0] for _ in range(max(3, runs)))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    low = {name: min(ts) for name, ts in times.items()}  # on a shared machine noise only adds: the floor is steadier
+    rest_client.close()
+    return {"direct_s": med["direct"], "service_s": med["service"], "http_s": med["http"], "encode_s": encode,
+            "rest_s": med["rest"], "rest_overhead": med["rest"] / med["direct"] - 1.0,
+            "transfer_s": transfer, "min": low,
+            "service_overhead": med["service"] / med["direct"] - 1.0, "http_overhead": med["http"] / med["direct"] - 1.0,
+            "identical_pixels": same, "png_bytes": png_bytes, "images": len(images), "runs": runs}
+
+
+def Image_open(path: Any) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def report_studio(r: dict, what: str) -> None:
+    n = r["images"]
+    print(f"\n{what}: {n} image{'s' if n > 1 else ''} per request, median of {r['runs']} interleaved runs")
+    low = r["min"]
+    print(f"  {'':40s} {'median':>9s}    {'overhead':>8s}   {'fastest':>9s}   {'overhead':>8s}")
+    print(f"  direct (pipeline called directly)        {r['direct_s'] * 1000:9.1f} ms {'':10s}"
+          f"  {low['direct'] * 1000:9.1f} ms")
+    print(f"  service (ImageStudio: checks, queue,     {r['service_s'] * 1000:9.1f} ms {r['service_overhead'] * 100:+7.1f} %"
+          f"  {low['service'] * 1000:9.1f} ms {(low['service'] / low['direct'] - 1) * 100:+7.1f} %")
+    print("           progress, PNG + gallery write)")
+    print(f"  REST (/gradio_api/call/generate_image,   {r['rest_s'] * 1000:9.1f} ms {r['rest_overhead'] * 100:+7.1f} %"
+          f"  {low['rest'] * 1000:9.1f} ms {(low['rest'] / low['direct'] - 1) * 100:+7.1f} %")
+    print("        httpx: POST, event stream, GET PNG)")
+    print(f"  HTTP (/generate_image, gradio_client,    {r['http_s'] * 1000:9.1f} ms {r['http_overhead'] * 100:+7.1f} %"
+          f"  {low['http'] * 1000:9.1f} ms {(low['http'] / low['direct'] - 1) * 100:+7.1f} %")
+    print(f"        {r['png_bytes'] / 1e6:.2f} MB of PNG downloaded)      of which fetching the PNG"
+          f"{'s' if n > 1 else ''} alone (HTTP GET): {r['transfer_s'] * 1000:.1f} ms")
+    print(f"  of which PNG encoding (core.images.encode_png, level 1): {r['encode_s'] * 1000:.1f} ms "
+          f"({r['encode_s'] / r['direct_s'] * 100:.1f} % of direct); the service's overhead without it: "
+          f"{((r['service_s'] - r['encode_s']) / r['direct_s'] - 1) * 100:+.1f} %")
+    print(f"  same pixels in the stored PNGs as direct: {r['identical_pixels']}   (target: overhead under 10 %)")
+
+
+def direct_gan(psi: float) -> Callable[[int], list]:
+    """The MobileStyleGAN networks called directly with OpenVINO (the IR files of the random-face wheel), the
+    same maths as the backend: z from the seed, mapping, truncation towards the mean w, synthesis."""
+    import numpy as np
+    import openvino as ov
+    from PIL import Image
+
+    from backends.gan_faces import LATENT_DIM, W_MEAN_SAMPLES, W_MEAN_SEED, locate_data_dir
+
+    folder = locate_data_dir()
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    mapping = core.compile_model(core.read_model(folder / "MappingNetwork.xml"), "CPU", config)
+    synthesis = core.compile_model(core.read_model(folder / "SynthesisNetwork.xml"), "CPU", config)
+    batched = core.read_model(folder / "MappingNetwork.xml")
+    batched.reshape({"var": [W_MEAN_SAMPLES, LATENT_DIM]})
+    z = np.random.default_rng(W_MEAN_SEED).standard_normal((W_MEAN_SAMPLES, LATENT_DIM)).astype(np.float32)
+    w_all = core.compile_model(batched, "CPU", config)({"var": z})["style"]
+    w_mean = np.asarray(w_all, dtype=np.float64).mean(axis=0, keepdims=True).astype(np.float32)
+
+    def make(seed: int) -> list:
+        z = np.random.default_rng(seed).standard_normal((1, LATENT_DIM)).astype(np.float32)
+        w = mapping({"var": z})["style"]
+        w = (w_mean + psi * (w - w_mean)).astype(np.float32)
+        img = synthesis({"style": w})["img"][0]
+        pixels = np.clip((img.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        return [Image.fromarray(pixels, "RGB")]
+
+    return make
+
+
+def direct_diffusers(folder: Path, device: str, dtype: Any, size: int, steps: int) -> Callable[[int], list]:
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    from backends.diffusers_backend import DiffusersBackend
-    from core.images import encode_png, normalise_request
+    pipe = AutoPipelineForText2Image.from_pretrained(str(folder), dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
 
-    backend = DiffusersBackend(str(folder), device=device, dtype=str(dtype).removeprefix("torch."))
-    backend.load()
-    direct = AutoPipelineForText2Image.from_pretrained(str(folder), dtype=dtype).to(device)
-    direct.set_progress_bar_config(disable=True)
-    caps = backend.capabilities()
-    previews: list = []
-
-    def app_once(seed: int) -> tuple[Any, bytes]:
-        request, _ = normalise_request(caps=caps, prompt=PROMPT, negative_prompt="", seed=seed, steps=steps,
-                                       guidance=0.0, width=size, height=size, scheduler="", batch_count=1)
-        made = backend.generate(request, threading.Event(), lambda s, t, p: previews.append((s, t, p)))[0]
-        return made.image, encode_png(made.image, made.parameters)
-
-    def direct_once(seed: int) -> Any:
+    def make(seed: int) -> list:
         generator = torch.Generator(device="cuda" if device.startswith("cuda") else "cpu").manual_seed(seed)
-        return direct(PROMPT, num_inference_steps=steps, guidance_scale=0.0, width=size, height=size,
-                      generator=generator).images[0]
+        return pipe(PROMPT, num_inference_steps=steps, guidance_scale=0.0, width=size, height=size,
+                    generator=generator).images
 
-    for seed in (0, 1):  # warm-up: allocator, kernels, lazy imports
-        app_once(seed)
-        direct_once(seed)
-    app_times, direct_times = [], []
-    same = True
-    for i in range(runs):
-        seed = 100 + i
-        first_app = i % 2 == 0  # alternate the order too
-        for which in ("app", "direct") if first_app else ("direct", "app"):
-            if which == "app":
-                t, (image_app, png) = timed(lambda: app_once(seed), device)
-                app_times.append(t)
-            else:
-                t, image_direct = timed(lambda: direct_once(seed), device)
-                direct_times.append(t)
-        same &= bool(np.array_equal(np.asarray(image_app), np.asarray(image_direct)))
-    app, direct_median = statistics.median(app_times), statistics.median(direct_times)
-    return {"app_s": app, "direct_s": direct_median, "overhead": app / direct_median - 1.0,
-            "identical_pixels": same, "png_bytes": len(png),
-            "previews": sum(1 for *_, p in previews if p is not None), "progress_events": len(previews)}
+    return make
+
+
+def sd_form(size: int, steps: int) -> Callable[[int], dict]:
+    return lambda seed: dict(prompt=PROMPT, seed=seed, steps=steps, guidance=0.0, width=size, height=size)
 
 
 def cpu_mode(args: argparse.Namespace) -> None:
     import torch
 
-    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    from backends.gan_faces import DEFAULT_TRUNCATION
+
+    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "small-sd"
         build_pipeline(SMALL_UNET, SMALL_VAE, SMALL_TEXT).save_pretrained(folder)
-        result = app_vs_direct(folder, "cpu", args.size, args.steps, args.runs, torch.float32)
-    report_app(result, f"small random SD, {args.size}x{args.size}, {args.steps} steps, CPU fp32")
-
-
-def report_app(r: dict, what: str) -> None:
-    print(f"\nApp path vs pipeline called directly ({what}), median of the interleaved runs:")
-    print(f"  direct pipeline      {r['direct_s'] * 1000:9.1f} ms/image")
-    print(f"  app path (+PNG)      {r['app_s'] * 1000:9.1f} ms/image   ({r['progress_events']} progress events, "
-          f"{r['previews']} previews, PNG {r['png_bytes']} bytes)")
-    print(f"  overhead             {r['overhead'] * 100:+9.1f} %   (target: under 10 %)")
-    print(f"  same pixels as direct: {r['identical_pixels']}")
+        sd_spec = f"diffusers:{folder}"
+        with running_app((sd_spec, "gan:faces"), Path(tmp) / "data", image_device="cpu") as (studio, client):
+            if "gan" in args.only or "gan-batch" in args.only:
+                gan = direct_gan(DEFAULT_TRUNCATION)
+            if "gan" in args.only:
+                report_studio(studio_vs_direct(studio, client, "gan:faces", lambda seed: dict(seed=seed), gan, "cpu",
+                                               args.runs), "GAN faces (MobileStyleGAN, OpenVINO), 1024x1024")
+            if "gan-batch" in args.only:
+                report_studio(studio_vs_direct(
+                    studio, client, "gan:faces", lambda seed: dict(seed=seed, batch_count=args.batch),
+                    lambda seed: [im for i in range(args.batch) for im in gan(seed + i)], "cpu", args.runs),
+                    f"GAN faces, batch of {args.batch}")
+            if "sd" in args.only:
+                sd = direct_diffusers(folder, "cpu", torch.float32, args.size, args.steps)
+                report_studio(studio_vs_direct(studio, client, sd_spec, sd_form(args.size, args.steps), sd, "cpu",
+                                               args.runs),
+                              f"small random SD (diffusers), {args.size}x{args.size}, {args.steps} steps, CPU fp32")
 
 
 # -- GPU: plain vs optimised -------------------------------------------------------------------------
@@ -308,9 +472,13 @@ def gpu_mode(args: argparse.Namespace) -> None:
         folder = Path(tmp) / "sd-turbo-random"
         build_pipeline(SD_TURBO_UNET, SD_TURBO_VAE, SD_TURBO_TEXT, "cuda", torch.float16).save_pretrained(folder)
         torch.cuda.empty_cache()
-        for steps in (1, 4):
-            result = app_vs_direct(folder, "cuda", 512, steps, args.runs, torch.float16)
-            report_app(result, f"SD-Turbo architecture, 512x512, {steps} step(s), fp16")
+        spec = f"diffusers:{folder}"
+        with running_app((spec,), Path(tmp) / "data", image_device="cuda", image_dtype="float16") as (studio,
+                                                                                                     client):
+            for steps in (1, 4):
+                direct = direct_diffusers(folder, "cuda", torch.float16, 512, steps)
+                report_studio(studio_vs_direct(studio, client, spec, sd_form(512, steps), direct, "cuda", args.runs),
+                              f"SD-Turbo architecture, 512x512, {steps} step(s), fp16")
 
 
 def smoke_mode(args: argparse.Namespace) -> None:
@@ -338,11 +506,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--size", type=int, default=256, help="CPU mode: image side in pixels")
     parser.add_argument("--steps", type=int, default=4, help="CPU mode: denoising steps")
+    parser.add_argument("--batch", type=int, default=4, help="CPU mode: faces per request in the batch row")
+    parser.add_argument("--only", nargs="+", default=["gan", "gan-batch", "sd"], choices=["gan", "gan-batch", "sd"],
+                        help="CPU mode: which comparisons to run")
     parser.add_argument("--gpu", action="store_true", help="SD-Turbo architecture on CUDA")
     parser.add_argument("--smoke", action="store_true", help="the --gpu code path on CPU, small configs")
     parser.add_argument("--compile-mode", default="default",
                         help="torch.compile mode for the optimised variant ('none' to skip)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (OMP_NUM_THREADS); 0 = the library default. On a shared "
+                             "machine 1 avoids the OpenMP barrier stalls that make timings swing 3-6x")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is first imported (inside functions)
     quiet()
     if args.gpu:
         gpu_mode(args)

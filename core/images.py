@@ -525,15 +525,46 @@ def parse_infotext(text: str) -> dict:
 
 def encode_png(image: Any, parameters: dict, compress_level: int = 1) -> bytes:
     """PNG bytes with the parameters in a `parameters` text chunk, as A1111 writes them (tEXt, or
-    iTXt when the text is not Latin-1). Level 1: a 1024x1024 face encodes in 0.08 s instead of
-    Pillow's default level 6 at 0.43 s, for 11% more bytes; encoding counts against the app's overhead."""
-    from PIL import PngImagePlugin
+    iTXt when the text is not Latin-1). Encoding counts against the app's overhead, so 8-bit L/RGB/RGBA
+    images are written here directly: the Sub filter in numpy and ISA-L deflate (`isal`) encode a
+    1024x1024 face in ~12 ms instead of Pillow's ~80 ms at level 1, for ~4% more bytes. Other modes
+    go through Pillow."""
+    import numpy as np
 
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", to_infotext(parameters))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", pnginfo=info, compress_level=compress_level)
-    return buffer.getvalue()
+    text = to_infotext(parameters)
+    if image.mode not in ("L", "RGB", "RGBA"):
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", text)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", pnginfo=info, compress_level=compress_level)
+        return buffer.getvalue()
+    pixels = np.asarray(image, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    flat = pixels.reshape(height, width * channels)
+    rows = np.empty((height, width * channels + 1), np.uint8)
+    rows[:, 0] = 1  # filter type 1 (Sub): each byte minus the same channel of the pixel to its left
+    rows[:, 1:1 + channels] = flat[:, :channels]
+    np.subtract(flat[:, channels:], flat[:, :-channels], out=rows[:, 1 + channels:])  # uint8 wraps, as PNG wants
+    try:
+        from isal import isal_zlib
+
+        data = isal_zlib.compress(rows.tobytes(), min(compress_level, 3))
+    except ImportError:
+        data = zlib.compress(rows.tobytes(), compress_level)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    try:
+        text_chunk = chunk(b"tEXt", b"parameters\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        text_chunk = chunk(b"iTXt", b"parameters\0\0\0\0\0" + text.encode("utf-8"))
+    colour = {1: 0, 3: 2, 4: 6}[channels]  # greyscale, truecolour, truecolour with alpha
+    return (_PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
+            + text_chunk + chunk(b"IDAT", data) + chunk(b"IEND", b""))
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -406,3 +406,29 @@ def test_gallery_keeps_users_apart_and_survives_restart(tmp_path):
     with pytest.raises(ImageNotFoundError):
         restarted.get("alice", alice[0].id)
     assert [r.id for r in gallery.list("alice")] == [alice[1].id]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16"])
+def test_encode_png_keeps_every_pixel_and_the_parameters(mode):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from core.images import encode_png, read_png_parameters
+
+    rng = np.random.default_rng(0)
+    if mode in ("L", "P"):
+        image = Image.fromarray(rng.integers(0, 256, (37, 53), dtype=np.uint8), "L").convert(mode)
+    elif mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (37, 53), dtype=np.uint16), "I;16")
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (37, 53, len(mode)), dtype=np.uint8), mode)
+    params = {"prompt": "a cat, «chat»", "seed": 5, "steps": 2, "width": 53, "height": 37, "model": "m"}
+    data = encode_png(image, params)
+    back = Image.open(io.BytesIO(data))
+    back.load()
+    assert back.mode == image.mode and back.size == image.size
+    assert np.array_equal(np.asarray(back), np.asarray(image))
+    got = read_png_parameters(data)
+    assert got["prompt"] == "a cat, «chat»" and got["seed"] == 5

@@ -1,0 +1,457 @@
+"""What the image studio does, with no UI: the configured image models (created lazily, keyed by spec), one
+job at a time per model in arrival order, per-user cancel, and a request's whole path: form values -> checked
+request -> generation with progress -> PNGs with their parameters in the user's gallery."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+from backends import create_image_backend, parse_image_spec
+from backends.base import BackendError
+from backends.image_base import GeneratedImage, ImageBackend, ImageCancelled, ImageCapabilities, ImageRequest
+from config import Settings
+from core.images import (
+    IMAGE_MODES,
+    GalleryImage,
+    ImageGallery,
+    ImageInputError,
+    load_user_image,
+    normalise_request,
+    read_png_parameters,
+    request_fields,
+)
+
+log = logging.getLogger(__name__)
+
+UPDATE_INTERVAL_S = 0.1  # progress text to the browser/API: at most ~10 a second, the final one always
+PREVIEW_INTERVAL_S = 0.25  # previews cost an image encode each in the UI: at most ~4 a second
+WAIT_POLL_S = 0.05  # how often a queued job looks at its cancel event
+FORM_KEYS = ("prompt", "negative_prompt", "mode", "seed", "steps", "guidance", "width", "height", "scheduler",
+             "batch_count", "strength", "seed_b", "interpolation_steps")
+
+
+class ImageModelManager:
+    """The image models of STUDIO_IMAGE_MODEL. Specs are checked at startup; each backend is created on first
+    use and shared (weights are read-only; backends keep nothing per request)."""
+
+    def __init__(self, settings: Settings, backends: dict[str, ImageBackend] | None = None) -> None:
+        """`backends`: ready-made backends for some specs (tests and benchmarks hand in their own instances)."""
+        self.settings = settings
+        for raw in settings.image_models:
+            parse_image_spec(raw)  # fail fast on a mistyped STUDIO_IMAGE_MODEL
+        self.specs: tuple[str, ...] = tuple(s.strip() for s in settings.image_models)
+        self._backends: dict[str, ImageBackend] = dict(backends or {})
+        self.specs += tuple(s for s in self._backends if s not in self.specs)
+        self._lock = threading.Lock()
+
+    @property
+    def default(self) -> str:
+        return self.specs[0]
+
+    def get(self, spec: str | None) -> ImageBackend:
+        spec = (spec or self.default).strip()
+        if spec not in self.specs:
+            raise ImageInputError("unknown_model",
+                                  f"Unknown image model {spec!r}; configured: {', '.join(self.specs)}.")
+        with self._lock:
+            backend = self._backends.get(spec)
+            if backend is None:
+                backend = self._backends[spec] = _create(spec, self.settings)
+            return backend
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, spec) pairs for the picker; creating a backend loads nothing."""
+        return [(self.get(s).label, s) for s in self.specs]
+
+    def spec_for(self, model_name: str) -> str | None:
+        """The configured spec that a PNG's `Model:` field names (a spec, a hub id, a folder or file name,
+        an API model name), or None when none matches."""
+        name = str(model_name or "").strip()
+        if not name:
+            return None
+        for spec in self.specs:
+            kind, target = parse_image_spec(spec)
+            path = Path(target)
+            if name in (spec, target, path.name, path.stem):
+                return spec
+        return None
+
+
+def _create(spec: str, settings: Settings) -> ImageBackend:
+    return create_image_backend(spec, settings)
+
+
+class ModelQueue:
+    """Jobs on one model, one at a time, first come first served. A waiting job learns how many jobs are
+    ahead of it, and leaves the line as soon as it is cancelled."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._running: object | None = None
+
+    @contextmanager
+    def slot(self, cancel: threading.Event, on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
+        ticket = object()
+        with self._cond:
+            self._waiting.append(ticket)
+            try:
+                told = None
+                while self._running is not None or self._waiting[0] is not ticket:
+                    ahead = self._waiting.index(ticket) + (self._running is not None)
+                    if ahead != told and on_wait is not None:
+                        on_wait(ahead)
+                        told = ahead
+                    if cancel.is_set():
+                        raise ImageCancelled("Cancelled while waiting for the model.")
+                    self._cond.wait(WAIT_POLL_S)
+                self._waiting.popleft()
+                self._running = ticket
+            except BaseException:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                    self._cond.notify_all()
+                raise
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running = None
+                self._cond.notify_all()
+
+    @property
+    def busy(self) -> int:
+        """Jobs running or waiting."""
+        with self._cond:
+            return len(self._waiting) + (self._running is not None)
+
+
+class ActiveJobs:
+    """Cancel events of jobs in progress, keyed by (user, session). A stop only reaches the user's own jobs."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], set[threading.Event]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, user_id: str, session: str = "") -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault((user_id, session), set()).add(event)
+        return event
+
+    def finish(self, user_id: str, session: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._events.get((user_id, session))
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._events[(user_id, session)]
+
+    def stop(self, user_id: str, session: str | None = None) -> int:
+        """Cancel the user's jobs from `session` (None: from every session). Returns how many."""
+        with self._lock:
+            keys = [k for k in self._events if k[0] == user_id and (session is None or k[1] == session)]
+            events = [e for k in keys for e in self._events[k]]
+        for event in events:
+            event.set()
+        return len(events)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: str
+    backend: ImageBackend
+    request: ImageRequest
+    notes: tuple[str, ...]
+
+
+@dataclass
+class JobUpdate:
+    """One step of a job as the UI/API sees it. `stage`: queued | loading | running | done | cancelled."""
+
+    stage: Literal["queued", "loading", "running", "done", "cancelled"]
+    text: str
+    step: int = 0
+    total: int = 0
+    preview: Any = None  # PIL image: an intermediate latent preview, or a finished image not yet saved
+    images: list[GalleryImage] = field(default_factory=list)  # saved so far (all of them when done)
+    notes: tuple[str, ...] = ()
+    request: ImageRequest | None = None
+
+
+_END = object()
+
+
+class ImageStudio:
+    def __init__(self, settings: Settings, models: ImageModelManager, gallery: ImageGallery) -> None:
+        self.settings = settings
+        self.models = models
+        self.gallery = gallery
+        self.active = ActiveJobs()
+        self._queues: dict[str, ModelQueue] = {}
+        self._queues_lock = threading.Lock()
+
+    # -- requests --------------------------------------------------------------------------------
+    def capabilities(self, spec: str | None) -> ImageCapabilities:
+        return self.models.get(spec).capabilities()
+
+    def default_mode(self, spec: str | None) -> str:
+        modes = self.capabilities(spec).modes
+        return "txt2img" if "txt2img" in modes else modes[0]
+
+    def prepare(self, spec: str | None, form: dict[str, Any]) -> Prepared:
+        """Form values -> a checked request. `form` holds normalise_request's keywords; `init_image` is an
+        upload (path, bytes, PIL image) and `mask_image` one upload or a list of painted layers (merged).
+        Raises ImageInputError before any model runs; only the images the mode uses are opened."""
+        spec = (spec or self.models.default).strip()
+        backend = self.models.get(spec)
+        caps = backend.capabilities()
+        fields = {k: form[k] for k in FORM_KEYS if k in form and form[k] is not None}
+        mode = str(fields.get("mode") or "").strip() or self.default_mode(spec)
+        fields["mode"] = mode
+        notes: list[str] = []
+        init = mask = None
+        if mode in IMAGE_MODES and mode in caps.modes:
+            source = form.get("init_image")
+            purpose = "sketch" if mode == "sketch" else "init"
+            init = load_user_image(source, purpose, notes) if source is not None else None
+            if init is not None and mode == "sketch" and _blank(init):
+                raise ImageInputError("missing_image", "The canvas is empty: draw something first.")
+            if mode == "inpaint":
+                mask = _merged_mask(form.get("mask_image"), notes)
+                if mask is not None and mask.getextrema()[1] == 0:
+                    raise ImageInputError("missing_mask", "Nothing is painted: paint over the part to change.")
+                if mask is not None and init is not None and mask.size != init.size:
+                    from PIL import Image
+
+                    mask = mask.resize(init.size, Image.Resampling.NEAREST)  # drawn on a scaled canvas
+        request, more = normalise_request(caps=caps, init_image=init, mask_image=mask, **fields)
+        return Prepared(spec, backend, request, tuple(notes + more))
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def queue_for(self, spec: str) -> ModelQueue:
+        with self._queues_lock:
+            return self._queues.setdefault(spec, ModelQueue())
+
+    def generate(self, user_id: str, spec: str | None, form: dict[str, Any],
+                 session: str = "") -> Iterator[JobUpdate]:
+        """Check the request, then stream the job's updates; the last is `done` (every image saved in the
+        user's gallery) or `cancelled` (the images finished before the cancel are kept). Raises
+        ImageInputError for refused input (nothing ran) and BackendError for a failure the user can act on."""
+        prepared = self.prepare(spec, form)
+        yield from self.run(user_id, prepared, session)
+
+    def run(self, user_id: str, prepared: Prepared, session: str = "") -> Iterator[JobUpdate]:
+        """Stream the updates of an already prepared request (see `generate`)."""
+        cancel = self.active.start(user_id, session)
+        updates: queue.Queue = queue.Queue()
+        worker = threading.Thread(target=self._work, args=(user_id, prepared, cancel, updates.put),
+                                  name="image-job", daemon=True)
+        worker.start()
+        try:
+            yield from _coalesced(updates)
+        finally:
+            # Also reached when the reader goes away (page closed, API call dropped): stop the work.
+            if worker.is_alive():
+                cancel.set()
+            worker.join(timeout=30)
+            self.active.finish(user_id, session, cancel)
+
+    def stop(self, user_id: str, session: str | None = None) -> int:
+        return self.active.stop(user_id, session)
+
+    def _work(self, user_id: str, prepared: Prepared, cancel: threading.Event,
+              put: Callable[[Any], None]) -> None:
+        request, backend = prepared.request, prepared.backend
+        notes = prepared.notes
+        saved: list[GalleryImage] = []
+        try:
+            # A first use may download the model: its progress is shown like the job's.
+            backend.load(lambda fraction, text: put(JobUpdate("loading", f"{text} ({fraction:.0%})", step=round(
+                fraction * 100), total=100, notes=notes, request=request)))
+            plan = _plan(request)
+            total_images = sum(n for _, n in plan)
+
+            def waiting(ahead: int) -> None:
+                put(JobUpdate("queued", f"Waiting for the model: {ahead} job{'s' if ahead != 1 else ''} ahead "
+                                        "of yours.", notes=notes, request=request))
+
+            status = {"text": _progress_text(request, 0, 0, 0, total_images)}
+            made: list[GeneratedImage] = []  # generated, not yet in the gallery
+
+            def flush() -> None:
+                while made:
+                    saved.append(self._save(user_id, made.pop(0)))
+                    put(JobUpdate("running", status["text"], images=list(saved), notes=notes, request=request))
+
+            try:
+                with self.queue_for(prepared.spec).slot(cancel, waiting):
+                    put(JobUpdate("running", status["text"], notes=notes, request=request))
+                    done = 0
+                    for part, count in plan:
+                        # Written before the next image starts, not beside it: on a CPU the encoder would
+                        # compete with the model for the same cores (measured slower overall on 2 cores).
+                        flush()
+
+                        def progress(step: int, total: int, preview: Any, done: int = done) -> None:
+                            status["text"] = _progress_text(request, done, step, total, total_images)
+                            put(JobUpdate("running", status["text"], step=step, total=total, preview=preview,
+                                          images=list(saved), notes=notes, request=request))
+
+                        made.extend(backend.generate(part, cancel, progress))
+                        done += count
+            finally:
+                flush()  # the last image(s): after the model is free, so the next job can start meanwhile
+            if cancel.is_set() and len(saved) < total_images:
+                raise ImageCancelled()
+            put(JobUpdate("done", _done_text(saved), images=saved, notes=notes, request=request))
+        except ImageCancelled:
+            kept = f" The {len(saved)} finished image{'s are' if len(saved) != 1 else ' is'} in your gallery." \
+                if saved else ""
+            put(JobUpdate("cancelled", f"Cancelled; memory released.{kept}", images=saved, notes=notes,
+                          request=request))
+        except (ImageInputError, BackendError) as exc:
+            put(exc)
+        except MemoryError:
+            put(BackendError("Out of memory making this image. Memory has been released; try a smaller size or "
+                             "fewer images per batch, or close other programs."))
+        except Exception as exc:  # an engine bug must not leave the job hanging or show a traceback
+            if "out of memory" in str(exc).lower():
+                put(BackendError("Out of memory making this image. Memory has been released; try a smaller "
+                                 "size or fewer images per batch, or close other programs."))
+                return
+            log.exception("image job failed")
+            put(BackendError(f"The image model failed unexpectedly ({type(exc).__name__}). Try again, or pick "
+                             "another model."))
+        finally:
+            put(_END)
+
+    def _save(self, user_id: str, image: GeneratedImage) -> GalleryImage:
+        try:
+            return self.gallery.save(user_id, image)
+        except Exception as exc:  # disk full, read-only folder, locked database...
+            log.error("could not save an image: %s", exc)
+            raise BackendError(f"The image was made but could not be saved ({type(exc).__name__}: {exc}). Check "
+                               "that the data folder is writable and has space.") from None
+
+    # -- gallery ---------------------------------------------------------------------------------
+    def images(self, user_id: str, limit: int = 200) -> list[GalleryImage]:
+        return self.gallery.list(user_id, limit=limit)
+
+    def image(self, user_id: str, image_id: str) -> GalleryImage:
+        return self.gallery.get(user_id, image_id)
+
+    def delete(self, user_id: str, image_id: str) -> None:
+        self.gallery.delete(user_id, image_id)
+
+    def reuse(self, user_id: str, image_id: str) -> dict[str, Any]:
+        """"Reuse parameters": every control's value, read back from the image's PNG `parameters` chunk (what
+        any other tool would read), with `model` mapped to a configured spec when one matches and
+        `batch_count` 1 (the parameters describe this one image)."""
+        record = self.gallery.get(user_id, image_id)
+        try:
+            parameters = read_png_parameters(record.path)
+        except (ImageInputError, OSError):
+            parameters = {}
+        fields = request_fields(parameters or record.parameters)
+        fields["model"] = self.models.spec_for(str(fields.get("model", "")))
+        fields["batch_count"] = 1
+        return fields
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _plan(request: ImageRequest) -> list[tuple[ImageRequest, int]]:
+    """A batch as one request per image (seed, seed+1, ...), which backends make pixel-identical to the
+    batched call; the studio can then save each image while the next is made, and a cancel keeps the
+    finished ones. Interpolation frames depend on each other and stay one request."""
+    if request.interpolation_steps or request.batch_count <= 1:
+        count = max(2, request.interpolation_steps) if request.interpolation_steps else request.batch_count
+        return [(request, count)]
+    return [(replace(request, seed=request.seed + i, batch_count=1), 1) for i in range(request.batch_count)]
+
+
+def _progress_text(request: ImageRequest, done: int, step: int, total: int, images: int) -> str:
+    if request.mode == "random":
+        made = done + step
+        what = "frame" if request.interpolation_steps else "face"
+        return f"Making {what} {min(made + 1, images)} of {images}" if made < images else f"Made {images} of {images}"
+    if total <= 0 or step <= 0:
+        return f"Starting image {done + 1} of {images}" if images > 1 else "Starting"
+    text = f"Step {step} of {total}"
+    return f"Image {done + 1} of {images} · {text}" if images > 1 else text
+
+
+def _done_text(saved: list[GalleryImage]) -> str:
+    if not saved:
+        return "Done."
+    seeds = ", ".join(str(s) for s in dict.fromkeys(g.seed for g in saved))
+    return f"Done: {len(saved)} image{'s' if len(saved) != 1 else ''}, seed {seeds}."
+
+
+def _coalesced(updates: queue.Queue) -> Iterator[JobUpdate]:
+    """Yield the worker's updates with running-progress thinned to UPDATE_INTERVAL_S (previews to
+    PREVIEW_INTERVAL_S); every other stage always gets through. Each running update carries the images
+    saved so far, so thinning never loses one."""
+    last_sent = last_preview = 0.0
+    held: JobUpdate | None = None
+    while True:
+        try:
+            item = updates.get(timeout=UPDATE_INTERVAL_S if held is not None else None)
+        except queue.Empty:
+            item = None
+        if item is _END:
+            if held is not None:
+                yield held
+            return
+        if isinstance(item, BaseException):
+            raise item
+        now = time.monotonic()
+        if item is not None:
+            if item.stage != "running":
+                held = None
+                last_sent = now
+                yield item
+                continue
+            if held is not None and item.preview is None and held.preview is not None:
+                item.preview = held.preview  # keep the newest preview not yet shown
+            held = item
+        if held is None or now - last_sent < UPDATE_INTERVAL_S:
+            continue
+        if held.preview is not None and now - last_preview < PREVIEW_INTERVAL_S:
+            held.preview = None  # text goes now, the picture with a later update
+        elif held.preview is not None:
+            last_preview = now
+        last_sent = now
+        yield held
+        held = None
+
+
+def _blank(image: Any) -> bool:
+    low, high = image.convert("L").getextrema()
+    return low == high
+
+
+def _merged_mask(source: Any, notes: list[str]) -> Any:
+    """One L mask from one upload or several painted layers (white = repaint)."""
+    if source is None:
+        return None
+    sources = source if isinstance(source, (list, tuple)) else [source]
+    masks = [load_user_image(s, "mask", notes) for s in sources if s is not None]
+    if not masks:
+        return None
+    from PIL import ImageChops
+
+    merged = masks[0]
+    for other in masks[1:]:
+        merged = ImageChops.lighter(merged, other.resize(merged.size) if other.size != merged.size else other)
+    return merged
+

@@ -1,0 +1,465 @@
+"""The image studio tab and the /generate_image endpoint: components and event wiring only; everything they
+do is a call into core.image_studio. Uploads arrive as file paths so core.images checks them before decoding."""
+# No `from __future__ import annotations`: gr.api reads the endpoint's return annotation as a live object.
+
+import random
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+from gradio.data_classes import FileData
+from gradio.route_utils import API_PREFIX
+
+from backends.base import BackendError
+from core.image_studio import ImageStudio, JobUpdate
+from core.images import (MAX_BATCH, MAX_FRAMES, RANDOM_SEED_BELOW, GalleryImage, ImageInputError, ImageNotFoundError,
+                         load_user_image)
+from ui.errors import user_error
+from ui.identity import _VALID_BROWSER_ID, user_id
+
+PRIVATE = dict(api_visibility="private")
+MODE_LABELS = {"txt2img": "Text to image", "img2img": "Image to image", "sketch": "Sketch to image",
+               "inpaint": "Inpaint", "random": "Random faces"}
+IMAGE_MODES = ("img2img", "sketch", "inpaint")
+DEFAULT_SCHEDULER = ("Model default", "")
+PREVIEW_SIDE = 384  # previews are shown small: the browser gets a cheap thumbnail, not a full-size image
+GALLERY_LIMIT = 200
+PROGRESS_CELLS = 20
+# Slider ranges stay fixed whatever the model (a range that shrank under a value in flight would refuse it);
+# core.images clamps to each model's own limits and says so.
+MAX_STEPS = 150
+SKETCH_CANVAS = (512, 512)
+MAX_SIDE = 2048
+
+
+def _user_or_none(browser_id: str | None, request: gr.Request) -> str | None:
+    """The user, or None on a first visit whose browser id the chat tab's load has not stored yet."""
+    if getattr(request, "username", None) or (browser_id and _VALID_BROWSER_ID.match(browser_id)):
+        return user_id(browser_id, request)
+    return None
+
+
+def _gallery_value(images: list[GalleryImage]) -> list[tuple[str, str]]:
+    return [(str(g.path), f"seed {g.seed}") for g in images]
+
+
+def _bar(step: int, total: int) -> str:
+    if total <= 0:
+        return ""
+    filled = round(PROGRESS_CELLS * min(step, total) / total)
+    return "▰" * filled + "▱" * (PROGRESS_CELLS - filled) + " "
+
+
+def _status(update: JobUpdate) -> str:
+    lines = [f"{_bar(update.step, update.total) if update.stage in ('running', 'loading') else ''}**{update.text}**"]
+    lines += [f"ℹ️ {note}" for note in update.notes]
+    return "\n\n".join(lines)
+
+
+def _thumbnail(image: Any) -> Any:
+    small = image.copy()
+    small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    return small
+
+
+def _editor_paths(value: Any) -> tuple[Any, list]:
+    """(background or composite, painted layers) of an ImageEditor value with type='filepath'."""
+    if not isinstance(value, dict):
+        return None, []
+    layers = [p for p in value.get("layers") or [] if p]
+    return value.get("background") or value.get("composite"), layers
+
+
+def _blank_canvas() -> dict:
+    from PIL import Image
+
+    return {"background": Image.new("RGB", SKETCH_CANVAS, "white"), "layers": [], "composite": None}
+
+
+def _sketch_path(value: Any) -> Any:
+    return value.get("composite") or value.get("background") if isinstance(value, dict) else None
+
+
+def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.BrowserState) -> None:
+    models = studio.models
+    labels = {spec: label for label, spec in models.choices()}
+    gr.set_static_paths([studio.gallery.images_dir])  # saved PNGs are served as they are, never re-encoded
+    first_caps = studio.capabilities(models.default)
+    first_mode = studio.default_mode(models.default)
+
+    with gr.Tab("Images", id="images"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                model = gr.Dropdown(choices=[(lbl, s) for s, lbl in labels.items()], value=models.default,
+                                    label="Model", elem_id="image-model")
+                licence = gr.Markdown(first_caps.licence_note, elem_id="image-licence",
+                                      visible=bool(first_caps.licence_note))
+                all_modes = [m for m in MODE_LABELS if any(m in studio.capabilities(s).modes for s in models.specs)]
+                mode = gr.Radio(choices=[(MODE_LABELS[m], m) for m in all_modes], value=first_mode,
+                                label="Mode", elem_id="image-mode")
+                switched = gr.State(False)
+                with gr.Column(visible=first_mode != "random") as prompt_col:
+                    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="image-prompt",
+                                        placeholder="What to make, e.g. a lighthouse on a cliff at dusk, oil painting")
+                    negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="image-negative",
+                                          placeholder="What to avoid, e.g. blurry, text, watermark")
+                with gr.Column(visible=first_mode == "img2img") as init_col:
+                    init_image = gr.Image(label="Seed image", type="filepath", image_mode=None,
+                                          sources=["upload", "clipboard"], height=320, elem_id="image-init")
+                with gr.Column(visible=first_mode == "sketch") as sketch_col:
+                    sketch = gr.ImageEditor(value=_blank_canvas(), label="Draw here (or upload a picture to draw on)",
+                                            type="filepath",
+                                            format="png", sources=("upload", "clipboard"), canvas_size=SKETCH_CANVAS,
+                                            brush=gr.Brush(colors=["#000000", "#ffffff", "#d62828", "#f77f00",
+                                                                   "#fcbf49", "#2a9d8f", "#1d3557", "#8ecae6"],
+                                                           color_mode="defaults"),
+                                            layers=False, elem_id="image-sketch")
+                with gr.Column(visible=first_mode == "inpaint") as inpaint_col:
+                    inpaint = gr.ImageEditor(label="Upload an image, then paint over what to change", type="filepath",
+                                             format="png", sources=("upload", "clipboard"),
+                                             brush=gr.Brush(colors=["#ff00ff", "#ffffff"], color_mode="fixed"),
+                                             layers=gr.LayerOptions(allow_additional_layers=False, layers=["Mask"]),
+                                             transforms=(), elem_id="image-inpaint")
+                strength = gr.Slider(0.01, 1.0, value=0.6, step=0.01, label="Strength (denoising)",
+                                     info="How much of the picture may change: low keeps it, 1 repaints it",
+                                     visible=first_mode in IMAGE_MODES, elem_id="image-strength")
+                with gr.Row():
+                    seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random; the seed used is shown",
+                                     elem_id="image-seed", scale=4)
+                    dice = gr.Button("🎲", elem_id="image-dice", scale=1, min_width=48)
+                with gr.Row(visible=first_mode == "random") as interp_row:
+                    seed_b = gr.Number(value=-1, precision=0, label="Second seed (interpolation)",
+                                       info="-1 = random", elem_id="image-seed-b")
+                    frames = gr.Slider(0, MAX_FRAMES, value=0, step=1, label="Interpolation frames",
+                                       info="0 = none; otherwise faces morphing from seed to second seed",
+                                       elem_id="image-frames")
+                with gr.Row(visible=first_mode != "random" and first_caps.max_steps > 1) as tuning_row:
+                    steps = gr.Slider(1, MAX_STEPS, value=4, step=1,
+                                      label="Steps", elem_id="image-steps")
+                    guidance = gr.Slider(0.0, 30.0, value=0.0, step=0.5, label="Guidance (CFG)",
+                                         info="0 for SD-Turbo; 5-8 for most other models", elem_id="image-guidance")
+                scheduler = gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(first_caps.schedulers), value="",
+                                        label="Sampler", elem_id="image-scheduler",
+                                        visible=first_mode != "random" and bool(first_caps.schedulers))
+                with gr.Row(visible=first_mode == "txt2img") as size_row:
+                    width = gr.Slider(64, MAX_SIDE, value=512, step=8, label="Width", elem_id="image-width",
+                                      info="Rounded to what the model needs")
+                    height = gr.Slider(64, MAX_SIDE, value=512, step=8, label="Height", elem_id="image-height")
+                batch = gr.Slider(1, MAX_BATCH, value=1, step=1, label="Batch count",
+                                  info="Images one after another, seeds seed, seed+1, ...", elem_id="image-batch")
+                with gr.Row():
+                    generate_btn = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="image-stop", scale=1)
+            with gr.Column(scale=3):
+                status = gr.Markdown(elem_id="image-status")
+                result = gr.Gallery(label="Result", columns=2, height=520, elem_id="image-result",
+                                    object_fit="contain", buttons=["download", "fullscreen"])
+                result_info = gr.Textbox(label="Parameters (as written into each PNG)", lines=3, interactive=False,
+                                         elem_id="image-result-params")
+        with gr.Accordion("Your images (kept across restarts, newest first)", open=True):
+            gallery = gr.Gallery(label="Your images", columns=6, height=420, elem_id="image-gallery",
+                                 object_fit="cover", fit_columns=False, buttons=["download", "fullscreen"])
+            gallery_ids = gr.State([])
+            selected = gr.State(None)
+            selected_info = gr.Textbox(label="Selected image", lines=3, interactive=False,
+                                       elem_id="image-selected-params",
+                                       placeholder="Click an image to see its parameters")
+            with gr.Row():
+                reuse_btn = gr.Button("♻ Reuse parameters", elem_id="image-reuse")
+                to_img2img_btn = gr.Button("→ Send to image-to-image", elem_id="image-send-img2img")
+                to_inpaint_btn = gr.Button("→ Send to inpaint", elem_id="image-send-inpaint")
+                delete_btn = gr.Button("Delete", variant="stop", elem_id="image-delete")
+
+    # -- how the controls follow the model and the mode --------------------------------------------
+    # The mode choices never change (every mode some configured model can do), so a value in flight from the
+    # browser is always valid; picking a mode the model lacks switches to a model that has it.
+    mode_outputs = [model, mode, licence, prompt_col, init_col, sketch_col, inpaint_col, strength, interp_row,
+                    tuning_row, scheduler, size_row]
+
+    def controls_for(spec: str, wanted_mode: str | None, new_model: bool = True) -> dict:
+        caps = studio.capabilities(spec)
+        m = wanted_mode if wanted_mode in caps.modes else studio.default_mode(spec)
+        tunable = m != "random" and caps.max_steps > 1
+        updates = {
+            model: spec,
+            mode: m,
+            licence: gr.Markdown(caps.licence_note, visible=bool(caps.licence_note)),
+            prompt_col: gr.Column(visible=m != "random"),
+            init_col: gr.Column(visible=m == "img2img"),
+            sketch_col: gr.Column(visible=m == "sketch"),
+            inpaint_col: gr.Column(visible=m == "inpaint"),
+            strength: gr.Slider(visible=m in IMAGE_MODES),
+            interp_row: gr.Row(visible=m == "random"),
+            tuning_row: gr.Row(visible=tunable),
+            scheduler: gr.Dropdown(visible=tunable and bool(caps.schedulers)),
+            size_row: gr.Row(visible=m == "txt2img"),
+        }
+        if new_model:  # the previous model's sampler may not exist here
+            updates[scheduler] = gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(caps.schedulers), value="",
+                                             visible=tunable and bool(caps.schedulers))
+        return updates
+
+    def on_mode(spec, m):
+        if m in studio.capabilities(spec).modes:
+            return {**controls_for(spec, m, new_model=False), switched: False}
+        other = next((s for s in models.specs if m in studio.capabilities(s).modes), spec)
+        gr.Info(f"{MODE_LABELS.get(m, m)} uses {labels[other]}.")
+        return {**controls_for(other, m), switched: other != spec}
+
+    def on_model(spec, m):
+        return {**controls_for(spec, m), switched: True}
+
+    def load_model(spec) -> Iterator[str]:
+        """Selecting a model loads it (a download shows its progress); a model that cannot load says why."""
+        backend = models.get(spec)
+        latest = {"text": f"Loading {backend.label}…", "fraction": 0.0}
+        outcome: dict[str, BaseException] = {}
+
+        def work() -> None:
+            try:
+                backend.load(lambda fraction, text: latest.update(text=text, fraction=fraction))
+            except BaseException as exc:  # handed to the event below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=work, name="image-model-load", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            yield f"{_bar(round(latest['fraction'] * 100), 100)}**{latest['text']}**"
+            worker.join(0.5)
+        error = outcome.get("error")
+        if isinstance(error, BackendError):
+            raise user_error(str(error), title="This model is not available")
+        if error is not None:
+            raise user_error(f"{backend.label} failed to load ({type(error).__name__}).", title="Not available")
+        yield f"**{backend.label} is ready.**"
+
+    def after_load(spec, current):
+        caps = studio.capabilities(spec)  # a loaded diffusers model narrows the samplers to those it supports
+        value = current if current in caps.schedulers else ""
+        return gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(caps.schedulers), value=value)
+
+    def load_if_switched(spec, was_switched) -> Iterator[str]:
+        if was_switched:
+            yield from load_model(spec)
+
+    for trigger, handler in ((model.input, on_model), (mode.input, on_mode)):
+        trigger(handler, [model, mode], mode_outputs + [switched], **PRIVATE) \
+            .then(load_if_switched, [model, switched], [status], **PRIVATE) \
+            .success(after_load, [model, scheduler], [scheduler], **PRIVATE)
+
+    dice.click(lambda: random.randrange(RANDOM_SEED_BELOW), None, [seed], **PRIVATE)
+
+    # -- page load: this browser's gallery ---------------------------------------------------------
+    def show_gallery(user: str | None) -> tuple[list, list]:
+        images = studio.images(user, limit=GALLERY_LIMIT) if user else []
+        return _gallery_value(images), [g.id for g in images]
+
+    def on_load(bid, request: gr.Request):
+        return show_gallery(_user_or_none(bid, request))
+
+    demo.load(on_load, [browser_id], [gallery, gallery_ids], **PRIVATE)
+
+    # -- generating --------------------------------------------------------------------------------
+    def generate(bid, spec, m, prompt_text, negative_text, init_path, sketch_value, inpaint_value, strength_value,
+                 seed_value, steps_value, guidance_value, scheduler_value, width_value, height_value, batch_value,
+                 seed_b_value, frames_value, request: gr.Request) -> Iterator:
+        user = user_id(bid, request)
+        form: dict[str, Any] = dict(
+            prompt=prompt_text, negative_prompt=negative_text, mode=m, seed=seed_value, steps=steps_value,
+            guidance=guidance_value, scheduler=scheduler_value,
+            width=width_value if m == "txt2img" else None, height=height_value if m == "txt2img" else None,
+            batch_count=batch_value, strength=strength_value, seed_b=seed_b_value, interpolation_steps=frames_value)
+        if m == "img2img":
+            form["init_image"] = init_path
+        elif m == "sketch":
+            form["init_image"] = _sketch_path(sketch_value)
+        elif m == "inpaint":
+            form["init_image"], form["mask_image"] = _editor_paths(inpaint_value)
+        final: JobUpdate | None = None
+        try:
+            for update in studio.generate(user, spec, form, session=request.session_hash or ""):
+                shown = _gallery_value(update.images)
+                if update.preview is not None and update.stage == "running":
+                    shown.append((_thumbnail(update.preview), "preview"))
+                final = update
+                info = "\n\n".join(g.infotext for g in update.images[-4:])
+                yield _status(update), shown or gr.skip(), info or gr.skip(), *[gr.skip()] * 4
+        except (ImageInputError, BackendError, ImageNotFoundError) as exc:
+            raise user_error(str(exc), title="No image made") from None
+        if final is not None:  # the gallery shifts: any selection would now point at another picture
+            values, ids = show_gallery(user)
+            yield (_status(final), _gallery_value(final.images), "\n\n".join(g.infotext for g in final.images),
+                   gr.Gallery(value=values, selected_index=None), ids, None, "")
+
+    gen_inputs = [browser_id, model, mode, prompt, negative, init_image, sketch, inpaint, strength, seed, steps,
+                  guidance, scheduler, width, height, batch, seed_b, frames]
+    gen_outputs = [status, result, result_info, gallery, gallery_ids, selected, selected_info]
+    gen_kwargs = dict(concurrency_limit=studio.settings.concurrency_limit, concurrency_id="image-generate",
+                      show_progress="minimal", **PRIVATE)  # the status line draws its own progress bar
+    generate_btn.click(generate, gen_inputs, gen_outputs, **gen_kwargs)
+    prompt.submit(generate, gen_inputs, gen_outputs, **gen_kwargs)
+
+    def stop(bid, request: gr.Request):
+        user = _user_or_none(bid, request)
+        if user:
+            studio.stop(user, request.session_hash or "")
+
+    stop_btn.click(stop, [browser_id], None, queue=False, **PRIVATE)
+
+    # -- the gallery -------------------------------------------------------------------------------
+    def on_select(bid, ids, evt: gr.SelectData, request: gr.Request):
+        user = _user_or_none(bid, request)
+        index = evt.index if isinstance(evt.index, int) else None
+        if user is None or index is None or not 0 <= index < len(ids):
+            return None, ""
+        try:
+            return ids[index], studio.image(user, ids[index]).infotext
+        except ImageNotFoundError:
+            return None, ""
+
+    gallery.select(on_select, [browser_id, gallery_ids], [selected, selected_info], **PRIVATE)
+
+    def chosen(bid, image_id, request: gr.Request) -> tuple[str, GalleryImage]:
+        user = user_id(bid, request)
+        if not image_id:
+            raise user_error("Click an image in your gallery first.", title="No image selected")
+        try:
+            return user, studio.image(user, image_id)
+        except ImageNotFoundError:
+            raise user_error("That image is no longer in your gallery.", title="Not found") from None
+
+    reuse_outputs = mode_outputs + [switched, prompt, negative, seed, steps, guidance, width, height, strength,
+                                    batch, seed_b, frames]
+
+    def reuse(bid, image_id, current_spec, request: gr.Request):
+        """Every control back to how this image was made, read from its PNG's parameters chunk."""
+        user, _ = chosen(bid, image_id, request)
+        fields = studio.reuse(user, image_id)
+        spec = fields.get("model") or current_spec
+        if fields.get("model") is None:
+            gr.Info("The model that made this image is not configured here; the current model is kept.")
+        caps = studio.capabilities(spec)
+        m = fields.get("mode") if fields.get("mode") in caps.modes else studio.default_mode(spec)
+        sampler = fields.get("scheduler", "")
+        updates = controls_for(spec, m)
+        updates[scheduler] = gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(caps.schedulers),
+                                         value=sampler if sampler in caps.schedulers else "",
+                                         visible=m != "random" and caps.max_steps > 1 and bool(caps.schedulers))
+        return {**updates, switched: spec != current_spec,
+                prompt: fields.get("prompt", ""), negative: fields.get("negative_prompt", ""),
+                seed: fields.get("seed", -1), steps: fields.get("steps", 4), guidance: fields.get("guidance", 0.0),
+                width: fields.get("width", 512), height: fields.get("height", 512),
+                strength: gr.Slider(value=fields.get("strength", 0.6), visible=m in IMAGE_MODES),
+                batch: fields.get("batch_count", 1), seed_b: fields.get("seed_b", -1),
+                frames: fields.get("interpolation_steps", 0)}
+
+    reuse_btn.click(reuse, [browser_id, selected, model], reuse_outputs, **PRIVATE) \
+        .then(load_if_switched, [model, switched], [status], **PRIVATE)
+
+    def send_to(target: str):
+        def run(bid, image_id, current_spec, request: gr.Request):
+            _, record = chosen(bid, image_id, request)
+            spec = current_spec if target in studio.capabilities(current_spec).modes else next(
+                (s for s in models.specs if target in studio.capabilities(s).modes), None)
+            if spec is None:
+                raise user_error(f"None of the configured models can do {MODE_LABELS[target].lower()}.",
+                                 title="Not available")
+            path = str(record.path)
+            updates = controls_for(spec, target, new_model=spec != current_spec)
+            updates[switched] = spec != current_spec
+            updates[init_image] = path if target == "img2img" else gr.skip()
+            updates[inpaint] = {"background": path, "layers": [], "composite": path} if target == "inpaint" \
+                else gr.skip()
+            updates[prompt] = record.parameters.get("prompt") or gr.skip()
+            return updates
+
+        return run
+
+    send_outputs = mode_outputs + [switched, init_image, inpaint, prompt]
+    for button, target in ((to_img2img_btn, "img2img"), (to_inpaint_btn, "inpaint")):
+        button.click(send_to(target), [browser_id, selected, model], send_outputs, **PRIVATE) \
+            .then(load_if_switched, [model, switched], [status], **PRIVATE)
+
+    def delete(bid, image_id, request: gr.Request):
+        user, _ = chosen(bid, image_id, request)
+        studio.delete(user, image_id)
+        return (*show_gallery(user), None, "")
+
+    delete_btn.click(delete, [browser_id, selected], [gallery, gallery_ids, selected, selected_info], **PRIVATE)
+
+    def check_upload(path):
+        """Refuse a bad seed image at once, with its reason, instead of at Generate."""
+        if not path:
+            return gr.skip()
+        notes: list[str] = []
+        try:
+            load_user_image(path, "init", notes)
+        except ImageInputError as exc:
+            raise user_error(str(exc), title="Image not used") from None
+        for note in notes:
+            gr.Info(note)
+        return gr.skip()
+
+    init_image.upload(check_upload, [init_image], [init_image], **PRIVATE)
+
+
+def build_images_api(studio: ImageStudio) -> None:
+    def generate_image(prompt: str, seed: int = -1, negative_prompt: str = "", model: str = "", mode: str = "",
+                       steps: int | None = None, guidance: float | None = None, width: int | None = None,
+                       height: int | None = None, scheduler: str = "", batch_count: int = 1, strength: float = 0.6,
+                       init_image: FileData | None = None, mask_image: FileData | None = None,
+                       seed_b: int | None = None, interpolation_steps: int = 0,
+                       request: gr.Request = None) -> tuple[list[FileData], list[dict]]:
+        """Make images and keep them; returns the PNG files (each with its parameters in a `parameters` text
+        chunk, as stable-diffusion-webui writes it) and the same parameters as dicts.
+
+        Args:
+            prompt: what to make (ignored by the random-face model).
+            seed: -1 for random; the seed used is in the parameters.
+            negative_prompt: what to avoid.
+            model: a configured image model spec (e.g. "gan:faces"); empty for the default.
+            mode: txt2img, img2img, sketch, inpaint or random; empty for the model's default
+                (img2img when init_image is given, inpaint when mask_image is too).
+            steps: denoising steps.
+            guidance: classifier-free guidance scale.
+            width: image width (txt2img).
+            height: image height (txt2img).
+            scheduler: a sampler name such as "Euler a"; empty for the model's own.
+            batch_count: images one after another, seeds seed, seed+1, ...
+            strength: how much of the seed image may change (img2img, sketch, inpaint).
+            init_image: the seed image (handle_file(path)).
+            mask_image: for inpaint: white (or opaque) where to repaint.
+            seed_b: random faces: interpolate from seed to this seed.
+            interpolation_steps: random faces: number of frames from seed to seed_b.
+        """
+        user = f"user:{request.username}" if getattr(request, "username", None) else "api"
+        chosen_mode = mode or ("inpaint" if init_image and mask_image else "img2img" if init_image else "")
+        form = dict(prompt=prompt, negative_prompt=negative_prompt, mode=chosen_mode, seed=seed, steps=steps,
+                    guidance=guidance, width=width, height=height, scheduler=scheduler, batch_count=batch_count,
+                    strength=strength, seed_b=seed_b, interpolation_steps=interpolation_steps,
+                    init_image=_file_path(init_image), mask_image=_file_path(mask_image))
+        final = None
+        try:
+            for update in studio.generate(user, model or None, form):
+                final = update
+        except (ImageInputError, BackendError) as exc:
+            raise user_error(str(exc), title="No image made") from None
+        if final is None or final.stage != "done":
+            raise user_error(final.text if final else "No image was made.", title="No image made")
+        # url too: Gradio's REST route (/gradio_api/call/...) passes FileData through without adding one.
+        files = [FileData(path=str(g.path), url=f"{API_PREFIX}/file={g.path}", mime_type="image/png",
+                          orig_name=f"{g.seed}.png") for g in final.images]
+        return files, [dict(g.parameters) for g in final.images]
+
+    gr.api(generate_image, api_name="generate_image", concurrency_limit=studio.settings.concurrency_limit,
+           concurrency_id="image-generate")
+
+
+def _file_path(value: Any) -> str | None:
+    """A path from what gradio_client sends for a file (a FileData dict once uploaded)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get("path")
+    return getattr(value, "path", None) or (str(value) if isinstance(value, (str, Path)) else None)
