@@ -87,3 +87,16 @@ def gguf_transformers_backend(gguf_transformers_settings: Settings, embedded_ggu
     backend = create_text_backend(f"hf:{embedded_gguf}", gguf_transformers_settings)
     backend.load()
     return backend
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's, driven by Playwright) for every browser test."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_support import ARGS, CHROMIUM
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()

@@ -3,29 +3,16 @@ app process: streaming, persistence across reload and kill -9, stop, and two use
 from __future__ import annotations
 
 import re
-import shutil
 import time
 
 import pytest
 
 from tests.app_process import app_process, free_port
+from tests.browser_support import wait_for
 from tests.openai_servers import fake_openai_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def bot_texts(page) -> list[str]:
@@ -36,16 +23,6 @@ def send(page, text: str) -> None:
     box = page.locator("#chat-input textarea")
     box.fill(text)
     box.press("Enter")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def open_page(browser_or_context, url: str):

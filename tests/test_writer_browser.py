@@ -8,19 +8,9 @@ import pytest
 
 from tests.app_process import app_process
 from tests.openai_servers import fake_openai_server
-from tests.test_browser import ARGS, CHROMIUM, wait_for
+from tests.browser_support import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def pick(page, elem_id: str, option: str) -> None:
