@@ -89,9 +89,10 @@ def gguf_transformers_backend(gguf_transformers_settings: Settings, embedded_ggu
     return backend
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium (Debian's, driven by Playwright) for every browser test."""
+    """Headless Chromium (Debian's, driven by Playwright), closed after each module: other tests
+    check that nothing they started is left running, and a live browser would count."""
     from playwright.sync_api import sync_playwright
 
     from tests.browser_support import ARGS, CHROMIUM

@@ -20,7 +20,8 @@ PDF = "good-paper-tracemonkey-2col.pdf"
 def test_upload_watch_progress_and_read_the_cited_summary(browser, tmp_path):
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    with fake_openai_server(reply_words=12, chunk_delay=0.03, max_model_len=1024) as fake:
+    # slow enough (about 1 s a request) that the progress is on screen for a few seconds
+    with fake_openai_server(reply_words=20, chunk_delay=0.05, max_model_len=1024) as fake:
         env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
                "GRADIO_TEMP_DIR": str(uploads)}
         (tmp_path / "data").mkdir()
@@ -28,6 +29,9 @@ def test_upload_watch_progress_and_read_the_cited_summary(browser, tmp_path):
             context = browser.new_context()
             page = context.new_page()
             page.goto(app.url)
+            page.locator("#chat-input textarea").wait_for()
+            page.wait_for_function("() => window.gradio_config !== undefined")
+            page.wait_for_timeout(500)  # the load event sets the browser's identity
             page.get_by_role("tab", name="Condense").click()
             page.locator("#condense-files input[type=file]").set_input_files(str(CORPUS / PDF))
             wait_for(lambda: PDF in page.locator("#condense-files").inner_text(), 15, "the upload to show")
