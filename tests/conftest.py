@@ -101,3 +101,13 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion pipeline saved as a diffusers folder (built from configs)."""
+    from tests.test_diffusers_backend import build_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sd") / "tiny-sd"
+    build_tiny_pipeline(folder)
+    return folder

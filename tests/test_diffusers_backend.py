@@ -61,13 +61,6 @@ def build_tiny_pipeline(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-sd") / "tiny-sd"
-    build_tiny_pipeline(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def backend(tiny_folder, tmp_path_factory) -> DiffusersBackend:
     b = DiffusersBackend(str(tiny_folder), spec=f"diffusers:{tiny_folder}", label="tiny",
                          data_dir=tmp_path_factory.mktemp("data"), device="cpu")

@@ -23,7 +23,6 @@ from backends.gan_faces import GanFacesBackend
 from config import Settings
 from core.image_studio import ImageModelManager, ImageStudio, JobUpdate
 from core.images import ImageGallery, ImageInputError, ImageNotFoundError, read_png_parameters
-from tests.test_diffusers_backend import build_tiny_pipeline
 
 GAN = "gan:faces"
 
@@ -70,13 +69,6 @@ class ExhaustedGan(GanFacesBackend):
 
     def _synthesise(self, w, req, cancel):
         raise MemoryError()
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-sd") / "tiny-sd"
-    build_tiny_pipeline(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
