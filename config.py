@@ -47,9 +47,12 @@ class Settings:
     request_timeout: float = 60.0  # seconds, per request to a hosted server
     max_retries: int = 2  # retries on 429/5xx/connection errors, with exponential backoff
     openai_context_length: int = 8192  # used when the server does not report one
+    openai_concurrency: int = 8  # requests one run (condenser, writer variants) sends at once
     # Local engines.
     n_threads: int | None = None  # llama.cpp threads; None = engine default
     n_ctx: int = 8192  # llama.cpp context window (capped by the model's own)
+    # transformers: how many concurrent requests one generate() call may batch (0: 8 on a GPU, 4 on CPU).
+    batch_size: int = 0
     # Web app.
     auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (user, password) pairs
     max_input_chars: int = 200_000  # hard cap on one message, whatever the model's context
@@ -90,8 +93,10 @@ class Settings:
             request_timeout=_float(env, "STUDIO_REQUEST_TIMEOUT", 60.0),
             max_retries=_int(env, "STUDIO_MAX_RETRIES", 2),
             openai_context_length=_int(env, "STUDIO_OPENAI_CONTEXT", 8192),
+            openai_concurrency=_int(env, "STUDIO_OPENAI_CONCURRENCY", 8),
             n_threads=int(threads) if threads else None,
             n_ctx=_int(env, "STUDIO_N_CTX", 8192),
+            batch_size=_int(env, "STUDIO_BATCH_SIZE", 0),
             auth=tuple(auth_pairs),
             max_input_chars=_int(env, "STUDIO_MAX_INPUT_CHARS", 200_000),
             concurrency_limit=_int(env, "STUDIO_CONCURRENCY", 16),

@@ -46,7 +46,8 @@ class Capabilities:
     context_length: int  # tokens, prompt + reply
     streaming: bool = True
     system_prompt: bool = True
-    # How many requests the engine can usefully run at once (1: callers are serialised).
+    # How many requests the engine can usefully run at once: parallel slots of a server, the batch
+    # size of a batching engine (1: callers are serialised).
     max_concurrency: int = 1
     exact_token_count: bool = True  # False when count_tokens is an estimate (hosted APIs)
 
@@ -147,8 +148,10 @@ class TextBackend(Protocol):
         cancel: threading.Event,
         stats: StreamStats | None = None,
     ) -> Iterator[str]:
-        """Yield text deltas. Stops within a few tokens of `cancel` being set, with any worker
-        thread ended before the iterator finishes. Raises BackendError subclasses."""
+        """Yield text deltas. Stops within a few tokens of `cancel` being set, with the engine's
+        work for this request ended before the iterator finishes (a worker thread that batches
+        several requests goes on for the others, and ends with the last). Raises BackendError
+        subclasses."""
         ...
 
 

@@ -40,7 +40,6 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
-MAX_CONCURRENCY = 8
 BACKOFF_BASE_S = 0.5  # first retry waits this long, then doubles
 RETRY_AFTER_CAP_S = 20.0  # a server asking for a longer pause than this gets this
 CONNECT_TIMEOUT_CAP_S = 10.0
@@ -117,7 +116,7 @@ class OpenAIBackend:
             context_length=self._server_context_length() or self._settings.openai_context_length,
             streaming=True,
             system_prompt=True,
-            max_concurrency=MAX_CONCURRENCY,
+            max_concurrency=max(1, self._settings.openai_concurrency),
             exact_token_count=False,
         )
 

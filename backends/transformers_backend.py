@@ -7,8 +7,11 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import queue
 import shutil
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -35,8 +38,9 @@ _worker_ids = itertools.count(1)
 
 
 class TransformersBackend:
-    """One causal LM served by transformers. generate() on one model is serialised behind a lock
-    (max_concurrency=1); every call gets its own streamer, stop event and stopping criteria."""
+    """One causal LM served by transformers. One generate() runs at a time; requests that arrive
+    meanwhile are batched into the next one (max_concurrency = the batch size). Every request keeps
+    its own row, cancel event, stop event and text queue; nothing per-request lives on self."""
 
     def __init__(self, model_ref: str, settings: "Settings", spec: str, label: str) -> None:
         self._model_ref = model_ref
@@ -44,7 +48,10 @@ class TransformersBackend:
         self.spec = spec
         self.label = label
         self._load_lock = threading.Lock()
-        self._gen_lock = threading.Lock()
+        self._gen_lock = threading.Lock()  # held while a generate() runs (released by its worker)
+        self._queue = threading.Condition()  # guards _pending
+        self._pending: list[_Row] = []  # requests waiting for the model
+        self._batches: Counter[int] = Counter()  # generate() calls by rows served: a metric
         self._model: Any = None  # set last in load(), so "not None" means everything is ready
         self._tokenizer: Any = None
         self._context_length = 0
@@ -201,7 +208,7 @@ class TransformersBackend:
             context_length=self._context_length,
             streaming=True,
             system_prompt=self._system_ok,
-            max_concurrency=1,
+            max_concurrency=self.batch_size(),
             exact_token_count=True,
         )
 
@@ -222,62 +229,24 @@ class TransformersBackend:
         self.load()
         return int(self._encode(messages)["input_ids"].shape[1])
 
-    def _generate_kwargs(self, messages: list[Message], params: GenerationParams) -> tuple[dict[str, Any], int, int]:
-        enc = self._encode(messages)
-        prompt_len = int(enc["input_ids"].shape[1])
-        room = self._context_length - prompt_len
+    def _row(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> "_Row":
+        ids = self._encode(messages)["input_ids"][0].tolist()
+        room = self._context_length - len(ids)
         if room <= 0:
             raise ContextOverflowError(
-                f"The conversation is {prompt_len} tokens but {self.label} holds {self._context_length}; "
+                f"The conversation is {len(ids)} tokens but {self.label} holds {self._context_length}; "
                 "shorten it or start a new chat."
             )
         max_new = min(params.max_new_tokens, room) if params.max_new_tokens > 0 else room
-        device = self._model.device
-        kwargs: dict[str, Any] = {
-            "input_ids": enc["input_ids"].to(device),
-            "attention_mask": enc["attention_mask"].to(device),
-            "max_new_tokens": max_new,
-            "pad_token_id": self._tokenizer.pad_token_id
-            if self._tokenizer.pad_token_id is not None
-            else next(iter(self._eos_ids), None),
-        }
-        if params.greedy:
-            # None clears sampling values a model's generation_config may carry.
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
-        return kwargs, prompt_len, max_new
-
-    def _finish(self, sequences: Any, prompt_len: int, max_new: int) -> tuple[int, str]:
-        """(completion tokens without a trailing end-of-turn token, 'stop' or 'length')."""
-        new = sequences[0, prompt_len:].tolist() if sequences is not None else []
-        if new and new[-1] in self._eos_ids:
-            return len(new) - 1, "stop"
-        return len(new), "length" if len(new) >= max_new else "stop"
+        return _Row(ids, max_new, params, cancel)
 
     # ------------------------------------------------------------------ generation
 
     def chat(self, messages: list[Message], params: GenerationParams) -> Completion:
-        self.load()
-        import torch
-
-        kwargs, prompt_len, max_new = self._generate_kwargs(messages, params)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
-        with self._gen_lock:
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            try:
-                with torch.inference_mode():
-                    sequences = self._model.generate(**kwargs)
-            except Exception as exc:
-                raise BackendError(f"Generation failed in transformers: {_first_line(exc)}") from exc
-        n_new, finish = self._finish(sequences, prompt_len, max_new)
-        text = self._tokenizer.decode(sequences[0, prompt_len:], skip_special_tokens=True)
-        cut = _first_stop(text, params.stop)
-        if cut >= 0:
-            text, finish = text[:cut], "stop"
-        return Completion(text=text, finish_reason=finish, prompt_tokens=prompt_len, completion_tokens=n_new)
+        stats = StreamStats()
+        text = "".join(self.stream_chat(messages, params, threading.Event(), stats))
+        return Completion(text=text, finish_reason=stats.finish_reason or "stop",
+                          prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens)
 
     def stream_chat(
         self,
@@ -286,43 +255,28 @@ class TransformersBackend:
         cancel: threading.Event,
         stats: StreamStats | None = None,
     ) -> Iterator[str]:
+        """Requests that wait while the model is busy are batched into the next generate() call (up
+        to the batch size, same sampling settings, unseeded): one left-padded forward pass serves
+        them all, and each request still streams, stops and cancels on its own row."""
         stats = stats if stats is not None else StreamStats()
         self.load()
-        import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-        kwargs, prompt_len, max_new = self._generate_kwargs(messages, params)
-        stats.prompt_tokens = prompt_len
-        # Per call, never on self: the streamer, the event that ends this generate(), its criteria.
-        done = threading.Event()
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs.update(
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([_event_stopping_criteria()(cancel, done)]),
-        )
-        outcome: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                with torch.inference_mode():
-                    outcome["sequences"] = self._model.generate(**kwargs)
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                outcome["error"] = exc
-                streamer.text_queue.put(streamer.stop_signal)  # unblock the consumer
-
-        worker = threading.Thread(target=work, name=f"{WORKER_THREAD_PREFIX}-{next(_worker_ids)}", daemon=True)
+        row = self._row(messages, params, cancel)
+        stats.prompt_tokens = len(row.prompt)
+        if not self._schedule(row):
+            stats.finish_reason = "cancelled"
+            return
         trimmer = _StopTrimmer(params.stop)
         parts: list[str] = []
         hit_stop = abandoned = False
-        if not _acquire(self._gen_lock, cancel):
-            stats.finish_reason = "cancelled"
-            return
         try:
-            if params.seed is not None:
-                torch.manual_seed(params.seed)  # inside the lock: no other generate() draws meanwhile
-            worker.start()
-            for delta in streamer:
-                if cancel.is_set():
+            while True:
+                try:
+                    delta = row.deltas.get(timeout=0.05)
+                except queue.Empty:
+                    if cancel.is_set():
+                        break
+                    continue
+                if delta is _END or cancel.is_set():
                     break
                 out, hit_stop = trimmer.feed(delta)
                 if out:
@@ -330,28 +284,28 @@ class TransformersBackend:
                     yield out
                 if hit_stop:
                     break
-            else:
+            if not hit_stop and not cancel.is_set():
                 tail = trimmer.flush()
-                if tail and not cancel.is_set():
+                if tail:
                     parts.append(tail)
                     yield tail
         except GeneratorExit:
             abandoned = True
             raise
         finally:
-            done.set()  # generate() returns after the token in progress
-            if worker.ident is not None:
-                worker.join()
-            self._gen_lock.release()
-            n_new, finish = self._finish(outcome.get("sequences"), prompt_len, max_new)
-            stats.completion_tokens = n_new
+            row.stop.set()  # generate() drops this row after the token in progress
+            row.released.wait()
+            batch = row.batch
+            if batch is not None and batch.open_rows() == 0 and batch.worker is not None:
+                batch.worker.join()  # the last row out waits for generate() to return
+            stats.completion_tokens = len(row.tokens)
             if cancel.is_set() or abandoned:
                 stats.finish_reason = "cancelled"
             elif hit_stop:
                 stats.finish_reason = "stop"
             else:
-                stats.finish_reason = finish  # type: ignore[assignment]
-        error = outcome.get("error")
+                stats.finish_reason = row.finish or "stop"  # type: ignore[assignment]
+        error = batch.error if batch is not None else None
         if error is not None:
             stats.finish_reason = None
             message = f"Generation failed in transformers: {_first_line(error)}"
@@ -359,27 +313,285 @@ class TransformersBackend:
                 raise StreamCutError(message, partial="".join(parts)) from error
             raise BackendError(message) from error
 
+    def batch_counts(self) -> dict[int, int]:
+        """How many generate() calls served how many requests each, since load: {rows: calls}."""
+        with self._queue:
+            return dict(self._batches)
+
+    def batch_size(self) -> int:
+        if self._settings.batch_size > 0:
+            return self._settings.batch_size
+        return 8 if self._model is not None and self._model.device.type != "cpu" else 4
+
+    def _schedule(self, row: "_Row") -> bool:
+        """Queue the row and wait until a batch takes it. Whoever gets the free model starts the
+        next batch, first in first out, so no request starves. False if cancelled while queued."""
+        with self._queue:
+            self._pending.append(row)
+            self._queue.notify_all()
+        while True:
+            if self._gen_lock.acquire(timeout=0.05):
+                with self._queue:
+                    live = [r for r in self._pending if not r.cancel.is_set()]
+                    rows = self._gather(live[0]) if row.batch is None and live else []
+                    if row.batch is None and row.cancel.is_set():
+                        self._pending.remove(row)
+                if not rows:
+                    self._gen_lock.release()
+                else:
+                    self._start(rows)  # its worker releases the lock when generate() returns
+            with self._queue:
+                if row.batch is not None:
+                    return True
+                if row not in self._pending:
+                    return False
+                if row.cancel.is_set():
+                    self._pending.remove(row)
+                    return False
+
+    def _gather(self, first: "_Row") -> list["_Row"]:
+        """With the model held: the oldest live request plus the next queued ones, oldest first.
+        Requests a run sends together arrive within milliseconds, so a batch waits that long to fill."""
+        limit = self.batch_size()
+        deadline = time.monotonic() + (GATHER_S if limit > 1 else 0.0)
+        while True:
+            mates = [r for r in self._pending if r is not first and not r.cancel.is_set()]
+            rows = [first, *mates[: limit - 1]]
+            left = deadline - time.monotonic()
+            if len(rows) >= limit or left <= 0:
+                break
+            self._queue.wait(left)
+        batch = _Batch(rows)
+        self._batches[len(rows)] += 1
+        for r in rows:
+            self._pending.remove(r)
+            r.batch = batch
+        return rows
+
+    def _start(self, rows: list["_Row"]) -> None:
+        batch = rows[0].batch
+        assert batch is not None
+        try:
+            import torch
+
+            kwargs = self._batch_kwargs(rows)
+        except Exception as exc:  # reaches each row's consumer, which raises it as a BackendError
+            batch.fail(exc)
+            self._gen_lock.release()
+            return
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self._model.generate(**kwargs)
+            except BaseException as exc:  # handed to every row's consumer, which re-raises it
+                batch.error = exc
+            finally:
+                batch.close()
+                self._gen_lock.release()
+
+        batch.worker = threading.Thread(target=work, name=f"{WORKER_THREAD_PREFIX}-{next(_worker_ids)}", daemon=True)
+        try:
+            batch.worker.start()
+        except RuntimeError as exc:  # "can't start new thread"
+            batch.worker = None
+            batch.fail(exc)
+            self._gen_lock.release()
+
+    def _batch_kwargs(self, rows: list["_Row"]) -> dict[str, Any]:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        pad = self._tokenizer.pad_token_id
+        if pad is None:
+            pad = next(iter(self._eos_ids), 0)
+        width = max(len(r.prompt) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding: every row's next token goes in the same column
+            ids[i, width - len(r.prompt):] = torch.tensor(r.prompt, dtype=torch.long)
+            mask[i, width - len(r.prompt):] = 1
+        device = self._model.device
+        kwargs: dict[str, Any] = {
+            "input_ids": ids.to(device),
+            "attention_mask": mask.to(device),
+            "max_new_tokens": max(r.max_new for r in rows),
+            "pad_token_id": pad,
+            "streamer": _RowStreamer(self._tokenizer, rows, self._eos_ids),
+            "stopping_criteria": StoppingCriteriaList([_row_stopping_criteria()(rows)]),
+            # Each row samples with its own settings and its own seeded generator, so a seed gives the
+            # same text whatever it is batched with; generate() then only takes the chosen token.
+            "logits_processor": LogitsProcessorList([_row_sampler()(rows, device)]),
+            # None clears sampling values a model's generation_config may carry.
+            "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+        }
+        return kwargs
+
+
+_END = object()  # a row's stream is over
+GATHER_S = 0.02  # how long a starting batch waits for requests sent alongside the first
+
+
+class _Row:
+    """One request inside a batched generate(): its prompt, limits, own cancel and stop events, and
+    the queue its text arrives on."""
+
+    def __init__(self, prompt: list[int], max_new: int, params: GenerationParams, cancel: threading.Event) -> None:
+        self.prompt, self.max_new, self.params, self.cancel = prompt, max_new, params, cancel
+        self.stop = threading.Event()  # the consumer is done with this row (stop string, gone)
+        self.released = threading.Event()  # generate() no longer works for this row
+        self.deltas: queue.SimpleQueue = queue.SimpleQueue()
+        self.tokens: list[int] = []
+        self.finish: str | None = None  # "stop" (end of turn) or "length", set by the streamer
+        self.batch: _Batch | None = None
+
+    def wants_stop(self) -> bool:
+        return self.finish is not None or self.stop.is_set() or self.cancel.is_set()
+
+
+class _Batch:
+    def __init__(self, rows: list[_Row]) -> None:
+        self.rows = rows
+        self.worker: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def release(self, row: _Row) -> None:
+        if not row.released.is_set():
+            row.deltas.put(_END)
+            row.released.set()
+
+    def open_rows(self) -> int:
+        return sum(not r.released.is_set() for r in self.rows)
+
+    def close(self) -> None:
+        for r in self.rows:
+            self.release(r)
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.close()
+
+
+class _RowStreamer:
+    """generate()'s streamer for a batch: routes each row's new token to that row, decoding text
+    incrementally (held back while a multi-byte character is incomplete)."""
+
+    def __init__(self, tokenizer: Any, rows: list[_Row], eos_ids: frozenset[int]) -> None:
+        self.tokenizer, self.rows, self.eos_ids = tokenizer, rows, eos_ids
+        self.prompt_seen = False
+        self.cache: list[list[int]] = [[] for _ in rows]
+        self.sent = [0] * len(rows)
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # the first call carries the prompts
+            self.prompt_seen = True
+            return
+        tokens = value.reshape(-1).tolist()
+        for i, (row, token) in enumerate(zip(self.rows, tokens)):
+            if row.finish is not None or row.released.is_set():
+                continue  # padding after the row ended
+            if token in self.eos_ids:
+                row.finish = "stop"
+                self._flush(i, final=True)
+                continue
+            row.tokens.append(token)
+            self.cache[i].append(token)
+            self._flush(i, final=False)
+            if len(row.tokens) >= row.max_new:
+                row.finish = "length"
+                self._flush(i, final=True)
+
+    def _flush(self, i: int, final: bool) -> None:
+        text = self.tokenizer.decode(self.cache[i], skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return  # part of a character: wait for the rest of its bytes
+        new = text[self.sent[i]:]
+        if new:
+            self.rows[i].deltas.put(new)
+        if text.endswith("\n") or final:  # a finished line never changes: decode from here on
+            self.cache[i], self.sent[i] = [], 0
+        else:
+            self.sent[i] = len(text)
+
+    def end(self) -> None:
+        for i, row in enumerate(self.rows):
+            if row.finish is None and not row.released.is_set():
+                self._flush(i, final=True)
+
 
 # ---------------------------------------------------------------------- helpers
 
 
 @functools.cache
-def _event_stopping_criteria() -> type:
+def _row_stopping_criteria() -> type:
     """Built on first use so that importing this module does not import transformers."""
     import torch
     from transformers import StoppingCriteria
 
-    class EventStoppingCriteria(StoppingCriteria):
-        """Ends generate() once any of its events is set (cancel, consumer gone, stop string)."""
+    class RowStoppingCriteria(StoppingCriteria):
+        """Per row: done once it ended, reached its own length, or its consumer stopped or cancelled.
+        A row found done is released: its consumer may return while the others go on."""
 
-        def __init__(self, *events: threading.Event) -> None:
-            self.events = events
+        def __init__(self, rows: list[_Row]) -> None:
+            self.rows = rows
+            self.batch = rows[0].batch
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            stop = any(e.is_set() for e in self.events)
-            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+            done = [r.wants_stop() for r in self.rows]
+            for r, d in zip(self.rows, done):
+                if d and self.batch is not None:
+                    self.batch.release(r)
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
-    return EventStoppingCriteria
+    return RowStoppingCriteria
+
+
+@functools.cache
+def _row_sampler() -> type:
+    import torch
+    from transformers import LogitsProcessor
+
+    class RowSampler(LogitsProcessor):
+        """Picks each row's next token (greedy, or temperature + nucleus sampling from the row's own
+        generator) and leaves only that token possible, for generate()'s greedy step to take."""
+
+        def __init__(self, rows: list[_Row], device: Any) -> None:
+            self.rows = rows
+            self.generators = []
+            for r in rows:
+                g = torch.Generator(device=device)
+                if r.params.seed is not None:
+                    g.manual_seed(r.params.seed)
+                else:
+                    g.seed()  # a fresh non-deterministic seed
+                self.generators.append(g)
+            self.sampled = [not r.params.greedy for r in rows]
+            self.temperature = torch.tensor([r.params.temperature if s else 1.0 for r, s in zip(rows, self.sampled)],
+                                            device=device).unsqueeze(1)
+            self.top_p = torch.tensor([r.params.top_p if s else 1.0 for r, s in zip(rows, self.sampled)],
+                                      device=device).unsqueeze(1)
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            chosen = scores.argmax(dim=-1)
+            if any(self.sampled):
+                logits = scores.float() / self.temperature
+                ordered, order = logits.sort(dim=-1)  # ascending, as transformers' own top-p does
+                tail = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - self.top_p)
+                tail[:, -1] = False  # the likeliest token always stays
+                probs = logits.masked_fill(tail.scatter(1, order, tail), float("-inf")).softmax(dim=-1)
+                for i, sampled in enumerate(self.sampled):
+                    if sampled:
+                        if not bool(torch.isfinite(probs[i]).all()):
+                            p = self.rows[i].params
+                            raise ValueError(f"temperature {p.temperature} with top_p {p.top_p} gives no "
+                                             "valid distribution to sample from")
+                        chosen[i] = torch.multinomial(probs[i], 1, generator=self.generators[i])[0]
+            out = torch.full_like(scores, float("-inf"))
+            out.scatter_(1, chosen.unsqueeze(1), 0.0)
+            return out
+
+    return RowSampler
 
 
 class _StopTrimmer:
@@ -414,14 +626,6 @@ class _StopTrimmer:
 def _first_stop(text: str, stops: tuple[str, ...]) -> int:
     found = [text.find(s) for s in stops if s and s in text]
     return min(found) if found else -1
-
-
-def _acquire(lock: threading.Lock, cancel: threading.Event) -> bool:
-    """Wait for the generation lock, giving up if the request is cancelled while queued."""
-    while not lock.acquire(timeout=0.05):
-        if cancel.is_set():
-            return False
-    return True
 
 
 def _as_ids(value: Any) -> set[int]:

@@ -9,11 +9,15 @@
    `--interrupt_requests False`, because by default a new request cuts the stream in progress.
 3. The same comparison against the loopback fake OpenAI server (a server that does run requests in
    parallel, 20 ms a token), to show what the pipeline's concurrency gives where the server has it.
+4. Batched vs one-at-a-time map in the transformers backend (the embedded SmolLM2-135M de-quantised
+   from its GGUF, fp32, on CPU unless CUDA is present): `parallel` = the backend's batch size vs
+   `parallel=1`; ratio of map times, and how many requests each generate() call served.
 
 Each map request may write at most --map-max-new-tokens (default 64) so the run stays short; say so
 when quoting the numbers.
 
     .venv/bin/python bench/condense_bench.py [--map-max-new-tokens 64] [--chunk-tokens 2048]
+    .venv/bin/python bench/condense_bench.py --skip-pages --skip-map   # only 4.
 """
 from __future__ import annotations
 
@@ -116,6 +120,41 @@ def map_ratio(args, data: Path) -> None:
           f"speed-up {seq.timings['map_s'] / par.timings['map_s']:.2f}x")
 
 
+def transformers_ratio(args, data: Path) -> None:
+    from backends.embedded import embedded_gguf_path
+    from config import Settings
+
+    text = (CORPUS / MAP_DOC).read_text(encoding="utf-8", errors="replace")[:args.transformers_chars]
+    options = dict(length="short", chunk_tokens=args.map_chunk_tokens, map_max_new_tokens=args.map_max_new_tokens)
+    settings = Settings(text_models=(f"hf:{embedded_gguf_path()}",), data_dir=data / "transformers",
+                        n_ctx=args.n_ctx, batch_size=args.batch_size)
+    service = service_for(settings)
+    backend = service.models.get(None)
+    backend.load()  # de-quantising the GGUF (once) is not part of the map time
+    width = backend.batch_size()
+    condense(service, [], text[:1500], **options)  # warm-up
+    times: dict[int, list[float]] = {1: [], width: []}
+    served: dict[int, dict[int, int]] = {}
+    for _ in range(args.repeats):
+        for parallel in (1, width, width, 1):
+            before = backend.batch_counts()
+            result = condense(service, [], text, parallel=parallel, **options)
+            times[parallel].append(result.timings["map_s"])
+            after = backend.batch_counts()
+            served[parallel] = {n: after[n] - before.get(n, 0) for n in sorted(after) if after[n] != before.get(n, 0)}
+    seq, par = sum(times[1]) / len(times[1]), sum(times[width]) / len(times[width])
+    import torch
+
+    print(f"\n4. map in the transformers backend (SmolLM2-135M from the embedded GGUF, {backend._model.dtype}, "
+          f"{backend._model.device}, torch threads {torch.get_num_threads()}): {len(text):,} characters of "
+          f"{MAP_DOC}, {result.documents[0].chunks} chunks, {len(times[1])} runs each (ABBA order)")
+    print(f"   one at a time (parallel=1)   map s: {', '.join(f'{t:.1f}' for t in times[1])}  (mean {seq:.1f})"
+          f"   generate() calls by rows, last run: {served[1]}")
+    print(f"   batched (parallel={width})         map s: {', '.join(f'{t:.1f}' for t in times[width])}  (mean {par:.1f})"
+          f"   generate() calls by rows, last run: {served[width]}")
+    print(f"   batched / one-at-a-time speed-up: {seq / par:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--map-max-new-tokens", type=int, default=64)
@@ -127,6 +166,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="ABBA rounds for the map comparison")
     parser.add_argument("--skip-pages", action="store_true")
     parser.add_argument("--skip-map", action="store_true")
+    parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--transformers-chars", type=int, default=6000, help="text for the transformers map")
+    parser.add_argument("--batch-size", type=int, default=0, help="transformers batch size (0: backend default)")
     args = parser.parse_args()
     import logging
 
@@ -138,6 +180,8 @@ def main() -> None:
             pages_per_second(args, Path(tmp))
         if not args.skip_map:
             map_ratio(args, Path(tmp))
+        if not args.skip_transformers:
+            transformers_ratio(args, Path(tmp))
     print(f"\nload average at end {os.getloadavg()[0]:.2f} (other processes on this machine skew all timings)")
 
 

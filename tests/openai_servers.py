@@ -62,6 +62,8 @@ class FakeOptions:
     max_model_len: int | None = None  # reported on /v1/models entries, as vLLM does
     usage: bool = True  # send usage (non-streamed; streamed when stream_options.include_usage)
     html_instead: bool = False  # answer chat requests with a 200 web page, as a wrong base URL does
+    serial: bool = False  # one chat reply at a time, the rest wait unanswered (one model, no parallel
+    # slots, as llama_cpp.server); a waiting request whose client hangs up leaves the queue
 
 
 @dataclass
@@ -104,6 +106,7 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._chat_count = 0
         self._stopping = threading.Event()
+        self._serial = threading.Lock()
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
@@ -286,10 +289,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text, finish = fake_reply(body["messages"], body.get("max_tokens", body.get("max_completion_tokens")),
                                   body.get("stop"), opts.reply_words)
-        if body.get("stream"):
-            self._stream(body, text, finish)
-        else:
-            self._complete(body, text, finish)
+        if opts.serial:
+            while not self.fake._serial.acquire(timeout=0.02):
+                if self._peer_gone() or self.fake._stopping.is_set():
+                    raise _ClientGone
+        try:
+            if body.get("stream"):
+                self._stream(body, text, finish)
+            else:
+                self._complete(body, text, finish)
+        finally:
+            if opts.serial:
+                self.fake._serial.release()
 
     def _usage(self, body: dict, text: str) -> dict[str, int]:
         prompt = sum(len(str(m.get("content") or "").split()) + 3 for m in body["messages"])

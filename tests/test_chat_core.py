@@ -112,8 +112,10 @@ def test_unknown_model_spec_fails_at_startup(tmp_path):
 def test_settings_from_env_reads_everything_in_one_place(tmp_path):
     s = Settings.from_env({"STUDIO_TEXT_MODEL": "embedded, openai:gpt-4o-mini", "STUDIO_DATA_DIR": str(tmp_path),
                            "GRADIO_SERVER_PORT": "9999", "OPENAI_API_KEY": "sk-secret-123",
-                           "STUDIO_AUTH": "ann:pw1,bob:pw2"})
+                           "STUDIO_AUTH": "ann:pw1,bob:pw2", "STUDIO_BATCH_SIZE": "6",
+                           "STUDIO_OPENAI_CONCURRENCY": "3"})
     assert s.text_models == ("embedded", "openai:gpt-4o-mini")
+    assert (s.batch_size, s.openai_concurrency) == (6, 3)
     assert s.server_port == 9999 and s.data_dir == tmp_path
     assert s.auth == (("ann", "pw1"), ("bob", "pw2"))
     assert "sk-secret-123" not in repr(s) and "pw1" not in repr(s)

@@ -225,6 +225,21 @@ def test_map_runs_requests_in_parallel_on_a_hosted_server(tmp_path):
     assert elapsed < requests * per_request / 2.5, (elapsed, requests)  # 8 at a time, not one by one
 
 
+def test_a_server_that_queues_requests_gets_them_one_at_a_time_after_a_timeout(tmp_path, caplog):
+    """A server with no parallel slots answers one request at a time; with eight sent at once the last
+    ones wait past the timeout. The map step then goes on one request at a time and still reads it all."""
+    with fake_openai_server(reply_words=6, chunk_delay=0.05, max_model_len=1024, serial=True) as queued:
+        settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path, openai_base_url=queued.base_url,
+                            request_timeout=1.0, max_retries=0)
+        service = CondenseService(settings, ModelManager(settings), SummaryStore(settings.db_path))
+        with caplog.at_level("WARNING", logger="core.condenser"):
+            _, result = run(service, [upload(tmp_path, "good-ripgrep-user-guide.md")])
+    assert any("continuing one at a time" in r.getMessage() for r in caplog.records)
+    report = result.documents[0]
+    assert report.complete and report.chunks == len(result.chunks) >= 12
+    assert all(r.notes >= 1 for r in result.chunks)
+
+
 def test_cancel_stops_the_model_promptly_and_keeps_nothing(tmp_path):
     with fake_openai_server(reply_words=400, chunk_delay=0.05, max_model_len=1024) as slow:
         service = make_service(tmp_path, slow.base_url)

@@ -383,6 +383,8 @@ def test_context_length_comes_from_max_model_len() -> None:
         caps = make_backend(server.base_url, context=1234).capabilities()
         assert caps.context_length == 1234
         assert caps.max_concurrency == 8 and caps.exact_token_count is False and caps.streaming
+        settings = Settings(openai_base_url=server.base_url, openai_api_key=KEY, openai_concurrency=3)
+        assert OpenAIBackend("fake-model", settings, "openai:fake-model", "x").capabilities().max_concurrency == 3
     with fake_openai_server(max_model_len=4096) as server:  # another model's entry does not count
         assert make_backend(server.base_url, context=1234, model="other").capabilities().context_length == 1234
 
