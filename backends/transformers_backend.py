@@ -309,6 +309,11 @@ class TransformersBackend:
         if error is not None:
             stats.finish_reason = None
             message = f"Generation failed in transformers: {_first_line(error)}"
+            if _out_of_memory(error):
+                rows = len(batch.rows) if batch is not None else 1
+                message = (f"{self.label} ran out of memory generating {rows} repl{'ies' if rows > 1 else 'y'} at "
+                           f"once ({_first_line(error)}). The memory was freed; try again, or lower "
+                           "STUDIO_BATCH_SIZE or STUDIO_N_CTX.")
             if parts:
                 raise StreamCutError(message, partial="".join(parts)) from error
             raise BackendError(message) from error
@@ -386,6 +391,10 @@ class TransformersBackend:
                     self._model.generate(**kwargs)
             except BaseException as exc:  # handed to every row's consumer, which re-raises it
                 batch.error = exc
+                if _out_of_memory(exc):
+                    exc.with_traceback(None)  # its frames hold the batch's tensors
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()  # the next request starts from where memory was
             finally:
                 batch.close()
                 self._gen_lock.release()
@@ -626,6 +635,10 @@ class _StopTrimmer:
 def _first_stop(text: str, stops: tuple[str, ...]) -> int:
     found = [text.find(s) for s in stops if s and s in text]
     return min(found) if found else -1
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc)
 
 
 def _as_ids(value: Any) -> set[int]:
