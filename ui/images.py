@@ -4,6 +4,7 @@ do is a call into core.image_studio. Uploads arrive as file paths so core.images
 
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -170,6 +171,10 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
                 to_img2img_btn = gr.Button("→ Send to image-to-image", elem_id="image-send-img2img")
                 to_inpaint_btn = gr.Button("→ Send to inpaint", elem_id="image-send-inpaint")
                 delete_btn = gr.Button("Delete", variant="stop", elem_id="image-delete")
+            with gr.Row(visible=False) as confirm_row:  # deleting is for good: a second click confirms
+                confirm_btn = gr.Button("Yes, delete this image for good", variant="stop", size="sm",
+                                        elem_id="image-delete-confirm")
+                keep_btn = gr.Button("Keep it", size="sm", elem_id="image-delete-keep")
 
     # -- how the controls follow the model and the mode --------------------------------------------
     # The mode choices never change (every mode some configured model can do), so a value in flight from the
@@ -381,12 +386,20 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
         button.click(send_to(target), [browser_id, selected, model], send_outputs, **PRIVATE) \
             .then(load_if_switched, [model, switched], [status], **PRIVATE)
 
+    def ask_delete(bid, image_id, request: gr.Request):
+        chosen(bid, image_id, request)  # says so when no image is selected
+        return gr.Row(visible=True)
+
     def delete(bid, image_id, request: gr.Request):
         user, _ = chosen(bid, image_id, request)
         studio.delete(user, image_id)
-        return (*show_gallery(user), None, "")
+        return (*show_gallery(user), None, "", gr.Row(visible=False))
 
-    delete_btn.click(delete, [browser_id, selected], [gallery, gallery_ids, selected, selected_info], **PRIVATE)
+    delete_btn.click(ask_delete, [browser_id, selected], [confirm_row], **PRIVATE)
+    confirm_btn.click(delete, [browser_id, selected], [gallery, gallery_ids, selected, selected_info, confirm_row],
+                      **PRIVATE)
+    keep_btn.click(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)
+    selected.change(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)  # a new choice asks anew
 
     def check_upload(path):
         """Refuse a bad seed image at once, with its reason, instead of at Generate."""
@@ -410,9 +423,12 @@ def build_images_api(studio: ImageStudio) -> None:
                        height: int | None = None, scheduler: str = "", batch_count: int = 1, strength: float = 0.6,
                        init_image: FileData | None = None, mask_image: FileData | None = None,
                        seed_b: int | None = None, interpolation_steps: int = 0,
-                       request: gr.Request = None) -> tuple[list[FileData], list[dict]]:
+                       request: gr.Request = None) -> tuple[list[FileData], list[dict]]:  # type: ignore[misc]
+        # A generator, annotated with what it yields: Gradio takes the outputs from the annotation and
+        # does not look inside Iterator[...].
         """Make images and keep them; returns the PNG files (each with its parameters in a `parameters` text
-        chunk, as stable-diffusion-webui writes it) and the same parameters as dicts.
+        chunk, as stable-diffusion-webui writes it) and the same parameters as dicts. Streams the images
+        finished so far while it works (the last value has them all); cancelling the job stops the work.
 
         Args:
             prompt: what to make (ignored by the random-face model).
@@ -440,20 +456,32 @@ def build_images_api(studio: ImageStudio) -> None:
                     strength=strength, seed_b=seed_b, interpolation_steps=interpolation_steps,
                     init_image=_file_path(init_image), mask_image=_file_path(mask_image))
         final = None
+        shown, last = -1, 0.0
         try:
             for update in studio.generate(user, model or None, form):
                 final = update
+                # Yielding now and then is what lets a cancelled call close this generator (and so stop
+                # the job): Gradio can only close it between values.
+                if update.stage != "done" and (len(update.images) != shown or time.monotonic() - last >= API_TICK_S):
+                    shown, last = len(update.images), time.monotonic()
+                    yield _api_files(update.images), [dict(g.parameters) for g in update.images]
         except (ImageInputError, BackendError) as exc:
             raise user_error(str(exc), title="No image made") from None
         if final is None or final.stage != "done":
             raise user_error(final.text if final else "No image was made.", title="No image made")
-        # url too: Gradio's REST route (/gradio_api/call/...) passes FileData through without adding one.
-        files = [FileData(path=str(g.path), url=f"{API_PREFIX}/file={g.path}", mime_type="image/png",
-                          orig_name=f"{g.seed}.png") for g in final.images]
-        return files, [dict(g.parameters) for g in final.images]
+        yield _api_files(final.images), [dict(g.parameters) for g in final.images]
 
     gr.api(generate_image, api_name="generate_image", concurrency_limit=studio.settings.concurrency_limit,
            concurrency_id="image-generate")
+
+
+API_TICK_S = 0.25  # how often /generate_image sends a value while it works
+
+
+def _api_files(images: list[GalleryImage]) -> list[FileData]:
+    # url too: Gradio's REST route (/gradio_api/call/...) passes FileData through without adding one.
+    return [FileData(path=str(g.path), url=f"{API_PREFIX}/file={g.path}", mime_type="image/png",
+                     orig_name=f"{g.seed}.png") for g in images]
 
 
 def _file_path(value: Any) -> str | None:
