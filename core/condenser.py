@@ -216,21 +216,29 @@ class CondenseService:
     # -- the run -------------------------------------------------------------------------------------
     def condense(self, user_id: str, files: Sequence[InputFile] = (), text: str = "",
                  options: CondenseOptions = CondenseOptions(), *, save: bool = True,
-                 load_progress: Callable[[float, str], None] | None = None) -> Iterator[CondenseUpdate]:
+                 load_progress: Callable[[float, str], None] | None = None, session: str = "",
+                 tick_s: float | None = None) -> Iterator[CondenseUpdate]:
         """Stream progress; the last update carries the result (state "complete"). Raises InputError,
         DocumentError (a file that cannot be read), BackendError or CondenseCancelled. Disposable
-        input files are deleted as soon as they are read, and in any case before this ends."""
+        input files are deleted as soon as they are read, and in any case before this ends.
+
+        `session` scopes `stop` (one browser tab; a caller with its own key is never stopped by
+        another). With `tick_s`, the last update is repeated at least that often while the model
+        works: a caller that can only stop the run between updates (Gradio closing an endpoint's
+        generator) is never kept waiting for a whole request. Closing the iterator cancels the run."""
         files = list({f.path: f for f in files}.values())  # the same upload twice is one document
         disposable = [f for f in files if f.disposable]
         self.uploads.hold(disposable)
         run: _Run | None = None
-        cancel = self.active.start(user_id, _ACTIVE_KEY)
+        key = f"{_ACTIVE_KEY}:{session}"
+        cancel = self.active.start(user_id, key)
         try:
             options = self.check(files, text, options)
             run = _Run(self, user_id, files, text, options, cancel, save, load_progress)
+            run.tick_s = tick_s
             yield from run.run()
         finally:
-            self.active.finish(user_id, _ACTIVE_KEY, cancel)
+            self.active.finish(user_id, key, cancel)
             released = run.released if run is not None else set()
             self.uploads.release([f for f in disposable if f.path not in released])
 
@@ -238,8 +246,8 @@ class CondenseService:
         """Delete disposable files that no run holds: for a request refused before it started."""
         self.uploads.discard_unused(files)
 
-    def stop(self, user_id: str) -> bool:
-        return self.active.stop(user_id, _ACTIVE_KEY)
+    def stop(self, user_id: str, session: str = "") -> bool:
+        return self.active.stop(user_id, f"{_ACTIVE_KEY}:{session}")
 
 
 class _Run:
@@ -261,12 +269,15 @@ class _Run:
         self.notes_md: list[str] = []
         self.fraction = 0.0
         self.released: set[str] = set()  # disposable inputs already let go of
+        self.tick_s: float | None = None
+        self.last = CondenseUpdate("Starting…", 0.0, "")
 
     # -- helpers ---------------------------------------------------------------------------------
     def update(self, status: str, fraction: float | None = None) -> CondenseUpdate:
         if fraction is not None:
             self.fraction = max(self.fraction, min(1.0, fraction))
-        return CondenseUpdate(status, self.fraction, "\n".join(self.notes_md))
+        self.last = CondenseUpdate(status, self.fraction, "\n".join(self.notes_md))
+        return self.last
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -427,6 +438,9 @@ class _Run:
         per_doc: dict[int, list[Point]] = {}
         records: list[ChunkRecord] = []
         for event, i in self.run_jobs(jobs):
+            if event == "tick":
+                yield self.last
+                continue
             c = chunks[i]
             if event == "start":
                 yield self.update(f"Summarising {jobs[i].label}…", 0.05 + 0.75 * done / total)
@@ -525,6 +539,9 @@ class _Run:
                     for k, g in enumerate(groups)]
             merged: list[list[Point]] = [[] for _ in groups]
             for event, k in self.run_jobs(jobs):
+                if event == "tick":
+                    yield self.last
+                    continue
                 if event == "start":
                     yield self.update(f"Combining notes: {jobs[k].label}…", 0.8 + 0.15 * (1 - 1 / (level + 1)))
                     continue
@@ -536,7 +553,9 @@ class _Run:
         job = self.job(f"final summary of {scope}", "final", "\n".join(self.note_lines(notes)), self.length.points,
                        self.final_new)
         for event, _ in self.run_jobs([job]):
-            if event == "start":
+            if event == "tick":
+                yield self.last
+            elif event == "start":
                 yield self.update(f"Writing the summary of {scope}…", 0.95)
         points = self.points_from_notes(job, notes, final=True)
         if not points:  # the model gave nothing: the notes themselves are the summary
@@ -593,7 +612,8 @@ class _Run:
     # -- generation --------------------------------------------------------------------------------
     def run_jobs(self, jobs: list[_Job]) -> Iterator[tuple[str, int]]:
         """Run the requests with the backend's concurrency (one at a time where it has none), yielding
-        ("start", i) and ("done", i). Stops every request when cancelled or when one fails."""
+        ("start", i) and ("done", i), and ("tick", -1) every `tick_s` without news. Stops every
+        request when cancelled, when one fails, or when the caller stops iterating."""
         if not jobs:
             return
         events: queue.Queue = queue.Queue()
@@ -628,6 +648,7 @@ class _Run:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="condense")
         futures = [pool.submit(work, i) for i in range(len(jobs))]
         finished = False
+        last = time.monotonic()
         try:
             done = 0
             while done < len(jobs):
@@ -635,7 +656,11 @@ class _Run:
                     kind, i, exc = events.get(timeout=0.05)
                 except queue.Empty:
                     self.check_cancel()
+                    if self.tick_s is not None and time.monotonic() - last >= self.tick_s:
+                        last = time.monotonic()
+                        yield "tick", -1
                     continue
+                last = time.monotonic()
                 if kind == "error":
                     raise exc
                 if kind == "skip":

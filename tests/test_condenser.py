@@ -248,7 +248,7 @@ def test_cancel_stops_the_model_promptly_and_keeps_nothing(tmp_path):
             if update.status.startswith("Summarising chunk"):
                 break
         sent = len(slow.chat_requests)
-        assert service.stop("bob")
+        assert service.stop("bob")  # the default session
         started = time.perf_counter()
         with pytest.raises(CondenseCancelled):
             for _ in updates:
@@ -258,6 +258,30 @@ def test_cancel_stops_the_model_promptly_and_keeps_nothing(tmp_path):
         assert len(slow.chat_requests) <= sent + 8  # requests already in flight, nothing after
         assert slow.disconnected.wait(2)  # the streams were closed, so the server stops generating
     assert service.store.list("bob") == []
+
+
+def test_stop_reaches_only_the_run_of_its_own_session(tmp_path):
+    """Two tabs of one user (or two API calls, which share a user id) run side by side: stopping one
+    leaves the other running, and ticks keep coming while the model works."""
+    with fake_openai_server(reply_words=60, chunk_delay=0.02, max_model_len=1024) as slow:
+        service = make_service(tmp_path, slow.base_url)
+        a = service.condense("bob", [], "First text. " * 300, session="tab-a", tick_s=0.1)
+        b = service.condense("bob", [], "Second text. " * 300, session="tab-b", tick_s=0.1)
+        for gen in (a, b):
+            for update in gen:
+                if update.status.startswith("Summarising chunk"):
+                    break
+        assert service.stop("bob", "tab-a")
+        with pytest.raises(CondenseCancelled):
+            for _ in a:
+                pass
+        ticks, last = 0, None
+        for update in b:
+            ticks += update.result is None and last is not None and update.status == last.status
+            last = update
+        assert last.state == "complete" and last.result.documents[0].complete
+        assert ticks >= 1  # the status was repeated while a request ran
+        assert not service.stop("bob", "tab-b")  # finished: nothing left to stop
 
 
 def test_cancel_while_reading_kills_the_parser(tmp_path):

@@ -123,3 +123,30 @@ def test_the_app_keeps_serving_after_bad_files_and_refuses_server_paths(client, 
         client.predict(None, api_name="/condense")
     out = client.predict(handle_file(str(CORPUS / "good-essay-assignment-headings.docx")), api_name="/condense")
     assert out["status"] == "complete" and "7 of 7 sections read" in out["coverage"]
+
+
+def test_cancelling_a_condense_call_stops_the_model_requests(tmp_path):
+    """gradio_client's job.cancel() closes the endpoint's generator; the run's requests to the model
+    end with it and no new one starts."""
+    import time
+
+    from tests.test_app_api import running_app
+
+    with fake_openai_server(reply_words=400, chunk_delay=0.05, max_model_len=1024) as slow:
+        settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path, openai_base_url=slow.base_url,
+                            request_timeout=10.0, max_retries=0)
+        with running_app(settings) as (client, _):
+            from gradio_client import handle_file
+
+            job = client.submit(handle_file(str(CORPUS / "good-ripgrep-user-guide.md")), api_name="/condense")
+            deadline = time.monotonic() + 60
+            while slow.chunks_sent < 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert slow.chunks_sent >= 20, "the model never started"
+            job.cancel()
+            assert slow.disconnected.wait(15), "the model's streams were not closed"
+            time.sleep(1.0)
+            sent, requests = slow.chunks_sent, len(slow.chat_requests)
+            time.sleep(2.0)
+            assert (slow.chunks_sent, len(slow.chat_requests)) == (sent, requests)  # nothing runs on
+            assert requests < 12  # far from the whole document

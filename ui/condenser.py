@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -110,7 +111,8 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
                     inputs.append(uploaded(p))
                 opts = _options(length_v, form_v, focus_v, audience_v, language_v, model_v)
                 updates = service.condense(user, inputs, pasted or "", opts,
-                                           load_progress=lambda f, d: progress(f, desc=d))
+                                           load_progress=lambda f, d: progress(f, desc=d),
+                                           session=request.session_hash or "")
                 first, last = True, 0.0
                 for upd in updates:
                     if upd.result is None and not first and time.monotonic() - last < UPDATE_INTERVAL_S:
@@ -141,7 +143,7 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
                       concurrency_id="condense", show_progress_on=[status], **PRIVATE)
 
         def stop(bid, request: gr.Request):
-            service.stop(user_id(bid, request))
+            service.stop(user_id(bid, request), request.session_hash or "")  # this tab's run only
 
         stop_btn.click(stop, [browser_id], None, queue=False, **PRIVATE)
 
@@ -180,6 +182,9 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
         export_btn.click(export, [browser_id, summary_id], [export_file], **PRIVATE)
 
 
+API_TICK_S = 0.25  # while the model works, /condense repeats its status at least this often
+
+
 def build_condenser_api(service: CondenseService) -> None:
     def condense(file: FileData | list[FileData] | None, text: str = "", length: str = "short",
                  form: str = "bullets", focus: str = "", audience: str = "", language: str = "",
@@ -209,7 +214,10 @@ def build_condenser_api(service: CondenseService) -> None:
                 inputs.append(uploaded(data["path"], data.get("orig_name")))
             opts = _options(length, form, focus, audience, language, model)
             who = getattr(request, "username", None)
-            for upd in service.condense(f"user:{who}" if who else "api", inputs, text or "", opts):
+            # A key of its own: API callers share a user id but never stop each other's runs. Ticks let
+            # Gradio close this generator (so job.cancel() stops the run) while a request is running.
+            for upd in service.condense(f"user:{who}" if who else "api", inputs, text or "", opts,
+                                        session=uuid.uuid4().hex, tick_s=API_TICK_S):
                 if upd.result is not None:
                     yield {"status": "complete", "summary": upd.result.markdown,
                            "coverage": upd.result.coverage, "id": upd.result.summary_id}
