@@ -235,12 +235,21 @@ class GanFacesBackend:
         import numpy as np
         from PIL import Image
 
-        img = self._run(req, {"style": w}, "img", cancel)[0]  # [3, 1024, 1024], RGB in [-1, 1]
-        pixels = np.clip((img.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(pixels, "RGB")
+        img = self._run(req, {"style": w}, "img", cancel, copy=False)[0]  # [3, 1024, 1024], RGB in [-1, 1]
+        # np.clip((img.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8), the same float32
+        # operations in the same order (so the same pixels, bit for bit), done in place on one planar copy, and
+        # the planes interleaved by Pillow instead of a strided numpy transpose: ~2.5 ms a face instead of ~12.
+        x = np.add(img, 1.0, dtype=np.float32)  # also copies out of the request's buffer
+        x *= 127.5
+        x += 0.5
+        np.clip(x, 0, 255, out=x)
+        planes = x.astype(np.uint8)
+        size = (planes.shape[2], planes.shape[1])
+        return Image.merge("RGB", [Image.frombuffer("L", size, plane, "raw", "L", 0, 1) for plane in planes])
 
-    def _run(self, req, inputs: dict, output: str, cancel: threading.Event):
-        """One network pass; cancel aborts it within ~50 ms instead of waiting for it to finish."""
+    def _run(self, req, inputs: dict, output: str, cancel: threading.Event, copy: bool = True):
+        """One network pass; cancel aborts it within ~50 ms instead of waiting for it to finish. copy=False
+        returns the request's own output buffer, valid until `req` runs again."""
         with self._run_lock:
             if cancel.is_set():
                 raise ImageCancelled()
@@ -253,7 +262,8 @@ class GanFacesBackend:
                     except RuntimeError:
                         pass  # "Infer Request was canceled"
                     raise ImageCancelled()
-            return req.get_tensor(output).data.copy()
+            data = req.get_tensor(output).data
+            return data.copy() if copy else data
 
 
 def _check_io(model, in_name: str, in_shape: list[int], out_name: str, out_shape: list[int]) -> None:

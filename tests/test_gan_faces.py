@@ -41,6 +41,16 @@ def test_same_seed_same_pixels_even_in_a_new_instance(gan):
     assert 20 < arr.mean() < 235 and arr.std() > 20
 
 
+def test_pixels_are_the_reference_formula_on_the_network_output(gan):
+    """The backend's in-place conversion gives, bit for bit, the plain numpy formula (what bench/image_bench.py
+    computes when it calls the networks directly)."""
+    cancel = threading.Event()
+    w = gan._w_for_seed(77, gan.truncation, gan._mapping.create_infer_request(), cancel)
+    img = gan._run(gan._synthesis.create_infer_request(), {"style": w}, "img", cancel)[0]
+    expected = np.clip((img.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(pixels(faces(gan, seed=77)[0]), expected)
+
+
 def test_different_seeds_give_different_faces(gan):
     a, b = pixels(faces(gan, seed=1)[0]), pixels(faces(gan, seed=2)[0])
     assert np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() > 10

@@ -371,6 +371,55 @@ def test_cancel_keeps_the_finished_images_of_a_batch(studio):
     assert "in your gallery" in last.text
 
 
+def test_batch_images_arrive_in_order_already_saved_with_their_parameters(studio):
+    """Images are written on a saver thread while the next is made: each one a reader is shown is already a
+    whole PNG with its parameters and a gallery row, and the list only grows, in seed order."""
+    shown: list[list] = []
+    for update in studio.generate("ann", GAN, dict(seed=70, batch_count=3)):
+        if update.images and (not shown or [g.id for g in update.images] != [g.id for g in shown[-1]]):
+            in_gallery = {g.id for g in studio.images("ann")}
+            for g in update.images:
+                assert g.id in in_gallery and g.path.is_file()
+                assert read_png_parameters(g.path)["seed"] == g.seed
+            shown.append(list(update.images))
+    done = update
+    assert done.stage == "done" and [g.seed for g in done.images] == [70, 71, 72]
+    for before, after in zip(shown, shown[1:]):
+        assert [g.id for g in after[:len(before)]] == [g.id for g in before]  # never shrinks or reorders
+    assert [g.id for g in shown[-1]] == [g.id for g in done.images]
+    assert [g.id for g in reversed(studio.images("ann"))] == [g.id for g in done.images]
+    assert not [t for t in threading.enumerate() if t.name == "image-saver" and t.is_alive()]
+
+
+def test_cancel_mid_batch_leaves_only_whole_images_each_with_its_row(studio):
+    last = None
+    for last in studio.generate("ann", GAN, dict(seed=5, batch_count=16), session="s"):
+        if last.images:
+            studio.stop("ann", "s")
+    assert last.stage == "cancelled" and 1 <= len(last.images) < 16
+    rows = studio.images("ann")
+    folder = last.images[0].path.parent
+    assert sorted(folder.iterdir()) == sorted(g.path for g in rows)  # no .part file, no file without a row
+    for g in rows:
+        assert pixels(g.path).shape == (1024, 1024, 3)  # decodes to the end
+        assert read_png_parameters(g.path)["seed"] == g.seed
+
+
+def test_a_failed_save_stops_the_batch_with_a_clear_message(studio, backends, tmp_path):
+    gan = backends["gan"]
+    blocked = studio.gallery._user_dir("ann")  # a file where the user's folder would go: every save fails
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_bytes(b"not a folder")
+    calls_before = len(gan.calls)
+    with pytest.raises(BackendError, match="could not be saved"):
+        run(studio, "ann", GAN, seed=80, batch_count=4)
+    assert len(gan.calls) - calls_before < 4  # the job stopped instead of making faces it cannot keep
+    assert studio.images("ann") == []
+    assert not [t for t in threading.enumerate() if t.name in ("image-job", "image-saver") and t.is_alive()]
+    blocked.unlink()
+    assert run(studio, "ann", GAN, seed=80)[-1].stage == "done"
+
+
 def test_cancel_while_waiting_leaves_the_line_without_running(studio, backends):
     gan = backends["gan"]
     running = threading.Event()

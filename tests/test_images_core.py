@@ -432,3 +432,30 @@ def test_encode_png_keeps_every_pixel_and_the_parameters(mode):
     assert np.array_equal(np.asarray(back), np.asarray(image))
     got = read_png_parameters(data)
     assert got["prompt"] == "a cat, «chat»" and got["seed"] == 5
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_encode_png_in_slices_is_one_valid_zlib_stream(threads):
+    """Deflated in slices on several threads: still one zlib stream (Adler-32 checked by zlib itself), the
+    same pixels and parameters as one thread, and really sliced (the bytes differ)."""
+    rng = np.random.default_rng(1)
+    ramp = np.add.outer(np.arange(800), np.arange(97))[:, :, None] + rng.integers(0, 9, (800, 97, 3))
+    image = Image.fromarray((ramp % 256).astype(np.uint8), "RGB")
+    params = {"prompt": "sliced", "seed": 9, "width": 97, "height": 800, "model": "m"}
+
+    def idat(png: bytes) -> bytes:
+        pos, body = 8, b""
+        while pos < len(png):
+            length, kind = struct.unpack(">I4s", png[pos:pos + 8])
+            if kind == b"IDAT":
+                body += png[pos + 8:pos + 8 + length]
+            pos += 12 + length
+        return body
+
+    one, sliced = encode_png(image, params), encode_png(image, params, threads=threads)
+    assert idat(sliced) != idat(one)
+    assert zlib.decompress(idat(sliced)) == zlib.decompress(idat(one))
+    back = Image.open(io.BytesIO(sliced))
+    back.load()
+    assert np.array_equal(np.asarray(back), np.asarray(image))
+    assert read_png_parameters(sliced) == read_png_parameters(one)
