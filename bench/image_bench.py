@@ -137,6 +137,14 @@ def running_app(image_models: tuple[str, ...], data_dir: Path, **settings: Any) 
         port = probe.getsockname()[1]
     app_settings = Settings(image_models=image_models, data_dir=data_dir, **settings)
     demo = build_app(app_settings)
+    import gradio as gr
+
+    def bench_noop(prompt: str) -> list[str]:
+        """Answers at once: Gradio's own cost of a REST call (queue, event stream), nothing of ours."""
+        return [prompt]
+
+    with demo:  # this bench's app only: a reference endpoint beside /generate_image
+        gr.api(bench_noop, api_name="bench_noop")
     demo.queue(default_concurrency_limit=app_settings.concurrency_limit)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -231,6 +239,14 @@ def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], 
                 response.read()
 
     transfer = statistics.median(timed(download, "cpu")[0] for _ in range(max(3, runs)))
+
+    def noop() -> None:
+        event = rest_client.post(f"{base}/gradio_api/call/bench_noop", json={"data": ["x"]})
+        with rest_client.stream("GET", f"{base}/gradio_api/call/bench_noop/{event.json()['event_id']}") as sse:
+            for _ in sse.iter_lines():
+                pass
+
+    floor = statistics.median(timed(noop, "cpu")[0] for _ in range(max(5, 2 * runs)))
     encode = statistics.median(timed(lambda: [encode_png(im, {"seed": 1, "model": "x", "steps": 1})
                                               for im in images], "cpu")[0] for _ in range(max(3, runs)))
     med = {name: statistics.median(ts) for name, ts in times.items()}
@@ -238,7 +254,7 @@ def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], 
     rest_client.close()
     return {"direct_s": med["direct"], "service_s": med["service"], "http_s": med["http"], "encode_s": encode,
             "rest_s": med["rest"], "rest_overhead": med["rest"] / med["direct"] - 1.0,
-            "transfer_s": transfer, "min": low,
+            "transfer_s": transfer, "floor_s": floor, "min": low,
             "service_overhead": med["service"] / med["direct"] - 1.0, "http_overhead": med["http"] / med["direct"] - 1.0,
             "identical_pixels": same, "png_bytes": png_bytes, "images": len(images), "runs": runs}
 
@@ -263,6 +279,10 @@ def report_studio(r: dict, what: str) -> None:
     print(f"  REST (/gradio_api/call/generate_image,   {r['rest_s'] * 1000:9.1f} ms {r['rest_overhead'] * 100:+7.1f} %"
           f"  {low['rest'] * 1000:9.1f} ms {(low['rest'] / low['direct'] - 1) * 100:+7.1f} %")
     print("        httpx: POST, event stream, GET PNG)")
+    ours = r["rest_s"] - r["direct_s"] - r["floor_s"] - r["transfer_s"]
+    print(f"        of which Gradio's own per-call cost (a no-op endpoint, same app): {r['floor_s'] * 1000:.1f} ms, "
+          f"fetching the PNG{'s' if n > 1 else ''}: {r['transfer_s'] * 1000:.1f} ms; the rest "
+          f"{ours * 1000:+.1f} ms ({ours / r['direct_s'] * 100:+.1f} % of direct)")
     print(f"  HTTP (/generate_image, gradio_client,    {r['http_s'] * 1000:9.1f} ms {r['http_overhead'] * 100:+7.1f} %"
           f"  {low['http'] * 1000:9.1f} ms {(low['http'] / low['direct'] - 1) * 100:+7.1f} %")
     print(f"        {r['png_bytes'] / 1e6:.2f} MB of PNG downloaded)      of which fetching the PNG"
