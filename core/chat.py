@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 from backends.base import (BackendError, ContextOverflowError, GenerationParams, Message,
                            StreamCutError, StreamStats, TextBackend)
 from config import Settings
+from core.cancel import CancelRegistry
 from core.models import ModelManager
 from core.storage import Conversation, ConversationStore, StoredMessage
 
@@ -105,37 +106,6 @@ def fit_to_context(system: list[Message], turns: list[Message], count: Callable[
             start += 1
 
 
-class ActiveReplies:
-    """Cancel events of replies in progress, keyed by (user, conversation). A stop request only
-    reaches the user's own reply."""
-
-    def __init__(self) -> None:
-        self._events: dict[tuple[str, str], threading.Event] = {}
-        self._lock = threading.Lock()
-
-    def start(self, user_id: str, conversation_id: str) -> threading.Event:
-        event = threading.Event()
-        with self._lock:
-            old = self._events.get((user_id, conversation_id))
-            if old is not None:
-                old.set()  # a new reply in the same conversation supersedes the old one
-            self._events[(user_id, conversation_id)] = event
-        return event
-
-    def finish(self, user_id: str, conversation_id: str, event: threading.Event) -> None:
-        with self._lock:
-            if self._events.get((user_id, conversation_id)) is event:
-                del self._events[(user_id, conversation_id)]
-
-    def stop(self, user_id: str, conversation_id: str | None) -> bool:
-        with self._lock:
-            event = self._events.get((user_id, conversation_id or ""))
-        if event is None:
-            return False
-        event.set()
-        return True
-
-
 def history_messages(conv: Conversation) -> list[Message]:
     """What the model sees of a stored conversation: user turns and replies with text."""
     return merge_roles([
@@ -154,7 +124,7 @@ class ChatService:
         self.settings = settings
         self.store = store
         self.models = models
-        self.active = ActiveReplies()
+        self.active = CancelRegistry()
 
     # -- input ---------------------------------------------------------------------------------
     def validate(self, text: str | None) -> str:
@@ -219,7 +189,7 @@ class ChatService:
         """Stream a reply to the conversation's last user message, saving it as it grows. Ends with
         a final update whose status is 'complete' or 'cut'. Backend errors end the stream with
         update.error set; the partial text is kept."""
-        cancel = self.active.start(user_id, conversation_id)
+        cancel = self.active.start(user_id, conversation_id, supersede=True)  # a new reply replaces the old
         try:
             yield from self._reply(user_id, conversation_id, options, cancel, load_progress)
         finally:
@@ -325,7 +295,7 @@ class ChatService:
                           note="stopped" if cancel.is_set() else "", notice=notice, stats=final)
 
     def stop(self, user_id: str, conversation_id: str | None) -> bool:
-        return self.active.stop(user_id, conversation_id)
+        return self.active.stop(user_id, conversation_id or "") > 0
 
 
 def reply_stats(stats: StreamStats, t0: float, first: float | None, end: float, model: str,

@@ -18,7 +18,8 @@ from typing import Any, Callable, Generator, Iterator, Literal, Sequence
 from backends.base import (GenerationParams, Message, StreamCutError, StreamStats, TextBackend,
                            TimeoutFailedError)
 from config import Settings
-from core.chat import ActiveReplies, InputError
+from core.cancel import CancelRegistry
+from core.chat import InputError
 from core.condense_chunks import Chunk, TokenCounter, account, chunk_documents
 from core.condense_cite import (Catalog, Point, Source, attribute, is_looping, md_text, merge_duplicates,
                                 model_cited, note_numbers, parse_points, rank, sentences)
@@ -189,7 +190,7 @@ class CondenseService:
         self.store = store
         self.prompts = prompts or load_condense_prompts()
         self.limits = limits
-        self.active = ActiveReplies()
+        self.active = CancelRegistry()
         self.uploads = _Disposables()
 
     # -- input ---------------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ class CondenseService:
         self.uploads.hold(disposable)
         run: _Run | None = None
         key = f"{_ACTIVE_KEY}:{session}"
-        cancel = self.active.start(user_id, key)
+        cancel = self.active.start(user_id, key, supersede=True)  # a new run in a tab replaces its old one
         try:
             options = self.check(files, text, options)
             run = _Run(self, user_id, files, text, options, cancel, save, load_progress)
@@ -247,7 +248,7 @@ class CondenseService:
         self.uploads.discard_unused(files)
 
     def stop(self, user_id: str, session: str = "") -> bool:
-        return self.active.stop(user_id, f"{_ACTIVE_KEY}:{session}")
+        return self.active.stop(user_id, f"{_ACTIVE_KEY}:{session}") > 0
 
 
 class _Run:

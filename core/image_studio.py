@@ -18,6 +18,7 @@ from backends import create_image_backend, parse_image_spec
 from backends.base import BackendError
 from backends.image_base import GeneratedImage, ImageBackend, ImageCancelled, ImageCapabilities, ImageRequest
 from config import Settings
+from core.cancel import CancelRegistry
 from core.images import (
     IMAGE_MODES,
     GalleryImage,
@@ -136,37 +137,6 @@ class ModelQueue:
             return len(self._waiting) + (self._running is not None)
 
 
-class ActiveJobs:
-    """Cancel events of jobs in progress, keyed by (user, session). A stop only reaches the user's own jobs."""
-
-    def __init__(self) -> None:
-        self._events: dict[tuple[str, str], set[threading.Event]] = {}
-        self._lock = threading.Lock()
-
-    def start(self, user_id: str, session: str = "") -> threading.Event:
-        event = threading.Event()
-        with self._lock:
-            self._events.setdefault((user_id, session), set()).add(event)
-        return event
-
-    def finish(self, user_id: str, session: str, event: threading.Event) -> None:
-        with self._lock:
-            events = self._events.get((user_id, session))
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del self._events[(user_id, session)]
-
-    def stop(self, user_id: str, session: str | None = None) -> int:
-        """Cancel the user's jobs from `session` (None: from every session). Returns how many."""
-        with self._lock:
-            keys = [k for k in self._events if k[0] == user_id and (session is None or k[1] == session)]
-            events = [e for k in keys for e in self._events[k]]
-        for event in events:
-            event.set()
-        return len(events)
-
-
 @dataclass(frozen=True)
 class Prepared:
     spec: str
@@ -197,7 +167,7 @@ class ImageStudio:
         self.settings = settings
         self.models = models
         self.gallery = gallery
-        self.active = ActiveJobs()
+        self.active = CancelRegistry()
         self._queues: dict[str, ModelQueue] = {}
         self._queues_lock = threading.Lock()
 

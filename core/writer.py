@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from backends.base import BackendError, GenerationParams, Message, StreamStats, TextBackend
 from config import Settings
-from core.chat import ActiveReplies, InputError
+from core.cancel import CancelRegistry
+from core.chat import InputError
 from core.drafts import Draft, DraftStore
 from core.models import ModelManager
 from core.writer_brief import MAX_VARIANTS, Brief, WriteOptions, prepare_brief
@@ -71,7 +72,7 @@ class WriterService:
         self.models = models
         self.drafts = drafts
         self.library = library
-        self.active = ActiveReplies()
+        self.active = CancelRegistry()
         recovered = drafts.mark_interrupted()
         if recovered:
             log.info("kept %d draft(s) cut short by the last shutdown", recovered)
@@ -349,7 +350,7 @@ class WriterService:
         """Write the variants of a stored draft, saving them as they stream (throttled) and at the
         end; a stop request for (user, draft) ends it with what was written kept."""
         draft = self.drafts.get(user_id, draft_id)
-        cancel = self.active.start(user_id, draft_id)
+        cancel = self.active.start(user_id, draft_id, supersede=True)
         last_save = 0.0
         update: WriteUpdate | None = None
         try:
@@ -380,14 +381,14 @@ class WriterService:
 
     def job(self, user_id: str, job_id: str, run: Callable[[threading.Event], Iterator[Any]]) -> Iterator[Any]:
         """Run a generation (an outline, a rewrite) that stop(user_id, job_id) can end."""
-        cancel = self.active.start(user_id, job_id)
+        cancel = self.active.start(user_id, job_id, supersede=True)
         try:
             yield from run(cancel)
         finally:
             self.active.finish(user_id, job_id, cancel)
 
     def stop(self, user_id: str, job_id: str | None) -> bool:
-        return self.active.stop(user_id, job_id)
+        return self.active.stop(user_id, job_id or "") > 0
 
     # -- analysis -------------------------------------------------------------------------------------
     def analyse(self, text: str, keywords: Any = None, template_name: str | None = None) -> Analysis:

@@ -6,7 +6,8 @@ import pytest
 
 from backends.base import ContextOverflowError
 from config import Settings
-from core.chat import ActiveReplies, ChatOptions, ChatService, InputError, fit_to_context, merge_roles, title_from
+from core.cancel import CancelRegistry
+from core.chat import ChatOptions, ChatService, InputError, fit_to_context, merge_roles, title_from
 from core.export import export_filename, to_json, to_markdown
 from core.models import ModelManager
 from core.prompts import load_chat_presets
@@ -50,21 +51,33 @@ def test_merge_roles_joins_consecutive_same_role_messages():
 
 
 def test_stop_reaches_only_the_owners_reply():
-    active = ActiveReplies()
+    active = CancelRegistry()
     alice = active.start("alice", "c1")
     bob = active.start("bob", "c2")
     assert not active.stop("bob", "c1")  # bob cannot stop alice's reply by naming its id
-    assert active.stop("alice", "c1")
+    assert active.stop("alice", "c1") == 1
     assert alice.is_set() and not bob.is_set()
     active.finish("alice", "c1", alice)
     assert not active.stop("alice", "c1")
 
 
 def test_new_reply_in_same_conversation_cancels_the_old_one():
-    active = ActiveReplies()
-    first = active.start("u", "c")
-    second = active.start("u", "c")
+    active = CancelRegistry()
+    first = active.start("u", "c", supersede=True)
+    second = active.start("u", "c", supersede=True)
     assert first.is_set() and not second.is_set()
+
+
+def test_jobs_sharing_a_key_run_side_by_side_and_stop_together_or_by_key():
+    active = CancelRegistry()
+    a, b = active.start("u", "tab-1"), active.start("u", "tab-1")  # two jobs from one tab
+    c = active.start("u", "tab-2")
+    assert not (a.is_set() or b.is_set()) and active.running("u") == 3
+    assert active.stop("u", "tab-1") == 2 and a.is_set() and b.is_set() and not c.is_set()
+    assert active.stop("u", None) == 3 and c.is_set()  # None: every key of the user
+    for key, event in (("tab-1", a), ("tab-1", b), ("tab-2", c)):
+        active.finish("u", key, event)
+    assert active.running("u") == 0 and active.stop("u", None) == 0
 
 
 @pytest.fixture
