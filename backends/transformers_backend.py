@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import queue
 import shutil
@@ -230,6 +231,11 @@ class TransformersBackend:
         return int(self._encode(messages)["input_ids"].shape[1])
 
     def _row(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> "_Row":
+        # Checked here, not in generate(): a bad row would otherwise fail every request batched with it.
+        if not math.isfinite(params.temperature) or params.temperature < 0:
+            raise BackendError(f"The temperature must be a number of 0 or more, not {params.temperature}.")
+        if not 0 < params.top_p <= 1:
+            raise BackendError(f"top_p must be above 0 and at most 1, not {params.top_p}.")
         ids = self._encode(messages)["input_ids"][0].tolist()
         room = self._context_length - len(ids)
         if room <= 0:
@@ -305,7 +311,7 @@ class TransformersBackend:
                 stats.finish_reason = "stop"
             else:
                 stats.finish_reason = row.finish or "stop"  # type: ignore[assignment]
-        error = batch.error if batch is not None else None
+        error = row.error
         if error is not None:
             stats.finish_reason = None
             message = f"Generation failed in transformers: {_first_line(error)}"
@@ -330,47 +336,63 @@ class TransformersBackend:
 
     def _schedule(self, row: "_Row") -> bool:
         """Queue the row and wait until a batch takes it. Whoever gets the free model starts the
-        next batch, first in first out, so no request starves. False if cancelled while queued."""
+        next batch, oldest request first, so none starves. False if cancelled while queued."""
         with self._queue:
             self._pending.append(row)
             self._queue.notify_all()
         while True:
             if self._gen_lock.acquire(timeout=0.05):
-                with self._queue:
-                    live = [r for r in self._pending if not r.cancel.is_set()]
-                    rows = self._gather(live[0]) if row.batch is None and live else []
-                    if row.batch is None and row.cancel.is_set():
-                        self._pending.remove(row)
-                if not rows:
+                try:
+                    with self._queue:
+                        rows = self._gather() if row.batch is None else []
+                except BaseException:
                     self._gen_lock.release()
-                else:
+                    raise
+                if rows:
                     self._start(rows)  # its worker releases the lock when generate() returns
+                else:
+                    self._gen_lock.release()
             with self._queue:
                 if row.batch is not None:
                     return True
-                if row not in self._pending:
-                    return False
                 if row.cancel.is_set():
-                    self._pending.remove(row)
+                    self._pending.remove(row)  # still queued: only a batch (setting .batch) takes it out
                     return False
 
-    def _gather(self, first: "_Row") -> list["_Row"]:
-        """With the model held: the oldest live request plus the next queued ones, oldest first.
-        Requests a run sends together arrive within milliseconds, so a batch waits that long to fill."""
+    def _gather(self) -> list["_Row"]:
+        """With the model and the queue held: the oldest live request plus the next queued ones that
+        fit beside it. Requests a run sends together arrive within milliseconds, so a batch waits that
+        long to fill (the queue is released while it waits, so the choice is made again after)."""
         limit = self.batch_size()
         deadline = time.monotonic() + (GATHER_S if limit > 1 else 0.0)
         while True:
-            mates = [r for r in self._pending if r is not first and not r.cancel.is_set()]
-            rows = [first, *mates[: limit - 1]]
+            live = [r for r in self._pending if not r.cancel.is_set()]
+            if not live:
+                return []
+            rows = self._fit(live, limit)
             left = deadline - time.monotonic()
             if len(rows) >= limit or left <= 0:
                 break
             self._queue.wait(left)
         batch = _Batch(rows)
         self._batches[len(rows)] += 1
-        for r in rows:
+        for r in rows:  # chosen and removed without letting go of the queue in between
             self._pending.remove(r)
             r.batch = batch
+        return rows
+
+    def _fit(self, live: list["_Row"], limit: int) -> list["_Row"]:
+        """Rows share one padded length: the longest prompt plus the longest reply must still fit the
+        context (positions past it are what the model never learnt, and memory STUDIO_N_CTX caps)."""
+        rows = [live[0]]
+        width, new = len(live[0].prompt), live[0].max_new
+        for r in live[1:]:
+            if len(rows) >= limit:
+                break
+            w, n = max(width, len(r.prompt)), max(new, r.max_new)
+            if w + n <= self._context_length:
+                rows.append(r)
+                width, new = w, n
         return rows
 
     def _start(self, rows: list["_Row"]) -> None:
@@ -428,8 +450,10 @@ class TransformersBackend:
             "pad_token_id": pad,
             "streamer": _RowStreamer(self._tokenizer, rows, self._eos_ids),
             "stopping_criteria": StoppingCriteriaList([_row_stopping_criteria()(rows)]),
-            # Each row samples with its own settings and its own seeded generator, so a seed gives the
-            # same text whatever it is batched with; generate() then only takes the chosen token.
+            # Each row samples with its own settings and its own seeded generator, so its draws do not
+            # depend on what it is batched with (in fp32 on CPU the text is identical; in half precision
+            # on a GPU padded batches can move logits in the last bits, and rarely a token with them);
+            # generate() then only takes the chosen token.
             "logits_processor": LogitsProcessorList([_row_sampler()(rows, device)]),
             # None clears sampling values a model's generation_config may carry.
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
@@ -453,6 +477,7 @@ class _Row:
         self.tokens: list[int] = []
         self.finish: str | None = None  # "stop" (end of turn) or "length", set by the streamer
         self.batch: _Batch | None = None
+        self.error: BaseException | None = None  # the batch's failure, if it failed while this row ran
 
     def wants_stop(self) -> bool:
         return self.finish is not None or self.stop.is_set() or self.cancel.is_set()
@@ -467,6 +492,7 @@ class _Batch:
 
     def release(self, row: _Row) -> None:
         if not row.released.is_set():
+            row.error = self.error  # a failure after a row ended is not that row's
             row.deltas.put(_END)
             row.released.set()
 
@@ -589,12 +615,10 @@ def _row_sampler() -> type:
                 tail = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - self.top_p)
                 tail[:, -1] = False  # the likeliest token always stays
                 probs = logits.masked_fill(tail.scatter(1, order, tail), float("-inf")).softmax(dim=-1)
+                # A temperature so small that the scaled logits overflow has greedy decoding as its limit.
+                valid = torch.isfinite(probs).all(dim=-1).tolist()
                 for i, sampled in enumerate(self.sampled):
-                    if sampled:
-                        if not bool(torch.isfinite(probs[i]).all()):
-                            p = self.rows[i].params
-                            raise ValueError(f"temperature {p.temperature} with top_p {p.top_p} gives no "
-                                             "valid distribution to sample from")
+                    if sampled and valid[i] and not self.rows[i].released.is_set():
                         chosen[i] = torch.multinomial(probs[i], 1, generator=self.generators[i])[0]
             out = torch.full_like(scores, float("-inf"))
             out.scatter_(1, chosen.unsqueeze(1), 0.0)

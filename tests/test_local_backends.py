@@ -258,8 +258,10 @@ def test_transformers_same_seed_gives_the_same_sampled_text(tiny_transformers_ba
     assert stream(tiny_transformers_backend, params)[0] == tiny_transformers_backend.chat(POEM, params).text
 
 
-def test_generate_failure_in_the_worker_reaches_the_caller(tiny_transformers_backend: TransformersBackend) -> None:
-    # A NaN temperature passes our checks but generate() (in the worker thread) rejects it.
+def test_bad_sampling_settings_are_refused_and_the_model_stays_free(tiny_transformers_backend: TransformersBackend) -> None:
+    # Refused before queueing: in a batch, a bad row would otherwise fail the requests beside it.
+    with pytest.raises(BackendError, match="top_p"):
+        stream(tiny_transformers_backend, GenerationParams(temperature=0.7, top_p=0.0, max_new_tokens=5))
     with pytest.raises(BackendError, match="temperature"):
         stream(tiny_transformers_backend, GenerationParams(temperature=float("nan"), max_new_tokens=5))
     assert workers_alive() == []

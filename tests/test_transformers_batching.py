@@ -37,19 +37,24 @@ class Request(threading.Thread):
     """One request on its own thread, as each user's (or each condenser chunk's) would be."""
 
     def __init__(self, backend: Any, messages: list[Message], params: GenerationParams,
-                 cancel_after: int | None = None) -> None:
+                 cancel_after: int | None = None, close_after: int | None = None) -> None:
         super().__init__(daemon=True)
         self.backend, self.messages, self.params, self.cancel_after = backend, messages, params, cancel_after
+        self.close_after = close_after
         self.cancel, self.stats, self.text = threading.Event(), StreamStats(), ""
         self.ended_at = 0.0
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            for i, delta in enumerate(self.backend.stream_chat(self.messages, self.params, self.cancel, self.stats)):
+            stream = self.backend.stream_chat(self.messages, self.params, self.cancel, self.stats)
+            for i, delta in enumerate(stream):
                 self.text += delta
                 if self.cancel_after is not None and i + 1 >= self.cancel_after:
                     self.cancel.set()
+                if self.close_after is not None and i + 1 >= self.close_after:
+                    stream.close()  # the reader goes away (page closed), without a cancel
+                    break
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
         self.ended_at = time.monotonic()
@@ -167,24 +172,60 @@ def test_a_request_cancelled_while_queued_never_runs(tiny_transformers_backend):
     assert new_batches(backend, before) == {1: 1}  # only the blocker's generate() ran
 
 
-def test_sampling_failure_in_a_batch_reaches_every_row(tiny_transformers_backend):
+def test_a_reader_that_goes_away_ends_only_its_own_row(tiny_transformers_backend):
+    backend = tiny_transformers_backend
+    params = GenerationParams(temperature=0.0, max_new_tokens=40)
+    alone = [solo(backend, p, params)[0] for p in PROMPTS[1:3]]
+    before = backend.batch_counts()
+    gone = Request(backend, PROMPTS[3], GenerationParams(temperature=0.0, max_new_tokens=2000), close_after=2)
+    rows = while_busy(backend, [gone, *(Request(backend, p, params) for p in PROMPTS[1:3])])
+    assert new_batches(backend, before) == {1: 1, 3: 1}
+    assert gone.stats.finish_reason == "cancelled" and gone.stats.completion_tokens < 10
+    assert [r.text for r in rows[1:]] == alone
+
+
+def test_a_temperature_too_small_to_sample_decodes_greedily_beside_normal_rows(tiny_transformers_backend):
+    backend = tiny_transformers_backend
+    greedy_alone, _ = solo(backend, PROMPTS[1], GenerationParams(temperature=0.0, max_new_tokens=15))
+    seeded = GenerationParams(temperature=0.9, max_new_tokens=15, seed=5)
+    seeded_alone, _ = solo(backend, PROMPTS[2], seeded)
+    tiny, normal = while_busy(backend, [Request(backend, PROMPTS[1], GenerationParams(temperature=1e-39, max_new_tokens=15)),
+                                        Request(backend, PROMPTS[2], seeded)])
+    assert tiny.text == greedy_alone  # the limit of a vanishing temperature, not a failed batch
+    assert normal.text == seeded_alone and normal.stats.finish_reason == "length"
+
+
+def test_a_model_failing_inside_generate_fails_its_batch_clearly_and_frees_the_model(
+        tiny_hf_model_dir: Path, tmp_path: Path, settings_factory):
+    """A model folder whose embedding table is smaller than its tokenizer (a real mismatch a user can
+    make): generate() itself fails, on the worker thread, for every row of the batch."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from backends import create_text_backend
     from backends.base import BackendError
 
-    backend = tiny_transformers_backend
-    broken = GenerationParams(temperature=float("nan"), max_new_tokens=5)
-    rows = [Request(backend, p, broken) for p in PROMPTS[:2]]
-    blocker = Request(backend, PROMPTS[0], GenerationParams(temperature=0.0, max_new_tokens=100_000))
-    blocker.start()
-    while not blocker.text:
-        time.sleep(0.01)
-    for r in rows:
+    folder = tmp_path / "mismatched"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf_model_dir)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    backend = create_text_backend(f"hf:{folder}", settings_factory())
+    backend.load()
+    failing = [Request(backend, p, GREEDY) for p in PROMPTS[:3]]
+    for r in failing:
         r.start()
-    time.sleep(0.5)
-    blocker.cancel.set()
-    for r in [blocker, *rows]:
+    for r in failing:
         r.join(60)
-    assert all(isinstance(r.error, BackendError) and "Generation failed" in str(r.error) for r in rows)
-    assert solo(backend, PROMPTS[0], GenerationParams(temperature=0.0, max_new_tokens=3))[1].finish_reason == "length"
+        assert not r.is_alive()
+    assert all(isinstance(r.error, BackendError) and "Generation failed in transformers" in str(r.error)
+               for r in failing), [r.error for r in failing]
+    assert max(backend.batch_counts()) > 1  # they failed together, as one batch
+    with pytest.raises(BackendError):  # the model is free again: the next request runs (and fails) at once
+        solo(backend, PROMPTS[0], GREEDY)
+    assert not [t for t in threading.enumerate() if t.name.startswith("transformers-generate") and t.is_alive()]
 
 
 def test_condenser_map_step_is_batched_and_still_covers_everything(tiny_hf_model_dir: Path, tmp_path: Path):
