@@ -138,6 +138,12 @@ class _HTTPServer(ThreadingHTTPServer):
         self.fake = fake
         super().__init__(("127.0.0.1", 0), _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up on an idle keep-alive connection is normal: no traceback on stderr."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class _ClientGone(Exception):
     pass
