@@ -280,6 +280,35 @@ class _Run:
         self.last = CondenseUpdate(status, self.fraction, "\n".join(self.notes_md))
         return self.last
 
+    def ticking(self, work: Callable[[], Any]) -> Generator[CondenseUpdate, None, Any]:
+        """Run a blocking step (reading a file, loading the model) and return its result; with `tick_s`,
+        on a thread, repeating the last update meanwhile. Closing the run cancels the step (the parser
+        is killed) and waits for it to end."""
+        if self.tick_s is None:
+            return work()
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = work()
+            except BaseException as exc:  # raised again on the run's own thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name="condense-step", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(self.tick_s)
+                if worker.is_alive():
+                    yield self.last
+        finally:
+            if worker.is_alive():
+                self.cancel.set()
+                worker.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
     def check_cancel(self) -> None:
         if self.cancel.is_set():
             raise CondenseCancelled("Condensing was cancelled.")
@@ -319,7 +348,7 @@ class _Run:
         backend = self.s.models.get(o.model)
         docs = yield from self.read()  # first: a file that cannot be read fails before any model loads
         yield self.update(f"Loading {backend.label}…", 0.03)
-        backend.load(self.load_progress)
+        yield from self.ticking(lambda: backend.load(self.load_progress))
         self.check_cancel()
         catalog = Catalog(docs)
         caps = backend.capabilities()
@@ -369,7 +398,8 @@ class _Run:
             for i, f in enumerate(self.files):
                 yield self.update(f"Reading “{f.name}” (file {i + 1} of {total})…", 0.01)
                 try:
-                    docs.append(extract_document(f.path, f.name, self.s.limits, cancel=self.cancel))
+                    docs.append((yield from self.ticking(
+                        lambda f=f: extract_document(f.path, f.name, self.s.limits, cancel=self.cancel))))
                 finally:
                     if f.disposable:  # the upload's copy goes as soon as it is read (or refused)
                         self.released.add(f.path)

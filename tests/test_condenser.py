@@ -305,6 +305,26 @@ def test_cancel_while_reading_kills_the_parser(tmp_path):
     assert left == [] and not Path(f.path).exists()
 
 
+def test_closing_a_ticking_run_while_it_reads_kills_the_parser(tmp_path):
+    """What an API call's cancel does: the status repeats while the parser works, and closing the run
+    then ends the parser at once (nothing waits for the whole file)."""
+    with fake_openai_server() as quick:
+        service = make_service(tmp_path, quick.base_url)
+        f = upload(tmp_path, "good-long-german-lecture-notes.pdf")
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        updates = service.condense("dan", [f], tick_s=0.1)
+        reading = 0
+        for update in updates:
+            reading += update.status.startswith("Reading")
+            if reading >= 3:  # repeated while the parser works
+                break
+        started = time.perf_counter()
+        updates.close()
+        assert time.perf_counter() - started < 1.5 and not quick.chat_requests
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert left == [] and not Path(f.path).exists()
+
+
 # --- prompt injection -------------------------------------------------------------------------------
 
 INJECTION = ("The Rhine flows from the Swiss Alps to the North Sea and is about 1,230 km long.\n"
