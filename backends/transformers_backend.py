@@ -262,8 +262,8 @@ class TransformersBackend:
         stats: StreamStats | None = None,
     ) -> Iterator[str]:
         """Requests that wait while the model is busy are batched into the next generate() call (up
-        to the batch size, same sampling settings, unseeded): one left-padded forward pass serves
-        them all, and each request still streams, stops and cancels on its own row."""
+        to the batch size, whatever their sampling settings and seeds): one left-padded forward pass
+        serves them all, and each request still streams, samples, stops and cancels on its own row."""
         stats = stats if stats is not None else StreamStats()
         self.load()
         row = self._row(messages, params, cancel)
