@@ -109,12 +109,13 @@ def test_each_row_keeps_its_own_length_and_the_short_one_returns_first(tiny_tran
     assert a.ended_at < b.ended_at  # released as soon as its own row ended, not with the batch
 
 
-def test_cancelling_one_row_leaves_the_others_untouched(tiny_transformers_backend):
+@pytest.mark.parametrize("how", ["cancel_after", "close_after"])  # a stop, or a reader that goes away
+def test_a_row_that_quits_leaves_the_others_untouched(tiny_transformers_backend, how):
     backend = tiny_transformers_backend
     params = GenerationParams(temperature=0.0, max_new_tokens=40)
     alone = [solo(backend, p, params)[0] for p in PROMPTS[1:3]]
     before = backend.batch_counts()
-    quitter = Request(backend, PROMPTS[3], GenerationParams(temperature=0.0, max_new_tokens=2000), cancel_after=2)
+    quitter = Request(backend, PROMPTS[3], GenerationParams(temperature=0.0, max_new_tokens=2000), **{how: 2})
     rows = while_busy(backend, [quitter, *(Request(backend, p, params) for p in PROMPTS[1:3])])
     assert new_batches(backend, before) == {1: 1, 3: 1}
     assert quitter.stats.finish_reason == "cancelled" and quitter.stats.completion_tokens < 10
@@ -170,18 +171,6 @@ def test_a_request_cancelled_while_queued_never_runs(tiny_transformers_backend):
     blocker.cancel.set()
     blocker.join(30)
     assert new_batches(backend, before) == {1: 1}  # only the blocker's generate() ran
-
-
-def test_a_reader_that_goes_away_ends_only_its_own_row(tiny_transformers_backend):
-    backend = tiny_transformers_backend
-    params = GenerationParams(temperature=0.0, max_new_tokens=40)
-    alone = [solo(backend, p, params)[0] for p in PROMPTS[1:3]]
-    before = backend.batch_counts()
-    gone = Request(backend, PROMPTS[3], GenerationParams(temperature=0.0, max_new_tokens=2000), close_after=2)
-    rows = while_busy(backend, [gone, *(Request(backend, p, params) for p in PROMPTS[1:3])])
-    assert new_batches(backend, before) == {1: 1, 3: 1}
-    assert gone.stats.finish_reason == "cancelled" and gone.stats.completion_tokens < 10
-    assert [r.text for r in rows[1:]] == alone
 
 
 def test_a_temperature_too_small_to_sample_decodes_greedily_beside_normal_rows(tiny_transformers_backend):
