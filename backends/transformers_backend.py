@@ -484,11 +484,13 @@ class _Row:
 
 
 class _Batch:
+    """The rows of one generate() call. Rows are released only on its worker thread (or before that
+    thread starts, when the batch fails to), so releasing needs no lock."""
+
     def __init__(self, rows: list[_Row]) -> None:
         self.rows = rows
         self.worker: threading.Thread | None = None
         self.error: BaseException | None = None
-        self._lock = threading.Lock()
 
     def release(self, row: _Row) -> None:
         if not row.released.is_set():

@@ -235,8 +235,7 @@ class CondenseService:
         cancel = self.active.start(user_id, key, supersede=True)  # a new run in a tab replaces its old one
         try:
             options = self.check(files, text, options)
-            run = _Run(self, user_id, files, text, options, cancel, save, load_progress)
-            run.tick_s = tick_s
+            run = _Run(self, user_id, files, text, options, cancel, save, load_progress, tick_s)
             yield from run.run()
         finally:
             self.active.finish(user_id, key, cancel)
@@ -256,9 +255,10 @@ class _Run:
 
     def __init__(self, service: CondenseService, user_id: str, files: list[InputFile], text: str,
                  options: CondenseOptions, cancel: threading.Event, save: bool,
-                 load_progress: Callable[[float, str], None] | None) -> None:
+                 load_progress: Callable[[float, str], None] | None, tick_s: float | None = None) -> None:
         self.s, self.user_id, self.files, self.text = service, user_id, files, text
         self.options, self.cancel, self.save, self.load_progress = options, cancel, save, load_progress
+        self.tick_s = tick_s  # see CondenseService.condense
         self.prompts = service.prompts
         self.length = self.prompts.lengths[options.length]
         self.form = self.prompts.forms[options.form]
@@ -270,7 +270,6 @@ class _Run:
         self.notes_md: list[str] = []
         self.fraction = 0.0
         self.released: set[str] = set()  # disposable inputs already let go of
-        self.tick_s: float | None = None
         self.last = CondenseUpdate("Starting…", 0.0, "")
 
     # -- helpers ---------------------------------------------------------------------------------
