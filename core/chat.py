@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 from backends.base import (BackendError, ContextOverflowError, GenerationParams, Message,
                            StreamCutError, StreamStats, TextBackend)
 from config import Settings
+from core.errors import InputError  # noqa: F401  (re-exported: the tabs import it from here)
 from core.cancel import CancelRegistry
 from core.models import ModelManager
 from core.storage import Conversation, ConversationStore, StoredMessage
@@ -20,10 +21,6 @@ log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 0.25  # how often a streaming reply is written to SQLite
 STREAM_INTERVAL_S = 0.05  # how often a streaming reply is sent to the browser or API client
 TITLE_CHARS = 60
-
-
-class InputError(ValueError):
-    """Input the user can fix; the message says how."""
 
 
 @dataclass(frozen=True)
