@@ -158,19 +158,24 @@ def render(text: str, values: Mapping[str, Any], allowed: set[str] | frozenset[s
         raise TemplateError(f"required field(s) empty: {', '.join(empty_required)}")
     out_lines: list[str] = []
     number = 0
+    blank = True  # the last line kept was a blank line of the template (or there is none yet)
+    # Numbering and blank lines are the template's own: a value is inserted as typed, so "2024. was..."
+    # at the start of a user's text is not renumbered and its blank lines are not squeezed.
     for line in text.splitlines():
         used = placeholders(line)
         if any(not _text(values[n]).strip() for n in used):
             continue
-        filled = line.format_map({n: _text(values[n]) for n in used})
-        m = _NUMBERED.match(filled)
+        m = _NUMBERED.match(line)
         if m:
             number += 1
-            filled = f"{m.group(1)}{number}.{m.group(2)}" + filled[m.end():]
-        elif not filled.strip():
+            line = f"{m.group(1)}{number}.{m.group(2)}" + line[m.end():]
+        elif not line.strip():
             number = 0  # a blank line ends a numbered list
-        out_lines.append(filled)
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(out_lines)).strip()
+            if blank:
+                continue  # at most one blank line where dropped lines leave a run of them
+        blank = not line.strip()
+        out_lines.append(line.format_map({n: _text(values[n]) for n in used}))
+    return "\n".join(out_lines).strip()
 
 
 def _text(value: Any) -> str:
