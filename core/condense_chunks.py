@@ -111,8 +111,15 @@ def split_text(text: str, limit: int, count: Callable[[str], int]) -> list[tuple
             out.append((sep.join(group), group_tokens))
         return [(t, count(t)) if n > limit else (t, n) for t, n in out]
     # One unbroken run of characters (a long URL, base64...): cut by the average characters a token.
+    # Where the run is denser than average (a URL's tail of emoji), a cut is cut again, down to single
+    # characters: an average alone let a piece reach several times the limit.
     step = max(1, len(text) * limit // max(tokens, 1))
-    return [(text[i:i + step], count(text[i:i + step])) for i in range(0, len(text), step)]
+    out = []
+    for i in range(0, len(text), step):
+        part = text[i:i + step]
+        n = count(part)
+        out += split_text(part, limit, count) if n > limit and 1 < len(part) < len(text) else [(part, n)]
+    return out
 
 
 def pieces_of(doc: ExtractedDocument, doc_index: int, count: Callable[[str], int],
@@ -152,15 +159,18 @@ def pack(pieces: Sequence[Piece], budget: int) -> list[list[Piece]]:
 
 
 def tail(text: str, tokens: int, count: Callable[[str], int]) -> str:
-    """About the last `tokens` tokens of `text`, starting at a word boundary."""
+    """The end of `text`, at most `tokens` tokens of it, starting at a word boundary where it can."""
     if tokens <= 0 or not text:
         return ""
-    total = count(text)
-    if total <= tokens:
-        return text
-    start = len(text) - len(text) * tokens // total
-    space = text.find(" ", start)
-    return text[space + 1:] if 0 <= space < len(text) - 1 else text[start:]
+    out = text
+    # Cut where the average density puts `tokens` from the end, at a word boundary; where the end is
+    # denser than the average (short words after long ones) cut again, so the overlap never takes more
+    # than its share of the chunk's budget.
+    while (total := count(out)) > tokens:
+        cut = len(out) - len(out) * tokens // total  # >= 1, since total > tokens
+        space = out.find(" ", cut)
+        out = out[space + 1:] if 0 <= space < len(out) - 1 else out[cut:]
+    return out
 
 
 def chunk_documents(docs: Sequence[ExtractedDocument], count: Callable[[str], int], budget: int,
