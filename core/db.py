@@ -1,12 +1,30 @@
 """One way to open the app's SQLite file: a connection per thread, WAL with synchronous=NORMAL (a
-committed write survives a crash or `kill -9`), and short explicit write transactions."""
+committed write survives a crash or `kill -9`), and short explicit write transactions. A full disk is
+turned into StorageFullError here, for every store."""
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from core.errors import StorageFullError
+
+DISK_FULL_MESSAGE = ("The server's disk is full, so this could not be saved; nothing already saved was harmed. "
+                     "Tell whoever runs this server to free some space, then try again.")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT from a file write, or SQLite's SQLITE_FULL ("database or disk is full")."""
+    if isinstance(exc, StorageFullError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return False
 
 
 class SQLiteDB:
@@ -33,11 +51,34 @@ class SQLiteDB:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:  # SQLite may have rolled back already (a failed write on a full disk)
+                    db.execute("ROLLBACK")
+                raise
+            try:
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                raise StorageFullError(DISK_FULL_MESSAGE) from None
             raise
-        else:
-            db.execute("COMMIT")
+
+    def _add_column(self, table: str, name: str, definition: str) -> bool:
+        """Schema upgrade of a file made by an older version: add `name` when missing. True when added."""
+        db = self._conn()
+        if any(row["name"] == name for row in db.execute(f"PRAGMA table_info({table})")):
+            return False
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+        except sqlite3.OperationalError as exc:  # another store object (or process) added it meanwhile
+            if "duplicate column" not in str(exc):
+                raise
+            return False
+        return True

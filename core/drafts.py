@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.db import SQLiteDB
+from core.errors import QuotaExceededError
+from core.quota import reserved
 from core.storage import NotFoundError
 
 DraftStatus = Literal["complete", "streaming", "cut"]
@@ -33,10 +35,18 @@ CREATE TABLE IF NOT EXISTS writer_drafts (
     status TEXT NOT NULL DEFAULT 'complete' CHECK (status IN ('complete', 'streaming', 'cut')),
     note TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS writer_drafts_by_user ON writer_drafts(user_id, updated_at DESC);
 """
+# Bytes a row's text takes (what counts toward the user's quota); kept in `size`, summed from a covering index.
+_TEXT_COLUMNS = ("title", "template", "brief", "options", "outline", "variants", "text", "note")
+_SIZE = " + ".join(f"length(CAST({c} AS BLOB))" for c in _TEXT_COLUMNS)
+
+
+def _size(*values: str) -> int:
+    return sum(len(v.encode("utf-8", "surrogatepass")) for v in values)
 
 
 @dataclass
@@ -66,8 +76,20 @@ def _row_to_draft(row: sqlite3.Row) -> Draft:
 
 
 class DraftStore(SQLiteDB):
+    """With a `quota` (core/quota.py), a write that grows the user's drafts past it is refused with
+    QuotaExceededError; a streaming draft that hits it is kept as written so far, marked cut."""
+
     def __init__(self, db_path: Path) -> None:
         super().__init__(db_path, SCHEMA)
+        self.quota: Any = None  # core.quota.StorageQuota, set by StorageQuota.attach
+        if self._add_column("writer_drafts", "size", "INTEGER NOT NULL DEFAULT 0"):
+            with self._tx() as db:
+                db.execute(f"UPDATE writer_drafts SET size = {_SIZE}")
+        self._conn().execute("CREATE INDEX IF NOT EXISTS writer_drafts_usage ON writer_drafts(user_id, size)")
+
+    def _check_growth(self, user_id: str, row: sqlite3.Row, new_size: int) -> None:
+        if self.quota is not None:
+            self.quota.check(user_id, new_size - row["size"])
 
     def _owned(self, db: sqlite3.Connection, user_id: str, draft_id: str) -> sqlite3.Row:
         row = db.execute("SELECT * FROM writer_drafts WHERE id = ? AND user_id = ?", (draft_id, user_id)).fetchone()
@@ -81,12 +103,15 @@ class DraftStore(SQLiteDB):
         now = time.time()
         draft = Draft(uuid.uuid4().hex, user_id, " ".join(title.split())[:200] or "Untitled draft", template,
                       dict(brief), dict(options), outline, [], 0, text, status, "", now, now)
-        with self._tx() as db:
+        brief_json, options_json = json.dumps(draft.brief), json.dumps(draft.options)
+        size = _size(draft.title, template, brief_json, options_json, outline, "[]", text, "")
+        with reserved(self.quota, user_id, size), self._tx() as db:
             db.execute(
                 "INSERT INTO writer_drafts (id, user_id, title, template, brief, options, outline, variants,"
-                " chosen, text, status, note, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (draft.id, user_id, draft.title, template, json.dumps(draft.brief), json.dumps(draft.options),
-                 outline, "[]", 0, text, status, "", now, now),
+                " chosen, text, status, note, created_at, updated_at, size)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (draft.id, user_id, draft.title, template, brief_json, options_json,
+                 outline, "[]", 0, text, status, "", now, now, size),
             )
         return draft
 
@@ -109,16 +134,30 @@ class DraftStore(SQLiteDB):
     def save_generation(self, user_id: str, draft_id: str, *, variants: list[str], outline: str | None = None,
                         status: DraftStatus = "streaming", note: str = "", title: str | None = None) -> None:
         """Called as variants stream (throttled) and once at the end; the chosen text follows the
-        chosen variant until the person picks or edits."""
+        chosen variant until the person picks or edits. Past the user's quota the draft keeps what it had,
+        is marked cut with the reason, and QuotaExceededError is raised."""
+        refused: QuotaExceededError | None = None
         with self._tx() as db:
             row = self._owned(db, user_id, draft_id)
             chosen = min(row["chosen"], max(0, len(variants) - 1))
-            db.execute(
-                "UPDATE writer_drafts SET variants = ?, outline = ?, text = ?, status = ?, note = ?, title = ?,"
-                " updated_at = ? WHERE id = ?",
-                (json.dumps(variants), row["outline"] if outline is None else outline,
-                 variants[chosen] if variants else row["text"], status, note,
-                 row["title"] if not title else " ".join(title.split())[:200], time.time(), draft_id))
+            values = (json.dumps(variants), row["outline"] if outline is None else outline,
+                      variants[chosen] if variants else row["text"], status, note,
+                      row["title"] if not title else " ".join(title.split())[:200])
+            size = _size(values[5], row["template"], row["brief"], row["options"], values[1], values[0], values[2],
+                         note)
+            try:
+                self._check_growth(user_id, row, size)
+            except QuotaExceededError as exc:
+                refused = exc
+                db.execute("UPDATE writer_drafts SET status = 'cut', note = ?, updated_at = ? WHERE id = ?",
+                           (str(exc)[:500], time.time(), draft_id))
+                db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE id = ?", (draft_id,))
+            else:
+                db.execute(
+                    "UPDATE writer_drafts SET variants = ?, outline = ?, text = ?, status = ?, note = ?, title = ?,"
+                    " updated_at = ?, size = ? WHERE id = ?", (*values, time.time(), size, draft_id))
+        if refused is not None:
+            raise refused
 
     def pick(self, user_id: str, draft_id: str, index: int) -> Draft:
         with self._tx() as db:
@@ -126,14 +165,18 @@ class DraftStore(SQLiteDB):
             variants = json.loads(row["variants"])
             if not 0 <= index < len(variants):
                 raise IndexError(f"This draft has {len(variants)} variant(s); there is no variant {index + 1}.")
+            self._check_growth(user_id, row, row["size"] - _size(row["text"]) + _size(variants[index]))
             db.execute("UPDATE writer_drafts SET chosen = ?, text = ?, updated_at = ? WHERE id = ?",
                        (index, variants[index], time.time(), draft_id))
+            db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE id = ?", (draft_id,))
         return self.get(user_id, draft_id)
 
     def save_text(self, user_id: str, draft_id: str, text: str) -> None:
         with self._tx() as db:
-            self._owned(db, user_id, draft_id)
+            row = self._owned(db, user_id, draft_id)
+            self._check_growth(user_id, row, row["size"] - _size(row["text"]) + _size(text))
             db.execute("UPDATE writer_drafts SET text = ?, updated_at = ? WHERE id = ?", (text, time.time(), draft_id))
+            db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE id = ?", (draft_id,))
 
     def delete(self, user_id: str, draft_id: str) -> None:
         with self._tx() as db:
@@ -143,5 +186,20 @@ class DraftStore(SQLiteDB):
     def mark_interrupted(self, note: str = "interrupted: the server stopped while writing") -> int:
         """At startup: drafts left 'streaming' by a crash are kept, marked as cut."""
         with self._tx() as db:
-            return db.execute("UPDATE writer_drafts SET status = 'cut', note = ? WHERE status = 'streaming'",
-                              (note,)).rowcount
+            count = db.execute("UPDATE writer_drafts SET status = 'cut', note = ? WHERE status = 'streaming'",
+                               (note,)).rowcount
+            db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE status = 'cut' AND note = ?", (note,))
+            return count
+
+    def bytes_used(self, user_id: str) -> int:
+        row = self._conn().execute("SELECT COALESCE(SUM(size), 0) FROM writer_drafts WHERE user_id = ?",
+                                   (user_id,)).fetchone()
+        return int(row[0])
+
+    def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
+        """Retention: drafts last changed before `cutoff`, of one user or (None) of everyone."""
+        with self._tx() as db:
+            if user_id is None:
+                return db.execute("DELETE FROM writer_drafts WHERE updated_at < ?", (cutoff,)).rowcount
+            return db.execute("DELETE FROM writer_drafts WHERE updated_at < ? AND user_id = ?",
+                              (cutoff, user_id)).rowcount

@@ -12,3 +12,12 @@ class BusyError(RuntimeError):
     def __init__(self, message: str, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaExceededError(InputError):
+    """A save that would take the user past their disk quota (STUDIO_USER_QUOTA_MB); nothing was written."""
+
+
+class StorageFullError(InputError):
+    """The server's disk (or its SQLite database) is full. Not the user's doing, but shown the same way: a clear
+    message, no traceback; nothing already saved was harmed and no partial item was kept."""

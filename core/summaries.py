@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.db import SQLiteDB
+from core.quota import reserved
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS summaries (
@@ -25,10 +26,15 @@ CREATE TABLE IF NOT EXISTS summaries (
     coverage TEXT NOT NULL DEFAULT '',
     markdown TEXT NOT NULL,
     details TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS summaries_by_user ON summaries(user_id, created_at DESC);
 """
+# Bytes a row's text takes (what counts toward the user's quota); kept in `size`, summed from a covering index.
+_SIZE = ("length(CAST(title AS BLOB)) + length(CAST(model AS BLOB)) + length(CAST(settings AS BLOB))"
+         " + length(CAST(sources AS BLOB)) + length(CAST(coverage AS BLOB)) + length(CAST(markdown AS BLOB))"
+         " + length(CAST(details AS BLOB))")
 
 
 @dataclass
@@ -52,19 +58,39 @@ class SummaryNotFound(LookupError):
 class SummaryStore(SQLiteDB):
     def __init__(self, db_path: Path) -> None:
         super().__init__(db_path, SCHEMA)
+        self.quota: Any = None  # core.quota.StorageQuota, set by StorageQuota.attach
+        if self._add_column("summaries", "size", "INTEGER NOT NULL DEFAULT 0"):
+            with self._tx() as db:
+                db.execute(f"UPDATE summaries SET size = {_SIZE}")
+        self._conn().execute("CREATE INDEX IF NOT EXISTS summaries_usage ON summaries(user_id, size)")
 
     def save(self, user_id: str, title: str, markdown: str, *, model: str = "",
              settings: dict | None = None, sources: list | None = None, coverage: str = "",
              details: dict | None = None) -> StoredSummary:
+        """Raises QuotaExceededError (past the user's quota) or StorageFullError (disk full); nothing is kept then."""
         item = StoredSummary(uuid.uuid4().hex, user_id, " ".join(title.split())[:200] or "Summary", markdown,
                              model, dict(settings or {}), list(sources or []), coverage, dict(details or {}),
                              time.time())
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (item.id, user_id, item.title, model, json.dumps(item.settings), json.dumps(item.sources),
-                 coverage, markdown, json.dumps(item.details), item.created_at))
+        values = (item.title, model, json.dumps(item.settings), json.dumps(item.sources), coverage, markdown,
+                  json.dumps(item.details))
+        size = sum(len(v.encode("utf-8", "surrogatepass")) for v in values)
+        with reserved(self.quota, user_id, size), self._tx() as db:
+            db.execute("INSERT INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (item.id, user_id, *values, item.created_at, size))
         return item
+
+    def bytes_used(self, user_id: str) -> int:
+        row = self._conn().execute("SELECT COALESCE(SUM(size), 0) FROM summaries WHERE user_id = ?",
+                                   (user_id,)).fetchone()
+        return int(row[0])
+
+    def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
+        """Retention: summaries made before `cutoff`, of one user or (None) of everyone."""
+        with self._tx() as db:
+            if user_id is None:
+                return db.execute("DELETE FROM summaries WHERE created_at < ?", (cutoff,)).rowcount
+            return db.execute("DELETE FROM summaries WHERE created_at < ? AND user_id = ?",
+                              (cutoff, user_id)).rowcount
 
     def get(self, user_id: str, summary_id: str) -> StoredSummary:
         row = self._conn().execute("SELECT * FROM summaries WHERE id = ? AND user_id = ?",
