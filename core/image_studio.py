@@ -1,14 +1,15 @@
 """What the image studio does, with no UI: the configured image models (created lazily, keyed by spec), one
-job at a time per model in arrival order, per-user cancel, and a request's whole path: form values -> checked
-request -> generation with progress -> PNGs with their parameters in the user's gallery."""
+image at a time per model shared fairly between users, a cap on each user's jobs, per-user cancel, and a
+request's whole path: form values -> checked request -> generation with progress -> PNGs with their parameters
+in the user's gallery."""
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
 import threading
 import time
-from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,8 @@ from backends.base import BackendError
 from backends.image_base import GeneratedImage, ImageBackend, ImageCancelled, ImageCapabilities, ImageRequest
 from config import Settings
 from core.cancel import CancelRegistry
+from core.db import DISK_FULL_MESSAGE, is_disk_full
+from core.errors import BusyError, InputError, StorageFullError
 from core.images import (
     IMAGE_MODES,
     GalleryImage,
@@ -60,10 +63,12 @@ class ImageModelManager:
         return self.specs[0]
 
     def get(self, spec: str | None) -> ImageBackend:
+        if spec is not None and not isinstance(spec, str):
+            raise ImageInputError("unknown_model", f"The model (model) must be text, not {type(spec).__name__}.")
         spec = (spec or self.default).strip()
         if spec not in self.specs:
             raise ImageInputError("unknown_model",
-                                  f"Unknown image model {spec!r}; configured: {', '.join(self.specs)}.")
+                                  f"Unknown image model {spec[:80]!r}; configured: {', '.join(self.specs)}.")
         with self._lock:
             backend = self._backends.get(spec)
             if backend is None:
@@ -92,49 +97,100 @@ def _create(spec: str, settings: Settings) -> ImageBackend:
     return create_image_backend(spec, settings)
 
 
+@dataclass(eq=False)
+class _Ticket:
+    user: str
+    order: int  # arrival: a user's jobs go in this order
+
+
 class ModelQueue:
-    """Jobs on one model, one at a time, first come first served. A waiting job learns how many jobs are
-    ahead of it, and leaves the line as soon as it is cancelled."""
+    """Jobs on one model, one at a time, fair between users. When the model is free, the waiting job whose
+    user had it least recently goes next (a user's own jobs in arrival order); between two images a job hands
+    the model over when another user is waiting (`Turn.share`), so turns go round-robin across users and one
+    user's 16-image batch does not hold everyone else back. A waiting job learns how many jobs are ahead of
+    it, and leaves the line as soon as it is cancelled."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._waiting: deque[object] = deque()
-        self._running: object | None = None
+        self._waiting: list[_Ticket] = []
+        self._running: _Ticket | None = None
+        self._served: dict[str, int] = {}  # user -> when (a count of turns) they last got the model
+        self._turns = itertools.count(1)
+        self._arrivals = itertools.count()
+
+    def _key(self, ticket: _Ticket) -> tuple[int, int]:
+        return self._served.get(ticket.user, 0), ticket.order
+
+    def _acquire(self, ticket: _Ticket, cancel: threading.Event, on_wait: Callable[[int], None] | None) -> bool:
+        """With the lock held: wait for this ticket's turn. True when it had to wait."""
+        self._waiting.append(ticket)
+        waited = False
+        try:
+            told = None
+            while self._running is not None or min(self._waiting, key=self._key) is not ticket:
+                waited = True
+                mine = self._key(ticket)
+                ahead = sum(1 for t in self._waiting if self._key(t) < mine) + (self._running is not None)
+                if ahead != told and on_wait is not None:
+                    on_wait(ahead)
+                    told = ahead
+                if cancel.is_set():
+                    raise ImageCancelled("Cancelled while waiting for the model.")
+                self._cond.wait(WAIT_POLL_S)
+            self._waiting.remove(ticket)
+            self._running = ticket
+            self._served[ticket.user] = next(self._turns)
+            return waited
+        except BaseException:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+            raise
+
+    def _release(self) -> None:
+        self._running = None
+        if not self._waiting:
+            self._served.clear()  # idle: nobody to be fair to, and the map stays bounded
+        self._cond.notify_all()
 
     @contextmanager
-    def slot(self, cancel: threading.Event, on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
-        ticket = object()
+    def slot(self, cancel: threading.Event, on_wait: Callable[[int], None] | None = None,
+             user: str = "") -> Iterator["Turn"]:
+        ticket = _Ticket(user, next(self._arrivals))
         with self._cond:
-            self._waiting.append(ticket)
-            try:
-                told = None
-                while self._running is not None or self._waiting[0] is not ticket:
-                    ahead = self._waiting.index(ticket) + (self._running is not None)
-                    if ahead != told and on_wait is not None:
-                        on_wait(ahead)
-                        told = ahead
-                    if cancel.is_set():
-                        raise ImageCancelled("Cancelled while waiting for the model.")
-                    self._cond.wait(WAIT_POLL_S)
-                self._waiting.popleft()
-                self._running = ticket
-            except BaseException:
-                if ticket in self._waiting:
-                    self._waiting.remove(ticket)
-                    self._cond.notify_all()
-                raise
+            self._acquire(ticket, cancel, on_wait)
         try:
-            yield
+            yield Turn(self, ticket, cancel, on_wait)
         finally:
             with self._cond:
-                self._running = None
-                self._cond.notify_all()
+                if self._running is ticket:
+                    self._release()
 
     @property
     def busy(self) -> int:
         """Jobs running or waiting."""
         with self._cond:
             return len(self._waiting) + (self._running is not None)
+
+
+@dataclass
+class Turn:
+    """A job's hold on its model (from ModelQueue.slot)."""
+
+    queue: ModelQueue
+    ticket: _Ticket
+    cancel: threading.Event
+    on_wait: Callable[[int], None] | None
+
+    def share(self) -> bool:
+        """Between two images: when another user is waiting, let them have the model first, then wait for it
+        again. True when the job waited (raises ImageCancelled when cancelled meanwhile)."""
+        q = self.queue
+        with q._cond:
+            if q._running is not self.ticket or not any(t.user != self.ticket.user for t in q._waiting):
+                return False
+            q._release()
+            return q._acquire(self.ticket, self.cancel, self.on_wait)
 
 
 @dataclass(frozen=True)
@@ -162,6 +218,15 @@ class JobUpdate:
 _END = object()
 
 
+class TooManyJobsError(BusyError):
+    """The user already has STUDIO_USER_JOBS image jobs running or queued; nothing was started."""
+
+    def __init__(self, running: int) -> None:
+        super().__init__(f"You already have {running} image job{'s' if running != 1 else ''} running; wait for one "
+                         "to finish or stop one, then try again.", retry_after=10.0)
+        self.running = running
+
+
 class ImageStudio:
     def __init__(self, settings: Settings, models: ImageModelManager, gallery: ImageGallery) -> None:
         self.settings = settings
@@ -170,6 +235,8 @@ class ImageStudio:
         self.active = CancelRegistry()
         self._queues: dict[str, ModelQueue] = {}
         self._queues_lock = threading.Lock()
+        self._jobs: dict[str, int] = {}  # user -> image jobs running or queued
+        self._jobs_lock = threading.Lock()
 
     # -- requests --------------------------------------------------------------------------------
     def capabilities(self, spec: str | None) -> ImageCapabilities:
@@ -222,20 +289,48 @@ class ImageStudio:
         yield from self.run(user_id, prepared, session)
 
     def run(self, user_id: str, prepared: Prepared, session: str = "") -> Iterator[JobUpdate]:
-        """Stream the updates of an already prepared request (see `generate`)."""
-        cancel = self.active.start(user_id, session)
-        updates: queue.Queue = queue.Queue()
-        worker = threading.Thread(target=self._work, args=(user_id, prepared, cancel, updates.put),
-                                  name="image-job", daemon=True)
-        worker.start()
+        """Stream the updates of an already prepared request (see `generate`). Raises TooManyJobsError when the
+        user already has STUDIO_USER_JOBS jobs, QuotaExceededError when their library is already full."""
+        self._claim(user_id)
         try:
-            yield from _coalesced(updates)
+            if self.gallery.quota is not None:
+                self.gallery.quota.check(user_id, 1)  # already full: say so before any work
+            cancel = self.active.start(user_id, session)
+            updates: queue.Queue = queue.Queue()
+            worker = threading.Thread(target=self._work, args=(user_id, prepared, cancel, updates.put),
+                                      name="image-job", daemon=True)
+            worker.start()
+            try:
+                yield from _coalesced(updates)
+            finally:
+                # Also reached when the reader goes away (page closed, API call dropped): stop the work.
+                if worker.is_alive():
+                    cancel.set()
+                worker.join(timeout=30)
+                self.active.finish(user_id, session, cancel)
         finally:
-            # Also reached when the reader goes away (page closed, API call dropped): stop the work.
-            if worker.is_alive():
-                cancel.set()
-            worker.join(timeout=30)
-            self.active.finish(user_id, session, cancel)
+            self._unclaim(user_id)
+
+    def _claim(self, user_id: str) -> None:
+        limit = max(1, int(self.settings.user_jobs))
+        with self._jobs_lock:
+            running = self._jobs.get(user_id, 0)
+            if running >= limit:
+                raise TooManyJobsError(running)
+            self._jobs[user_id] = running + 1
+
+    def _unclaim(self, user_id: str) -> None:
+        with self._jobs_lock:
+            left = self._jobs.get(user_id, 1) - 1
+            if left > 0:
+                self._jobs[user_id] = left
+            else:
+                self._jobs.pop(user_id, None)
+
+    def jobs(self, user_id: str) -> int:
+        """The user's image jobs running or queued."""
+        with self._jobs_lock:
+            return self._jobs.get(user_id, 0)
 
     def stop(self, user_id: str, session: str | None = None) -> int:
         return self.active.stop(user_id, session)
@@ -261,11 +356,14 @@ class ImageStudio:
 
             status["text"] = _progress_text(request, 0, 0, 0, total_images)
             try:
-                with self.queue_for(prepared.spec).slot(cancel, waiting):
+                with self.queue_for(prepared.spec).slot(cancel, waiting, user=user_id) as turn:
                     put(JobUpdate("running", status["text"], notes=notes, request=request))
                     done = 0
                     for index, (part, count) in enumerate(plan):
                         saver.check()  # a failed save (disk full...) stops the job before more work is lost
+                        if index and turn.share():  # another user's image went first
+                            saver.put(lambda images: JobUpdate("running", status["text"], images=images,
+                                                               notes=notes, request=request))
 
                         def progress(step: int, total: int, preview: Any, done: int = done) -> None:
                             status["text"] = _progress_text(request, done, step, total, total_images)
@@ -289,7 +387,7 @@ class ImageStudio:
                 if saved else ""
             put(JobUpdate("cancelled", f"Cancelled; memory released.{kept}", images=saved, notes=notes,
                           request=request))
-        except (ImageInputError, BackendError) as exc:
+        except (InputError, BusyError, BackendError) as exc:  # ImageInputError, quota, disk full...
             put(exc)
         except MemoryError:
             put(BackendError("Out of memory making this image. Memory has been released; try a smaller size or "
@@ -308,10 +406,14 @@ class ImageStudio:
     def _save(self, user_id: str, image: GeneratedImage, threads: int = 1) -> GalleryImage:
         try:
             return self.gallery.save(user_id, image, threads=threads)
-        except Exception as exc:  # disk full, read-only folder, locked database...
+        except InputError:  # over the user's quota, or the disk is full: the message says so
+            raise
+        except Exception as exc:  # read-only folder, locked database... (the message names no server path)
+            if is_disk_full(exc):
+                raise StorageFullError(DISK_FULL_MESSAGE) from None
             log.error("could not save an image: %s", exc)
-            raise BackendError(f"The image was made but could not be saved ({type(exc).__name__}: {exc}). Check "
-                               "that the data folder is writable and has space.") from None
+            raise BackendError(f"The image was made but could not be saved ({type(exc).__name__}). Tell whoever "
+                               "runs this server to check that its data folder is writable.") from None
 
     # -- gallery ---------------------------------------------------------------------------------
     def images(self, user_id: str, limit: int = 200) -> list[GalleryImage]:

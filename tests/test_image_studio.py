@@ -1,6 +1,6 @@
 """ImageStudio with real backends (a tiny random diffusers pipeline built here, the real MobileStyleGAN): same
 seed same pixels through the whole path, PNG parameters that restore the request, refused input that never
-reaches a model, one job at a time per model in arrival order, cancel, and users kept apart."""
+reaches a model, one image at a time per model with turns between users, cancel, and users kept apart."""
 from __future__ import annotations
 
 import io
@@ -309,7 +309,9 @@ def test_inpaint_mask_from_painted_layers(studio, backends, tmp_path):
 # -- one job at a time per model ------------------------------------------------------------------------
 
 
-def test_jobs_on_one_model_run_one_at_a_time_in_arrival_order(studio, backends):
+def test_jobs_on_one_model_run_one_image_at_a_time_taking_turns(studio, backends):
+    """Two users' batches on one model: one image at a time, turns alternating (tests/test_image_fair.py has
+    more on fairness)."""
     gan = backends["gan"]
     gan.intervals.clear()
     first_running = threading.Event()
@@ -329,7 +331,7 @@ def test_jobs_on_one_model_run_one_at_a_time_in_arrival_order(studio, backends):
     a.join(60)
     b.join(60)
     assert updates["a"][-1].stage == updates["b"][-1].stage == "done"
-    assert [seed for *_, seed in sorted(gan.intervals)] == [100, 101, 200, 201]  # whole jobs, in order
+    assert [seed for *_, seed in sorted(gan.intervals)] == [100, 200, 101, 201]  # turns, each job in order
     spans = sorted(gan.intervals)
     assert all(end <= next_start for (_, end, _), (next_start, _, _) in zip(spans, spans[1:]))
     assert any(u.stage == "queued" and "1 job ahead" in u.text for u in updates["b"])
