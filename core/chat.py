@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from backends.base import (BackendError, ContextOverflowError, GenerationParams, Message,
                            StreamCutError, StreamStats, TextBackend)
 from config import Settings
 from core.errors import InputError  # noqa: F401  (re-exported: the tabs import it from here)
+from core import validate
 from core.cancel import CancelRegistry
 from core.models import ModelManager
 from core.storage import Conversation, ConversationStore, StoredMessage
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 0.25  # how often a streaming reply is written to SQLite
 STREAM_INTERVAL_S = 0.05  # how often a streaming reply is sent to the browser or API client
 TITLE_CHARS = 60
+MAX_NEW_TOKENS = 32768
+MAX_SYSTEM_CHARS = 100_000
+MAX_HISTORY_ITEMS = 1_000
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,23 @@ class ChatOptions:
     max_new_tokens: int = 512
     seed: int | None = None
 
+    @classmethod
+    def checked(cls, model: object = None, system_prompt: object = "", temperature: object = 0.7,
+                top_p: object = 0.95, max_new_tokens: object = 512, seed: object = None) -> "ChatOptions":
+        """Options from what a caller sent (the chat tab's controls, the /chat API). A value of the
+        wrong type or out of range raises InputError naming it; None takes the default."""
+        return cls(model=validate.model_spec("model", model),
+                   system_prompt=validate.text("system_prompt", system_prompt, MAX_SYSTEM_CHARS),
+                   temperature=validate.number("temperature", temperature, 0.0, 2.0, default=0.7),
+                   top_p=validate.number("top_p", top_p, 0.0, 1.0, default=0.95),
+                   max_new_tokens=validate.whole("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, default=512),
+                   seed=validate.seed("seed", seed))
+
     def params(self) -> GenerationParams:
         return GenerationParams(
             temperature=max(0.0, min(2.0, float(self.temperature))),
             top_p=max(0.01, min(1.0, float(self.top_p))),
-            max_new_tokens=max(1, min(32768, int(self.max_new_tokens))),
+            max_new_tokens=max(1, min(MAX_NEW_TOKENS, int(self.max_new_tokens))),
             seed=None if self.seed is None or int(self.seed) < 0 else int(self.seed),
         )
 
@@ -125,9 +141,10 @@ class ChatService:
 
     # -- input ---------------------------------------------------------------------------------
     def validate(self, text: str | None) -> str:
-        if text is None or not str(text).strip():
+        if text is not None and not isinstance(text, str):
+            raise InputError(f"message must be text (a string), got {validate.shown(text)}.")
+        if text is None or not text.strip():
             raise InputError("Type a message first: an empty message was not sent.")
-        text = str(text)
         if len(text) > self.settings.max_input_chars:
             raise InputError(
                 f"Your message is {len(text):,} characters; the limit is "
@@ -135,6 +152,12 @@ class ChatService:
                 "Nothing was sent, and your text is still in the box."
             )
         return text
+
+    def check_history(self, history: object) -> list[Message]:
+        """Earlier turns sent by an API caller: a list of {role: user|assistant|system, content: text},
+        at most MAX_HISTORY_ITEMS of them and 10 messages' worth of characters."""
+        return validate.history("history", history, max_items=MAX_HISTORY_ITEMS,  # type: ignore[return-value]
+                                max_chars=10 * self.settings.max_input_chars)
 
     def check_fits(self, backend: TextBackend, text: str, options: ChatOptions) -> None:
         """Refuse, before anything is stored, a message that cannot fit the model's context."""
@@ -270,10 +293,14 @@ class ChatService:
         """A reply to `history` + `text` with nothing stored (the /chat API). Backend errors are
         raised; the caller has the partial text it already received."""
         text = self.validate(text)
+        items = self.check_history(history)
+        system = [m["content"].strip() for m in items if m["role"] == "system" and m["content"].strip()]
+        if system:  # system turns in the history join the system prompt, in order
+            options = replace(options, system_prompt="\n\n".join(
+                p for p in (options.system_prompt.strip(), *system) if p))
         backend = self.models.get(options.model)
         backend.load(None)
-        turns = merge_roles([{"role": m["role"], "content": str(m["content"])} for m in history
-                             if m.get("role") in ("user", "assistant") and str(m.get("content", "")).strip()]
+        turns = merge_roles([m for m in items if m["role"] != "system" and m["content"].strip()]  # type: ignore[misc]
                             + [{"role": "user", "content": text}])
         messages, notice = self._fit(backend, turns, options)
         cancel = cancel or threading.Event()

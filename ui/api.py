@@ -5,6 +5,7 @@ from typing import Iterator
 
 import gradio as gr
 
+from ui.api_args import api_endpoint
 from ui.errors import user_error
 
 from backends.base import BackendError
@@ -25,18 +26,15 @@ def build_api(service: ChatService) -> None:
             top_p: nucleus sampling.
             max_new_tokens: upper bound on the reply length.
             seed: -1 for random.
-            history: earlier turns as [{"role": "user"|"assistant", "content": "..."}].
+            history: earlier turns as [{"role": "user"|"assistant"|"system", "content": "..."}].
         """
-        options = ChatOptions(model=model or None, system_prompt=system_prompt or "",
-                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                              seed=None if seed is None or seed < 0 else seed)
-        if history is not None and not isinstance(history, list):
-            raise user_error("history must be a list of {role, content} objects")
         try:
+            options = ChatOptions.checked(model=model, system_prompt=system_prompt, temperature=temperature,
+                                          top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
             for update in throttled(service.stream_once(history or [], message, options)):
                 yield update.text
         except (InputError, BackendError, KeyError) as exc:
             raise user_error(str(exc), title="No reply") from None
 
-    gr.api(chat, api_name="chat", concurrency_limit=service.settings.concurrency_limit,
-           concurrency_id="chat-generate")
+    gr.api(api_endpoint(chat, title="No reply"), api_name="chat",
+           concurrency_limit=service.settings.concurrency_limit, concurrency_id="chat-generate")

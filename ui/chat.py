@@ -19,10 +19,9 @@ PRIVATE = dict(api_visibility="private")
 
 
 def _options(model, system_prompt, temperature, top_p, max_new_tokens, seed) -> ChatOptions:
-    return ChatOptions(model=model or None, system_prompt=system_prompt or "",
-                       temperature=float(temperature), top_p=float(top_p),
-                       max_new_tokens=int(max_new_tokens),
-                       seed=None if seed in (None, "") or int(seed) < 0 else int(seed))
+    """The sampling controls, checked as the /chat API's are (InputError names a bad one)."""
+    return ChatOptions.checked(model=model, system_prompt=system_prompt, temperature=temperature, top_p=top_p,
+                               max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _stats_markdown(stats: dict, label: str, notice: str = "", note: str = "") -> str:
@@ -126,8 +125,8 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             """Check the message, load the model if needed, store the message. On any problem the
             text stays in the box (outputs are not touched when gr.Error is raised)."""
             user = user_id(bid, request)
-            opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
             try:
+                opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
                 text = service.validate(text)
                 backend = models.get(opts.model)
                 backend.load(lambda f, d: progress(f, desc=d))
@@ -142,7 +141,10 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         def respond(bid, cid, model_spec, system, temp, topp, max_tokens, seed_value,
                     request: gr.Request, progress=gr.Progress()) -> Iterator:
             user = user_id(bid, request)
-            opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
+            try:
+                opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
+            except InputError as exc:
+                raise user_error(str(exc), title="No reply") from None
             history, _ = load_conversation(user, cid)
             label = labels.get(opts.model or models.default, opts.model or "")
             try:

@@ -14,14 +14,19 @@ from backends.base import BackendError
 from core import writer_export
 from core.chat import InputError
 from core.storage import NotFoundError
+from core import validate
 from core.writer import MAX_VARIANTS, Analysis, WriteOptions, WriterService
+from core.writer_brief import TEXT_LIMIT, TEXTAREA_LIMIT
 from core.writer_templates import STANDARD_FIELDS, Template
 from core.writer_text import reading_time_label
+from ui.api_args import api_endpoint
 from ui.errors import user_error
 from ui.identity import user_id
 
 PRIVATE = dict(api_visibility="private")
 EXTRA_SLOTS = 4  # template-specific fields beyond the standard brief (facts, platform, brand...)
+MAX_DETAILS = 32  # /write: template fields in `details`
+MAX_LIST_ITEMS = 100  # /write: keywords given as a list
 FAILURES = (InputError, BackendError, NotFoundError, KeyError, IndexError)
 
 
@@ -108,8 +113,8 @@ def status_markdown(notes: list[str], errors: list[str] = (), progress: str = ""
 
 
 def _options(variants, model, temperature, seed) -> WriteOptions:
-    return WriteOptions(model=model or None, variants=int(variants or 1), temperature=float(temperature),
-                        seed=None if seed in (None, "") or int(seed) < 0 else int(seed))
+    """The controls as sent; WriteOptions.checked() (run by the service) names a bad one."""
+    return WriteOptions(model=model or None, variants=variants, temperature=temperature, seed=seed)
 
 
 def _export_path(name: str, data: bytes | str) -> str:
@@ -403,10 +408,13 @@ def build_writer_tab(demo: gr.Blocks, service: WriterService, browser_id: gr.Bro
                 return did, gr.skip()
             if not (text or "").strip():
                 return did, gr.skip()
-            template_obj, fields = brief_from(tpl, topic_v, audience_v, tone_v, length_v, keywords_v, cta_v,
-                                              language_v, x1, x2, x3, x4, c1, c2, c3, c4)
+            try:
+                template_obj, fields = brief_from(tpl, topic_v, audience_v, tone_v, length_v, keywords_v, cta_v,
+                                                  language_v, x1, x2, x3, x4, c1, c2, c3, c4)
+                options, _ = _options(n, model_v, temp, seed_v).checked()
+            except FAILURES as exc:
+                raise user_error(_message(exc), title="Not saved") from None
             title = str(fields.get("topic") or "").strip() or text.strip().splitlines()[0][:80]
-            options = _options(n, model_v, temp, seed_v)
             new = store.create(user, title, template_obj.name, fields, asdict(options), text=text)
             return new.id, gr.Dropdown(choices=draft_choices(user), value=new.id)
 
@@ -583,17 +591,18 @@ def build_writer_api(service: WriterService) -> None:
             top_p: nucleus sampling.
             seed: -1 for random.
         """
-        if details is not None and not isinstance(details, dict):
-            raise user_error("details must be an object of field name -> value", title="Nothing written")
-        fields: dict[str, Any] = {"topic": topic, "audience": audience, "tone": tone, "length": length or None,
-                                  "keywords": keywords, "cta": cta, "language": language, **(details or {})}
         text, final = "", None
         try:
+            if isinstance(keywords, list):
+                keywords = validate.texts("keywords", keywords, max_items=MAX_LIST_ITEMS, max_chars=TEXT_LIMIT)
+            extra = validate.fields("details", details, max_items=MAX_DETAILS, max_chars=TEXTAREA_LIMIT)
+            fields: dict[str, Any] = {"topic": topic, "audience": audience, "tone": tone, "length": length or None,
+                                      "keywords": keywords, "cta": cta, "language": language, **extra}
+            options, _ = WriteOptions(model=model or None, variants=1, temperature=temperature, top_p=top_p,
+                                      seed=seed).checked()
             brief = service.prepare(template, fields)
             for note in brief.notes:
                 gr.Warning(note)
-            options = WriteOptions(model=model or None, variants=1, temperature=temperature, top_p=top_p,
-                                   seed=None if seed is None or seed < 0 else seed)
             for final in service.write(brief, options, outline or ""):
                 if final.phase != "outline" and final.texts[0] != text:
                     text = final.texts[0]
@@ -609,5 +618,5 @@ def build_writer_api(service: WriterService) -> None:
                 raise user_error("The model returned no text; try again, raise the temperature, or pick another model.",
                                  title="Nothing written")
 
-    gr.api(write, api_name="write", concurrency_limit=service.settings.concurrency_limit,
-           concurrency_id="writer-generate")
+    gr.api(api_endpoint(write, title="Nothing written"), api_name="write",
+           concurrency_limit=service.settings.concurrency_limit, concurrency_id="writer-generate")
