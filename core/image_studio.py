@@ -350,9 +350,9 @@ class ImageStudio:
             plan = _plan(request)
             total_images = sum(n for _, n in plan)
 
-            def waiting(ahead: int) -> None:
-                put(JobUpdate("queued", f"Waiting for the model: {ahead} job{'s' if ahead != 1 else ''} ahead "
-                                        "of yours.", notes=notes, request=request))
+            def waiting(ahead: int) -> None:  # also between two images, so it carries those saved so far
+                text = f"Waiting for the model: {ahead} job{'s' if ahead != 1 else ''} ahead of yours."
+                saver.put(lambda images: JobUpdate("queued", text, images=images, notes=notes, request=request))
 
             status["text"] = _progress_text(request, 0, 0, 0, total_images)
             try:

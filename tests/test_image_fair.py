@@ -80,6 +80,9 @@ def test_one_users_batch_does_not_hold_back_another_users_single_image(tiny, tmp
     order = [user for user, stage, _ in log if stage == "done"]
     assert order == ["bob", "alice"], log  # Bob's one image finished while Alice's batch was still going
     assert any(u.stage == "queued" and "1 job ahead" in u.text for u in b.updates)  # position messages kept
+    assert any(u.stage == "queued" and u.images for u in a.updates)  # Alice waited her turn between two images
+    counts = [len(u.images) for u in a.updates]
+    assert counts == sorted(counts)  # and what her reader saw never shrank meanwhile
     # Alice's batch is whole and in order
     assert [g.seed for g in a.updates[-1].images] == list(range(5, 11))
     assert [g.seed for g in b.updates[-1].images] == [99]
