@@ -129,6 +129,9 @@ BAD_CHAT = [
     ({"max_new_tokens": 2.5}, "max_new_tokens"),
     ({"temperature": True}, "temperature"),
     ({"seed": 10**20}, "seed"),
+    ({"temperature": float("nan")}, "temperature"),
+    ({"top_p": 10**400}, "top_p"),
+    ({"max_new_tokens": float("inf")}, "max_new_tokens"),
     ({"system_prompt": 5}, "system_prompt"),
     ({"model": ["embedded"]}, "model"),
     ({"history": "earlier"}, "history"),
@@ -305,7 +308,8 @@ def chat_send_values(inputs: list[dict], **by_label: Any) -> list:
 
 
 @pytest.mark.parametrize("label,bad", [("Temperature", "hot"), ("Max new tokens", "abc"), ("Seed", "x"),
-                                       ("Top-p", None), ("Temperature", -1)])
+                                       ("Top-p", None), ("Temperature", -1), ("Seed", float("nan")),
+                                       ("Max new tokens", 10**400), ("Model", ["a", "b"]), ("System prompt", 42)])
 def test_ui_event_with_a_bad_control_value_is_refused_by_name(app, ui, fake, label, bad):
     before = len(fake.chat_requests)
     fn_index, inputs = event_for(ui, "chat-send", "click")

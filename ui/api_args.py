@@ -149,7 +149,7 @@ def _conform(value: Any, hint: Any) -> tuple[bool, Any]:
             if isinstance(value, float) and math.isfinite(value) and value.is_integer():
                 return True, int(value)
         elif origin is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if _finite(value):
                 return True, value
         elif origin is list:
             if isinstance(value, list):
@@ -168,6 +168,9 @@ def _conform(value: Any, hint: Any) -> tuple[bool, Any]:
     return False, value
 
 
+_PLURALS = {str: "texts", int: "whole numbers", float: "numbers", dict: "objects", FileData: "uploaded files"}
+
+
 def _expected(hint: Any) -> str:
     words = []
     for arm in _arms(hint):
@@ -184,7 +187,8 @@ def _expected(hint: Any) -> str:
             words.append("a number")
         elif origin is list:
             (item,) = typing.get_args(arm) or (Any,)
-            words.append("a list" + ("" if item is Any else f" of {_expected(item).removeprefix('a ')}s"))
+            plural = _PLURALS.get(typing.get_origin(item) or item, "values")
+            words.append("a list" if item is Any else f"a list of {plural}")
         elif origin is dict:
             words.append("an object")
         elif isinstance(origin, type) and issubclass(origin, FileData):
@@ -229,9 +233,7 @@ def control_problem(block: Any, value: Any, index: int = 0) -> str | None:
         if value is None and issubclass(kind, gr.Number):
             return None
         lo, hi = getattr(block, "minimum", None), getattr(block, "maximum", None)
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        if number is None or not math.isfinite(number) or (lo is not None and number < lo) \
-                or (hi is not None and number > hi):
+        if not _finite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
             span = f" from {lo:g} to {hi:g}" if lo is not None and hi is not None else ""
             return f"{name} must be a number{span}, got {shown(value)}."
     elif issubclass(kind, gr.Textbox):
@@ -258,6 +260,16 @@ def control_problem(block: Any, value: Any, index: int = 0) -> str | None:
         if value is not None and not isinstance(value, dict):
             return f"{name} must be an uploaded image, got {shown(value)}."
     return None
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number a float can hold (not NaN or infinite, not an integer past float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _is_file(value: Any) -> bool:
