@@ -319,6 +319,13 @@ def test_ui_event_with_a_bad_control_value_is_refused_by_name(app, ui, fake, lab
     assert len(fake.chat_requests) == before
 
 
+def test_ui_event_with_a_stored_browser_id_that_is_not_text_is_refused(app, ui):
+    fn_index, inputs = event_for(ui, "chat-send", "click")
+    values = [{"id": 1} if c.get("type") == "browserstate" else v for c, v in zip(inputs, chat_send_values(inputs))]
+    status, body, _ = join(app, fn_index, values)
+    assert status == 422 and "must be text" in body["detail"], body
+
+
 def test_ui_event_with_too_few_values_is_refused(app, ui):
     fn_index, inputs = event_for(ui, "chat-send", "click")
     status, body, _ = join(app, fn_index, chat_send_values(inputs)[:2])

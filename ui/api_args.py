@@ -259,6 +259,12 @@ def control_problem(block: Any, value: Any, index: int = 0) -> str | None:
     elif issubclass(kind, (gr.Image, gr.ImageEditor)):
         if value is not None and not isinstance(value, dict):
             return f"{name} must be an uploaded image, got {shown(value)}."
+    elif issubclass(kind, gr.BrowserState):
+        # What the page keeps in localStorage comes back as sent: it must be of its default's type.
+        default = getattr(block, "default_value", None)
+        if isinstance(default, str) and value is not None and not isinstance(value, str):
+            key = getattr(block, "storage_key", None) or name
+            return f"The page's stored {key} must be text (a string), got {shown(value)}."
     return None
 
 
