@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import gradio as gr
 
@@ -16,14 +17,23 @@ from core.image_studio import ImageModelManager, ImageStudio
 from core.images import ImageGallery
 from core.models import ModelManager
 from core.prompts import load_chat_presets
+from core.quota import attach_storage
+from core.security.limits import RateLimiter, UserSlots
+from core.security.passwords import PasswordCheck, hash_password, load_users_file
+from core.security.tokens import ApiAccess, TokenStore
+from core.security.uploads import UploadRegistry
 from core.storage import ConversationStore, persistent_secret
 from core.summaries import SummaryStore
 from core.writer import WriterService
 from core.writer_templates import load_library
+from ui.access import build_access_panel
 from ui.api import build_api
+from ui.api_args import ArgumentCheck
 from ui.chat import build_chat_tab
+from ui.http_guard import Guard, StudioGuard
 from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
+from ui.sessions import install_session_bounds
 from ui.images import build_images_api, build_images_tab
 from ui.writer import build_writer_api, build_writer_tab
 
@@ -34,8 +44,30 @@ CSS = """
 """
 
 
+def build_guard(settings: Settings) -> Guard:
+    """What the HTTP edge decides with: tokens, uploads, limits (ui/http_guard.py)."""
+    from gradio.utils import get_upload_folder
+
+    return Guard(tokens=TokenStore(settings.db_path),
+                 uploads=UploadRegistry(Path(get_upload_folder()), settings.max_upload_mb * 2**20,
+                                        ttl_s=settings.upload_ttl_hours * 3600),
+                 auth=bool(settings.auth or settings.auth_file),
+                 allowed_origins=frozenset(settings.allowed_origins), frame_ancestors=settings.frame_ancestors,
+                 rate=RateLimiter(settings.rate_limit), max_upload_bytes=settings.max_upload_mb * 2**20)
+
+
+def password_check(settings: Settings) -> PasswordCheck | None:
+    """Gradio's login: salted hashes from STUDIO_AUTH_FILE, plus STUDIO_AUTH's pairs hashed at start."""
+    hashes = load_users_file(settings.auth_file) if settings.auth_file else {}
+    for user, password in settings.auth:
+        hashes.setdefault(user, hash_password(password))
+    return PasswordCheck(hashes) if hashes else None
+
+
 def build_app(settings: Settings) -> gr.Blocks:
     """Everything the server needs, wired together. Loads no model: models load on first use."""
+    guard = build_guard(settings)
+    text_jobs = UserSlots(settings.user_text_jobs, "text requests")  # per API user, across chat, writer, condenser
     store = ConversationStore(settings.db_path)
     recovered = store.mark_interrupted()
     if recovered:
@@ -44,37 +76,52 @@ def build_app(settings: Settings) -> gr.Blocks:
     presets = load_chat_presets()
     writer = WriterService(settings, service.models, DraftStore(settings.db_path), load_library())
     images = ImageStudio(settings, ImageModelManager(settings), ImageGallery(settings.data_dir, settings.db_path))
-    condenser = CondenseService(settings, service.models, SummaryStore(settings.db_path))
-    with gr.Blocks(title="GenAI Studio") as demo:
+    condenser = CondenseService(settings, service.models, SummaryStore(settings.db_path),
+                                release_upload=guard.uploads.release)
+    # Everything a user keeps counts toward one quota; old items (and anonymous API callers') are swept hourly.
+    _, retention = attach_storage(settings, images.gallery, writer.drafts, condenser.store)
+    ttl = max(60, int(settings.upload_ttl_hours * 3600))
+    with gr.Blocks(title="GenAI Studio", delete_cache=(min(ttl, 900), ttl)) as demo:
         gr.Markdown("## GenAI Studio")
         browser_id = browser_state(persistent_secret(settings.data_dir / "browser-state.secret"))
         with gr.Tabs():
             build_chat_tab(demo, service, presets, browser_id)
             build_writer_tab(demo, writer, browser_id)
-            build_condenser_tab(demo, condenser, browser_id)
-            build_images_tab(demo, images, browser_id)
-        build_api(service)
-        build_writer_api(writer)
-        build_condenser_api(condenser)
-        build_images_api(images)
+            build_condenser_tab(demo, condenser, browser_id, guard.uploads)
+            build_images_tab(demo, images, browser_id, guard.uploads)
+        build_access_panel(demo, ApiAccess(guard.tokens), browser_id)
+        build_api(service, text_jobs)
+        build_writer_api(writer, text_jobs)
+        build_condenser_api(condenser, guard.uploads, text_jobs)
+        build_images_api(images, guard.uploads, guard.links)
+    demo.guard = guard  # launch() puts it in front of every route
     demo.studio_service = service  # for tests and benchmarks in-process
     demo.writer_service = writer
     demo.condense_service = condenser
     demo.image_studio = images
+    demo.retention = retention
     return demo
+
+
+def launch(demo: gr.Blocks, settings: Settings, **overrides) -> None:
+    """Serve `demo` behind the HTTP guard, with the login, upload limit and queue from Settings.
+    Tests launch through here too, so they meet the same edge as users."""
+    from starlette.middleware import Middleware
+
+    demo.queue(default_concurrency_limit=settings.concurrency_limit)
+    options = dict(server_name=settings.server_name, server_port=settings.server_port,
+                   auth=password_check(settings), max_file_size=settings.max_upload_mb * 2**20, css=CSS,
+                   app_kwargs={"middleware": [Middleware(StudioGuard, guard=demo.guard),
+                                              Middleware(ArgumentCheck)]})
+    options.update(overrides)
+    install_session_bounds(demo, settings.max_sessions, options)  # ui/sessions.py
+    demo.launch(**options)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    demo = build_app(settings)
-    demo.queue(default_concurrency_limit=settings.concurrency_limit)
-    demo.launch(
-        server_name=settings.server_name,
-        server_port=settings.server_port,
-        auth=list(settings.auth) or None,
-        css=CSS,
-    )
+    launch(build_app(settings), settings)
 
 
 if __name__ == "__main__":

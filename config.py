@@ -57,6 +57,21 @@ class Settings:
     auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (user, password) pairs
     max_input_chars: int = 200_000  # hard cap on one message, whatever the model's context
     concurrency_limit: int = 16  # simultaneous generation requests across all users
+    # Gradio sessions kept in memory (~380 KB each); untouched ones are dropped anyway (ui/sessions.py).
+    max_sessions: int = 500  # 0 = Gradio's default (10,000, nothing dropped early)
+    # Serving a team (SECURITY.md).
+    auth_file: Path | None = None  # "user:pbkdf2_sha256$..." lines (python -m core.security.passwords USER)
+    allowed_origins: tuple[str, ...] = ()  # other origins whose pages may send requests (a reverse proxy's)
+    max_upload_mb: int = 50  # largest file one upload may carry
+    upload_ttl_hours: float = 6.0  # uploads are deleted this long after they arrive
+    rate_limit: int = 120  # requests that start work, per caller per minute (bursts up to the same)
+    frame_ancestors: str = "'none'"  # who may show the app in a frame (CSP frame-ancestors)
+    # What each user keeps (gallery PNGs, summaries, drafts) and runs (core/quota.py, core/image_studio.py).
+    user_quota_mb: float = 2048.0  # disk a user's stored items may take; 0 = no limit
+    retention_days: float = 0.0  # stored items older than this are deleted (startup, then hourly); 0 = keep
+    anon_retention_hours: float = 24.0  # the same for API callers without a token ("api:anonymous"); 0 = keep
+    user_jobs: int = 2  # image jobs one user may have running or queued at once
+    user_text_jobs: int = 8  # text requests (chat, write, condense) one API user may have running at once
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -78,6 +93,7 @@ class Settings:
                     raise ValueError("STUDIO_AUTH must be user:password[,user:password...]")
                 auth_pairs.append((user, password))
         threads = env.get("STUDIO_THREADS", "").strip()
+        origins = tuple(o.strip().rstrip("/") for o in env.get("STUDIO_ALLOWED_ORIGINS", "").split(",") if o.strip())
         return cls(
             text_models=models or ("embedded",),
             image_models=images or cls.image_models,
@@ -100,4 +116,16 @@ class Settings:
             auth=tuple(auth_pairs),
             max_input_chars=_int(env, "STUDIO_MAX_INPUT_CHARS", 200_000),
             concurrency_limit=_int(env, "STUDIO_CONCURRENCY", 16),
+            max_sessions=_int(env, "STUDIO_MAX_SESSIONS", 500),
+            auth_file=Path(env["STUDIO_AUTH_FILE"]).expanduser() if env.get("STUDIO_AUTH_FILE") else None,
+            allowed_origins=origins,
+            max_upload_mb=_int(env, "STUDIO_MAX_UPLOAD_MB", 50),
+            upload_ttl_hours=_float(env, "STUDIO_UPLOAD_TTL_HOURS", 6.0),
+            rate_limit=_int(env, "STUDIO_RATE_LIMIT", 120),
+            frame_ancestors=env.get("STUDIO_FRAME_ANCESTORS", "").strip() or "'none'",
+            user_quota_mb=_float(env, "STUDIO_USER_QUOTA_MB", 2048.0),
+            retention_days=_float(env, "STUDIO_RETENTION_DAYS", 0.0),
+            anon_retention_hours=_float(env, "STUDIO_ANON_RETENTION_HOURS", 24.0),
+            user_jobs=_int(env, "STUDIO_USER_JOBS", 2),
+            user_text_jobs=_int(env, "STUDIO_USER_TEXT_JOBS", 8),
         )

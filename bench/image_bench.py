@@ -129,7 +129,7 @@ def running_app(image_models: tuple[str, ...], data_dir: Path, **settings: Any) 
     """The real app (build_app) on a loopback port: (its ImageStudio, a gradio_client for /generate_image)."""
     from gradio_client import Client
 
-    from app import build_app
+    from app import build_app, launch
     from config import Settings
 
     with socket.socket() as probe:
@@ -145,8 +145,7 @@ def running_app(image_models: tuple[str, ...], data_dir: Path, **settings: Any) 
 
     with demo:  # this bench's app only: a reference endpoint beside /generate_image
         gr.api(bench_noop, api_name="bench_noop")
-    demo.queue(default_concurrency_limit=app_settings.concurrency_limit)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    launch(demo, app_settings, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield demo.image_studio, Client(f"http://127.0.0.1:{port}/", verbose=False)
     finally:

@@ -15,6 +15,7 @@ from core.errors import InputError  # noqa: F401  (re-exported: the tabs import 
 from core import validate
 from core.cancel import CancelRegistry
 from core.models import ModelManager
+from core.safe_html import safe_markdown
 from core.storage import Conversation, ConversationStore, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -348,9 +349,18 @@ def display_messages(conv: Conversation) -> list[dict]:
 
 
 def display_text(m: StoredMessage) -> str:
-    if m.role != "assistant" or m.status == "complete":
-        return m.content
-    if m.status == "streaming":
-        return m.content + " ▌"
-    mark = f"*[reply cut: {m.note or 'incomplete'}]*"
-    return f"{m.content}\n\n{mark}" if m.content else mark
+    """A stored message as shown: its Markdown made safe to render (the stored text is untouched)."""
+    if m.role != "assistant":
+        return safe_markdown(m.content)
+    return reply_bubble(m.content, m.status, m.note or "incomplete")
+
+
+def reply_bubble(text: str, status: str, note: str = "") -> str:
+    """A reply as shown while it streams ('▌'), once complete, or cut (with why). HTML in it shows as
+    text, except a few formatting tags (core.safe_html)."""
+    if status == "streaming":
+        text += " ▌"
+    elif status != "complete":
+        mark = f"*[reply cut: {note}]*"
+        text = f"{text}\n\n{mark}" if text else mark
+    return safe_markdown(text)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Generator, Iterator, Literal, Sequence
 from backends.base import (GenerationParams, Message, StreamCutError, StreamStats, TextBackend,
                            TimeoutFailedError)
 from config import Settings
+from core import validate
 from core.cancel import CancelRegistry
 from core.chat import InputError
 from core.condense_chunks import Chunk, TokenCounter, account, chunk_documents
@@ -70,6 +71,7 @@ class InputFile:
     path: str
     name: str  # what the user called it: decides the expected type
     disposable: bool = False  # an upload's temporary copy: deleted once read, whatever happens
+    owner: str = ""  # who uploaded it: the file goes only when no other uploader still holds it
 
 
 @dataclass
@@ -139,9 +141,14 @@ class _Disposables:
     """Disposable inputs held by runs in progress. Gradio stores equal uploads at one path (named by
     their content), so two runs may share a file: it is deleted when the last of them lets go."""
 
-    def __init__(self) -> None:
+    def __init__(self, release: Callable[[str, str], bool] | None = None) -> None:
         self._uses: dict[str, int] = {}
         self._lock = threading.Lock()
+        # release(owner, path) -> True when no other uploader holds the file (core/security/uploads.py).
+        self._release = release
+
+    def _unheld(self, files: Sequence[InputFile]) -> list[InputFile]:
+        return [f for f in files if self._release is None or self._release(f.owner, f.path)]
 
     def hold(self, files: Sequence[InputFile]) -> None:
         with self._lock:
@@ -156,13 +163,13 @@ class _Disposables:
                 if self._uses[f.path] <= 0:
                     del self._uses[f.path]
                     gone.append(f)
-        discard(gone)
+        discard(self._unheld(gone))
 
     def discard_unused(self, files: Sequence[InputFile]) -> None:
         """Delete disposable files no run holds (a request refused before its run began)."""
         with self._lock:
             free = [f for f in files if f.path not in self._uses]
-        discard(free)
+        discard(self._unheld(free))
 
 
 def discard(files: Sequence[InputFile]) -> None:
@@ -184,35 +191,37 @@ def discard(files: Sequence[InputFile]) -> None:
 
 class CondenseService:
     def __init__(self, settings: Settings, models: ModelManager, store: SummaryStore,
-                 prompts: CondensePrompts | None = None, limits: ExtractionLimits = ExtractionLimits()) -> None:
+                 prompts: CondensePrompts | None = None, limits: ExtractionLimits = ExtractionLimits(),
+                 release_upload: Callable[[str, str], bool] | None = None) -> None:
         self.settings = settings
         self.models = models
         self.store = store
         self.prompts = prompts or load_condense_prompts()
         self.limits = limits
         self.active = CancelRegistry()
-        self.uploads = _Disposables()
+        self.uploads = _Disposables(release_upload)
 
     # -- input ---------------------------------------------------------------------------------------
     def check(self, files: Sequence[InputFile], text: str, options: CondenseOptions) -> CondenseOptions:
+        """The options with every value a caller sets checked by name (InputError says what is allowed;
+        None or "" takes the default), and the free texts with their whitespace tidied."""
+        if text is not None and not isinstance(text, str):
+            raise InputError(f"text must be text (a string), got {validate.shown(text)}.")
         if not files and not (text or "").strip():
             raise InputError("Upload a document or paste some text to condense.")
-        if options.length not in self.prompts.lengths:
-            raise InputError(f"Unknown length {options.length!r}; choose one of: {', '.join(self.prompts.lengths)}.")
-        if options.form not in self.prompts.forms:
-            raise InputError(f"Unknown form {options.form!r}; choose one of: {', '.join(self.prompts.forms)}.")
-        if len(options.focus or "") > MAX_FOCUS_CHARS:
-            raise InputError(f"The focus question is {len(options.focus):,} characters; keep it under {MAX_FOCUS_CHARS}.")
-        if len(options.audience or "") > 200 or len(options.language or "") > 40:
-            raise InputError("Audience (200 characters) or language (40 characters) is too long.")
+        length = validate.choice("length", options.length, self.prompts.lengths, default="short")
+        form = validate.choice("form", options.form, self.prompts.forms, default="bullets")
+        focus = validate.text("focus", options.focus, MAX_FOCUS_CHARS)
+        audience = validate.text("audience", options.audience, 200)
+        language = validate.text("language", options.language, 40)
         if (text or "") and len(text) > self.settings.max_input_chars:
             raise InputError(f"The pasted text is {len(text):,} characters; up to "
                              f"{self.settings.max_input_chars:,} can be pasted. Upload it as a file instead.")
-        if options.model and options.model not in self.models.specs:
-            raise InputError(f"Unknown model {options.model!r}; configured: {', '.join(self.models.specs)}")
-        return replace(options, focus=" ".join((options.focus or "").split()),
-                       audience=" ".join((options.audience or "").split()),
-                       language=" ".join((options.language or "").split()))
+        model = validate.model_spec("model", options.model)
+        if model and model not in self.models.specs:
+            raise InputError(f"Unknown model {model!r}; configured: {', '.join(self.models.specs)}")
+        return replace(options, length=length, form=form, model=model, focus=" ".join(focus.split()),
+                       audience=" ".join(audience.split()), language=" ".join(language.split()))
 
     # -- the run -------------------------------------------------------------------------------------
     def condense(self, user_id: str, files: Sequence[InputFile] = (), text: str = "",

@@ -20,14 +20,26 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from backends.image_base import GeneratedImage, ImageCapabilities, ImageRequest
-from core.db import SQLiteDB
+from core.security.uploads import UploadError, read_capped
+from core.db import DISK_FULL_MESSAGE, SQLiteDB, is_disk_full
+from core.errors import InputError, StorageFullError
+from core.quota import reserved
 
 # -- limits ------------------------------------------------------------------------------------
-MAX_PROMPT_CHARS = 10_000
-MAX_BATCH = 16
-MAX_FRAMES = 120  # interpolation frames
+# Every count and size an image request may ask for, in one place. Outside these ranges a request is
+# refused with a message naming the parameter and its range (an API caller never sees notes, so nothing
+# out of range is quietly changed); inside them, a model's own narrower limits (its size multiple, its
+# most steps, its largest side) are applied with a note.
+MAX_PROMPT_CHARS = 10_000  # prompt and negative prompt, each
+MAX_SCHEDULER_CHARS = 64
+MAX_BATCH = 16  # images per job
+MAX_FRAMES = 60  # interpolation frames per job: ~80 s of GAN work and ~90 MB of PNGs on 2 cores (120 was 161 s)
+MAX_STEPS = 150  # denoising steps, whatever the model
 MAX_GUIDANCE = 30.0
+MIN_STRENGTH = 0.01
 MIN_SIZE = 64  # generated images: smaller is useless and breaks VAEs
+MAX_SIDE = 3840  # the largest side any backend makes (OpenAI-compatible images servers)
+MAX_PIXELS = 3840 * 2160  # width x height: a 4K frame
 MAX_SEED = 2**63 - 1  # fits SQLite's INTEGER and torch.Generator.manual_seed
 RANDOM_SEED_BELOW = 2**32  # seeds we pick: short enough to read out and type back
 
@@ -41,7 +53,7 @@ PROMPT_MODES = ("txt2img", "img2img", "sketch", "inpaint")
 IMAGE_MODES = ("img2img", "sketch", "inpaint")
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """A request or upload refused before any model runs. `str(e)` is the message for the user;
     `code` says which rule refused it (tests and the UI rely on it, so codes are stable)."""
 
@@ -63,6 +75,9 @@ def _number(name: str, value: Any, default: float | None = None) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ImageInputError("bad_number", f"{name} must be a number, not {str(value)[:40]!r}.") from None
+    except OverflowError:  # an integer too large for a float: JSON allows any number of digits
+        raise ImageInputError("bad_number", f"{name} is far out of range (a number with "
+                              f"{len(str(abs(value)))} digits).") from None
     if not math.isfinite(number):
         raise ImageInputError("bad_number", f"{name} must be a finite number, not {value!r}.")
     return number
@@ -71,8 +86,33 @@ def _number(name: str, value: Any, default: float | None = None) -> float:
 def _whole(name: str, value: Any, default: int | None = None) -> int:
     number = _number(name, value, default)
     if abs(number) > 2**63:  # int(1e308) works but means nothing
-        raise ImageInputError("bad_number", f"{name} {value!r} is far out of range.")
-    return int(round(number))
+        raise ImageInputError("bad_number", f"{name} {str(value)[:40]!r} is far out of range.")
+    if number != int(number):
+        raise ImageInputError("bad_number", f"{name} must be a whole number, not {number:g}.")
+    return int(number)
+
+
+def _refuse_outside(code: str, name: str, value: float, low: float, high: float) -> None:
+    """`name` is how the form labels it and how the API calls it, e.g. "Batch count (batch_count)"."""
+    if not low <= value <= high:
+        got = f"{int(value)}" if value == int(value) else f"{value:g}"
+        raise ImageInputError(code, f"{name} must be from {low:g} to {high:g}; got {got}.")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text(name: str, value: Any) -> str:
+    """A prompt-like field: text (a number is taken as its digits), without control characters (they would
+    end up in the PNG's text chunk, where NUL ends the text)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ImageInputError("bad_text", f"{name} must be text, not {type(value).__name__}.")
+    text = str(value).strip()
+    if _CONTROL.search(text):
+        raise ImageInputError("bad_text", f"{name} contains control characters (such as NUL); remove them.")
+    return text
 
 
 def _seed(name: str, value: Any, notes: list[str]) -> int:
@@ -87,6 +127,10 @@ def _seed(name: str, value: Any, notes: list[str]) -> int:
 
 def _size(name: str, value: Any, multiple: int, limit: int, notes: list[str]) -> int:
     asked = _number(name, value, 512)
+    return _fit_size(name, asked, multiple, limit, notes)
+
+
+def _fit_size(name: str, asked: float, multiple: int, limit: int, notes: list[str]) -> int:
     multiple = max(1, multiple)
     low = min(limit, max(multiple, math.ceil(MIN_SIZE / multiple) * multiple))
     high = max(low, limit // multiple * multiple)
@@ -107,15 +151,17 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
     about anything changed. Raises ImageInputError when a request cannot be made sensible; no model
     ever sees such a request. Images must already come from `load_user_image`."""
     notes: list[str] = []
-    mode = str(mode or "txt2img").strip()
+    if mode is not None and not isinstance(mode, str):
+        raise ImageInputError("mode_unsupported", f"The mode (mode) must be text, not {type(mode).__name__}.")
+    mode = (mode or "txt2img").strip()
     if mode not in caps.modes:
         raise ImageInputError("mode_unsupported",
-                              f"This model cannot do {mode!r}; it can do: {', '.join(caps.modes)}.")
-    prompt = "" if prompt is None else str(prompt).strip()
-    negative_prompt = "" if negative_prompt is None else str(negative_prompt).strip()
+                              f"This model cannot do {mode[:40]!r}; it can do: {', '.join(caps.modes)}.")
+    prompt = _text("The prompt (prompt)", prompt)
+    negative_prompt = _text("The negative prompt (negative_prompt)", negative_prompt)
     if mode in PROMPT_MODES and not prompt:
         raise ImageInputError("empty_prompt", "Write a prompt describing the image you want.")
-    for name, text in (("The prompt", prompt), ("The negative prompt", negative_prompt)):
+    for name, text in (("The prompt (prompt)", prompt), ("The negative prompt (negative_prompt)", negative_prompt)):
         if len(text) > MAX_PROMPT_CHARS:
             raise ImageInputError("prompt_too_long",
                                   f"{name} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}.")
@@ -124,32 +170,25 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
         notes.append("This model makes random images: the prompt is not used.")
         prompt = negative_prompt = ""
 
-    seed_value = _seed("Seed", seed, notes)
+    seed_value = _seed("Seed (seed)", seed, notes)
 
     steps_value, guidance_value = 1, 0.0  # a GAN has no steps and no guidance
     if mode != "random":
-        steps_value = _whole("Steps", steps, 4)
-        if steps_value < 1:
-            raise ImageInputError("bad_steps", f"Steps must be at least 1; got {steps_value}.")
+        steps_value = _whole("Steps (steps)", steps, 4)
+        _refuse_outside("bad_steps", "Steps (steps)", steps_value, 1, MAX_STEPS)
         if steps_value > caps.max_steps:
             notes.append(f"Steps {steps_value} became {caps.max_steps}, the most this model allows.")
             steps_value = caps.max_steps
-        guidance_value = _number("Guidance (CFG scale)", guidance, 0.0)
-        if not 0.0 <= guidance_value <= MAX_GUIDANCE:
-            clamped = min(MAX_GUIDANCE, max(0.0, guidance_value))
-            notes.append(f"Guidance {guidance_value:g} became {clamped:g} (allowed: 0 to {MAX_GUIDANCE:g}).")
-            guidance_value = clamped
+        guidance_value = _number("Guidance (guidance)", guidance, 0.0)
+        _refuse_outside("bad_guidance", "Guidance (guidance)", guidance_value, 0.0, MAX_GUIDANCE)
 
-    batch = _whole("Batch count", batch_count, 1)
-    if not 1 <= batch <= MAX_BATCH:
-        clamped = min(MAX_BATCH, max(1, batch))
-        notes.append(f"Batch count {batch} became {clamped} (allowed: 1 to {MAX_BATCH}).")
-        batch = clamped
+    batch = _whole("Batch count (batch_count)", batch_count, 1)
+    _refuse_outside("bad_batch", "Batch count (batch_count)", batch, 1, MAX_BATCH)
 
-    scheduler = "" if scheduler is None else str(scheduler).strip()
-    if scheduler and caps.schedulers and scheduler not in caps.schedulers:
-        raise ImageInputError("unknown_scheduler",
-                              f"Unknown sampler {scheduler!r}; choose one of: {', '.join(caps.schedulers)}.")
+    scheduler = _text("The sampler (scheduler)", scheduler)
+    if len(scheduler) > MAX_SCHEDULER_CHARS or (scheduler and caps.schedulers and scheduler not in caps.schedulers):
+        raise ImageInputError("unknown_scheduler", f"Unknown sampler {scheduler[:MAX_SCHEDULER_CHARS]!r}; choose one "
+                              f"of: {', '.join(caps.schedulers) or '(this model has no sampler choice)'}.")
 
     strength_value = 0.6
     if mode in IMAGE_MODES:
@@ -158,11 +197,8 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
             raise ImageInputError("missing_image", f"This mode needs {what}: upload or draw one first.")
         if mode == "inpaint" and mask_image is None:
             raise ImageInputError("missing_mask", "Inpainting needs a mask: paint over the part to change.")
-        strength_value = _number("Strength", strength, 0.6)
-        if not 0.01 <= strength_value <= 1.0:
-            clamped = min(1.0, max(0.01, strength_value))
-            notes.append(f"Strength {strength_value:g} became {clamped:g} (allowed: 0.01 to 1).")
-            strength_value = clamped
+        strength_value = _number("Strength (strength)", strength, 0.6)
+        _refuse_outside("bad_strength", "Strength (strength)", strength_value, MIN_STRENGTH, 1.0)
         if int(steps_value * strength_value) < 1:
             # diffusers runs int(steps * strength) steps and fails on zero.
             needed = min(caps.max_steps, math.ceil(1 / strength_value))
@@ -173,34 +209,39 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
     if mode == "random":
         # The generator's output size is fixed: whatever the form says, record what it makes.
         width_value, height_value = caps.max_width, caps.max_height
-        if any(v is not None and _number("Size", v) != fixed
+        if any(v is not None and _number("Size (width, height)", v) != fixed
                for v, fixed in ((width, width_value), (height, height_value))):
             notes.append(f"Size is fixed at {width_value}x{height_value} for this model.")
     elif mode in IMAGE_MODES:
-        # The result has the seed image's shape; only its scale changes (to the model's limits).
+        # The result has the seed image's shape; only its scale changes (to the model's limits, and MAX_PIXELS).
         w, h = init_image.size
-        scale = min(1.0, caps.max_width / w, caps.max_height / h)
-        width_value = _size("Width", w * scale, caps.size_multiple, caps.max_width, [])
-        height_value = _size("Height", h * scale, caps.size_multiple, caps.max_height, [])
+        scale = min(1.0, caps.max_width / w, caps.max_height / h, math.sqrt(MAX_PIXELS / (w * h)))
+        width_value = _fit_size("Width", w * scale, caps.size_multiple, caps.max_width, [])
+        height_value = _fit_size("Height", h * scale, caps.size_multiple, caps.max_height, [])
         if (width_value, height_value) != (w, h):
             notes.append(f"The image ({w}x{h}) is used at {width_value}x{height_value} "
                          f"(the model's limit and multiples of {caps.size_multiple}).")
     else:
-        width_value = _size("Width", width, caps.size_multiple, caps.max_width, notes)
-        height_value = _size("Height", height, caps.size_multiple, caps.max_height, notes)
+        asked_w = _number("Width (width)", width, 512)
+        asked_h = _number("Height (height)", height, 512)
+        _refuse_outside("bad_size", "Width (width)", asked_w, MIN_SIZE, MAX_SIDE)
+        _refuse_outside("bad_size", "Height (height)", asked_h, MIN_SIZE, MAX_SIDE)
+        if asked_w * asked_h > MAX_PIXELS:
+            raise ImageInputError("bad_size", f"Width x height ({asked_w:g}x{asked_h:g}) is {asked_w * asked_h:,.0f} "
+                                  f"pixels; the limit is {MAX_PIXELS:,} (3840x2160).")
+        width_value = _fit_size("Width", asked_w, caps.size_multiple, caps.max_width, notes)
+        height_value = _fit_size("Height", asked_h, caps.size_multiple, caps.max_height, notes)
 
     seed_b_value: int | None = None
     frames = 0
     if mode == "random":
-        frames = _whole("Interpolation frames", interpolation_steps, 0)
-        if frames < 0:
-            raise ImageInputError("bad_frames", f"Interpolation frames cannot be negative; got {frames}.")
+        frames = _whole("Interpolation frames (interpolation_steps)", interpolation_steps, 0)
+        _refuse_outside("bad_frames", "Interpolation frames (interpolation_steps)", frames, 0, MAX_FRAMES)
         if frames:
-            if frames < 2 or frames > MAX_FRAMES:
-                clamped = min(MAX_FRAMES, max(2, frames))
-                notes.append(f"Interpolation frames {frames} became {clamped} (allowed: 2 to {MAX_FRAMES}).")
-                frames = clamped
-            seed_b_value = _seed("Second seed", seed_b, notes)
+            if frames == 1:
+                notes.append("Interpolation frames 1 became 2 (a morph needs its two end faces).")
+                frames = 2
+            seed_b_value = _seed("Second seed (seed_b)", seed_b, notes)
 
     request = ImageRequest(
         prompt=prompt, negative_prompt=negative_prompt, mode=mode, seed=seed_value,  # type: ignore[arg-type]
@@ -310,17 +351,12 @@ def _read_bytes(source: Any, what: str) -> bytes:
     elif hasattr(source, "read"):
         data = source.read(MAX_UPLOAD_BYTES + 1)
     else:
-        path = Path(source)
+        # Only a regular file, read with the cap enforced while reading: a FIFO or a device never
+        # blocks or streams without bound (the edge has already checked it is the caller's upload).
         try:
-            size = path.stat().st_size
-            if size > MAX_UPLOAD_BYTES:
-                raise ImageInputError("too_large", f"The {what} file is {size / 2**20:.0f} MB; the limit is "
-                                      f"{MAX_UPLOAD_BYTES // 2**20} MB.")
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageInputError("not_found", f"The {what} file was not found (upload it again).") from None
-        except IsADirectoryError:
-            raise ImageInputError("not_an_image", f"The {what} path is a folder, not an image.") from None
+            data = read_capped(source, MAX_UPLOAD_BYTES, f"The {what}")
+        except UploadError as exc:
+            raise ImageInputError({"not_a_file": "not_an_image"}.get(exc.code, exc.code), str(exc)) from None
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageInputError("too_large", f"The {what} file is over {MAX_UPLOAD_BYTES // 2**20} MB.")
     if not data:
@@ -397,8 +433,11 @@ _FIELDS: dict[str, tuple[str, type]] = {
     "licence": ("Licence", str),
 }
 _BY_LABEL = {label: (key, kind) for key, (label, kind) in _FIELDS.items()}
-# A1111's own pattern (modules/infotext_utils.py): "Key: value" with JSON-quoted values.
-_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# A1111's own pattern (modules/infotext_utils.py): "Key: value" with JSON-quoted values. Unlike A1111's,
+# a label has no leading \s* and at most 64 characters: otherwise every start position of a long line
+# without pairs scans to its end, and 1 MB of text in a PNG takes hours (quadratic backtracking).
+_LABEL = r"\w[\w \-/]{1,63}"
+_RE_PARAM = re.compile(r'(' + _LABEL + r'):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _RE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _RE_INT = re.compile(r"^-?\d+$")
 _RE_FLOAT = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
@@ -459,9 +498,14 @@ def to_infotext(parameters: dict) -> str:
     pairs = []
     for key in ordered:
         label = _FIELDS[key][0] if key in _FIELDS else _label(key)
-        if not re.fullmatch(r"\w[\w \-/]+", label):
+        if not re.fullmatch(_LABEL, label):
             raise ValueError(f"Parameter name {key!r} cannot be written in A1111's format")
-        pairs.append(f"{label}: {_quote(params[key])}")
+        value = params[key]
+        if key not in _FIELDS and isinstance(value, str) and (_RE_INT.match(value) or _RE_FLOAT.match(value)
+                                                              or value in ("True", "False")):
+            pairs.append(f"{label}: {json.dumps(value)}")  # quoted, so it is read back as text, not a number
+        else:
+            pairs.append(f"{label}: {_quote(value)}")
     if len(pairs) < 3:  # A1111 reads a last line with fewer than 3 pairs as more prompt
         raise ValueError("An image's parameters need at least three fields (e.g. seed, size and model)")
     negative_line = f"\nNegative prompt: {negative}" if negative else ""
@@ -659,10 +703,12 @@ CREATE TABLE IF NOT EXISTS images (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     model TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS images_by_user ON images(user_id, created_at DESC);
 """
+ORPHAN_AGE_S = 3600.0  # a file without its row this old is left over from a crash (a save takes well under this)
 
 
 class ImageNotFoundError(LookupError):
@@ -689,19 +735,44 @@ class GalleryImage:
 class ImageGallery(SQLiteDB):
     """Every image a user made: PNG files under `<data_dir>/images/<user folder>/` and a row each in
     SQLite. Every query is scoped to the user id; a user's folder name is a hash of the id, so ids
-    never become paths."""
+    never become paths. A PNG is complete before its row exists and a row is gone before its file, so a
+    crash or a full disk never leaves a row without its image (a file left without a row is swept by
+    `clean_orphans`). With a `quota` (core/quota.py) a save that would pass it is refused."""
 
     def __init__(self, data_dir: Path, db_path: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / "images"
+        self.quota: Any = None  # core.quota.StorageQuota, set by StorageQuota.attach
         super().__init__(Path(db_path) if db_path is not None else self.data_dir / "studio.sqlite3",
                          GALLERY_SCHEMA)
+        if self._add_column("images", "bytes", "INTEGER NOT NULL DEFAULT 0"):
+            self._backfill_sizes()
+
+    def _backfill_sizes(self) -> None:
+        """Rows from before sizes were kept: their file sizes, once."""
+        rows = self._conn().execute("SELECT id, file FROM images WHERE bytes = 0").fetchall()
+        sizes = []
+        for row in rows:
+            try:
+                sizes.append(((self.data_dir / row["file"]).stat().st_size, row["id"]))
+            except OSError:
+                continue
+        with self._tx() as db:
+            db.executemany("UPDATE images SET bytes = ? WHERE id = ?", sizes)
 
     def _user_dir(self, user_id: str) -> Path:
         return self.images_dir / hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:24]
 
+    def _write_file(self, path: Path, data: bytes) -> None:
+        """Write `data` to the new file `path`, on disk before this returns (a full disk raises here, not later)."""
+        with open(path, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
     def save(self, user_id: str, generated: GeneratedImage, threads: int = 1) -> GalleryImage:
-        """Write the PNG (`threads`: see encode_png) and its row; the job's images are final once this returns."""
+        """Write the PNG (`threads`: see encode_png) and its row; the job's images are final once this returns.
+        Raises QuotaExceededError (nothing written) and StorageFullError (disk full: nothing kept)."""
         params = canonical_parameters(generated.parameters)  # the DB row and the PNG say the same
         params.setdefault("seed", generated.seed)
         params.setdefault("width", generated.image.width)
@@ -710,22 +781,68 @@ class ImageGallery(SQLiteDB):
         png = encode_png(generated.image, params, threads=threads)
         image_id = uuid.uuid4().hex
         folder = self._user_dir(user_id)
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{image_id}.png"
-        partial = path.with_suffix(".png.part")
-        partial.write_bytes(png)
-        os.replace(partial, path)  # a crash never leaves a half-written PNG under the real name
-        record = GalleryImage(image_id, user_id, path, params, int(generated.seed), generated.image.width,
-                              generated.image.height, str(params.get("model", "")), time.time())
-        try:
-            with self._tx() as db:
-                db.execute("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (image_id, user_id, str(path.relative_to(self.data_dir)), json.dumps(params),
-                            record.seed, record.width, record.height, record.model, record.created_at))
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        partial = folder / f".{image_id}.png.part"  # same folder: os.replace is atomic
+        with reserved(self.quota, user_id, len(png)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                try:
+                    self._write_file(partial, png)
+                    os.replace(partial, path)  # a crash never leaves a half-written PNG under the real name
+                finally:
+                    partial.unlink(missing_ok=True)  # a failed write keeps no partial file
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise StorageFullError(DISK_FULL_MESSAGE) from None
+                raise
+            record = GalleryImage(image_id, user_id, path, params, int(generated.seed), generated.image.width,
+                                  generated.image.height, str(params.get("model", "")), time.time())
+            try:
+                with self._tx() as db:
+                    db.execute("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (image_id, user_id, str(path.relative_to(self.data_dir)), json.dumps(params),
+                                record.seed, record.width, record.height, record.model, record.created_at,
+                                len(png)))
+            except BaseException:
+                path.unlink(missing_ok=True)  # no image without its row
+                raise
         return record
+
+    def bytes_used(self, user_id: str) -> int:
+        row = self._conn().execute("SELECT COALESCE(SUM(bytes), 0) FROM images WHERE user_id = ?",
+                                   (user_id,)).fetchone()
+        return int(row[0])
+
+    def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
+        """Retention: images made before `cutoff` (of one user, or of everyone); rows first, then files."""
+        where, args = ("created_at < ? AND user_id = ?", (cutoff, user_id)) if user_id is not None \
+            else ("created_at < ?", (cutoff,))
+        with self._tx() as db:
+            files = [r["file"] for r in db.execute(f"SELECT file FROM images WHERE {where}", args)]
+            db.execute(f"DELETE FROM images WHERE {where}", args)
+        for file in files:
+            (self.data_dir / file).unlink(missing_ok=True)
+        return len(files)
+
+    def clean_orphans(self, min_age_s: float = ORPHAN_AGE_S) -> int:
+        """Files a crash left behind: partial writes, and PNGs whose row was never written (both older than
+        `min_age_s`, so a save in progress is never touched)."""
+        if not self.images_dir.is_dir():
+            return 0
+        known = {r["file"] for r in self._conn().execute("SELECT file FROM images")}
+        cutoff = time.time() - min_age_s
+        removed = 0
+        for path in self.images_dir.glob("*/*"):
+            try:
+                if not path.is_file() or path.stat().st_mtime >= cutoff:
+                    continue
+                if path.name.endswith(".part") or (path.suffix == ".png"
+                                                   and str(path.relative_to(self.data_dir)) not in known):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     def _record(self, row: sqlite3.Row) -> GalleryImage:
         return GalleryImage(row["id"], row["user_id"], self.data_dir / row["file"], json.loads(row["parameters"]),

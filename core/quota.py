@@ -15,7 +15,7 @@ from core.errors import QuotaExceededError
 
 log = logging.getLogger(__name__)
 
-ANONYMOUS_API_USER = "api:anonymous"  # the identity of API calls without a token (ui/identity.py names it too)
+ANONYMOUS_API_USER = "api:anonymous"  # the identity of API calls without a token (ui/identity.py uses it)
 SWEEP_INTERVAL_S = 3600.0
 MB = 2**20
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from app import build_app
+from app import build_app, launch
 from config import Settings
 from tests.app_process import free_port
 from tests.openai_servers import fake_openai_server, fake_reply
@@ -18,9 +18,8 @@ def running_app(settings: Settings):
     from gradio_client import Client
 
     demo = build_app(settings)
-    demo.queue(default_concurrency_limit=settings.concurrency_limit)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    launch(demo, settings, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield Client(f"http://127.0.0.1:{port}/", verbose=False), demo
     finally:

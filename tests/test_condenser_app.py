@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app import build_app
+from app import build_app, launch
 from config import Settings
 from tests.app_process import free_port
 from tests.openai_servers import fake_openai_server
@@ -54,9 +54,8 @@ def client(upload_dir, tmp_path_factory):
         settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path_factory.mktemp("data"),
                             openai_base_url=fake.base_url, request_timeout=10.0, max_retries=1)
         demo = build_app(settings)
-        demo.queue(default_concurrency_limit=settings.concurrency_limit)
         port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        launch(demo, settings, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         try:
             yield Client(f"http://127.0.0.1:{port}/", verbose=False)
         finally:

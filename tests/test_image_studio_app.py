@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from config import Settings
 from core.images import read_png_parameters
 from tests.app_process import app_process
+from ui.identity import ANONYMOUS_API_USER
 from tests.test_app_api import running_app
 from tests.test_diffusers_backend import build_tiny_pipeline
 
@@ -66,7 +67,8 @@ def test_gan_files_carry_their_parameters_and_the_same_seed_gives_the_same_pixel
         assert Image.open(path).size == (1024, 1024)
     again, _ = client.predict("", seed=43, model=GAN, api_name="/generate_image")
     assert np.array_equal(pixels(again[0]), pixels(files[1]))
-    assert {g.seed for g in demo.image_studio.images("api")} >= {42, 43}  # kept in the API user's gallery
+    # kept in the gallery of the anonymous API identity (no token was sent)
+    assert {g.seed for g in demo.image_studio.images(ANONYMOUS_API_USER)} >= {42, 43}
 
 
 def test_only_the_prompt_is_needed(app, tiny_spec):
@@ -106,7 +108,7 @@ def test_image_to_image_and_inpaint_take_uploaded_files(app, tiny_spec, tmp_path
 @pytest.mark.parametrize("kwargs, words", [
     (dict(prompt="x", model="diffusers:not/configured"), "Unknown image model"),
     (dict(prompt="a cat", model=GAN, mode="txt2img"), "cannot do 'txt2img'"),
-    (dict(prompt="x", seed=-7), "Seed must be -1"),
+    (dict(prompt="x", seed=-7), "Seed (seed) must be -1"),
     (dict(prompt="x", mode="inpaint"), "needs an image to paint on"),
     (dict(prompt="  "), "Write a prompt"),
 ])

@@ -10,12 +10,14 @@ from ui.errors import user_error
 
 from backends.base import BackendError
 from core.chat import ChatOptions, ChatService, InputError, throttled
+from core.security.limits import UserSlots
+from ui.identity import api_user
 
 
-def build_api(service: ChatService) -> None:
+def build_api(service: ChatService, jobs: UserSlots) -> None:
     def chat(message: str, system_prompt: str = "", model: str = "", temperature: float = 0.7,
              top_p: float = 0.95, max_new_tokens: int = 512, seed: int = -1,
-             history: list | None = None) -> Iterator[str]:
+             history: list | None = None, request: gr.Request = None) -> Iterator[str]:  # type: ignore[assignment]
         """Reply to `message`, streaming the text as it grows.
 
         Args:
@@ -31,8 +33,9 @@ def build_api(service: ChatService) -> None:
         try:
             options = ChatOptions.checked(model=model, system_prompt=system_prompt, temperature=temperature,
                                           top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-            for update in throttled(service.stream_once(history or [], message, options)):
-                yield update.text
+            with jobs.hold(api_user(request)):  # a few at once per user; more get "busy"
+                for update in throttled(service.stream_once(history or [], message, options)):
+                    yield update.text
         except (InputError, BackendError, KeyError) as exc:
             raise user_error(str(exc), title="No reply") from None
 

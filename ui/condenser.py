@@ -17,9 +17,13 @@ from core.chat import InputError
 from core.condense_report import export_markdown
 from core.condenser import CondenseCancelled, CondenseOptions, CondenseService, InputFile
 from core.documents import EXTENSIONS, DocumentError
+from core.safe_html import safe_markdown
 from core.summaries import SummaryNotFound
+from ui.api_args import api_endpoint
 from ui.errors import user_error
-from ui.identity import user_id
+from core.security.limits import UserSlots
+from core.security.uploads import UploadRegistry
+from ui.identity import api_user, caller, user_id
 
 PRIVATE = dict(api_visibility="private")
 FAILURES = (InputError, DocumentError, BackendError, KeyError, SummaryNotFound)
@@ -27,26 +31,14 @@ SAME_LANGUAGE = "Same as the document"
 UPDATE_INTERVAL_S = 0.1
 
 
-def _upload_root() -> Path:
-    from gradio.utils import get_upload_folder
-
-    return Path(get_upload_folder()).resolve()
-
-
-def uploaded(path: str | None, name: str | None = None) -> InputFile:
-    """An uploaded file as a disposable input. Only files inside Gradio's upload folder are taken: a
-    client naming any other server path gets an error, never that file."""
-    if not path:
+def uploaded(uploads: UploadRegistry, who: str, value: Any, name: str | None = None) -> InputFile:
+    """A file this caller uploaded, as a disposable input. Anything else (a server path, someone
+    else's upload, a folder or device) is refused before it is opened (core/security/uploads.py)."""
+    if not value:
         raise InputError("The upload is empty; send the file again.")
-    resolved = Path(path).resolve()
-    if not resolved.is_relative_to(_upload_root()):
-        raise InputError("Send the document as a file upload (gradio_client: handle_file(path)), "
-                         "not as a path on the server.")
-    shown = Path(name).name if name else resolved.name
-    if not resolved.is_file():
-        raise InputError(f"“{shown}” is no longer on the server (uploads are deleted once read). "
-                         "Upload it again.")
-    return InputFile(str(resolved), shown, disposable=True)
+    path = uploads.resolve(who, value, "The document")
+    shown = Path(name).name if name else path.name
+    return InputFile(str(path), shown, disposable=True, owner=who)
 
 
 def _options(length, form, focus, audience, language, model) -> CondenseOptions:
@@ -59,7 +51,8 @@ def _message(exc: Exception) -> str:
     return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
-def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: gr.BrowserState) -> None:
+def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: gr.BrowserState,
+                        uploads: UploadRegistry) -> None:
     prompts = service.prompts
     models = service.models
 
@@ -108,7 +101,7 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
             updates = None
             try:
                 for p in file_paths or []:
-                    inputs.append(uploaded(p))
+                    inputs.append(uploaded(uploads, caller(request), p))
                 opts = _options(length_v, form_v, focus_v, audience_v, language_v, model_v)
                 updates = service.condense(user, inputs, pasted or "", opts,
                                            load_progress=lambda f, d: progress(f, desc=d),
@@ -121,12 +114,13 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
                     progress(upd.fraction, desc=upd.status)
                     if upd.result is not None:
                         result = upd.result
-                        yield (f"**Done.** {result.coverage}", result.markdown, None, result.summary_id,
+                        yield (safe_markdown(f"**Done.** {result.coverage}"), safe_markdown(result.markdown), None,
+                               result.summary_id,
                                gr.Dropdown(choices=history_choices(user), value=result.summary_id))
                         return
-                    preview = f"#### Notes so far\n\n{upd.notes}" if upd.notes else gr.update()
+                    preview = safe_markdown(f"#### Notes so far\n\n{upd.notes}") if upd.notes else gr.update()
                     # The upload box is emptied at once: its files are deleted once read.
-                    yield (upd.status, preview, None if first else gr.update(), gr.update(), gr.update())
+                    yield (safe_markdown(upd.status), preview, None if first else gr.update(), gr.update(), gr.update())
                     first = False
             except CondenseCancelled:
                 yield "**Cancelled.** Nothing was kept.", "", None, gr.update(), gr.update()
@@ -161,7 +155,7 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
                 item = service.store.get(user_id(bid, request), sid)
             except SummaryNotFound:
                 raise user_error("That summary no longer exists.", title="Not found") from None
-            return item.id, item.markdown, item.coverage
+            return item.id, safe_markdown(item.markdown), safe_markdown(item.coverage)
 
         history.input(open_summary, [browser_id, history], [summary_id, summary, status], **PRIVATE)
 
@@ -185,7 +179,7 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
 API_TICK_S = 0.25  # while the model works, /condense repeats its status at least this often
 
 
-def build_condenser_api(service: CondenseService) -> None:
+def build_condenser_api(service: CondenseService, uploads: UploadRegistry, jobs: UserSlots) -> None:
     def condense(file: FileData | list[FileData] | None, text: str = "", length: str = "short",
                  form: str = "bullets", focus: str = "", audience: str = "", language: str = "",
                  model: str = "", request: gr.Request = None) -> Iterator[dict]:  # type: ignore[assignment]
@@ -209,20 +203,19 @@ def build_condenser_api(service: CondenseService) -> None:
         try:
             for item in items:
                 data: Any = item.model_dump() if isinstance(item, FileData) else item
-                if not isinstance(data, dict) or not data.get("path"):
-                    raise InputError("Send the document with gradio_client.handle_file(path).")
-                inputs.append(uploaded(data["path"], data.get("orig_name")))
+                name = data.get("orig_name") if isinstance(data, dict) else None
+                inputs.append(uploaded(uploads, caller(request), data, name if isinstance(name, str) else None))
             opts = _options(length, form, focus, audience, language, model)
-            who = getattr(request, "username", None)
-            # A key of its own: API callers share a user id but never stop each other's runs. Ticks let
-            # Gradio close this generator (so job.cancel() stops the run) while a request is running.
-            for upd in service.condense(f"user:{who}" if who else "api", inputs, text or "", opts,
-                                        session=uuid.uuid4().hex, tick_s=API_TICK_S):
-                if upd.result is not None:
-                    yield {"status": "complete", "summary": upd.result.markdown,
-                           "coverage": upd.result.coverage, "id": upd.result.summary_id}
-                    return
-                yield {"status": upd.status, "summary": "", "coverage": "", "id": ""}
+            # A key of its own: one API caller's runs never stop each other. Ticks let Gradio close
+            # this generator (so job.cancel() stops the run) while a request is running.
+            with jobs.hold(api_user(request)):  # a few at once per user; more get "busy"
+                for upd in service.condense(api_user(request), inputs, text or "", opts,
+                                            session=uuid.uuid4().hex, tick_s=API_TICK_S):
+                    if upd.result is not None:
+                        yield {"status": "complete", "summary": upd.result.markdown,
+                               "coverage": upd.result.coverage, "id": upd.result.summary_id}
+                        return
+                    yield {"status": upd.status, "summary": "", "coverage": "", "id": ""}
         except CondenseCancelled:
             raise user_error("Condensing was cancelled.", title="Not condensed") from None
         except FAILURES as exc:
@@ -230,5 +223,5 @@ def build_condenser_api(service: CondenseService) -> None:
         finally:
             service.discard_unused(inputs)
 
-    gr.api(condense, api_name="condense", concurrency_limit=service.settings.concurrency_limit,
-           concurrency_id="condense")
+    gr.api(api_endpoint(condense, title="Not condensed"), api_name="condense",
+           concurrency_limit=service.settings.concurrency_limit, concurrency_id="condense")

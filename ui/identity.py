@@ -7,6 +7,8 @@ import secrets
 
 import gradio as gr
 
+from core.quota import ANONYMOUS_API_USER
+
 BROWSER_ID_KEY = "genai-studio-browser-id"
 _VALID_BROWSER_ID = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 
@@ -31,3 +33,30 @@ def user_id(browser_id: str | None, request: gr.Request | None) -> str:
     if browser_id and _VALID_BROWSER_ID.match(browser_id):
         return f"browser:{browser_id}"
     raise gr.Error("This page lost its identity; reload it to continue. Nothing was lost.")
+
+
+def _header(request: gr.Request | None, name: str) -> str | None:
+    headers = getattr(request, "headers", None) if request is not None else None
+    value = headers.get(name) if headers is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+def caller(request: gr.Request | None) -> str:
+    """The key uploads and sessions are bound to, as the HTTP guard decided it (ui/http_guard.py):
+    a login, an API token's user, or the client's address."""
+    found = _header(request, "x-studio-caller")
+    if found:
+        return found
+    client = getattr(request, "client", None) if request is not None else None
+    return f"ip:{getattr(client, 'host', None) or 'unknown'}"
+
+
+
+
+def api_user(request: gr.Request | None) -> str:
+    """Who an API call acts for: the login, else the API token's user (so what the call keeps shows in
+    that person's tabs), else one anonymous identity whose items are kept only briefly."""
+    username = getattr(request, "username", None) if request is not None else None
+    if username:
+        return f"user:{username}"
+    return _header(request, "x-studio-user") or ANONYMOUS_API_USER

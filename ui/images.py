@@ -13,11 +13,16 @@ from gradio.data_classes import FileData
 from gradio.route_utils import API_PREFIX
 
 from backends.base import BackendError
+from core.errors import BusyError, InputError
 from core.image_studio import ImageStudio, JobUpdate
+from core.security.links import FileLinks
+from core.security.uploads import UploadRegistry
+from core.safe_html import safe_markdown
 from core.images import (MAX_BATCH, MAX_FRAMES, RANDOM_SEED_BELOW, GalleryImage, ImageInputError, ImageNotFoundError,
                          load_user_image)
+from ui.api_args import api_endpoint
 from ui.errors import user_error
-from ui.identity import _VALID_BROWSER_ID, user_id
+from ui.identity import _VALID_BROWSER_ID, api_user, caller, user_id
 
 PRIVATE = dict(api_visibility="private")
 MODE_LABELS = {"txt2img": "Text to image", "img2img": "Image to image", "sketch": "Sketch to image",
@@ -55,7 +60,7 @@ def _bar(step: int, total: int) -> str:
 def _status(update: JobUpdate) -> str:
     lines = [f"{_bar(update.step, update.total) if update.stage in ('running', 'loading') else ''}**{update.text}**"]
     lines += [f"ℹ️ {note}" for note in update.notes]
-    return "\n\n".join(lines)
+    return safe_markdown("\n\n".join(lines))  # notes can quote a file name or a server
 
 
 def _thumbnail(image: Any) -> Any:
@@ -82,7 +87,8 @@ def _sketch_path(value: Any) -> Any:
     return value.get("composite") or value.get("background") if isinstance(value, dict) else None
 
 
-def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.BrowserState) -> None:
+def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.BrowserState,
+                     uploads: UploadRegistry) -> None:
     models = studio.models
     labels = {spec: label for label, spec in models.choices()}
     gr.set_static_paths([studio.gallery.images_dir])  # saved PNGs are served as they are, never re-encoded
@@ -275,14 +281,17 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
             guidance=guidance_value, scheduler=scheduler_value,
             width=width_value if m == "txt2img" else None, height=height_value if m == "txt2img" else None,
             batch_count=batch_value, strength=strength_value, seed_b=seed_b_value, interpolation_steps=frames_value)
-        if m == "img2img":
-            form["init_image"] = init_path
-        elif m == "sketch":
-            form["init_image"] = _sketch_path(sketch_value)
-        elif m == "inpaint":
-            form["init_image"], form["mask_image"] = _editor_paths(inpaint_value)
         final: JobUpdate | None = None
         try:
+            who = caller(request)
+            if m == "img2img":
+                form["init_image"] = _owned(uploads, who, init_path, "The seed image")
+            elif m == "sketch":
+                form["init_image"] = _owned(uploads, who, _sketch_path(sketch_value), "The drawing")
+            elif m == "inpaint":
+                background, layers = _editor_paths(inpaint_value)
+                form["init_image"] = _owned(uploads, who, background, "The image to inpaint")
+                form["mask_image"] = [_owned(uploads, who, layer, "The painted mask") for layer in layers]
             for update in studio.generate(user, spec, form, session=request.session_hash or ""):
                 shown = _gallery_value(update.images)
                 if update.preview is not None and update.stage == "running":
@@ -290,7 +299,7 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
                 final = update
                 info = "\n\n".join(g.infotext for g in update.images[-4:])
                 yield _status(update), shown or gr.skip(), info or gr.skip(), *[gr.skip()] * 4
-        except (ImageInputError, BackendError, ImageNotFoundError) as exc:
+        except (ImageInputError, BackendError, ImageNotFoundError, InputError, BusyError) as exc:
             raise user_error(str(exc), title="No image made") from None
         if final is not None:  # the gallery shifts: any selection would now point at another picture
             values, ids = show_gallery(user)
@@ -370,7 +379,7 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
             if spec is None:
                 raise user_error(f"None of the configured models can do {MODE_LABELS[target].lower()}.",
                                  title="Not available")
-            path = str(record.path)
+            path = str(uploads.adopt(caller(request), record.path))  # inputs only take the caller's uploads
             updates = controls_for(spec, target, new_model=spec != current_spec)
             updates[switched] = spec != current_spec
             updates[init_image] = path if target == "img2img" else gr.skip()
@@ -401,14 +410,14 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
     keep_btn.click(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)
     selected.change(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)  # a new choice asks anew
 
-    def check_upload(path):
+    def check_upload(path, request: gr.Request):
         """Refuse a bad seed image at once, with its reason, instead of at Generate."""
         if not path:
             return gr.skip()
         notes: list[str] = []
         try:
-            load_user_image(path, "init", notes)
-        except ImageInputError as exc:
+            load_user_image(_owned(uploads, caller(request), path, "The seed image"), "init", notes)
+        except (ImageInputError, InputError) as exc:
             raise user_error(str(exc), title="Image not used") from None
         for note in notes:
             gr.Info(note)
@@ -417,7 +426,7 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
     init_image.upload(check_upload, [init_image], [init_image], **PRIVATE)
 
 
-def build_images_api(studio: ImageStudio) -> None:
+def build_images_api(studio: ImageStudio, uploads: UploadRegistry, links: FileLinks) -> None:
     def generate_image(prompt: str, seed: int = -1, negative_prompt: str = "", model: str = "", mode: str = "",
                        steps: int | None = None, guidance: float | None = None, width: int | None = None,
                        height: int | None = None, scheduler: str = "", batch_count: int = 1, strength: float = 0.6,
@@ -449,45 +458,50 @@ def build_images_api(studio: ImageStudio) -> None:
             seed_b: random faces: interpolate from seed to this seed.
             interpolation_steps: random faces: number of frames from seed to seed_b.
         """
-        user = f"user:{request.username}" if getattr(request, "username", None) else "api"
+        user = api_user(request)
         chosen_mode = mode or ("inpaint" if init_image and mask_image else "img2img" if init_image else "")
-        form = dict(prompt=prompt, negative_prompt=negative_prompt, mode=chosen_mode, seed=seed, steps=steps,
-                    guidance=guidance, width=width, height=height, scheduler=scheduler, batch_count=batch_count,
-                    strength=strength, seed_b=seed_b, interpolation_steps=interpolation_steps,
-                    init_image=_file_path(init_image), mask_image=_file_path(mask_image))
         final = None
         shown, last = -1, 0.0
         try:
+            who = caller(request)
+            form = dict(prompt=prompt, negative_prompt=negative_prompt, mode=chosen_mode, seed=seed, steps=steps,
+                        guidance=guidance, width=width, height=height, scheduler=scheduler, batch_count=batch_count,
+                        strength=strength, seed_b=seed_b, interpolation_steps=interpolation_steps,
+                        init_image=_owned(uploads, who, init_image, "init_image"),
+                        mask_image=_owned(uploads, who, mask_image, "mask_image"))
             for update in studio.generate(user, model or None, form):
                 final = update
                 # Yielding now and then is what lets a cancelled call close this generator (and so stop
                 # the job): Gradio can only close it between values.
                 if update.stage != "done" and (len(update.images) != shown or time.monotonic() - last >= API_TICK_S):
                     shown, last = len(update.images), time.monotonic()
-                    yield _api_files(update.images), [dict(g.parameters) for g in update.images]
-        except (ImageInputError, BackendError) as exc:
+                    yield _api_files(links, who, update.images), [dict(g.parameters) for g in update.images]
+        except (ImageInputError, BackendError, InputError) as exc:
             raise user_error(str(exc), title="No image made") from None
         if final is None or final.stage != "done":
             raise user_error(final.text if final else "No image was made.", title="No image made")
-        yield _api_files(final.images), [dict(g.parameters) for g in final.images]
+        yield _api_files(links, who, final.images), [dict(g.parameters) for g in final.images]
 
-    gr.api(generate_image, api_name="generate_image", concurrency_limit=studio.settings.concurrency_limit,
-           concurrency_id="image-generate")
+    gr.api(api_endpoint(generate_image, title="No image made"), api_name="generate_image",
+           concurrency_limit=studio.settings.concurrency_limit, concurrency_id="image-generate")
 
 
 API_TICK_S = 0.25  # how often /generate_image sends a value while it works
 
 
-def _api_files(images: list[GalleryImage]) -> list[FileData]:
-    # url too: Gradio's REST route (/gradio_api/call/...) passes FileData through without adding one.
-    return [FileData(path=str(g.path), url=f"{API_PREFIX}/file={g.path}", mime_type="image/png",
-                     orig_name=f"{g.seed}.png") for g in images]
+def _api_files(links: FileLinks, who: str, images: list[GalleryImage]) -> list[FileData]:
+    """The images as links only this caller can fetch: a reply never names a server path. url too:
+    Gradio's REST route (/gradio_api/call/...) passes FileData through without adding one."""
+    out = []
+    for g in images:
+        link = links.link(who, g.path, f"{g.seed}.png")
+        out.append(FileData(path=link, url=f"{API_PREFIX}/file={link}", mime_type="image/png",
+                            orig_name=f"{g.seed}.png"))
+    return out
 
 
-def _file_path(value: Any) -> str | None:
-    """A path from what gradio_client sends for a file (a FileData dict once uploaded)."""
-    if value is None:
+def _owned(uploads: UploadRegistry, who: str, value: Any, what: str) -> str | None:
+    """The checked path of a file input (None when none was given): only the caller's own uploads."""
+    if value is None or value == "":
         return None
-    if isinstance(value, dict):
-        return value.get("path")
-    return getattr(value, "path", None) or (str(value) if isinstance(value, (str, Path)) else None)
+    return str(uploads.resolve(who, value, what))

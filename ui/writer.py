@@ -15,13 +15,15 @@ from core import writer_export
 from core.chat import InputError
 from core.storage import NotFoundError
 from core import validate
+from core.safe_html import safe_markdown
 from core.writer import MAX_VARIANTS, Analysis, WriteOptions, WriterService
 from core.writer_brief import TEXT_LIMIT, TEXTAREA_LIMIT
 from core.writer_templates import STANDARD_FIELDS, Template
 from core.writer_text import reading_time_label
 from ui.api_args import api_endpoint
 from ui.errors import user_error
-from ui.identity import user_id
+from core.security.limits import UserSlots
+from ui.identity import api_user, user_id
 
 PRIVATE = dict(api_visibility="private")
 EXTRA_SLOTS = 4  # template-specific fields beyond the standard brief (facts, platform, brand...)
@@ -103,13 +105,13 @@ def stats_markdown(analysis: Analysis) -> str:
         lines.append("Keywords: " + " · ".join(p for p in (present, missing) if p))
     for check in analysis.checks:
         lines.append(("✅ " if check.ok else "⚠️ ") + check.message())
-    return "\n\n".join(lines)
+    return safe_markdown("\n\n".join(lines))  # keywords are typed text
 
 
 def status_markdown(notes: list[str], errors: list[str] = (), progress: str = "", done: bool = False) -> str:
     lines = [f"⏳ {progress}…"] if progress and not done else []
     lines += [f"⚠️ {e}" for e in errors] + [f"ℹ️ {n}" for n in notes]
-    return "\n\n".join(lines)
+    return safe_markdown("\n\n".join(lines))  # errors may quote a server or the model
 
 
 def _options(variants, model, temperature, seed) -> WriteOptions:
@@ -567,11 +569,11 @@ def _lang_code(language: str | None) -> str:
 # the named API endpoint
 
 
-def build_writer_api(service: WriterService) -> None:
+def build_writer_api(service: WriterService, jobs: UserSlots) -> None:
     def write(topic: str, template: str = "blog_post", audience: str = "", tone: str = "", length: int = 0,
               keywords: str | list | None = None, cta: str = "", language: str = "", details: dict | None = None,
               outline: str = "", model: str = "", temperature: float = 0.7, top_p: float = 0.95,
-              seed: int = -1) -> Iterator[str]:
+              seed: int = -1, request: gr.Request = None) -> Iterator[str]:  # type: ignore[assignment]
         """Write a piece from a brief, streaming the text as it grows. Nothing is stored.
 
         Args:
@@ -603,10 +605,11 @@ def build_writer_api(service: WriterService) -> None:
             brief = service.prepare(template, fields)
             for note in brief.notes:
                 gr.Warning(note)
-            for final in service.write(brief, options, outline or ""):
-                if final.phase != "outline" and final.texts[0] != text:
-                    text = final.texts[0]
-                    yield text
+            with jobs.hold(api_user(request)):  # a few at once per user; more get "busy"
+                for final in service.write(brief, options, outline or ""):
+                    if final.phase != "outline" and final.texts[0] != text:
+                        text = final.texts[0]
+                        yield text
         except FAILURES as exc:
             raise user_error(_message(exc), title="Nothing written") from None
         if final is not None:

@@ -59,12 +59,15 @@ class TokenStore(SQLiteDB):
         """The user a token belongs to, or None. Malformed input is simply not a token."""
         if not token or not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > 200:
             return None
-        row = self._conn().execute("SELECT user_id FROM api_tokens WHERE digest = ?", (_digest(token),)).fetchone()
-        return row["user_id"] if row else None
-
-    def touch(self, token: str) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE api_tokens SET last_used = ? WHERE digest = ?", (time.time(), _digest(token)))
+        digest = _digest(token)
+        row = self._conn().execute("SELECT user_id, last_used FROM api_tokens WHERE digest = ?", (digest,)).fetchone()
+        if row is None:
+            return None
+        now = time.time()
+        if row["last_used"] is None or now - row["last_used"] > 60:  # "last used", to the minute: few writes
+            with self._tx() as db:
+                db.execute("UPDATE api_tokens SET last_used = ? WHERE digest = ?", (now, digest))
+        return row["user_id"]
 
     def list(self, user_id: str) -> list[TokenInfo]:
         rows = self._conn().execute("SELECT digest, label, hint, created, last_used FROM api_tokens "
@@ -74,6 +77,30 @@ class TokenStore(SQLiteDB):
     def revoke_all(self, user_id: str) -> int:
         with self._tx() as db:
             return db.execute("DELETE FROM api_tokens WHERE user_id = ?", (user_id,)).rowcount
+
+
+class ApiAccess:
+    """What the page offers about tokens: make one (shown once), list them, revoke them all."""
+
+    def __init__(self, store: TokenStore) -> None:
+        self.store = store
+
+    def issue(self, user_id: str) -> str:
+        return self.store.create(user_id, "made in the app")
+
+    def describe(self, user_id: str) -> str:
+        tokens = self.store.list(user_id)
+        if not tokens:
+            return "You have no API tokens."
+        lines = [f"You have {len(tokens)} API token(s):"]
+        for t in tokens:
+            used = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.last_used)) if t.last_used else "never"
+            lines.append(f"- ending in `…{t.hint}`, made {time.strftime('%Y-%m-%d %H:%M', time.localtime(t.created))}, "
+                         f"last used {used}")
+        return "\n".join(lines)
+
+    def revoke_all(self, user_id: str) -> int:
+        return self.store.revoke_all(user_id)
 
 
 def main(argv: list[str] | None = None) -> int:
