@@ -413,9 +413,9 @@ def test_options_reach_the_prompts(service, fake):
 
 def test_bad_input_is_refused_before_any_work(service, fake):
     before = len(fake.chat_requests)
-    for kwargs, message in [({}, "Upload a document or paste"), ({"text": "x", "form": "poem"}, "Unknown form"),
-                            ({"text": "x", "length": "epic"}, "Unknown length"),
-                            ({"text": "x", "focus": "?" * 600}, "focus question"),
+    for kwargs, message in [({}, "Upload a document or paste"), ({"text": "x", "form": "poem"}, "form must be one of"),
+                            ({"text": "x", "length": "epic"}, "length must be one of"),
+                            ({"text": "x", "focus": "?" * 600}, "focus is 600 characters"),
                             ({"text": "x", "model": "openai:nope"}, "Unknown model")]:
         text = kwargs.pop("text", "")
         with pytest.raises(InputError, match=message):
