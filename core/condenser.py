@@ -38,6 +38,7 @@ DEFAULT_CHUNK_TOKENS = 2048  # small models summarise a couple of pages far bett
 DEFAULT_OVERLAP_TOKENS = 128
 MAX_REDUCE_LEVELS = 8
 MAX_FOCUS_CHARS = 500
+MAX_FILES = 10  # documents in one run: each gets its own summary, then one combined
 STREAM_CUT_RETRIES = 2  # a server that cuts a stream (llama_cpp.server interrupts on a new request)
 _ACTIVE_KEY = "condense"
 
@@ -209,6 +210,8 @@ class CondenseService:
             raise InputError(f"text must be text (a string), got {validate.shown(text)}.")
         if not files and not (text or "").strip():
             raise InputError("Upload a document or paste some text to condense.")
+        if len(files) > MAX_FILES:
+            raise InputError(f"{len(files)} documents is too many for one run; condense at most {MAX_FILES} at once.")
         length = validate.choice("length", options.length, self.prompts.lengths, default="short")
         form = validate.choice("form", options.form, self.prompts.forms, default="bullets")
         focus = validate.text("focus", options.focus, MAX_FOCUS_CHARS)

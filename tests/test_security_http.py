@@ -300,3 +300,21 @@ def test_one_user_over_their_text_jobs_is_told_busy_and_others_are_served(served
     busy = next(p for o, p in alice if o == "error")
     assert "Busy: you already have 1 text requests running" in str(busy)
     assert results[2][0] == "complete"
+
+
+def test_condense_takes_at_most_ten_documents_a_run(served):
+    app, client, who, _ = served
+    files = []
+    for i in range(11):
+        stored = upload(client, app.url, f"note{i}.txt", f"Note number {i}.".encode(), who["alice"]).json()[0]
+        files.append({"path": stored, "orig_name": f"note{i}.txt", "meta": {"_type": "gradio.FileData"}})
+    outcome, payload = call(client, app.url, "condense", [files], who["alice"])
+    assert outcome == "error" and "at most 10" in str(payload), payload
+
+
+def test_uploads_waiting_per_caller_are_capped(served):
+    """STUDIO_MAX_UPLOAD_MB=1 here, so a caller may have 10 MB of unused uploads waiting."""
+    app, client, who, _ = served
+    codes = [upload(client, app.url, f"fill{i}.bin", os.urandom(900_000), who["bob"]).status_code for i in range(14)]
+    assert 429 in codes and set(codes) <= {200, 429}
+    assert upload(client, app.url, "other.bin", b"ok", who["alice"]).status_code == 200  # others are not affected

@@ -199,3 +199,15 @@ def test_a_file_link_names_no_path_and_works_for_its_caller_only(tmp_path):
     old = expired.link("user:a", image)
     time.sleep(0.01)
     assert expired.resolve("user:a", old) is None
+
+
+def test_what_one_caller_may_have_waiting_is_counted_and_used_files_no_longer_count(uploads):
+    files = []
+    for i in range(3):
+        f = uploads.root / "h1" / f"{i}.bin"
+        f.write_bytes(b"x" * 100)
+        files.append(str(f))
+    uploads.record("ip:1", files)
+    assert uploads.held_bytes("ip:1") == 300 and uploads.held_bytes("ip:2") == 0
+    uploads.release("ip:1", files[0])
+    assert uploads.held_bytes("ip:1") == 200

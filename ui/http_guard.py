@@ -209,6 +209,13 @@ class StudioGuard:
             receive = _capped(receive, limit)
 
         if method == "POST" and path.rstrip("/") == f"{API}/upload":
+            held = g.uploads.held_bytes(caller)
+            coming = int(length) if length is not None and length.isdigit() else 0
+            if held + coming > g.uploads.max_held_bytes:
+                await _respond(send, 429, f"Busy: you have {held / 2**20:.0f} MB of uploads not used yet (the limit is "
+                               f"{g.uploads.max_held_bytes / 2**20:.0f} MB); use or wait for them, then retry.", sec,
+                               [(b"retry-after", b"60")])
+                return
             await self._upload(scope, receive, send, caller, sec)
             return
         started: dict[str, bool] = {}

@@ -42,24 +42,49 @@ class UploadRegistry:
     """Which caller uploaded which file, for `ttl_s` seconds (the upload cache is cleaned on the same
     clock). Bounded: the oldest records go first."""
 
-    def __init__(self, root: Path, max_bytes: int, ttl_s: float = 24 * 3600.0, max_records: int = 200_000) -> None:
+    def __init__(self, root: Path, max_bytes: int, ttl_s: float = 24 * 3600.0, max_records: int = 200_000,
+                 max_held_bytes: int | None = None) -> None:
         self.root = Path(os.path.realpath(root))
         self.max_bytes = max_bytes
         self.ttl_s = ttl_s
-        self._records: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # What one caller may have waiting in the upload folder at once (used files are released).
+        self.max_held_bytes = max_held_bytes if max_held_bytes is not None else 10 * max_bytes
+        self._records: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()  # -> (when, size)
+        self._holders: dict[str, set[str]] = {}  # path -> callers holding it
         self._max = max_records
         self._lock = threading.Lock()
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        if self._records.pop(key, None) is not None:
+            holders = self._holders.get(key[1])
+            if holders is not None:
+                holders.discard(key[0])
+                if not holders:
+                    del self._holders[key[1]]
 
     def record(self, caller: str, paths: Iterable[str]) -> None:
         now = time.monotonic()
         with self._lock:
             for path in paths:
                 if isinstance(path, str):
-                    key = (caller, os.path.realpath(path))
-                    self._records.pop(key, None)
-                    self._records[key] = now
+                    real = os.path.realpath(path)
+                    try:
+                        size = os.lstat(real).st_size
+                    except OSError:
+                        continue
+                    key = (caller, real)
+                    self._drop(key)
+                    self._records[key] = (now, size)
+                    self._holders.setdefault(real, set()).add(caller)
             while len(self._records) > self._max:
-                self._records.popitem(last=False)
+                self._drop(next(iter(self._records)))
+
+    def held_bytes(self, caller: str) -> int:
+        """Bytes of uploads `caller` has waiting (recorded, not yet used or expired)."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(size for (who, _), (when, size) in self._records.items()
+                       if who == caller and now - when < self.ttl_s)
 
     def adopt(self, caller: str, source: Path) -> Path:
         """A private copy of one of the caller's own stored files (a gallery image sent back to an input)
@@ -81,13 +106,14 @@ class UploadRegistry:
         real = os.path.realpath(path)
         now = time.monotonic()
         with self._lock:
-            self._records.pop((caller, real), None)
-            return not any(p == real and now - t < self.ttl_s for (_, p), t in self._records.items())
+            self._drop((caller, real))
+            return not any(now - self._records[(other, real)][0] < self.ttl_s
+                           for other in self._holders.get(real, ()))
 
     def _owns(self, caller: str, real: str) -> bool:
         with self._lock:
-            when = self._records.get((caller, real))
-        return when is not None and time.monotonic() - when < self.ttl_s
+            entry = self._records.get((caller, real))
+        return entry is not None and time.monotonic() - entry[0] < self.ttl_s
 
     def resolve(self, caller: str, value: Any, what: str = "The file") -> Path:
         """The checked path of an upload `caller` made. Nothing is opened here; only `lstat` is asked."""
