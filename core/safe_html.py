@@ -192,7 +192,8 @@ def _line_modes(body: str, count: int) -> list[str]:
 _RAW_BLOCK = re.compile(r"^(?:[ \t]*>|[ \t]*(?:[*+-]|\d{1,9}[.)])(?=[ \t]|$)|[ \t]*\[[ xX]\](?=[ \t]))*[ \t]*"
                         r"<(pre|script|style|textarea)(?=[\s>]|$)", re.IGNORECASE)
 # A line whose first block (after quote and list markers and a task box) is a tag
-_RAW_START = re.compile(r"^(?:[ \t]*>|[ \t]*(?:[*+-]|\d{1,9}[.)])(?=[ \t]|$)|[ \t]*\[[ xX]\](?=[ \t]))*[ \t]*<[A-Za-z/!?]")
+_RAW_START = re.compile(r"^(?:[ \t]*>|[ \t]*(?:[*+-]|\d{1,9}[.)])(?=[ \t]|$)|[ \t]*\[[ xX]\](?=[ \t]))*[ \t]*"
+                        r"<(?:[!?/]|[A-Za-z][A-Za-z0-9-]*(?=[\s/>]|$))")
 
 
 _TASK_BOX = re.compile(r"(?m)^((?:[ \t]*>)*[ \t]*(?:[*+-]|\d{1,9}[.)])[ \t]+)(\[[ xX]\][ \t]+)")
@@ -251,8 +252,12 @@ def _scan_line(line: str, spans_ok: bool) -> tuple[str, bool]:
             out.append(piece)
             continue
         if c == "]" and line[i + 1:i + 2] in ("(", ":"):
-            out.append("]" if _link_target_safe(line, i) else "]\\")
-            i += 1
+            if _link_target_safe(line, i):
+                out.append("]")
+                i += 1
+            else:  # shown as written, not a link: an entity reads the same in Markdown and in HTML
+                out.append("]&#40;" if line[i + 1] == "(" else "]&#58;")
+                i += 2
             continue
         out.append(c)
         i += 1

@@ -62,6 +62,7 @@ class FakeOptions:
     max_model_len: int | None = None  # reported on /v1/models entries, as vLLM does
     usage: bool = True  # send usage (non-streamed; streamed when stream_options.include_usage)
     html_instead: bool = False  # answer chat requests with a 200 web page, as a wrong base URL does
+    reply_text: str | None = None  # reply with exactly this text (streamed a word at a time)
     serial: bool = False  # one chat reply at a time, the rest wait unanswered (one model, no parallel
     # slots, as llama_cpp.server); a waiting request whose client hangs up leaves the queue
 
@@ -295,6 +296,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text, finish = fake_reply(body["messages"], body.get("max_tokens", body.get("max_completion_tokens")),
                                   body.get("stop"), opts.reply_words)
+        if opts.reply_text is not None:
+            text, finish = opts.reply_text, "stop"
         if opts.serial:
             while not self.fake._serial.acquire(timeout=0.02):
                 if self._peer_gone() or self.fake._stopping.is_set():

@@ -11,7 +11,7 @@ from ui.errors import user_error
 
 from backends.base import BackendError
 from core import export
-from core.chat import ChatOptions, ChatService, InputError, display_messages, throttled
+from core.chat import ChatOptions, ChatService, InputError, display_messages, reply_bubble, throttled
 from core.storage import NotFoundError
 from ui.identity import ensure_browser_id, user_id
 
@@ -150,10 +150,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             try:
                 updates = service.reply(user, cid, opts, load_progress=lambda f, d: progress(f, desc=d))
                 for upd in throttled(updates):
-                    bubble = upd.text if upd.status == "complete" else upd.text + (" ▌" if upd.status == "streaming" else "")
-                    if upd.status == "cut":
-                        mark = f"*[reply cut: {upd.note}]*"
-                        bubble = f"{upd.text}\n\n{mark}" if upd.text else mark
+                    bubble = reply_bubble(upd.text, upd.status, upd.note)
                     yield history + [{"role": "assistant", "content": bubble}], \
                         _stats_markdown(upd.stats, label, upd.notice, upd.note if upd.status == "cut" else "")
                     if upd.error:
