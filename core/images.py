@@ -859,13 +859,13 @@ class ImageGallery(SQLiteDB):
         row = self._conn().execute("SELECT * FROM images WHERE id = ? AND user_id = ?",
                                    (image_id, user_id)).fetchone()
         if row is None:
-            raise ImageNotFoundError(f"No image {image_id!r} for this user")
+            raise ImageNotFoundError("No such image (it may have been deleted)")
         return self._record(row)
 
     def delete(self, user_id: str, image_id: str) -> None:
         with self._tx() as db:
             row = db.execute("SELECT file FROM images WHERE id = ? AND user_id = ?", (image_id, user_id)).fetchone()
             if row is None:
-                raise ImageNotFoundError(f"No image {image_id!r} for this user")
+                raise ImageNotFoundError("No such image (it may have been deleted)")
             db.execute("DELETE FROM images WHERE id = ? AND user_id = ?", (image_id, user_id))
         (self.data_dir / row["file"]).unlink(missing_ok=True)  # after the commit: no row without a file

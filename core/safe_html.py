@@ -20,7 +20,7 @@ ALLOWED_TAGS = frozenset(
     "b i em strong u s del sub sup code pre kbd br hr p blockquote ul ol li h1 h2 h3 h4 h5 h6 "
     "table thead tbody tfoot tr th td a details summary".split())
 LINK_SCHEMES = ("http", "https", "mailto")
-IMAGE_SCHEMES = ("http", "https")
+IMAGE_SCHEMES: tuple[str, ...] = ()  # no images from model output: a remote one leaks data through its URL
 MAX_PASSES = 4
 
 # Gradio's chatbot and Markdown pull `$$…$$` out before marked and put it back escaped (KaTeX renders
@@ -250,6 +250,11 @@ def _scan_line(line: str, spans_ok: bool) -> tuple[str, bool]:
         if c == "<":
             piece, i = _angle(line, i, inline)
             out.append(piece)
+            continue
+        if c == "!" and line[i + 1:i + 2] == "[":
+            # No image from model output, inline or by reference: a remote one leaks data through its URL.
+            out.append("!&#91;")
+            i += 2
             continue
         if c == "]" and line[i + 1:i + 2] in ("(", ":"):
             if _link_target_safe(line, i):

@@ -93,7 +93,7 @@ class ConversationStore(SQLiteDB):
             "SELECT * FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
         ).fetchone()
         if row is None:
-            raise NotFoundError(f"No conversation {conversation_id!r} for this user")
+            raise NotFoundError("No such conversation (it may have been deleted)")
         return row
 
     def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:

@@ -96,7 +96,7 @@ class SummaryStore(SQLiteDB):
         row = self._conn().execute("SELECT * FROM summaries WHERE id = ? AND user_id = ?",
                                    (summary_id, user_id)).fetchone()
         if row is None:
-            raise SummaryNotFound(f"No summary {summary_id!r} for this user")
+            raise SummaryNotFound("No such summary (it may have been deleted)")
         return _from_row(row)
 
     def list(self, user_id: str, limit: int = 200) -> list[StoredSummary]:
@@ -110,7 +110,7 @@ class SummaryStore(SQLiteDB):
         with self._tx() as db:
             if db.execute("DELETE FROM summaries WHERE id = ? AND user_id = ?",
                           (summary_id, user_id)).rowcount == 0:
-                raise SummaryNotFound(f"No summary {summary_id!r} for this user")
+                raise SummaryNotFound("No such summary (it may have been deleted)")
 
 
 def _from_row(row: sqlite3.Row) -> StoredSummary:

