@@ -80,7 +80,7 @@ def build_app(settings: Settings) -> gr.Blocks:
                                 release_upload=guard.uploads.release)
     # Everything a user keeps counts toward one quota; old items (and anonymous API callers') are swept hourly.
     _, retention = attach_storage(settings, images.gallery, writer.drafts, condenser.store)
-    ttl = max(60, int(settings.upload_ttl_hours * 3600))
+    ttl = max(1, int(settings.upload_ttl_hours * 3600))
     with gr.Blocks(title="GenAI Studio", delete_cache=(min(ttl, 900), ttl)) as demo:
         gr.Markdown("## GenAI Studio")
         browser_id = browser_state(persistent_secret(settings.data_dir / "browser-state.secret"))

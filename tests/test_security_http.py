@@ -215,7 +215,7 @@ def team(tmp_path_factory):
     with fake_openai_server(reply_words=8) as fake, app_process(data, {
         "STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url, "STUDIO_IMAGE_MODEL": GAN,
         "HF_HOME": str(data / "hf"), "STUDIO_AUTH_FILE": str(users), "STUDIO_AUTH": "bob:plain-password-2",
-        "STUDIO_RATE_LIMIT": "20",
+        "STUDIO_RATE_LIMIT": "20", "STUDIO_UPLOAD_TTL_HOURS": "0.001",  # uploads live 3.6 s here
     }) as app, httpx.Client(timeout=60) as client:
         yield app, client, {"Authorization": f"Bearer {token}"}
 
@@ -229,7 +229,8 @@ def test_under_a_login_an_api_call_needs_a_valid_token(team):
 
 
 def test_passwords_from_the_users_file_and_the_env_both_log_in(team):
-    app, client, _ = team
+    app, _, _ = team
+    client = httpx.Client(timeout=60)  # its own cookie jar
     assert client.post(app.url + "login", data={"username": "alice", "password": "correct horse 1"}).status_code == 200
     assert client.post(app.url + "login", data={"username": "bob", "password": "plain-password-2"}).status_code == 200
     assert client.post(app.url + "login", data={"username": "alice", "password": "wrong"}).status_code == 400
@@ -318,3 +319,19 @@ def test_uploads_waiting_per_caller_are_capped(served):
     codes = [upload(client, app.url, f"fill{i}.bin", os.urandom(900_000), who["bob"]).status_code for i in range(14)]
     assert 429 in codes and set(codes) <= {200, 429}
     assert upload(client, app.url, "other.bin", b"ok", who["alice"]).status_code == 200  # others are not affected
+
+
+def test_uploads_are_deleted_after_their_lifetime(team):
+    import time
+
+    app, _, _ = team
+    with httpx.Client(timeout=60) as bob:  # logged in with the cookie, as a browser is
+        assert bob.post(app.url + "login", data={"username": "bob", "password": "plain-password-2"}).status_code == 200
+        r = upload(bob, app.url, "old.txt", b"kept only briefly")
+    assert r.status_code == 200, r.text
+    stored = Path(r.json()[0])
+    assert stored.is_file()
+    deadline = time.monotonic() + 30
+    while stored.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not stored.exists()

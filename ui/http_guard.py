@@ -136,7 +136,7 @@ class StudioGuard:
             if token_user is None:
                 await _respond(send, 401, "Invalid API token.", sec, [(b"www-authenticate", b"Bearer")])
                 return
-        if token_user and g.auth and not login_user:
+        if token_user and g.auth:  # an explicit token decides, whatever login cookie came along
             if not token_user.startswith("user:"):
                 await _respond(send, 401, "This token does not belong to a login of this server.", sec)
                 return

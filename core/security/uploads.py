@@ -92,12 +92,25 @@ class UploadRegistry:
         import secrets
         import shutil
 
+        self._sweep_copies()
         folder = self.root / f"studio-{secrets.token_hex(12)}"
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / Path(source).name
         shutil.copyfile(source, target)
         self.record(caller, [str(target)])
         return target
+
+    def _sweep_copies(self) -> None:
+        """Delete adopted copies older than the upload lifetime (Gradio's cache cleaning never saw them)."""
+        import shutil
+
+        cutoff = time.time() - self.ttl_s
+        for folder in self.root.glob("studio-*"):
+            try:
+                if folder.is_dir() and not folder.is_symlink() and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                continue
 
     def release(self, caller: str, path: str) -> bool:
         """`caller` is done with `path`. True when no other caller holds it either (so it may be
