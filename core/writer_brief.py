@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from backends.base import GenerationParams
+from core import validate
 from core.chat import InputError
 from core.writer_templates import STANDARD_FIELDS, Field, Template
 from core.writer_text import parse_keywords
@@ -25,21 +26,22 @@ class WriteOptions:
     seed: int | None = None  # None: random; variant i uses seed + i
 
     def checked(self) -> tuple["WriteOptions", list[str]]:
+        """These options with every value checked (InputError names one of the wrong type or out of
+        range; None takes the default), and notes on what was adjusted: variants are clamped to
+        1..MAX_VARIANTS, and a temperature too low for several variants to differ is raised."""
         notes = []
-        try:
-            n = int(self.variants)
-        except (TypeError, ValueError):
-            raise InputError(f"Variants must be a whole number from 1 to {MAX_VARIANTS}.") from None
+        n = validate.whole("variants", self.variants, default=1)
         if not 1 <= n <= MAX_VARIANTS:
-            notes.append(f"{n} variants asked for; writing {max(1, min(MAX_VARIANTS, n))} "
-                         f"(1 to {MAX_VARIANTS} are possible).")
-            n = max(1, min(MAX_VARIANTS, n))
-        temp = max(0.0, min(2.0, float(self.temperature)))
+            clamped = max(1, min(MAX_VARIANTS, n))
+            notes.append(f"{n} variants asked for; writing {clamped} (1 to {MAX_VARIANTS} are possible).")
+            n = clamped
+        temp = validate.number("temperature", self.temperature, 0.0, 2.0, default=0.7)
+        top_p = validate.number("top_p", self.top_p, 0.0, 1.0, default=0.95)
         if n > 1 and temp < 0.3:
             notes.append(f"Temperature raised from {temp:g} to 0.7 so the {n} variants differ.")
             temp = 0.7
-        seed = None if self.seed is None or int(self.seed) < 0 else int(self.seed)
-        return WriteOptions(self.model or None, n, temp, max(0.05, min(1.0, float(self.top_p))), seed), notes
+        seed = validate.seed("seed", self.seed)
+        return WriteOptions(validate.model_spec("model", self.model), n, temp, max(0.05, top_p), seed), notes
 
     def params(self, variant: int, max_new_tokens: int, stop: tuple[str, ...] = ()) -> GenerationParams:
         seed = None if self.seed is None else self.seed + variant
@@ -139,6 +141,9 @@ def _clamp_number(f: Field, value: Any, notes: list[str]) -> int:
         number = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{f.label} must be a number (got {str(value)[:40]!r}).") from None
+    except OverflowError:  # an integer too large for a float: JSON allows any number of digits
+        raise InputError(f"{f.label} must be a number from {lo} to {hi:,} (got one with "
+                         f"{len(str(abs(value)))} digits).") from None
     if number != number or number in (float("inf"), float("-inf")):
         raise InputError(f"{f.label} must be a number (got {value!r}).")
     if number == 0:  # "0" means "the template's default" (the API's way to leave it out)
