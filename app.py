@@ -108,7 +108,7 @@ def launch(demo: gr.Blocks, settings: Settings, **overrides) -> None:
     Tests launch through here too, so they meet the same edge as users."""
     from starlette.middleware import Middleware
 
-    demo.queue(default_concurrency_limit=settings.concurrency_limit)
+    demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue or None)
     options = dict(server_name=settings.server_name, server_port=settings.server_port,
                    auth=password_check(settings), max_file_size=settings.max_upload_mb * 2**20, css=CSS,
                    app_kwargs={"middleware": [Middleware(StudioGuard, guard=demo.guard),

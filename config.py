@@ -57,6 +57,7 @@ class Settings:
     auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (user, password) pairs
     max_input_chars: int = 200_000  # hard cap on one message, whatever the model's context
     concurrency_limit: int = 16  # simultaneous generation requests across all users
+    max_queue: int = 64  # requests waiting for a slot, all users together; more get "Busy: retry in N s"
     # Gradio sessions kept in memory (~380 KB each); untouched ones are dropped anyway (ui/sessions.py).
     max_sessions: int = 500  # 0 = Gradio's default (10,000, nothing dropped early)
     # Serving a team (SECURITY.md).
@@ -116,6 +117,7 @@ class Settings:
             auth=tuple(auth_pairs),
             max_input_chars=_int(env, "STUDIO_MAX_INPUT_CHARS", 200_000),
             concurrency_limit=_int(env, "STUDIO_CONCURRENCY", 16),
+            max_queue=_int(env, "STUDIO_MAX_QUEUE", 64),
             max_sessions=_int(env, "STUDIO_MAX_SESSIONS", 500),
             auth_file=Path(env["STUDIO_AUTH_FILE"]).expanduser() if env.get("STUDIO_AUTH_FILE") else None,
             allowed_origins=origins,

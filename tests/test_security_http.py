@@ -335,3 +335,26 @@ def test_uploads_are_deleted_after_their_lifetime(team):
     while stored.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not stored.exists()
+
+
+def test_a_full_queue_answers_busy_with_retry_after(tmp_path):
+    """Past STUDIO_MAX_QUEUE waiting requests the server says "Busy ... retry in N s" (503 + Retry-After),
+    every other request is served, and nothing is a 5xx error of ours."""
+    import concurrent.futures
+
+    tokens = TokenStore(tmp_path / "studio.sqlite3")
+    keys = [{"Authorization": f"Bearer {tokens.create(f'user:u{i}')}"} for i in range(8)]
+    with fake_openai_server(reply_words=10, chunk_delay=0.3) as fake, app_process(tmp_path, {
+        "STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url, "STUDIO_IMAGE_MODEL": GAN,
+        "HF_HOME": str(tmp_path / "hf"), "STUDIO_CONCURRENCY": "1", "STUDIO_MAX_QUEUE": "2",
+    }) as app:
+        def chat(headers: dict) -> tuple[str, object]:
+            with httpx.Client(timeout=120) as own:
+                return call(own, app.url, "chat", ["Say hi."], headers)
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(chat, keys))
+    refused = [p for o, p in results if o == "refused"]
+    assert refused and all(status == 503 and "Busy" in body and "retry in" in body for status, body in refused)
+    assert sum(o == "complete" for o, _ in results) >= 2
+    assert all(o in ("complete", "refused") for o, _ in results), results

@@ -219,6 +219,8 @@ class StudioGuard:
             await self._upload(scope, receive, send, caller, sec)
             return
         started: dict[str, bool] = {}
+        if method == "POST" and _WORK.match(path):
+            send = _busy_when_full(send)
         try:
             await self.app(scope, receive, _with_headers(send, sec, started))
         except BodyTooLarge:
@@ -344,6 +346,35 @@ class StudioGuard:
             await self.app(scope, receive, hold)
         except BodyTooLarge:
             await _respond(send, 413, f"Upload too large: the limit is {self.guard.max_upload_bytes // 2**20} MB.", sec)
+
+
+QUEUE_RETRY_S = 10
+
+
+def _busy_when_full(send: Send) -> Send:
+    """Gradio answers a full queue with 503 "Queue is full. Max size is N..."; say it as a person would,
+    with Retry-After, so clients back off instead of counting an error."""
+    held: dict = {}
+
+    async def wrapped(message: dict) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 503:
+            held["start"] = message
+            return
+        if "start" in held and message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if b"Queue is full" in body:
+                text = (f"Busy: the server has all the work it can queue right now; retry in {QUEUE_RETRY_S} s.")
+                body = json.dumps({"error": text, "detail": text}).encode()
+                start = held.pop("start")
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode()),
+                                                 (b"retry-after", str(QUEUE_RETRY_S).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(held.pop("start"))
+        await send(message)
+
+    return wrapped
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], started: dict[str, bool] | None = None) -> Send:
