@@ -33,7 +33,7 @@ from ui.chat import build_chat_tab
 from ui.http_guard import Guard, StudioGuard
 from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
-from ui.sessions import install_session_bounds
+from ui.sessions import install_session_bounds, session_reaper
 from ui.images import build_images_api, build_images_tab
 from ui.writer import build_writer_api, build_writer_tab
 
@@ -94,6 +94,7 @@ def build_app(settings: Settings) -> gr.Blocks:
         build_writer_api(writer, text_jobs)
         build_condenser_api(condenser, guard.uploads, text_jobs)
         build_images_api(images, guard.uploads, guard.links)
+        demo.session_reaper = session_reaper(demo, settings.max_sessions)  # ui/sessions.py: marks open tabs
     demo.guard = guard  # launch() puts it in front of every route
     demo.studio_service = service  # for tests and benchmarks in-process
     demo.writer_service = writer
@@ -114,7 +115,7 @@ def launch(demo: gr.Blocks, settings: Settings, **overrides) -> None:
                    app_kwargs={"middleware": [Middleware(StudioGuard, guard=demo.guard),
                                               Middleware(ArgumentCheck)]})
     options.update(overrides)
-    install_session_bounds(demo, settings.max_sessions, options)  # ui/sessions.py
+    install_session_bounds(demo, options)  # ui/sessions.py: Gradio's session cap and the sweep
     demo.launch(**options)
 
 

@@ -1,8 +1,9 @@
 """Issue 9, finding 2: Gradio sessions are bounded (ui/sessions.py). Over HTTP against the real app
 process: API calls leave no session behind and RSS stays flat, and an open browser tab keeps its
-session state through a flood of API calls under a tiny cap."""
+session state while sessions past a tiny cap are dropped. And a sweep on Gradio's own objects."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -11,15 +12,16 @@ import time
 import urllib.parse
 import urllib.request
 
+import gradio as gr
 import psutil
 import pytest
+from gradio.state_holder import StateHolder
 
 from tests.app_process import app_process
 from tests.browser_support import wait_for
 from tests.openai_servers import fake_openai_server
 from tests.rest_client import RestClient
-
-pytestmark = pytest.mark.slow
+from ui.sessions import SessionReaper
 
 CHAT_ARGS = ["Say hi.", "", "", 0.7, 0.95, 4, -1, None]
 
@@ -77,6 +79,7 @@ def chat_app(tmp_path):
         yield start
 
 
+@pytest.mark.slow
 def test_api_calls_leave_no_session_behind_and_rss_stays_flat(chat_app):
     app = chat_app()  # STUDIO_MAX_SESSIONS as configured by default
     rss = lambda: psutil.Process(app.proc.pid).memory_info().rss / 2**20  # noqa: E731
@@ -114,6 +117,7 @@ def stateful_sessions(url: str, count: int) -> list[str]:
     return sessions
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_an_open_tab_keeps_its_state_while_other_sessions_are_dropped(browser, chat_app):
     app = chat_app(STUDIO_MAX_SESSIONS="20")  # Gradio's own LRU cap is 20 sessions, the sweep's 15
@@ -145,3 +149,77 @@ def test_an_open_tab_keeps_its_state_while_other_sessions_are_dropped(browser, c
     assert "apple apricot" in conversations and "banana blueberry" not in conversations, conversations
     assert len(replies()) == 2 and "apple0" in replies()[0], replies()
     page.context.close()
+
+
+def run_async(coro):
+    """asyncio.run on a thread of its own (Playwright's sync API keeps a loop running on this one)."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(coro)))
+    thread.start()
+    thread.join()
+    assert result, "the coroutine raised (see the thread's traceback above)"
+    return result[0]
+
+
+class ServedApp:
+    """What the sweep reads of Gradio's App: its StateHolder and the Blocks (with their queue)."""
+
+    def __init__(self, demo: gr.Blocks) -> None:
+        self.demo, self.state_holder = demo, StateHolder()
+        self.state_holder.set_blocks(demo)
+
+    def get_blocks(self) -> gr.Blocks:
+        return self.demo
+
+
+def test_a_sweep_drops_what_nobody_needs_and_keeps_open_tabs():
+    with gr.Blocks() as demo:
+        state = gr.State(None)
+        gr.Textbox()
+    app = ServedApp(demo)
+    holder, queue = app.state_holder, demo._queue
+    reaper = SessionReaper(8, grace_s=0.0)  # the sweep's own cap: 6
+    for sid in ("tab", "closed-tab"):  # the oldest two, both holding State
+        holder[sid][state._id] = f"{sid} conversation"
+        run_async(reaper._mark_tab(gr.Request(session_hash=sid)))
+    holder.session_data["closed-tab"].is_closed = True  # Gradio sets it when the heartbeat drops
+    holder["api-1"], holder["api-2"]  # two API calls' sessions: nothing stored
+    queue.pending_event_ids_session["api-1"] = set()  # what Gradio leaves once a result is read
+    queue.pending_messages_per_session["api-1"] = asyncio.Queue()
+    for i in range(10):
+        holder[f"state-{i}"][state._id] = i
+    stats = reaper.sweep(app)
+    held = list(holder.session_data)
+    assert "api-1" not in held and "api-2" not in held and stats.dropped_untouched == 2
+    assert "api-1" not in queue.pending_event_ids_session and "api-1" not in queue.pending_messages_per_session
+    assert len(held) == 6 and held[-1] == "tab" and holder["tab"][state._id] == "tab conversation"
+    assert held[:-1] == [f"state-{i}" for i in range(5, 10)], held  # least recently used went first
+    assert stats.open_tabs == 1 and stats.dropped_over_cap == 6  # closed-tab and state-0..4
+
+
+def test_launch_options_keep_a_lifespan_already_there_and_run_the_sweep():
+    with gr.Blocks() as demo:
+        gr.Textbox()
+    app = ServedApp(demo)
+    app.state_holder["api"]
+    entered: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def inner(served):
+        entered.append("in")
+        yield {"from": "inner"}
+        entered.append("out")
+
+    reaper = SessionReaper(8, grace_s=0.0, interval_s=0.01)
+    options = {"app_kwargs": {"middleware": ["guard"], "lifespan": inner}}
+    reaper.add_launch_options(options)
+    assert options["state_session_capacity"] == 8 and options["app_kwargs"]["middleware"] == ["guard"]
+
+    async def serve():
+        async with options["app_kwargs"]["lifespan"](app) as state:
+            assert state == {"from": "inner"}
+            await asyncio.sleep(0.2)
+
+    run_async(serve())
+    assert entered == ["in", "out"]
+    assert "api" not in app.state_holder.session_data  # the sweep ran while the app was up

@@ -50,7 +50,8 @@ class SweepStats:
 
 
 class SessionReaper:
-    """One per served app. `install(demo, launch_options)` before `demo.launch(**launch_options)`."""
+    """One per served app: `mark_tabs(demo)` while building it, `add_launch_options(options)` before
+    `demo.launch(**options)` (app.py does both through the functions at the end)."""
 
     def __init__(self, max_sessions: int, *, grace_s: float = GRACE_S, idle_ttl_s: float = IDLE_TTL_S,
                  interval_s: float = SWEEP_S, clock: Callable[[], float] = time.monotonic) -> None:
@@ -65,11 +66,14 @@ class SessionReaper:
         self.last = SweepStats()
 
     # -- wiring --------------------------------------------------------------------------------
-    def install(self, demo: gr.Blocks, options: dict[str, Any]) -> None:
-        """Register the page-load marker on `demo` and add the cap and the sweeper to `options`
-        (keyword arguments for `demo.launch`), keeping any lifespan already there."""
-        with demo:  # events can only be added inside the Blocks' context; re-entering it is allowed
-            demo.load(self._mark_tab, None, None, queue=False, api_visibility="private", show_progress="hidden")
+    def mark_tabs(self, demo: gr.Blocks) -> None:
+        """Register the page-load marker; call inside `demo`'s Blocks context (events can only be
+        added there, and re-entering a built Blocks would attach its load events twice)."""
+        demo.load(self._mark_tab, None, None, queue=False, api_visibility="private", show_progress="hidden")
+
+    def add_launch_options(self, options: dict[str, Any]) -> None:
+        """Put the cap and the sweeper into `options` (keyword arguments for `demo.launch`),
+        keeping any lifespan already there."""
         options["state_session_capacity"] = self.max_sessions
         app_kwargs = dict(options.get("app_kwargs") or {})
         app_kwargs["lifespan"] = self._lifespan(app_kwargs.get("lifespan"))
@@ -188,12 +192,18 @@ def _untouched(session: Any, defaults: Any) -> bool:
             and all(fn is fns.get(key) for key, fn in config.fns.items()))
 
 
-def install_session_bounds(demo: gr.Blocks, max_sessions: int, options: dict[str, Any]) -> SessionReaper | None:
-    """What app.py calls: bound the sessions of `demo` to `max_sessions` (0: leave Gradio's default,
-    10,000 kept with no sweep). Returns the reaper (None when off)."""
+def session_reaper(demo: gr.Blocks, max_sessions: int) -> SessionReaper | None:
+    """In build_app, inside the Blocks context: the reaper for `demo`, its tab marker registered
+    (None when `max_sessions` is 0: Gradio's default, 10,000 kept with no sweep)."""
     if max_sessions <= 0:
         return None
     reaper = SessionReaper(max_sessions)
-    reaper.install(demo, options)
-    demo.session_reaper = reaper  # for tests and benchmarks in-process
+    reaper.mark_tabs(demo)
     return reaper
+
+
+def install_session_bounds(demo: gr.Blocks, options: dict[str, Any]) -> None:
+    """In launch: add the cap and the sweeper of `demo.session_reaper` (if any) to `options`."""
+    reaper = getattr(demo, "session_reaper", None)
+    if reaper is not None:
+        reaper.add_launch_options(options)
