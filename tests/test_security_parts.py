@@ -211,3 +211,16 @@ def test_what_one_caller_may_have_waiting_is_counted_and_used_files_no_longer_co
     assert uploads.held_bytes("ip:1") == 300 and uploads.held_bytes("ip:2") == 0
     uploads.release("ip:1", files[0])
     assert uploads.held_bytes("ip:1") == 200
+
+
+def test_deep_link_files_gradio_leaves_behind_are_swept(tmp_path):
+    from ui.sessions import sweep_deep_links
+
+    old, new = tmp_path / "deep_links" / "old", tmp_path / "deep_links" / "new"
+    for folder in (old, new):
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_bytes(b"{}" * 1000)
+    past = time.time() - 120
+    os.utime(old, (past, past))
+    assert sweep_deep_links(tmp_path, ttl_s=60) == 1
+    assert not old.exists() and new.exists()

@@ -167,7 +167,7 @@ class StudioGuard:
             if session is not None and not g.sessions.claim(session, caller):
                 await _respond(send, 403, "This session belongs to someone else.", sec)
                 return
-        if method in _UNSAFE and _WORK.match(path):
+        if (method in _UNSAFE and _WORK.match(path)) or path.startswith(f"{API}/deep_link"):  # deep_link writes a file
             wait = g.rate.take(caller)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))

@@ -29,6 +29,7 @@ import datetime
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import gradio as gr
@@ -102,10 +103,14 @@ class SessionReaper:
         return lifespan
 
     async def _run(self, app: Any) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(self.interval_s)
+            rounds += 1
             try:
                 self.sweep(app)
+                if rounds % 40 == 0:
+                    sweep_deep_links(Path(app.uploaded_file_dir))
             except Exception:  # a sweep that fails must not stop the next ones
                 log.exception("session sweep failed")
 
@@ -177,6 +182,25 @@ class SessionReaper:
             if messages is None or messages.empty():
                 queue.pending_event_ids_session.pop(sid, None)
                 queue.pending_messages_per_session.pop(sid, None)
+
+
+DEEP_LINK_TTL_S = 60.0
+
+
+def sweep_deep_links(upload_dir: Path, ttl_s: float = DEEP_LINK_TTL_S) -> int:
+    """Gradio's /gradio_api/deep_link writes the session's whole config (~300 KB) under the upload
+    folder on every GET and never deletes it; the app offers no deep links, so none is kept long."""
+    import shutil
+
+    cutoff, removed = time.time() - ttl_s, 0
+    for folder in (upload_dir / "deep_links").glob("*"):
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _untouched(session: Any, defaults: Any) -> bool:
