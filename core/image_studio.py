@@ -22,6 +22,7 @@ from config import Settings
 from core.cancel import CancelRegistry
 from core.db import DISK_FULL_MESSAGE, is_disk_full
 from core.errors import BusyError, InputError, StorageFullError
+from core.security.limits import UserSlots
 from core.images import (
     IMAGE_MODES,
     GalleryImage,
@@ -235,8 +236,7 @@ class ImageStudio:
         self.active = CancelRegistry()
         self._queues: dict[str, ModelQueue] = {}
         self._queues_lock = threading.Lock()
-        self._jobs: dict[str, int] = {}  # user -> image jobs running or queued
-        self._jobs_lock = threading.Lock()
+        self._jobs = UserSlots(settings.user_jobs, "image jobs", TooManyJobsError)  # running or queued, per user
 
     # -- requests --------------------------------------------------------------------------------
     def capabilities(self, spec: str | None) -> ImageCapabilities:
@@ -291,8 +291,7 @@ class ImageStudio:
     def run(self, user_id: str, prepared: Prepared, session: str = "") -> Iterator[JobUpdate]:
         """Stream the updates of an already prepared request (see `generate`). Raises TooManyJobsError when the
         user already has STUDIO_USER_JOBS jobs, QuotaExceededError when their library is already full."""
-        self._claim(user_id)
-        try:
+        with self._jobs.hold(user_id):
             if self.gallery.quota is not None:
                 self.gallery.quota.check(user_id, 1)  # already full: say so before any work
             cancel = self.active.start(user_id, session)
@@ -308,29 +307,10 @@ class ImageStudio:
                     cancel.set()
                 worker.join(timeout=30)
                 self.active.finish(user_id, session, cancel)
-        finally:
-            self._unclaim(user_id)
-
-    def _claim(self, user_id: str) -> None:
-        limit = max(1, int(self.settings.user_jobs))
-        with self._jobs_lock:
-            running = self._jobs.get(user_id, 0)
-            if running >= limit:
-                raise TooManyJobsError(running)
-            self._jobs[user_id] = running + 1
-
-    def _unclaim(self, user_id: str) -> None:
-        with self._jobs_lock:
-            left = self._jobs.get(user_id, 1) - 1
-            if left > 0:
-                self._jobs[user_id] = left
-            else:
-                self._jobs.pop(user_id, None)
 
     def jobs(self, user_id: str) -> int:
         """The user's image jobs running or queued."""
-        with self._jobs_lock:
-            return self._jobs.get(user_id, 0)
+        return self._jobs.running(user_id)
 
     def stop(self, user_id: str, session: str | None = None) -> int:
         return self.active.stop(user_id, session)

@@ -106,19 +106,24 @@ class UserSlots:
     """At most `limit` requests of one kind running at once per user; one more is refused at once
     with a BusyError ("you already have N running") instead of queueing behind its own siblings."""
 
-    def __init__(self, limit: int, what: str = "requests") -> None:
+    def __init__(self, limit: int, what: str = "requests", refuse: Callable[[int], Exception] | None = None) -> None:
+        """`refuse(running)` makes the error for one too many (a BusyError saying so by default)."""
         self.limit, self.what = max(1, limit), what
+        self._refuse = refuse or self._busy
         self._running: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def hold(self, user: str) -> "_Held":
+    def _busy(self, running: int) -> Exception:
         from core.errors import BusyError
 
+        return BusyError(f"Busy: you already have {running} {self.what} running; wait for one to finish "
+                         "or stop it, then retry.", retry_after=5)
+
+    def hold(self, user: str) -> "_Held":
         with self._lock:
             running = self._running.get(user, 0)
             if running >= self.limit:
-                raise BusyError(f"Busy: you already have {running} {self.what} running; wait for one to finish "
-                                "or stop it, then retry.", retry_after=5)
+                raise self._refuse(running)
             self._running[user] = running + 1
         return _Held(self, user)
 
