@@ -35,6 +35,14 @@ _WORK = re.compile(rf"^{API}/(queue/join|call/|run/|api/|upload$|upload/$)")
 _NAMED_CALL = re.compile(rf"^{API}/(call|run|api)/")
 # Routes that carry a Gradio session id in a JSON body.
 _SESSION_BODY = re.compile(rf"^{API}/(queue/join|call/|run/|api/|cancel)")
+# Routes Gradio reads a JSON body from (parsed here first: nesting too deep is a 400, not a 500).
+_JSON_BODY = re.compile(rf"^{API}/(queue/join|call/|run/|api/|cancel|stream/|reset)")
+# Routes naming an event id, which belongs to the caller that started it: its results
+# (GET /call/<name>/<event_id>, also /call/v2/...) and its input stream (POST /stream/<event_id>[/close]).
+_EVENT_GET = re.compile(rf"^{API}/call/.+/([^/]+)/?$")
+_EVENT_POST = re.compile(rf"^{API}/stream/([^/]+)(?:/close)?/?$")
+# Routes whose reply names a new event id ({"event_id": ...}).
+_STARTS_EVENT = re.compile(rf"^{API}/(queue/join|call/.+)$")
 # Routes anyone may reach before logging in (the login page needs them).
 _PUBLIC = re.compile(rf"^(/$|/login/?$|/logout/?$|/favicon\.ico$|/manifest\.json$|/robots\.txt$|/theme\.css$|"
                      rf"/assets/|/static/|/svelte/|/pwa_icon|{API}/(user|login_check|token|app_id|theme\.css|"
@@ -60,6 +68,7 @@ class Guard:
     rate: RateLimiter = field(default_factory=lambda: RateLimiter(120))
     logins: LoginLimiter = field(default_factory=LoginLimiter)
     sessions: SessionOwners = field(default_factory=SessionOwners)
+    events: SessionOwners = field(default_factory=SessionOwners)  # event id -> the caller that started it
     links: FileLinks = field(default_factory=FileLinks)
     max_upload_bytes: int = 50 * 2**20
     max_body_bytes: int = 8 * 2**20
@@ -120,8 +129,9 @@ class StudioGuard:
                             if k.lower() not in (CALLER_HEADER, USER_HEADER)]
         address = (scope.get("client") or ("unknown", 0))[0]
 
-        # -- cross-origin writes: a page on another origin must not upload or start work here -------
-        if method in _UNSAFE and not self._same_origin(headers):
+        # -- cross-origin requests: a page on another origin must not upload, start work, or read replies
+        # (Gradio's CORS answer reflects any origin, with credentials, on a host that is not localhost) ----
+        if (method in _UNSAFE or b"origin" in headers) and not self._same_origin(headers):
             await _respond(send, 403, "Cross-origin request refused: this origin is not allowed "
                            "(set STUDIO_ALLOWED_ORIGINS to allow it).", sec)
             return
@@ -167,6 +177,10 @@ class StudioGuard:
             if session is not None and not g.sessions.claim(session, caller):
                 await _respond(send, 403, "This session belongs to someone else.", sec)
                 return
+        event = _EVENT_GET.match(path) if method == "GET" else _EVENT_POST.match(path) if method == "POST" else None
+        if event is not None and not g.events.claim(event.group(1), caller):
+            await _respond(send, 403, "This event belongs to someone else.", sec)
+            return
         if (method in _UNSAFE and _WORK.match(path)) or path.startswith(f"{API}/deep_link"):  # deep_link writes a file
             wait = g.rate.take(caller)
             if wait > 0:
@@ -186,7 +200,7 @@ class StudioGuard:
                 await _respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
                 return
 
-        if method == "POST" and (_SESSION_BODY.match(path) or path.rstrip("/") == "/login"):
+        if method == "POST" and (_JSON_BODY.match(path) or path.rstrip("/") == "/login"):
             try:
                 body = await _read_body(receive, limit)
             except BodyTooLarge:
@@ -196,11 +210,22 @@ class StudioGuard:
             if path.rstrip("/") == "/login":
                 await self._login(scope, receive, send, body, address, sec)
                 return
-            session = _body_session(body)
+            try:
+                data = json.loads(body)
+            except RecursionError:
+                await _respond(send, 400, "The request's JSON is nested too deeply.", sec)
+                return
+            except ValueError:
+                data = None  # not JSON: Gradio answers that itself
+            session = _body_session(data)
             if session is not None and not g.sessions.claim(session, caller):
                 await _respond(send, 403, "This session belongs to someone else.", sec)
                 return
-            if _NAMED_CALL.match(path) and not self._files_are_uploads(body, caller):
+            event_id = data.get("event_id") if isinstance(data, dict) and path.startswith(f"{API}/cancel") else None
+            if isinstance(event_id, str) and not g.events.claim(event_id, caller):
+                await _respond(send, 403, "This event belongs to someone else.", sec)
+                return
+            if _NAMED_CALL.match(path) and not self._files_are_uploads(data, caller):
                 # Gradio would refuse these too, but with {"error": null}; say what is wrong.
                 await _respond(send, 400, "A file in this request is not a file upload of yours: send the file "
                                "itself (gradio_client: handle_file(path)), not a path on the server.", sec)
@@ -221,6 +246,8 @@ class StudioGuard:
         started: dict[str, bool] = {}
         if method == "POST" and _WORK.match(path):
             send = _busy_when_full(send)
+        if method == "POST" and _STARTS_EVENT.match(path):
+            send = _record_event(send, g.events, caller)
         try:
             await self.app(scope, receive, _with_headers(send, sec, started))
         except BodyTooLarge:
@@ -229,12 +256,8 @@ class StudioGuard:
             await _respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _files_are_uploads(self, body: bytes, caller: str) -> bool:
+    def _files_are_uploads(self, data: Any, caller: str) -> bool:
         """Named endpoints take files only as uploads: every FileData in the body must be the caller's."""
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return True  # not JSON: Gradio answers that itself
         for item in _filedata_items(data):
             try:
                 self.guard.uploads.resolve(caller, item)
@@ -249,7 +272,8 @@ class StudioGuard:
             return headers.get(b"sec-fetch-site", b"same-origin") in (b"same-origin", b"none", b"same-site")
         if origin in self.guard.allowed_origins or "*" in self.guard.allowed_origins:
             return True
-        host = headers.get(b"x-forwarded-host", headers.get(b"host", b"")).decode("latin-1").split(",")[0].strip()
+        # Host only: a browser cannot set it, but a page can add X-Forwarded-Host (Gradio's CORS allows any header).
+        host = headers.get(b"host", b"").decode("latin-1").strip()
         parts = urlsplit(origin)
         return bool(parts.netloc) and parts.netloc.lower() == host.lower()
 
@@ -377,6 +401,22 @@ def _busy_when_full(send: Send) -> Send:
     return wrapped
 
 
+def _record_event(send: Send, events: SessionOwners, caller: str) -> Send:
+    """Record the event id a reply names under `caller` before the client can see it."""
+    async def wrapped(message: dict) -> None:
+        if message["type"] == "http.response.body" and b'"event_id"' in message.get("body", b"")[:64]:
+            try:
+                reply = json.loads(message["body"])
+            except ValueError:
+                reply = None
+            event_id = reply.get("event_id") if isinstance(reply, dict) else None
+            if isinstance(event_id, str):
+                events.claim(event_id, caller)
+        await send(message)
+
+    return wrapped
+
+
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], started: dict[str, bool] | None = None) -> Send:
     async def wrapped(message: dict) -> None:
         if message["type"] == "http.response.start":
@@ -447,10 +487,6 @@ def _filedata_items(value: Any, depth: int = 0) -> list[dict]:
     return []
 
 
-def _body_session(body: bytes) -> str | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
+def _body_session(data: Any) -> str | None:
     value = data.get("session_hash") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
