@@ -124,3 +124,12 @@ def test_deeply_nested_json_is_refused_not_a_server_error(served, route):
     assert r.status_code == 400, (r.status_code, r.text[:300])
     assert "nested" in r.text
     assert "RecursionError" not in app.log()
+
+
+def test_the_reload_watcher_of_gradios_dev_mode_is_not_served(served):
+    """GET /gradio_api/dev/reload is a stream that polls 20 times a second for as long as it is held open
+    (300 held connections took ~15% of a core); the app never runs in Gradio's reload mode."""
+    app, client, _, users = served
+    with client.stream("GET", f"{app.url}gradio_api/dev/reload", headers=users["alice"], timeout=10) as r:
+        assert r.status_code == 404
+        assert "text/event-stream" not in r.headers.get("content-type", "")

@@ -167,6 +167,10 @@ class StudioGuard:
                            "(Authorization: Bearer ...).", sec, [(b"www-authenticate", b"Bearer")])
             return
 
+        if path.startswith(f"{API}/dev/") and not getattr(getattr(gradio_app, "blocks", None), "dev_mode", False):
+            # Gradio's reload watcher: a stream polling 20 times a second per open connection, for nothing here.
+            await _respond(send, 404, "Not found.", sec)
+            return
         if method in ("GET", "HEAD") and path.startswith(f"{API}/file={LINK_PREFIX}/"):
             await self._serve_link(scope, receive, send, caller, path[len(f"{API}/file="):], sec)
             return
