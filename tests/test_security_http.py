@@ -358,3 +358,18 @@ def test_a_full_queue_answers_busy_with_retry_after(tmp_path):
     assert refused and all(status == 503 and "Busy" in body and "retry in" in body for status, body in refused)
     assert sum(o == "complete" for o, _ in results) >= 2
     assert all(o in ("complete", "refused") for o, _ in results), results
+
+
+@pytest.mark.parametrize("body, expected", [({"data": ["hi"]}, "Unknown argument 'data'"),
+                                            (["hi"], "JSON object"), ({"mesage": "hi"}, "Unknown argument 'mesage'")])
+def test_call_v2_with_unknown_arguments_names_them_instead_of_failing(served, body, expected):
+    app, client, who, _ = served
+    r = client.post(app.url + "gradio_api/call/v2/chat", json=body, headers=who["alice"])
+    assert r.status_code == 422 and expected in r.text and "message" in r.text
+
+
+def test_call_v2_by_name_works(served):
+    app, client, who, _ = served
+    r = client.post(app.url + "gradio_api/call/v2/chat", json={"message": "hi", "temperature": 0.1},
+                    headers=who["alice"])
+    assert r.status_code == 200 and r.json()["event_id"]

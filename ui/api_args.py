@@ -30,6 +30,7 @@ Send = Callable[[dict], Awaitable[None]]
 API = "/gradio_api"
 _NAMED = re.compile(rf"^{API}/(call|run|api)/(?!v2/)([^/]+)/?$")  # call/v2 fills defaults itself
 _JOIN = re.compile(rf"^{API}/queue/join/?$")
+_V2 = re.compile(rf"^{API}/call/v2/([^/]+)/?$")  # arguments by name: {"temperature": 0.2, ...}
 MAX_BODY_BYTES = 32 * 2**20  # bodies past this pass through unread (the HTTP guard caps them first)
 
 
@@ -294,7 +295,8 @@ class ArgumentCheck:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         named = _NAMED.match(path) if scope.get("method") == "POST" else None
         joining = scope.get("method") == "POST" and _JOIN.match(path)
-        blocks = _blocks(scope) if named or joining else None
+        by_name = _V2.match(path) if scope.get("method") == "POST" else None
+        blocks = _blocks(scope) if named or joining or by_name else None
         if blocks is None:
             await self.app(scope, receive, send)
             return
@@ -307,6 +309,13 @@ class ArgumentCheck:
             payload = json.loads(body)
         except ValueError:
             payload = None
+        if by_name:
+            problem = v2_problem(blocks, by_name.group(1), payload)
+            if problem:
+                await _refuse(send, problem)
+                return
+            await self.app(scope, _replay(messages, receive), send)
+            return
         # Gradio's /call route ignores a fn_index in the body; /run, /api and queue/join go by it first.
         block_fn = _event(blocks, payload, named.group(2) if named else None,
                           by_index=not (named and named.group(1) == "call"))
@@ -322,6 +331,23 @@ class ArgumentCheck:
                          + [(b"content-length", str(len(body)).encode())]}
                 messages = [{"type": "http.request", "body": body, "more_body": False}]
         await self.app(scope, _replay(messages, receive), send)
+
+
+def v2_problem(blocks: Any, api_name: str, payload: Any) -> str | None:
+    """Gradio's /call/v2/<name> takes the arguments by name and fails with a 500 on a name it does not
+    know; say which names there are instead."""
+    fn = next((f for f in (getattr(blocks, "fns", {}) or {}).values() if getattr(f, "api_name", None) == api_name),
+              None)
+    params = getattr(getattr(fn, "fn", None), "api_parameters", None)
+    if fn is None or params is None:
+        return None  # not one of our endpoints: Gradio answers
+    names = [p.name for p in params]
+    if not isinstance(payload, dict):
+        return f"The body must be a JSON object of argument name -> value; /{api_name} takes: {', '.join(names)}."
+    unknown = [k for k in payload if k not in names and k != "oauth_token"]
+    if unknown:
+        return f"Unknown argument {unknown[0]!r} for /{api_name}; its arguments are: {', '.join(names)}."
+    return None
 
 
 def _blocks(scope: Scope) -> Any:
