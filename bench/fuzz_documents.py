@@ -12,8 +12,8 @@ bench/results/fuzz_documents/ with a .json note):
   - hang:       a call took longer than the worker's time limit plus --margin (the limit did not hold);
   - leftover:   a process or scratch folder outlived the call;
   - bad-doc:    an extracted document breaks its own contract (empty segment, page outside 1..page_count).
-Crashes the sandbox caught (parser_crashed / parser_out_of_memory) are not findings, but their inputs
-are kept too (as `notable-*`), since a parser that dies is worth a look.
+What the sandbox caught (parser_crashed / parser_out_of_memory / parser_timeout) is not a finding, but
+those inputs are kept too (as `notable-*`): a parser that dies or spins is worth a look.
 
     nice -n 10 .venv/bin/python bench/fuzz_documents.py --minutes 60 --seed 1
     .venv/bin/python bench/fuzz_documents.py --replay bench/results/fuzz_documents/escaped-3.pdf
@@ -322,7 +322,7 @@ def summary(stats: Stats, started: float, seed: int) -> str:
     for o in outcomes:
         row = [stats.outcomes[(k, o)] for k in kinds]
         lines.append(f"{o:<{width}} " + " ".join(f"{n:>8}" for n in row) + f" {sum(row):>8}")
-    lines.append(f"findings: {dict(stats.findings) or 'none'}; notable parser crashes kept: {stats.notable}; "
+    lines.append(f"findings: {dict(stats.findings) or 'none'}; notable inputs kept (crash, memory, timeout): {stats.notable}; "
                  f"slowest call {stats.slowest[0]:.1f} s ({stats.slowest[1]})")
     return "\n".join(lines)
 
@@ -406,7 +406,7 @@ def main() -> int:
                              {**note, "finding": what, "why": why, "traceback": tb,
                               "detail": getattr(result, "detail", None)})
                 print(f"FINDING {what}: {why} ({source.name} {' + '.join(steps)}) -> {saved}", flush=True)
-            if not problems and outcome in ("parser_crashed", "parser_out_of_memory"):
+            if not problems and outcome in ("parser_crashed", "parser_out_of_memory", "parser_timeout"):
                 stats.notable += 1
                 save(f"notable-{outcome}", stats.notable, source.suffix.lower(), data,
                      {**note, "detail": getattr(result, "detail", None)})
