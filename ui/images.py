@@ -2,6 +2,8 @@
 do is a call into core.image_studio. Uploads arrive as file paths so core.images checks them before decoding."""
 # No `from __future__ import annotations`: gr.api reads the endpoint's return annotation as a live object.
 
+import functools
+import inspect
 import random
 import threading
 import time
@@ -69,8 +71,33 @@ def _thumbnail(image: Any) -> Any:
     return small
 
 
+def _files_as_sent(handler, inputs: list, files: list):
+    """`handler` for an event with preprocess=False: every input but `files` still goes through its component's
+    own preprocess; the file inputs arrive as the browser sent them (upload references, checked by `_owned`).
+    Gradio's own preprocessing would open an image, and the image editor's decode and re-save it under a new
+    server path, before any check of whose upload it is (and the re-saved path is nobody's upload)."""
+    plain = [(i, c) for i, c in enumerate(inputs) if not any(c is f for f in files)]
+
+    def prepared(args: tuple) -> list:
+        values = list(args)
+        for i, component in plain:
+            values[i] = component.preprocess(values[i])
+        return values
+
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def run_stream(*args, **kwargs):
+            yield from handler(*prepared(args), **kwargs)
+        return run_stream
+
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        return handler(*prepared(args), **kwargs)
+    return run
+
+
 def _editor_paths(value: Any) -> tuple[Any, list]:
-    """(background or composite, painted layers) of an ImageEditor value with type='filepath'."""
+    """(background or composite, painted layers) of an ImageEditor value as sent (upload references)."""
     if not isinstance(value, dict):
         return None, []
     layers = [p for p in value.get("layers") or [] if p]
@@ -311,8 +338,9 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
     gen_outputs = [status, result, result_info, gallery, gallery_ids, selected, selected_info]
     gen_kwargs = dict(concurrency_limit=studio.settings.concurrency_limit, concurrency_id="image-generate",
                       show_progress="minimal", **PRIVATE)  # the status line draws its own progress bar
-    generate_btn.click(generate, gen_inputs, gen_outputs, **gen_kwargs)
-    prompt.submit(generate, gen_inputs, gen_outputs, **gen_kwargs)
+    generate_sent = _files_as_sent(generate, gen_inputs, [init_image, sketch, inpaint])
+    generate_btn.click(generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs)
+    prompt.submit(generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs)
 
     def stop(bid, request: gr.Request):
         user = _user_or_none(bid, request)
@@ -423,7 +451,8 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
             gr.Info(note)
         return gr.skip()
 
-    init_image.upload(check_upload, [init_image], [init_image], **PRIVATE)
+    # As sent, unopened: Gradio's preprocess would open the file first (a non-image then shows a bare "Error").
+    init_image.upload(check_upload, [init_image], [init_image], preprocess=False, **PRIVATE)
 
 
 def build_images_api(studio: ImageStudio, uploads: UploadRegistry, links: FileLinks) -> None:
