@@ -53,7 +53,8 @@ def build_guard(settings: Settings) -> Guard:
                                         ttl_s=settings.upload_ttl_hours * 3600),
                  auth=bool(settings.auth or settings.auth_file),
                  allowed_origins=frozenset(settings.allowed_origins), frame_ancestors=settings.frame_ancestors,
-                 rate=RateLimiter(settings.rate_limit), max_upload_bytes=settings.max_upload_mb * 2**20)
+                 rate=RateLimiter(settings.rate_limit), upload_rate=RateLimiter(settings.rate_limit * 5),
+                 max_upload_bytes=settings.max_upload_mb * 2**20)
 
 
 def password_check(settings: Settings) -> PasswordCheck | None:

@@ -31,6 +31,7 @@ CALLER_HEADER = b"x-studio-caller"  # the key uploads and sessions are bound to
 USER_HEADER = b"x-studio-user"  # the API token's user, when a valid token was sent
 # Routes that start work: counted against the caller's rate.
 _WORK = re.compile(rf"^{API}/(queue/join|call/|run/|api/|upload$|upload/$)")
+_UPLOAD = re.compile(rf"^{API}/upload/?$")
 # Named endpoints called directly (their arguments are the endpoint's, files only as uploads).
 _NAMED_CALL = re.compile(rf"^{API}/(call|run|api)/")
 # Routes that carry a Gradio session id in a JSON body.
@@ -66,6 +67,7 @@ class Guard:
     allowed_origins: frozenset[str] = frozenset()
     frame_ancestors: str = "'none'"
     rate: RateLimiter = field(default_factory=lambda: RateLimiter(120))
+    upload_rate: RateLimiter = field(default_factory=lambda: RateLimiter(600))
     logins: LoginLimiter = field(default_factory=LoginLimiter)
     sessions: SessionOwners = field(default_factory=SessionOwners)
     events: SessionOwners = field(default_factory=SessionOwners)  # event id -> the caller that started it
@@ -186,7 +188,9 @@ class StudioGuard:
             await _respond(send, 403, "This event belongs to someone else.", sec)
             return
         if (method in _UNSAFE and _WORK.match(path)) or path.startswith(f"{API}/deep_link"):  # deep_link writes a file
-            wait = g.rate.take(caller)
+            # Uploads have a budget of their own: Gradio's image editor re-uploads its layers on every
+            # snapshot (dozens per drawing), and the held-bytes cap already bounds what they cost.
+            wait = (g.upload_rate if _UPLOAD.match(path) else g.rate).take(caller)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
                 await _respond(send, 429, f"Busy: too many requests from you; retry in {seconds} s.", sec,
