@@ -100,16 +100,22 @@ def split_text(text: str, limit: int, count: Callable[[str], int]) -> list[tuple
         group: list[str] = []
         group_tokens = 0
         sep = " " if splitter.pattern in (r"(?<=[.!?…;:])\s+", r"\s+") else "\n"
+        sep_tokens = count(sep)
         for part in parts:
             for sub, sub_tokens in split_text(part, limit, count):
-                if group and group_tokens + sub_tokens > limit:
-                    out.append((sep.join(group), group_tokens))
+                if group and (group_tokens + sub_tokens > limit or (
+                        # the separators joining the group may cost tokens too: count exactly near the limit
+                        group_tokens + sub_tokens + sep_tokens * len(group) > limit
+                        and count(sep.join([*group, sub])) > limit)):
+                    joined = sep.join(group)
+                    out.append((joined, count(joined)))
                     group, group_tokens = [], 0
                 group.append(sub)
                 group_tokens += sub_tokens
         if group:
-            out.append((sep.join(group), group_tokens))
-        return [(t, count(t)) if n > limit else (t, n) for t, n in out]
+            joined = sep.join(group)
+            out.append((joined, count(joined)))
+        return out
     # One unbroken run of characters (a long URL, base64...): cut by the average characters a token.
     # Where the run is denser than average (a URL's tail of emoji), a cut is cut again, down to single
     # characters: an average alone let a piece reach several times the limit.

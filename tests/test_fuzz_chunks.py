@@ -146,6 +146,7 @@ def test_chunks_that_do_not_fit_are_halved_and_nothing_is_lost(run, limit):
 @given(segment_text(), st.integers(1, 300), st.sampled_from(sorted(COUNTERS)))
 @example("AAA:", 1, "wordpieces")  # cut by the average density, "A:" was 2 tokens over a limit of 1
 @example("a" * 600 + "!" * 200, 16, "wordpieces")  # a dense tail: pieces 3x over the limit
+@example("0 " + "x" * 700 + " AAA:", 2, "quarter_chars")  # the spaces joining a group pushed it over the limit
 def test_split_text_keeps_every_character_within_the_limit(text, limit, counter_name):
     count = COUNTERS[counter_name]
     parts = split_text(text, limit, count)
