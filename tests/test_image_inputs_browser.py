@@ -58,7 +58,7 @@ def generate(page, before: int) -> str:
     page.locator("#image-generate").click()
     try:
         wait_for(lambda: gallery_count(page) > before or any("rror" in t or "No image" in t for t in toasts(page)),
-                 90, "a new image in the gallery (or an error)")
+                 300, "a new image in the gallery (or an error)")  # a 512x512 sketch: 10-25 s idle, minutes on a busy machine
     except AssertionError as exc:
         raise AssertionError(f"{exc}; toasts: {toasts(page)}; status: {page.locator('#image-status').inner_text()}")
     refused = [t for t in toasts(page) if "No image made" in t or "upload" in t.lower() or "Error" in t]
