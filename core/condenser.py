@@ -19,6 +19,7 @@ from backends.base import (GenerationParams, Message, StreamCutError, StreamStat
                            TimeoutFailedError)
 from config import Settings
 from core import validate
+from core.errors import QuotaExceededError, StorageFullError
 from core.cancel import CancelRegistry
 from core.chat import InputError
 from core.condense_chunks import Chunk, TokenCounter, account, chunk_documents
@@ -397,9 +398,13 @@ class _Run:
         result = CondenseResult(title, markdown, combined_coverage(reports), reports, summaries, combined,
                                 records, {k: round(v, 3) for k, v in self.timings.items()}, backend.spec,
                                 catalog=catalog)
+        kept = ""
         if self.save:
-            result.summary_id = self.store(result, backend).id
-        yield CondenseUpdate("Done. " + result.coverage, 1.0, "\n".join(self.notes_md), result, "complete")
+            try:
+                result.summary_id = self.store(result, backend).id
+            except (QuotaExceededError, StorageFullError) as exc:  # shown all the same: never lose what was made
+                kept = f" Not kept in your history: {exc}"
+        yield CondenseUpdate("Done. " + result.coverage + kept, 1.0, "\n".join(self.notes_md), result, "complete")
 
     def read(self) -> Generator[CondenseUpdate, None, list[ExtractedDocument]]:
         t0 = time.perf_counter()

@@ -431,3 +431,15 @@ def test_a_server_failure_is_reported_not_hidden(tmp_path):
         with pytest.raises(BackendError, match="500|server"):
             run(service, text="Some text to condense. It has two sentences.")
     assert service.store.list("alice") == []
+
+
+def test_a_full_library_still_shows_the_finished_summary_and_says_it_was_not_kept(fake, tmp_path):
+    """The quota refuses to store it; the person still gets what the model made, with the reason."""
+    from core.quota import StorageQuota
+
+    service = make_service(tmp_path, fake.base_url)
+    StorageQuota(10).attach(service.store)  # 10 bytes: any summary is past it
+    updates, result = run(service, text="A short note about quotas. " * 20, user="ann")
+    assert result.markdown.strip() and result.summary_id == ""
+    assert "Not kept in your history: Your library is full" in updates[-1].status
+    assert service.store.list("ann") == []

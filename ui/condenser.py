@@ -114,9 +114,10 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
                     progress(upd.fraction, desc=upd.status)
                     if upd.result is not None:
                         result = upd.result
-                        yield (safe_markdown(f"**Done.** {result.coverage}"), safe_markdown(result.markdown), None,
-                               result.summary_id,
-                               gr.Dropdown(choices=history_choices(user), value=result.summary_id))
+                        # the status says so when a full library kept the summary out of the history
+                        yield (safe_markdown(f"**Done.** {upd.status.removeprefix('Done. ')}"),
+                               safe_markdown(result.markdown), None, result.summary_id or None,
+                               gr.Dropdown(choices=history_choices(user), value=result.summary_id or None))
                         return
                     preview = safe_markdown(f"#### Notes so far\n\n{upd.notes}") if upd.notes else gr.update()
                     # The upload box is emptied at once: its files are deleted once read.
