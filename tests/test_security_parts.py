@@ -224,3 +224,15 @@ def test_deep_link_files_gradio_leaves_behind_are_swept(tmp_path):
     os.utime(old, (past, past))
     assert sweep_deep_links(tmp_path, ttl_s=60) == 1
     assert not old.exists() and new.exists()
+
+
+def test_an_upload_made_again_while_the_last_run_of_it_finishes_stays(uploads):
+    """The load bench found it: a caller's next upload of the same file landed before the previous run's
+    cleanup, which then took the record (and the file) of the new upload."""
+    same = uploads.root / "h1" / "doc.txt"
+    same.write_text("the same document")
+    uploads.record("ip:1", [str(same)])  # the first upload, read by run 1
+    uploads.record("ip:1", [str(same)])  # uploaded again for run 2 before run 1 let go
+    assert uploads.release("ip:1", str(same)) is False  # run 1 done: run 2's upload still holds it
+    assert uploads.resolve("ip:1", str(same)) == same
+    assert uploads.release("ip:1", str(same)) is True

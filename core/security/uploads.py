@@ -49,7 +49,9 @@ class UploadRegistry:
         self.ttl_s = ttl_s
         # What one caller may have waiting in the upload folder at once (used files are released).
         self.max_held_bytes = max_held_bytes if max_held_bytes is not None else 10 * max_bytes
-        self._records: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()  # -> (when, size)
+        # (caller, path) -> (when, size, uploads not yet used): the same caller may upload equal content
+        # again while a run of the earlier copy is still finishing; that run's release must not take it.
+        self._records: OrderedDict[tuple[str, str], tuple[float, int, int]] = OrderedDict()
         self._holders: dict[str, set[str]] = {}  # path -> callers holding it
         self._max = max_records
         self._lock = threading.Lock()
@@ -73,8 +75,10 @@ class UploadRegistry:
                     except OSError:
                         continue
                     key = (caller, real)
+                    old = self._records.get(key)
+                    live = old[2] if old is not None and now - old[0] < self.ttl_s else 0
                     self._drop(key)
-                    self._records[key] = (now, size)
+                    self._records[key] = (now, size, live + 1)
                     self._holders.setdefault(real, set()).add(caller)
             while len(self._records) > self._max:
                 self._drop(next(iter(self._records)))
@@ -83,7 +87,7 @@ class UploadRegistry:
         """Bytes of uploads `caller` has waiting (recorded, not yet used or expired)."""
         now = time.monotonic()
         with self._lock:
-            return sum(size for (who, _), (when, size) in self._records.items()
+            return sum(size for (who, _), (when, size, _) in self._records.items()
                        if who == caller and now - when < self.ttl_s)
 
     def adopt(self, caller: str, source: Path) -> Path:
@@ -119,7 +123,11 @@ class UploadRegistry:
         real = os.path.realpath(path)
         now = time.monotonic()
         with self._lock:
-            self._drop((caller, real))
+            entry = self._records.get((caller, real))
+            if entry is not None and entry[2] > 1:
+                self._records[(caller, real)] = (entry[0], entry[1], entry[2] - 1)
+            else:
+                self._drop((caller, real))
             return not any(now - self._records[(other, real)][0] < self.ttl_s
                            for other in self._holders.get(real, ()))
 
