@@ -338,7 +338,7 @@ def test_uploads_are_deleted_after_their_lifetime(team):
 
 
 def test_a_full_queue_answers_busy_with_retry_after(tmp_path):
-    """Past STUDIO_MAX_QUEUE waiting requests the server says "Busy ... retry in N s" (503 + Retry-After),
+    """Past STUDIO_MAX_QUEUE waiting requests the server says "Busy ... retry in N s" (429 + Retry-After),
     every other request is served, and nothing is a 5xx error of ours."""
     import concurrent.futures
 
@@ -355,7 +355,7 @@ def test_a_full_queue_answers_busy_with_retry_after(tmp_path):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(chat, keys))
     refused = [p for o, p in results if o == "refused"]
-    assert refused and all(status == 503 and "Busy" in body and "retry in" in body for status, body in refused)
+    assert refused and all(status == 429 and "Busy" in body and "retry in" in body for status, body in refused)
     assert sum(o == "complete" for o, _ in results) >= 2
     assert all(o in ("complete", "refused") for o, _ in results), results
 

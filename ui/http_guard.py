@@ -385,7 +385,8 @@ QUEUE_RETRY_S = 10
 
 def _busy_when_full(send: Send) -> Send:
     """Gradio answers a full queue with 503 "Queue is full. Max size is N..."; say it as a person would,
-    with Retry-After, so clients back off instead of counting an error."""
+    as the same "busy" answer the rate limit gives (429 with Retry-After), so clients back off and retry
+    instead of counting a server error."""
     held: dict = {}
 
     async def wrapped(message: dict) -> None:
@@ -399,8 +400,9 @@ def _busy_when_full(send: Send) -> Send:
                 body = json.dumps({"error": text, "detail": text}).encode()
                 start = held.pop("start")
                 headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-                await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode()),
-                                                 (b"retry-after", str(QUEUE_RETRY_S).encode())]})
+                await send({**start, "status": 429,
+                            "headers": [*headers, (b"content-length", str(len(body)).encode()),
+                                        (b"retry-after", str(QUEUE_RETRY_S).encode())]})
                 await send({"type": "http.response.body", "body": body})
                 return
             await send(held.pop("start"))
