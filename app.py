@@ -80,7 +80,7 @@ def build_app(settings: Settings) -> gr.Blocks:
     condenser = CondenseService(settings, service.models, SummaryStore(settings.db_path),
                                 release_upload=guard.uploads.release)
     # Everything a user keeps counts toward one quota; old items (and anonymous API callers') are swept hourly.
-    _, retention = attach_storage(settings, images.gallery, writer.drafts, condenser.store)
+    _, retention = attach_storage(settings, images.gallery, writer.drafts, condenser.store, store)
     ttl = max(1, int(settings.upload_ttl_hours * 3600))
     with gr.Blocks(title="GenAI Studio", delete_cache=(min(ttl, 900), ttl)) as demo:
         gr.Markdown("## GenAI Studio")

@@ -179,12 +179,18 @@ class ChatService:
                          options: ChatOptions) -> str:
         """Store the user's message (creating the conversation if needed); return its id."""
         text = self.validate(text)
+        created = not conversation_id
         if not conversation_id:
             conv = self.store.create_conversation(user_id, title_from(text),
                                                   model=options.model or self.models.default,
                                                   system_prompt=options.system_prompt)
             conversation_id = conv.id
-        self.store.add_message(user_id, conversation_id, "user", text)
+        try:
+            self.store.add_message(user_id, conversation_id, "user", text)
+        except InputError:  # a full library: no empty conversation is left behind either
+            if created:
+                self.store.delete_conversation(user_id, conversation_id)
+            raise
         return conversation_id
 
     def drop_last_reply(self, user_id: str, conversation_id: str) -> None:

@@ -11,9 +11,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from core.db import SQLiteDB
+from core.quota import reserved
 
 Status = Literal["complete", "streaming", "cut"]
 
@@ -74,6 +75,7 @@ class NotFoundError(LookupError):
 class ConversationStore(SQLiteDB):
     def __init__(self, db_path: Path) -> None:
         super().__init__(db_path, SCHEMA)
+        self.quota: Any = None  # core.quota.StorageQuota, set by StorageQuota.attach
 
     # -- conversations -------------------------------------------------------------------------
     def create_conversation(self, user_id: str, title: str = "New chat", model: str = "",
@@ -154,10 +156,28 @@ class ConversationStore(SQLiteDB):
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     # -- messages ------------------------------------------------------------------------------
+    # -- quota and retention (core/quota.py) -----------------------------------------------------
+    def bytes_used(self, user_id: str) -> int:
+        row = self._conn().execute(
+            "SELECT COALESCE(SUM(LENGTH(CAST(m.content AS BLOB))), 0) FROM messages m "
+            "JOIN conversations c ON c.id = m.conversation_id WHERE c.user_id = ?", (user_id,)).fetchone()
+        return int(row[0])
+
+    def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
+        """Retention: conversations last changed before `cutoff`, of one user or (None) of everyone."""
+        with self._tx() as db:
+            if user_id is None:
+                return db.execute("DELETE FROM conversations WHERE updated_at < ?", (cutoff,)).rowcount
+            return db.execute("DELETE FROM conversations WHERE updated_at < ? AND user_id = ?",
+                              (cutoff, user_id)).rowcount
+
     def add_message(self, user_id: str, conversation_id: str, role: str, content: str,
                     status: Status = "complete", model: str = "") -> int:
+        """A user's new message counts toward their quota (QuotaExceededError past it: nothing is
+        kept); a reply is always kept as it streams, so no answer is ever cut for it."""
         now = time.time()
-        with self._tx() as db:
+        adding = len(content.encode("utf-8", "surrogatepass")) if role == "user" else 0
+        with reserved(self.quota, user_id, adding), self._tx() as db:
             self._owned(db, user_id, conversation_id)
             cur = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, status, model, created_at)"

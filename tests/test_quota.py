@@ -189,3 +189,48 @@ def test_http_an_image_batch_stops_cleanly_at_the_quota_and_old_items_go_at_star
         with sqlite3.connect(data / "studio.sqlite3") as conn:
             assert conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
 
+
+
+def test_conversations_count_toward_the_quota_and_a_reply_is_never_cut_for_it(stores, tmp_path):
+    from core.storage import ConversationStore
+
+    gallery, summaries, drafts = stores
+    chats = ConversationStore(gallery.db_path)
+    quota = StorageQuota(1000)
+    quota.attach(gallery, summaries, drafts, chats)
+    conv = chats.create_conversation("ann")
+    chats.add_message("ann", conv.id, "user", "é" * 300)  # 600 bytes
+    reply = chats.add_message("ann", conv.id, "assistant", "", status="streaming")
+    chats.update_message("ann", conv.id, reply, content="x" * 5000, status="complete")  # kept whole
+    assert quota.used("ann") == 5600 and chats.bytes_used("bob") == 0
+    with pytest.raises(QuotaExceededError, match="library is full"):
+        chats.add_message("ann", conv.id, "user", "one more question")
+    assert [m.role for m in chats.get_conversation("ann", conv.id).messages] == ["user", "assistant"]
+    chats.delete_conversation("ann", conv.id)
+    assert quota.used("ann") == 0
+
+
+def test_retention_removes_old_conversations_too(tmp_path):
+    from core.storage import ConversationStore
+
+    chats = ConversationStore(tmp_path / "db.sqlite3")
+    old = chats.create_conversation("ann")
+    chats.add_message("ann", old.id, "user", "hello")
+    assert chats.delete_older_than(time.time() + 1, "bob") == 0
+    assert chats.delete_older_than(time.time() + 1, "ann") == 1
+    assert chats.list_conversations("ann") == []
+
+
+def test_a_message_past_the_quota_is_refused_and_leaves_no_empty_conversation(tmp_path):
+    from config import Settings
+    from core.chat import ChatOptions, ChatService
+    from core.models import ModelManager
+    from core.storage import ConversationStore
+
+    settings = Settings(data_dir=tmp_path)
+    chats = ConversationStore(settings.db_path)
+    StorageQuota(10).attach(chats)
+    service = ChatService(settings, chats, ModelManager(settings))
+    with pytest.raises(QuotaExceededError, match="library is full"):
+        service.add_user_message("ann", None, "a question longer than ten bytes", ChatOptions())
+    assert chats.list_conversations("ann") == []
