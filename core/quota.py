@@ -1,6 +1,6 @@
 """What each user may keep on disk, and for how long: a per-user quota over every store that keeps a user's
-items (gallery PNGs, condensed summaries, writer drafts, chat messages), checked before each save, and a retention sweep that
-deletes items older than STUDIO_RETENTION_DAYS (and anonymous API callers' items after
+items (gallery PNGs, condensed summaries, writer drafts, chat messages), checked before each save, and a
+retention sweep that deletes items older than STUDIO_RETENTION_DAYS (and anonymous API callers' items after
 STUDIO_ANON_RETENTION_HOURS) at startup and once an hour."""
 from __future__ import annotations
 
