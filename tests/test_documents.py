@@ -405,14 +405,24 @@ def test_hostile_pdf_is_killed_at_its_time_limit(cpu_bomb_pdf):
     assert watch.seen and watch.alive() == []
 
 
-def test_timeout_during_ocr_ends_tesseract_too():
+def test_timeout_during_ocr_ends_tesseract_too(tmp_path):
     tesseract_required()
-    # At 600 dpi OCR of this page takes 5-6 s here, so tesseract is surely mid-page when time runs out.
+    from pypdf import PdfReader, PdfWriter
+
+    # The scanned page four times: tesseract starts within about a second and OCR of the four pages takes
+    # 10 s or more even on an idle machine (one page alone took 3.3 s there, under the 4 s limit), so
+    # tesseract is surely mid-page when time runs out, however fast or loaded the machine is.
+    writer = PdfWriter()
+    for _ in range(4):
+        writer.add_page(PdfReader(CORPUS / SCANNED).pages[0])
+    scanned = tmp_path / SCANNED
+    with open(scanned, "wb") as out:
+        writer.write(out)
     limits = ExtractionLimits(timeout_s=4, ocr_dpi=600, memory_mb=4096)
     with WorkerWatch() as watch:
         started = time.monotonic()
         with pytest.raises(ParserTimeout):
-            extract_document(CORPUS / SCANNED, SCANNED, limits)
+            extract_document(scanned, SCANNED, limits)
         elapsed = time.monotonic() - started
     assert elapsed < 4 + 1.0
     assert "tesseract" in watch.seen.values()
