@@ -82,3 +82,12 @@ class SQLiteDB:
                 raise
             return False
         return True
+
+    def _delete_before(self, table: str, time_column: str, cutoff: float, user_id: str | None) -> int:
+        """Retention for a table of per-user rows: those whose `time_column` is before `cutoff`, of one
+        user or (None) of everyone. `table` and `time_column` are the store's own names, never input."""
+        where = f"{time_column} < ?" + (" AND user_id = ?" if user_id is not None else "")
+        args = (cutoff, user_id) if user_id is not None else (cutoff,)
+        with self._tx() as db:
+            return db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount
+

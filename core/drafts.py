@@ -198,8 +198,4 @@ class DraftStore(SQLiteDB):
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: drafts last changed before `cutoff`, of one user or (None) of everyone."""
-        with self._tx() as db:
-            if user_id is None:
-                return db.execute("DELETE FROM writer_drafts WHERE updated_at < ?", (cutoff,)).rowcount
-            return db.execute("DELETE FROM writer_drafts WHERE updated_at < ? AND user_id = ?",
-                              (cutoff, user_id)).rowcount
+        return self._delete_before("writer_drafts", "updated_at", cutoff, user_id)

@@ -165,11 +165,7 @@ class ConversationStore(SQLiteDB):
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: conversations last changed before `cutoff`, of one user or (None) of everyone."""
-        with self._tx() as db:
-            if user_id is None:
-                return db.execute("DELETE FROM conversations WHERE updated_at < ?", (cutoff,)).rowcount
-            return db.execute("DELETE FROM conversations WHERE updated_at < ? AND user_id = ?",
-                              (cutoff, user_id)).rowcount
+        return self._delete_before("conversations", "updated_at", cutoff, user_id)
 
     def add_message(self, user_id: str, conversation_id: str, role: str, content: str,
                     status: Status = "complete", model: str = "") -> int:

@@ -86,11 +86,7 @@ class SummaryStore(SQLiteDB):
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: summaries made before `cutoff`, of one user or (None) of everyone."""
-        with self._tx() as db:
-            if user_id is None:
-                return db.execute("DELETE FROM summaries WHERE created_at < ?", (cutoff,)).rowcount
-            return db.execute("DELETE FROM summaries WHERE created_at < ? AND user_id = ?",
-                              (cutoff, user_id)).rowcount
+        return self._delete_before("summaries", "created_at", cutoff, user_id)
 
     def get(self, user_id: str, summary_id: str) -> StoredSummary:
         row = self._conn().execute("SELECT * FROM summaries WHERE id = ? AND user_id = ?",
