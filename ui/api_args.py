@@ -12,20 +12,18 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Union
+from typing import Any, Callable, Union
 
 import gradio as gr
 from gradio.data_classes import FileData
 
 from core.errors import BusyError, InputError
 from core.validate import shown
+from ui.asgi import Receive, Scope, Send, replay, respond
 from ui.errors import user_error
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
 
 API = "/gradio_api"
 _NAMED = re.compile(rf"^{API}/(call|run|api)/(?!v2/)([^/]+)/?$")  # call/v2 fills defaults itself
@@ -302,7 +300,7 @@ class ArgumentCheck:
             return
         messages, complete = await _read(receive, self.max_body_bytes)
         if not complete:  # too large (or cut) to look at here: pass it on as it came
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replay(messages, receive), send)
             return
         body = b"".join(m.get("body", b"") for m in messages)
         try:
@@ -314,7 +312,7 @@ class ArgumentCheck:
             if problem:
                 await _refuse(send, problem)
                 return
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replay(messages, receive), send)
             return
         # Gradio's /call route ignores a fn_index in the body; /run, /api and queue/join go by it first.
         block_fn = _event(blocks, payload, named.group(2) if named else None,
@@ -330,7 +328,7 @@ class ArgumentCheck:
                                               if k.lower() != b"content-length"]
                          + [(b"content-length", str(len(body)).encode())]}
                 messages = [{"type": "http.request", "body": body, "more_body": False}]
-        await self.app(scope, _replay(messages, receive), send)
+        await self.app(scope, replay(messages, receive), send)
 
 
 def v2_problem(blocks: Any, api_name: str, payload: Any) -> str | None:
@@ -387,20 +385,5 @@ async def _read(receive: Receive, limit: int) -> tuple[list[dict], bool]:
             return messages, True
 
 
-def _replay(messages: list[dict], rest: Receive) -> Receive:
-    """A receive that gives back the messages already read, then goes on with the request's own."""
-    pending = list(messages)
-
-    async def receive() -> dict:
-        if pending:
-            return pending.pop(0)
-        return await rest()
-
-    return receive
-
-
 async def _refuse(send: Send, message: str) -> None:
-    body = json.dumps({"error": message, "detail": message}).encode()
-    await send({"type": "http.response.start", "status": 422,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, 422, message)

@@ -11,7 +11,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from core.security.limits import LoginLimiter, RateLimiter, SessionOwners
@@ -19,12 +19,10 @@ from core.security.links import PREFIX as LINK_PREFIX
 from core.security.links import FileLinks
 from core.security.tokens import TokenStore
 from core.security.uploads import UploadRegistry
+from ui.asgi import Receive, Scope, Send, replay, respond
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
 
 API = "/gradio_api"
 CALLER_HEADER = b"x-studio-caller"  # the key uploads and sessions are bound to
@@ -97,15 +95,6 @@ def _cookies(raw: bytes) -> dict[str, str]:
     return out
 
 
-async def _respond(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None,
-                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": message, "detail": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(extra or []), *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
-
-
 class BodyTooLarge(Exception):
     pass
 
@@ -134,7 +123,7 @@ class StudioGuard:
         # -- cross-origin requests: a page on another origin must not upload, start work, or read replies
         # (Gradio's CORS answer reflects any origin, with credentials, on a host that is not localhost) ----
         if (method in _UNSAFE or b"origin" in headers) and not self._same_origin(headers):
-            await _respond(send, 403, "Cross-origin request refused: this origin is not allowed "
+            await respond(send, 403, "Cross-origin request refused: this origin is not allowed "
                            "(set STUDIO_ALLOWED_ORIGINS to allow it).", sec)
             return
 
@@ -146,11 +135,11 @@ class StudioGuard:
         if auth_header[:7].lower() == "bearer ":
             token_user = g.tokens.resolve(auth_header[7:].strip())
             if token_user is None:
-                await _respond(send, 401, "Invalid API token.", sec, [(b"www-authenticate", b"Bearer")])
+                await respond(send, 401, "Invalid API token.", sec, [(b"www-authenticate", b"Bearer")])
                 return
         if token_user and g.auth:  # an explicit token decides, whatever login cookie came along
             if not token_user.startswith("user:"):
-                await _respond(send, 401, "This token does not belong to a login of this server.", sec)
+                await respond(send, 401, "This token does not belong to a login of this server.", sec)
                 return
             login_user = token_user[5:]
             self._as_gradio_login(gradio_app, scope, login_user)
@@ -165,13 +154,13 @@ class StudioGuard:
             scope["headers"].append((USER_HEADER, token_user.encode()))
 
         if g.auth and not login_user and not _PUBLIC.match(path):
-            await _respond(send, 401, "Not authenticated: log in, or send an API token "
+            await respond(send, 401, "Not authenticated: log in, or send an API token "
                            "(Authorization: Bearer ...).", sec, [(b"www-authenticate", b"Bearer")])
             return
 
         if path.startswith(f"{API}/dev/") and not getattr(getattr(gradio_app, "blocks", None), "dev_mode", False):
             # Gradio's reload watcher: a stream polling 20 times a second per open connection, for nothing here.
-            await _respond(send, 404, "Not found.", sec)
+            await respond(send, 404, "Not found.", sec)
             return
         if method in ("GET", "HEAD") and path.startswith(f"{API}/file={LINK_PREFIX}/"):
             await self._serve_link(scope, receive, send, caller, path[len(f"{API}/file="):], sec)
@@ -181,11 +170,11 @@ class StudioGuard:
         if method == "GET" and path.startswith(API):
             session = self._query_session(scope, path)
             if session is not None and not g.sessions.claim(session, caller):
-                await _respond(send, 403, "This session belongs to someone else.", sec)
+                await respond(send, 403, "This session belongs to someone else.", sec)
                 return
         event = _EVENT_GET.match(path) if method == "GET" else _EVENT_POST.match(path) if method == "POST" else None
         if event is not None and not g.events.claim(event.group(1), caller):
-            await _respond(send, 403, "This event belongs to someone else.", sec)
+            await respond(send, 403, "This event belongs to someone else.", sec)
             return
         if (method in _UNSAFE and _WORK.match(path)) or path.startswith(f"{API}/deep_link"):  # deep_link writes a file
             # Uploads have a budget of their own: Gradio's image editor re-uploads its layers on every
@@ -193,7 +182,7 @@ class StudioGuard:
             wait = (g.upload_rate if _UPLOAD.match(path) else g.rate).take(caller)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
-                await _respond(send, 429, f"Busy: too many requests from you; retry in {seconds} s.", sec,
+                await respond(send, 429, f"Busy: too many requests from you; retry in {seconds} s.", sec,
                                [(b"retry-after", str(seconds).encode())])
                 return
 
@@ -205,37 +194,37 @@ class StudioGuard:
             except ValueError:
                 too_big = True
             if too_big:
-                await _respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
+                await respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
                 return
 
         if method == "POST" and (_JSON_BODY.match(path) or path.rstrip("/") == "/login"):
             try:
                 body = await _read_body(receive, limit)
             except BodyTooLarge:
-                await _respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
+                await respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
                 return
-            receive = _replay(body, receive)
+            receive = replay([{"type": "http.request", "body": body, "more_body": False}], receive)
             if path.rstrip("/") == "/login":
                 await self._login(scope, receive, send, body, address, sec)
                 return
             try:
                 data = json.loads(body)
             except RecursionError:
-                await _respond(send, 400, "The request's JSON is nested too deeply.", sec)
+                await respond(send, 400, "The request's JSON is nested too deeply.", sec)
                 return
             except ValueError:
                 data = None  # not JSON: Gradio answers that itself
             session = _body_session(data)
             if session is not None and not g.sessions.claim(session, caller):
-                await _respond(send, 403, "This session belongs to someone else.", sec)
+                await respond(send, 403, "This session belongs to someone else.", sec)
                 return
             event_id = data.get("event_id") if isinstance(data, dict) and path.startswith(f"{API}/cancel") else None
             if isinstance(event_id, str) and not g.events.claim(event_id, caller):
-                await _respond(send, 403, "This event belongs to someone else.", sec)
+                await respond(send, 403, "This event belongs to someone else.", sec)
                 return
             if _NAMED_CALL.match(path) and not self._files_are_uploads(data, caller):
                 # Gradio would refuse these too, but with {"error": null}; say what is wrong.
-                await _respond(send, 400, "A file in this request is not a file upload of yours: send the file "
+                await respond(send, 400, "A file in this request is not a file upload of yours: send the file "
                                "itself (gradio_client: handle_file(path)), not a path on the server.", sec)
                 return
         else:
@@ -245,7 +234,7 @@ class StudioGuard:
             held = g.uploads.held_bytes(caller)
             coming = int(length) if length is not None and length.isdigit() else 0
             if held + coming > g.uploads.max_held_bytes:
-                await _respond(send, 429, f"Busy: you have {held / 2**20:.0f} MB of uploads not used yet (the limit is "
+                await respond(send, 429, f"Busy: you have {held / 2**20:.0f} MB of uploads not used yet (the limit is "
                                f"{g.uploads.max_held_bytes / 2**20:.0f} MB); use or wait for them, then retry.", sec,
                                [(b"retry-after", b"60")])
                 return
@@ -261,7 +250,7 @@ class StudioGuard:
         except BodyTooLarge:
             if started:
                 raise
-            await _respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
+            await respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _files_are_uploads(self, data: Any, caller: str) -> bool:
@@ -323,7 +312,7 @@ class StudioGuard:
         g = self.guard
         wait = g.logins.wait(address, user)
         if wait > 0:
-            await _respond(send, 429, f"Too many failed logins; try again in {int(wait)} s.", sec,
+            await respond(send, 429, f"Too many failed logins; try again in {int(wait)} s.", sec,
                            [(b"retry-after", str(int(wait)).encode())])
             return
         status: dict[str, int] = {}
@@ -346,7 +335,7 @@ class StudioGuard:
 
         found = self.guard.links.resolve(caller, link)
         if found is None:
-            await _respond(send, 404, "No such file (links are for the caller they were made for, for a day).", sec)
+            await respond(send, 404, "No such file (links are for the caller they were made for, for a day).", sec)
             return
         await FileResponse(found, headers={k.decode(): v.decode() for k, v in sec})(scope, receive, send)
 
@@ -377,7 +366,7 @@ class StudioGuard:
         try:
             await self.app(scope, receive, hold)
         except BodyTooLarge:
-            await _respond(send, 413, f"Upload too large: the limit is {self.guard.max_upload_bytes // 2**20} MB.", sec)
+            await respond(send, 413, f"Upload too large: the limit is {self.guard.max_upload_bytes // 2**20} MB.", sec)
 
 
 QUEUE_RETRY_S = 10
@@ -452,20 +441,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         if not message.get("more_body"):
             break
     return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body already read, then the client's own messages (a disconnect, for streaming responses)."""
-    sent = False
-
-    async def replayed() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 def _capped(receive: Receive, limit: int) -> Receive:
