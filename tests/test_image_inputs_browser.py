@@ -84,9 +84,19 @@ def changed_pixels(a, b) -> int:
     return sum(1 for p in ImageChops.difference(a, b).convert("L").getdata() if p > 40)
 
 
+def wait_until_settled(page, elem_id: str) -> None:
+    """Wait until the component shows no progress overlay, as a person waits for the spinner to go. While the
+    event that filled it is still running, Gradio's overlay covers the editor: a stroke then draws nothing,
+    and the spinner's own animation would pass for a stroke in `changed_pixels`."""
+    tracker = page.locator(f"#{elem_id} [data-testid=status-tracker]").first
+    wait_for(lambda: tracker.count() == 0 or "hide" in (tracker.get_attribute("class") or "").split(), 60,
+             f"{elem_id} to finish loading")
+
+
 def stroke(page, elem_id: str) -> None:
     """Pick the brush and drag the mouse across the middle of the editor's canvas, as a person draws; the
     stroke must show on the canvas (a stroke drawn before the editor is ready would be lost)."""
+    wait_until_settled(page, elem_id)
     editor = page.locator(f"#{elem_id}")
     editor.get_by_role("button", name="Brush", exact=True).click()
     page.wait_for_timeout(300)
@@ -124,6 +134,9 @@ def test_seed_upload_send_to_sketch_and_inpaint_work_through_the_upload_checks(b
         context = browser.new_context(viewport={"width": 1400, "height": 1800})
         context.add_init_script(TOAST_LOG)
         page = context.new_page()
+        refused_uploads: list[str] = []  # an editor layer whose upload is refused is silently left out of its value
+        page.on("response", lambda r: refused_uploads.append(f"{r.status} {r.url}")
+                if "/gradio_api/upload" in r.url and r.status != 200 else None)
         try:
             page.goto(app.url)
             page.wait_for_function("() => window.gradio_config !== undefined")
@@ -175,6 +188,8 @@ def test_seed_upload_send_to_sketch_and_inpaint_work_through_the_upload_checks(b
             stroke(page, "image-inpaint")
             generate(page, 3)
             assert "Mode: inpaint" in page.locator("#image-result-params textarea").input_value()
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; refused uploads: {refused_uploads[:5]}") from None
         finally:
             page.screenshot(path=str(tmp_path / "image-inputs.png"), full_page=True)
             print(f"screenshot: {tmp_path / 'image-inputs.png'}")
