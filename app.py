@@ -10,30 +10,30 @@ from pathlib import Path
 import gradio as gr
 
 from config import Settings
-from core.chat import ChatService
-from core.condenser import CondenseService
-from core.drafts import DraftStore
-from core.image_studio import ImageModelManager, ImageStudio
-from core.images import ImageGallery
+from core.chat.service import ChatService
+from core.condenser.service import CondenseService
+from core.writer.store import DraftStore
+from core.images.service import ImageModelManager, ImageStudio
+from core.images.request import ImageGallery
 from core.models import ModelManager
-from core.prompts import load_chat_presets
+from core.chat.presets import load_chat_presets
 from core.quota import attach_storage
 from core.security.limits import RateLimiter, UserSlots
 from core.security.passwords import PasswordCheck, hash_password, load_users_file
 from core.security.tokens import ApiAccess, TokenStore
 from core.security.uploads import UploadRegistry
-from core.storage import ConversationStore, persistent_secret
-from core.summaries import SummaryStore
-from core.writer import WriterService
-from core.writer_templates import load_library
+from core.chat.store import ConversationStore, persistent_secret
+from core.condenser.store import SummaryStore
+from core.writer.service import WriterService
+from core.writer.templates import load_library
 from ui.access import build_access_panel
 from ui.api import build_api
-from ui.api_args import ArgumentCheck
+from ui.server.api_args import ArgumentCheck
 from ui.chat import build_chat_tab
-from ui.http_guard import Guard, StudioGuard
+from ui.server.guard import Guard, StudioGuard
 from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
-from ui.sessions import install_session_bounds, session_reaper
+from ui.server.sessions import install_session_bounds, session_reaper
 from ui.images import build_images_api, build_images_tab
 from ui.writer import build_writer_api, build_writer_tab
 
@@ -45,7 +45,7 @@ CSS = """
 
 
 def build_guard(settings: Settings) -> Guard:
-    """What the HTTP edge decides with: tokens, uploads, limits (ui/http_guard.py)."""
+    """What the HTTP edge decides with: tokens, uploads, limits (ui/server/guard.py)."""
     from gradio.utils import get_upload_folder
 
     return Guard(tokens=TokenStore(settings.db_path),
@@ -95,7 +95,7 @@ def build_app(settings: Settings) -> gr.Blocks:
         build_writer_api(writer, text_jobs)
         build_condenser_api(condenser, guard.uploads, text_jobs)
         build_images_api(images, guard.uploads, guard.links)
-        demo.session_reaper = session_reaper(demo, settings.max_sessions)  # ui/sessions.py: marks open tabs
+        demo.session_reaper = session_reaper(demo, settings.max_sessions)  # ui/server/sessions.py: marks open tabs
     demo.guard = guard  # launch() puts it in front of every route
     demo.studio_service = service  # for tests and benchmarks in-process
     demo.writer_service = writer
@@ -116,7 +116,7 @@ def launch(demo: gr.Blocks, settings: Settings, **overrides) -> None:
                    app_kwargs={"middleware": [Middleware(StudioGuard, guard=demo.guard),
                                               Middleware(ArgumentCheck)]})
     options.update(overrides)
-    install_session_bounds(demo, options)  # ui/sessions.py: Gradio's session cap and the sweep
+    install_session_bounds(demo, options)  # ui/server/sessions.py: Gradio's session cap and the sweep
     demo.launch(**options)
 
 

@@ -58,7 +58,7 @@ class Settings:
     max_input_chars: int = 200_000  # hard cap on one message, whatever the model's context
     concurrency_limit: int = 16  # simultaneous generation requests across all users
     max_queue: int = 64  # requests waiting for a slot, all users together; more get "Busy: retry in N s"
-    # Gradio sessions kept in memory (~380 KB each); untouched ones are dropped anyway (ui/sessions.py).
+    # Gradio sessions kept in memory (~380 KB each); untouched ones are dropped anyway (ui/server/sessions.py).
     max_sessions: int = 500  # 0 = Gradio's default (10,000, nothing dropped early)
     # Serving a team (SECURITY.md).
     auth_file: Path | None = None  # "user:pbkdf2_sha256$..." lines (python -m core.security.passwords USER)
@@ -67,7 +67,7 @@ class Settings:
     upload_ttl_hours: float = 6.0  # uploads are deleted this long after they arrive
     rate_limit: int = 120  # requests that start work, per caller per minute (bursts up to the same)
     frame_ancestors: str = "'none'"  # who may show the app in a frame (CSP frame-ancestors)
-    # What each user keeps (gallery PNGs, summaries, drafts) and runs (core/quota.py, core/image_studio.py).
+    # What each user keeps (gallery PNGs, summaries, drafts) and runs (core/quota.py, core/images/service.py).
     user_quota_mb: float = 2048.0  # disk a user's stored items may take; 0 = no limit
     retention_days: float = 0.0  # stored items older than this are deleted (startup, then hourly); 0 = keep
     anon_retention_hours: float = 24.0  # the same for API callers without a token ("api:anonymous"); 0 = keep

@@ -39,7 +39,7 @@ def measure_bandwidth(size_mb: int = 512, repeats: int = 5) -> float:
 
 
 def direct_run(backend, max_new: int) -> tuple[str, float, float, int]:
-    from backends.base import GenerationParams, StreamStats
+    from backends.text.base import GenerationParams, StreamStats
 
     stats = StreamStats()
     params = GenerationParams(temperature=0.0, max_new_tokens=max_new, seed=0)
@@ -103,9 +103,9 @@ def main() -> None:
     from gradio_client import Client
 
     from backends import create_text_backend
-    from backends.embedded import embedded_gguf_path
+    from backends.text.embedded import embedded_gguf_path
     from config import Settings
-    from tests.app_process import app_process
+    from tests.support.app_process import app_process
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}")
     backend = create_text_backend("embedded", Settings(data_dir=Path(tempfile.mkdtemp())))

@@ -37,7 +37,7 @@ MAP_DOC = "good-alice-in-wonderland.txt"
 
 
 def condense(service, files, text, progress: bool = False, **options):
-    from core.condenser import CondenseOptions
+    from core.condenser.service import CondenseOptions
 
     started, last = time.perf_counter(), 0.0
     update = None
@@ -50,16 +50,16 @@ def condense(service, files, text, progress: bool = False, **options):
 
 
 def service_for(settings):
-    from core.condenser import CondenseService
+    from core.condenser.service import CondenseService
     from core.models import ModelManager
-    from core.summaries import SummaryStore
+    from core.condenser.store import SummaryStore
 
     return CondenseService(settings, ModelManager(settings), SummaryStore(settings.db_path))
 
 
 def pages_per_second(args, data: Path) -> None:
     from config import Settings
-    from core.condenser import InputFile
+    from core.condenser.service import InputFile
 
     settings = Settings(data_dir=data / "embedded", n_ctx=args.n_ctx, n_threads=args.threads)
     service = service_for(settings)
@@ -81,9 +81,9 @@ def pages_per_second(args, data: Path) -> None:
 
 
 def map_ratio(args, data: Path) -> None:
-    from backends.embedded import embedded_gguf_path
+    from backends.text.embedded import embedded_gguf_path
     from config import Settings
-    from tests.openai_servers import fake_openai_server, llama_cpp_server
+    from tests.support.openai_servers import fake_openai_server, llama_cpp_server
 
     text = (CORPUS / MAP_DOC).read_text(encoding="utf-8", errors="replace")[:args.map_chars]
     options = dict(length="short", chunk_tokens=args.map_chunk_tokens, map_max_new_tokens=args.map_max_new_tokens)
@@ -121,7 +121,7 @@ def map_ratio(args, data: Path) -> None:
 
 
 def transformers_ratio(args, data: Path) -> None:
-    from backends.embedded import embedded_gguf_path
+    from backends.text.embedded import embedded_gguf_path
     from config import Settings
 
     text = (CORPUS / MAP_DOC).read_text(encoding="utf-8", errors="replace")[:args.transformers_chars]

@@ -3,7 +3,7 @@
 Every input is a file from ../shared/corpus/ (or two of them) after one to three mutations: byte flips,
 truncation, splices, repeated or deleted stretches, PDF token insertions, and for DOCX files mutations
 inside the ZIP (a member's XML flipped, cut, nested, duplicated, dropped; lying sizes; inflating
-members). Each run goes through the app's own path (core/documents.py -> core/document_worker.py in a
+members). Each run goes through the app's own path (core/condenser/documents.py -> core/condenser/worker.py in a
 child process with its time and memory limits).
 
 Outcome counts: `extracted` or the DocumentError code the user would see. FINDINGS (input saved under
@@ -283,7 +283,7 @@ def save(kind: str, n: int, ext: str, data: bytes, note: dict) -> Path:
 def run_one(path: Path, name: str, limits, margin: float) -> tuple[str, object, float, str]:
     """(outcome, document-or-exception, seconds, traceback); the call runs in a thread so a hang in
     the parent itself is seen too."""
-    from core.documents import DocumentError, extract_document
+    from core.condenser.documents import DocumentError, extract_document
 
     box: dict = {}
 
@@ -342,7 +342,7 @@ def main() -> int:
 
     import psutil
 
-    from core.documents import EXTENSIONS, ExtractionLimits
+    from core.condenser.documents import EXTENSIONS, ExtractionLimits
 
     limits = ExtractionLimits(timeout_s=args.timeout, memory_mb=args.memory_mb)
     scratch = Path(tempfile.mkdtemp(prefix="fuzz-documents-"))

@@ -1,5 +1,5 @@
 """Image generation through the app vs the pipeline called directly, in one run, interleaved: the service
-layer (core/image_studio.py: checks, per-model queue, progress and previews, PNG encoding with the `parameters`
+layer (core/images/service.py: checks, per-model queue, progress and previews, PNG encoding with the `parameters`
 chunk, gallery write) and Gradio's HTTP API (/generate_image by plain REST calls and by gradio_client, PNG
 download included), for the GAN faces (OpenVINO networks called directly) and a small random diffusers
 pipeline. Prints medians and fastest runs and the app's overhead (target: under 10 %).
@@ -162,7 +162,7 @@ def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], 
     import httpx
     import numpy as np
 
-    from core.images import encode_png
+    from core.images.request import encode_png
 
     def service(seed: int) -> list:
         final = list(studio.generate("bench", spec, form(seed)))[-1]
@@ -286,7 +286,7 @@ def report_studio(r: dict, what: str) -> None:
           f"  {low['http'] * 1000:9.1f} ms {(low['http'] / low['direct'] - 1) * 100:+7.1f} %")
     print(f"        {r['png_bytes'] / 1e6:.2f} MB of PNG downloaded)      of which fetching the PNG"
           f"{'s' if n > 1 else ''} alone (HTTP GET): {r['transfer_s'] * 1000:.1f} ms")
-    print(f"  PNG encoding (core.images.encode_png, level 1, one thread): {r['encode_s'] * 1000:.1f} ms "
+    print(f"  PNG encoding (core.images.request.encode_png, level 1, one thread): {r['encode_s'] * 1000:.1f} ms "
           f"({r['encode_s'] / r['direct_s'] * 100:.1f} % of direct); the service encodes image k while image k+1 "
           "is made, and what is left after the model is done on all cores")
     print(f"  same pixels in the stored PNGs as direct: {r['identical_pixels']}   (target: overhead under 10 %)")
@@ -299,7 +299,7 @@ def direct_gan(psi: float) -> Callable[[int], list]:
     import openvino as ov
     from PIL import Image
 
-    from backends.gan_faces import LATENT_DIM, W_MEAN_SAMPLES, W_MEAN_SEED, locate_data_dir
+    from backends.image.gan_faces import LATENT_DIM, W_MEAN_SAMPLES, W_MEAN_SEED, locate_data_dir
 
     folder = locate_data_dir()
     core = ov.Core()
@@ -345,7 +345,7 @@ def sd_form(size: int, steps: int) -> Callable[[int], dict]:
 def cpu_mode(args: argparse.Namespace) -> None:
     import torch
 
-    from backends.gan_faces import DEFAULT_TRUNCATION
+    from backends.image.gan_faces import DEFAULT_TRUNCATION
 
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")

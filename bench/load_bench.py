@@ -5,7 +5,7 @@ slope (MB per 1,000 requests after warm-up).
 
     .venv/bin/python bench/load_bench.py                      # 100 users, 10 minutes
     .venv/bin/python bench/load_bench.py --users 200 --wait 1 --minutes 4
-    .venv/bin/python bench/load_bench.py --ci --json out.json  # 10 users, 30 s (tests/test_load_short.py)
+    .venv/bin/python bench/load_bench.py --ci --json out.json  # 10 users, 30 s (tests/security/test_load_short.py)
 
 Everything runs on 127.0.0.1: the fake model server (in this process), the app (python app.py, its own
 process) and locust (its own process: gevent would patch this one's threads).
@@ -229,8 +229,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
 
     from config import Settings
-    from tests.app_process import app_process
-    from tests.openai_servers import fake_openai_server
+    from tests.support.app_process import app_process
+    from tests.support.openai_servers import fake_openai_server
 
     work = Path(tempfile.mkdtemp(prefix="load-bench-"))
     data_dir, gradio_tmp = work / "data", work / "gradio"

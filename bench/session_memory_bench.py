@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from tests.app_process import app_process  # noqa: E402
-from tests.openai_servers import fake_openai_server  # noqa: E402
-from tests.rest_client import RestClient  # noqa: E402
+from tests.support.app_process import app_process  # noqa: E402
+from tests.support.openai_servers import fake_openai_server  # noqa: E402
+from tests.support.rest_client import RestClient  # noqa: E402
 
 # message, system prompt, model, temperature, top_p, max_new_tokens, seed, history
 CHAT_ARGS = ["Say hi.", "", "", 0.7, 0.95, 4, -1, None]

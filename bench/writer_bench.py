@@ -37,10 +37,10 @@ BRIEF = {"topic": "Bamboo travel mug, 350 ml, keeps drinks hot for 6 hours", "au
 
 def make_service(models: tuple[str, ...], base_url: str | None = None):
     from config import Settings
-    from core.drafts import DraftStore
+    from core.writer.store import DraftStore
     from core.models import ModelManager
-    from core.writer import WriterService
-    from core.writer_templates import load_library
+    from core.writer.service import WriterService
+    from core.writer.templates import load_library
 
     settings = Settings(text_models=models, data_dir=Path(tempfile.mkdtemp(prefix="writer-bench-")),
                         openai_base_url=base_url, request_timeout=300.0, max_retries=0)
@@ -48,8 +48,8 @@ def make_service(models: tuple[str, ...], base_url: str | None = None):
 
 
 def run_once(service, brief, parallel: int, seed: int) -> dict:
-    from core.writer import WriteOptions
-    from core.writer_text import words
+    from core.writer.service import WriteOptions
+    from core.writer.text import words
 
     backend = service.backend(None)
     t0 = time.perf_counter()
@@ -96,8 +96,8 @@ def main() -> None:
     parser.add_argument("--skip-server", action="store_true", help="skip the llama_cpp.server rows")
     args = parser.parse_args()
 
-    from backends.embedded import embedded_gguf_path
-    from tests.openai_servers import fake_openai_server, llama_cpp_server
+    from backends.text.embedded import embedded_gguf_path
+    from tests.support.openai_servers import fake_openai_server, llama_cpp_server
 
     import llama_cpp
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from backends import create_text_backend
-from backends.base import ModelSpec, TextBackend
+from backends.text.base import ModelSpec, TextBackend
 from config import Settings
 
 

@@ -1,25 +1,6 @@
-"""Prompt data files under prompts/: loaded and checked here so a malformed file fails loudly at
-startup, not in the middle of a user's request."""
+"""Where the prompt data files live (prompts/ at the repository root): templates and catalogues are data, not code."""
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
-
-
-def load_chat_presets(path: Path | None = None) -> dict[str, str]:
-    """Preset name -> system prompt, in file order."""
-    path = path or PROMPTS_DIR / "chat_presets.toml"
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    presets: dict[str, str] = {}
-    for i, entry in enumerate(data.get("preset", [])):
-        name, prompt = entry.get("name"), entry.get("prompt")
-        if not isinstance(name, str) or not name.strip() or not isinstance(prompt, str):
-            raise ValueError(f"{path}: preset #{i + 1} needs a non-empty 'name' and a 'prompt' string")
-        if name in presets:
-            raise ValueError(f"{path}: preset name {name!r} appears twice")
-        presets[name] = prompt.strip()
-    if not presets:
-        raise ValueError(f"{path}: no [[preset]] entries")
-    return presets

@@ -12,7 +12,7 @@ from config import Settings
 
 @pytest.fixture(scope="session")
 def embedded_gguf() -> Path:
-    from backends.embedded import embedded_gguf_path
+    from backends.text.embedded import embedded_gguf_path
 
     return embedded_gguf_path()
 
@@ -95,7 +95,7 @@ def browser():
     check that nothing they started is left running, and a live browser would count."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser_support import ARGS, CHROMIUM
+    from tests.support.browser import ARGS, CHROMIUM
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -106,7 +106,7 @@ def browser():
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Stable Diffusion pipeline saved as a diffusers folder (built from configs)."""
-    from tests.test_diffusers_backend import build_tiny_pipeline
+    from tests.backends.test_diffusers_backend import build_tiny_pipeline
 
     folder = tmp_path_factory.mktemp("tiny-sd") / "tiny-sd"
     build_tiny_pipeline(folder)

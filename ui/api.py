@@ -5,11 +5,11 @@ from typing import Iterator
 
 import gradio as gr
 
-from ui.api_args import api_endpoint
+from ui.server.api_args import api_endpoint
 from ui.errors import user_error
 
-from backends.base import BackendError
-from core.chat import ChatOptions, ChatService, InputError, throttled
+from backends.text.base import BackendError
+from core.chat.service import ChatOptions, ChatService, InputError, throttled
 from core.security.limits import UserSlots
 from ui.identity import api_user
 

@@ -1,4 +1,4 @@
-"""The chat tab: components and event wiring only. Everything it does is a call into core.chat."""
+"""The chat tab: components and event wiring only. Everything it does is a call into core.chat.service."""
 from __future__ import annotations
 
 import tempfile
@@ -9,10 +9,10 @@ import gradio as gr
 
 from ui.errors import user_error
 
-from backends.base import BackendError
-from core import export
-from core.chat import ChatOptions, ChatService, InputError, display_messages, reply_bubble, throttled
-from core.storage import NotFoundError
+from backends.text.base import BackendError
+from core.chat import export
+from core.chat.service import ChatOptions, ChatService, InputError, display_messages, reply_bubble, throttled
+from core.chat.store import NotFoundError
 from ui.identity import ensure_browser_id, user_id
 
 PRIVATE = dict(api_visibility="private")

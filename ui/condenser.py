@@ -1,5 +1,5 @@
 """The condenser tab and the /condense API: components and event wiring only. Everything it does is a
-call into core.condenser (the pipeline) and core.summaries (kept summaries). Gradio's uploaded copies
+call into core.condenser.service (the pipeline) and core.condenser.store (kept summaries). Gradio's uploaded copies
 are handed to the core as disposable: deleted as soon as they are read."""
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from typing import Any, Iterator
 import gradio as gr
 from gradio.data_classes import FileData
 
-from backends.base import BackendError
-from core.chat import InputError
-from core.condense_report import export_markdown
-from core.condenser import CondenseCancelled, CondenseOptions, CondenseService, InputFile
-from core.documents import EXTENSIONS, DocumentError
+from backends.text.base import BackendError
+from core.chat.service import InputError
+from core.condenser.report import export_markdown
+from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
+from core.condenser.documents import EXTENSIONS, DocumentError
 from core.safe_html import safe_markdown
-from core.summaries import SummaryNotFound
-from ui.api_args import api_endpoint
+from core.condenser.store import SummaryNotFound
+from ui.server.api_args import api_endpoint
 from ui.errors import user_error
 from core.security.limits import UserSlots
 from core.security.uploads import UploadRegistry

@@ -42,7 +42,7 @@ def _header(request: gr.Request | None, name: str) -> str | None:
 
 
 def caller(request: gr.Request | None) -> str:
-    """The key uploads and sessions are bound to, as the HTTP guard decided it (ui/http_guard.py):
+    """The key uploads and sessions are bound to, as the HTTP guard decided it (ui/server/guard.py):
     a login, an API token's user, or the client's address."""
     found = _header(request, "x-studio-caller")
     if found:

@@ -1,5 +1,5 @@
 """The image studio tab and the /generate_image endpoint: components and event wiring only; everything they
-do is a call into core.image_studio. Uploads arrive as file paths so core.images checks them before decoding."""
+do is a call into core.images.service. Uploads arrive as file paths so core.images.request checks them before decoding."""
 # No `from __future__ import annotations`: gr.api reads the endpoint's return annotation as a live object.
 
 import functools
@@ -14,15 +14,15 @@ import gradio as gr
 from gradio.data_classes import FileData
 from gradio.route_utils import API_PREFIX
 
-from backends.base import BackendError
+from backends.text.base import BackendError
 from core.errors import BusyError, InputError
-from core.image_studio import ImageStudio, JobUpdate
+from core.images.service import ImageStudio, JobUpdate
 from core.security.links import FileLinks
 from core.security.uploads import UploadRegistry
 from core.safe_html import safe_markdown
-from core.images import (MAX_BATCH, MAX_FRAMES, RANDOM_SEED_BELOW, GalleryImage, ImageInputError, ImageNotFoundError,
+from core.images.request import (MAX_BATCH, MAX_FRAMES, RANDOM_SEED_BELOW, GalleryImage, ImageInputError, ImageNotFoundError,
                          load_user_image)
-from ui.api_args import api_endpoint
+from ui.server.api_args import api_endpoint
 from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, api_user, caller, user_id
 
@@ -35,7 +35,7 @@ PREVIEW_SIDE = 384  # previews are shown small: the browser gets a cheap thumbna
 GALLERY_LIMIT = 200
 PROGRESS_CELLS = 20
 # Slider ranges stay fixed whatever the model (a range that shrank under a value in flight would refuse it);
-# core.images clamps to each model's own limits and says so.
+# core.images.request clamps to each model's own limits and says so.
 MAX_STEPS = 150
 SKETCH_CANVAS = (512, 512)
 MAX_SIDE = 2048

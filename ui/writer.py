@@ -1,5 +1,5 @@
 """The writer tab and the /write API: components and event wiring only. Everything it does is a call
-into core.writer (briefs, variants, rewrites, analysis), core.drafts and core.writer_export."""
+into core.writer.service (briefs, variants, rewrites, analysis), core.writer.store and core.writer.export."""
 from __future__ import annotations
 
 import tempfile
@@ -10,17 +10,17 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from backends.base import BackendError
-from core import writer_export
-from core.chat import InputError
-from core.storage import NotFoundError
+from backends.text.base import BackendError
+from core.writer import export as writer_export
+from core.chat.service import InputError
+from core.chat.store import NotFoundError
 from core import validate
 from core.safe_html import safe_markdown
-from core.writer import MAX_VARIANTS, Analysis, WriteOptions, WriterService
-from core.writer_brief import TEXT_LIMIT, TEXTAREA_LIMIT
-from core.writer_templates import STANDARD_FIELDS, Template
-from core.writer_text import reading_time_label
-from ui.api_args import api_endpoint
+from core.writer.service import MAX_VARIANTS, Analysis, WriteOptions, WriterService
+from core.writer.brief import TEXT_LIMIT, TEXTAREA_LIMIT
+from core.writer.templates import STANDARD_FIELDS, Template
+from core.writer.text import reading_time_label
+from ui.server.api_args import api_endpoint
 from ui.errors import user_error
 from core.security.limits import UserSlots
 from ui.identity import api_user, user_id

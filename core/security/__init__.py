@@ -1,2 +1,2 @@
 """Who may do what: API tokens, password hashes, login and request limits, and the files a caller
-uploaded. No gradio here; the HTTP edge (ui/http_guard.py) calls into these."""
+uploaded. No gradio here; the HTTP edge (ui/server/guard.py) calls into these."""

@@ -1,0 +1,376 @@
+"""Hosted image generation through the OpenAI images API (images.generate, images.edit) or any server
+that speaks it (LocalAI and the like), via the `openai` SDK. Owns retries, the per-request deadline,
+cancelling an in-flight request, decoding the images, and mapping HTTP failures to BackendError
+subclasses; the API key stays inside the SDK client and never appears in a message."""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from backends.openai_http import display_host, display_url, retry_after, server_said, tries
+from backends.text.base import (
+    AuthFailedError,
+    BackendError,
+    ConnectionFailedError,
+    ModelUnavailableError,
+    ProgressFn,
+    RateLimitedError,
+    ServerFailedError,
+    TimeoutFailedError,
+)
+from backends.image.base import GeneratedImage, ImageCancelled, ImageCapabilities, ImageProgressFn, ImageRequest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
+BACKOFF_BASE_S = 0.5
+RETRY_AFTER_CAP_S = 20.0
+CONNECT_TIMEOUT_CAP_S = 10.0
+MAX_IMAGE_PIXELS = 64_000_000  # refuse anything bigger a server sends (decompression bombs included)
+MAX_DOWNLOAD_BYTES = 64 << 20
+# GPT image models on api.openai.com take only these sizes (newer ones also take any multiple of 16).
+OPENAI_STANDARD_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
+FIXED_SIZE_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest")
+NOT_REPRODUCIBLE = "Hosted result: the same seed and prompt may not give the same image again."
+
+
+class _Stop(Exception):
+    """The caller cancelled while a request was in flight or a retry was pending."""
+
+
+class OpenAIImagesBackend:
+    """One image model on one OpenAI-compatible server. Thread-safe: nothing per-request is kept on the
+    object; every request gets its own SDK client and event loop, so that cancelling closes its connection."""
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 timeout: float = 120.0, max_retries: int = 2, spec: str = "", label: str = "", *,
+                 send_seed: bool | None = None) -> None:
+        """`send_seed`: pass the seed in the request body (extra_body); default: to every server except
+        api.openai.com, whose images API has no seed and rejects unknown parameters."""
+        self.model = model
+        self.spec = spec or f"openai:{model}"
+        self.label = label or f"{model} (OpenAI images API)"
+        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._configured = bool(base_url or api_key)
+        self._api_key = api_key
+        self._timeout_s = float(timeout)
+        self._max_retries = max(0, int(max_retries))
+        self._where = display_url(self._base_url)
+        self._host = display_host(self._base_url)
+        self._official = urlsplit(self._base_url).hostname == "api.openai.com"
+        self._send_seed = (not self._official) if send_seed is None else send_seed
+        self._gpt_image = model.startswith(("gpt-image", "chatgpt-image"))
+
+    def __repr__(self) -> str:
+        return f"OpenAIImagesBackend(model={self.model!r}, base_url={self._where!r})"
+
+    # -- ImageBackend ---------------------------------------------------------------------------------
+
+    def capabilities(self) -> ImageCapabilities:
+        return ImageCapabilities(
+            modes=("txt2img", "img2img", "sketch", "inpaint"), schedulers=(), max_width=3840, max_height=3840,
+            size_multiple=16 if self._gpt_image else 8, max_steps=1, previews=False,
+            licence_note=f"Images are made by {self._host}; its terms of use apply.")
+
+    def load(self, progress: ProgressFn | None = None) -> None:
+        """Nothing to load; checks that a server is configured (no network)."""
+        if not self._configured:
+            raise ModelUnavailableError(
+                f"No images server is configured for '{self.model}': set OPENAI_API_KEY (for api.openai.com) "
+                "or OPENAI_BASE_URL (for an OpenAI-compatible images server).")
+        if progress is not None:
+            progress(1.0, f"Using {self.model} at {self._where}")
+
+    def generate(self, request: ImageRequest, cancel: threading.Event,
+                 progress: ImageProgressFn | None = None) -> list[GeneratedImage]:
+        self.load()
+        if request.mode not in ("txt2img", "img2img", "sketch", "inpaint"):
+            raise BackendError(f"The images API does not do '{request.mode}'.")
+        if request.mode != "txt2img" and request.init_image is None:
+            raise BackendError(f"'{request.mode}' needs a starting image.")
+        if request.mode == "inpaint" and request.mask_image is None:
+            raise BackendError("Inpainting needs a mask: paint the area to repaint.")
+        if not request.prompt.strip():
+            raise BackendError("The images API needs a prompt.")
+        width, height = self._size_for(request.width, request.height)
+        files = self._edit_files(request, (width, height)) if request.mode != "txt2img" else {}
+        results = []
+        if progress is not None:
+            progress(0, request.batch_count, None)
+        for i in range(request.batch_count):  # one request per image, so image i always has seed + i
+            if cancel.is_set():
+                raise ImageCancelled("Cancelled.")
+            seed = request.seed + i
+            kwargs = self._kwargs(request, seed, width, height, files)
+            call = "edit" if files else "generate"
+            try:
+                response = self._with_retries(
+                    lambda client, t: getattr(client.images, call)(**kwargs, timeout=t), cancel)
+            except _Stop:
+                raise ImageCancelled("Cancelled; the request to the server was closed.") from None
+            item = response.data[0] if response.data else None
+            if item is None:
+                raise ServerFailedError(f"The server at {self._host} answered without an image; try again.")
+            image = self._decode(item)
+            results.append(GeneratedImage(image=image, seed=seed,
+                                          parameters=self._parameters(request, seed, image, item)))
+            if progress is not None:
+                progress(i + 1, request.batch_count, None)
+        return results
+
+    # -- requests -------------------------------------------------------------------------------------
+
+    def _size_for(self, width: int, height: int) -> tuple[int, int]:
+        """api.openai.com's older GPT image models take three sizes: the one closest in aspect ratio."""
+        if self._official and self.model in FIXED_SIZE_MODELS:
+            return min(OPENAI_STANDARD_SIZES, key=lambda s: abs(s[0] / s[1] - width / height))
+        return width, height
+
+    def _edit_files(self, request: ImageRequest, size: tuple[int, int]) -> dict[str, tuple[str, bytes, str]]:
+        from PIL import Image
+
+        image = request.init_image.convert("RGB")
+        if image.size != size:
+            image = image.resize(size, Image.LANCZOS)
+        files = {"image": ("image.png", _png(image), "image/png")}
+        if request.mode == "inpaint":
+            # The API repaints where the mask is transparent; ours is white where to repaint.
+            mask = request.mask_image.convert("L")
+            if mask.size != size:
+                mask = mask.resize(size, Image.BILINEAR)
+            rgba = Image.new("RGBA", size, (0, 0, 0, 255))
+            rgba.putalpha(mask.point(lambda v: 255 - v))
+            files["mask"] = ("mask.png", _png(rgba), "image/png")
+        return files
+
+    def _kwargs(self, request: ImageRequest, seed: int, width: int, height: int, files: dict) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "n": 1, "size": f"{width}x{height}"}
+        if not self._gpt_image:
+            kwargs["response_format"] = "b64_json"  # GPT image models always answer base64 and refuse this
+        if self._send_seed:
+            kwargs["extra_body"] = {"seed": seed}
+        kwargs.update(files)
+        return kwargs
+
+    def _parameters(self, request: ImageRequest, seed: int, image: Any, item: Any) -> dict:
+        """Keys as core/images/request.py's canonical parameters; the size is what the server returned."""
+        note = NOT_REPRODUCIBLE
+        if not self._send_seed:
+            note += " The seed was not sent: this API has none."
+        if request.negative_prompt:
+            note += " The negative prompt was not used: this API has none."
+        parameters = {
+            "prompt": request.prompt,
+            "mode": request.mode,
+            "seed": seed,
+            "width": image.width,
+            "height": image.height,
+            "model": self.model,
+            "backend": "openai",
+            "server": self._host,
+            "note": note,
+        }
+        revised = getattr(item, "revised_prompt", None)
+        if revised:
+            parameters["revised_prompt"] = revised
+        return parameters
+
+    def _decode(self, item: Any) -> Any:
+        from PIL import Image
+
+        if item.b64_json:
+            try:
+                data = base64.b64decode(item.b64_json, validate=False)
+            except (ValueError, TypeError):
+                raise ServerFailedError(f"The server at {self._host} sent an image that is not valid base64.") from None
+        elif item.url:
+            data = self._download(item.url)
+        else:
+            raise ServerFailedError(f"The server at {self._host} answered without image data; try again.")
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                if probe.width * probe.height > MAX_IMAGE_PIXELS:
+                    raise ServerFailedError(f"The server at {self._host} sent a {probe.width}x{probe.height} "
+                                            "image, larger than this app accepts.")
+                probe.load()
+                image = probe.convert("RGBA" if "A" in probe.getbands() else "RGB")
+        except ServerFailedError:
+            raise
+        except Exception:  # PIL raises several types for corrupt data
+            raise ServerFailedError(f"The server at {self._host} sent image data that could not be decoded.") from None
+        return image
+
+    def _download(self, url: str) -> bytes:
+        """For servers that answer with a URL despite response_format=b64_json. The API key is not sent:
+        the URL may point anywhere."""
+        import httpx2
+
+        try:
+            with httpx2.stream("GET", url, timeout=self._timeout_s, follow_redirects=True) as response:
+                response.raise_for_status()
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise ServerFailedError(f"The image at {display_url(url)} is larger than "
+                                                f"{MAX_DOWNLOAD_BYTES >> 20} MB.")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except ServerFailedError:
+            raise
+        except Exception as exc:
+            reason = type(exc).__name__
+        raise ServerFailedError(f"Could not fetch the image from {display_url(url)} ({reason}); try again.")
+
+    # -- transport ------------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        import openai
+
+        # base_url and api_key always passed: given None the SDK would read the environment. The SDK's
+        # own retries are off; _with_retries does backoff, Retry-After and the overall deadline.
+        return openai.AsyncOpenAI(api_key=self._api_key or PLACEHOLDER_KEY, base_url=self._base_url,
+                                  timeout=self._timeout(self._timeout_s), max_retries=0)
+
+    def _timeout(self, seconds: float) -> Any:
+        import httpx2
+
+        seconds = max(0.01, seconds)
+        return httpx2.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT_CAP_S, max(1.0, self._timeout_s / 3)))
+
+    def _cancellable(self, call: Callable[[Any, Any], Any], cancel: threading.Event, seconds: float) -> Any:
+        """Await `call(async_client, timeout)` on a private event loop in a worker thread, watching `cancel`.
+        The async client is used because cancelling an asyncio task really closes its connection (the
+        server sees the hang-up and can stop); closing a sync client does not interrupt a blocked read.
+        The worker thread keeps this usable from any caller, including one inside a running event loop."""
+        import asyncio
+
+        box: dict[str, Any] = {}
+
+        async def main() -> Any:
+            async with self._client() as client:
+                task = asyncio.ensure_future(call(client, self._timeout(seconds)))
+                while not task.done():
+                    await asyncio.wait({task}, timeout=0.05)
+                    if cancel.is_set() and not task.done():
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
+                        raise _Stop()
+                return task.result()
+
+        def work() -> None:
+            try:
+                box["value"] = asyncio.run(main())
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=work, name="openai-images", daemon=True)
+        worker.start()
+        worker.join()
+        if "error" in box:
+            raise box.pop("error")
+        return box["value"]
+
+    def _with_retries(self, call: Callable[[Any, Any], Any], cancel: threading.Event) -> Any:
+        """Retry 429, 5xx and connection failures with exponential backoff (or Retry-After, capped), at most
+        max_retries times, all within the timeout. Errors are raised outside `except` blocks so the SDK
+        error (whose request and 401 body may quote the key) is not chained onto ours."""
+        import openai
+
+        deadline = time.monotonic() + self._timeout_s
+        retries = 0
+        while True:
+            failure: tuple[BackendError, bool, float | None] | None = None
+            try:
+                return self._cancellable(call, cancel, deadline - time.monotonic())
+            except openai.APIStatusError as exc:
+                failure = self._status_failure(exc, retries)
+            except openai.APITimeoutError as exc:
+                failure = self._timeout_failure(exc, retries)
+            except openai.APIConnectionError as exc:
+                failure = self._connection_failure(exc, retries)
+            error, retryable, asked = failure
+            if not retryable or retries >= self._max_retries:
+                raise error
+            wait = BACKOFF_BASE_S * 2**retries * random.uniform(1.0, 1.25)
+            if asked is not None:
+                wait = min(max(asked, 0.0), RETRY_AFTER_CAP_S)
+            if time.monotonic() + wait >= deadline:
+                raise error
+            log.warning("%s; retry %d of %d in %.1f s", error, retries + 1, self._max_retries, wait)
+            if cancel.wait(wait):
+                raise _Stop()
+            retries += 1
+
+    def _status_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
+        status = int(exc.status_code)
+        tried = tries(retries)
+        if status in (401, 403):  # never the body: OpenAI quotes the rejected key in it
+            verb = "rejected the API key" if status == 401 else "refused access with this API key"
+            return AuthFailedError(f"The server at {self._host} {verb} (HTTP {status}). Check OPENAI_API_KEY."), \
+                False, None
+        detail = self._server_message(exc)
+        if status == 429:
+            return RateLimitedError(
+                f"The server at {self._host} is limiting requests (HTTP 429){tried}. Wait a minute and try "
+                f"again, or check the plan's rate limits.{server_said(detail)}"), True, retry_after(exc.response.headers)
+        if status >= 500 or status in (408, 409):
+            return ServerFailedError(f"The server at {self._host} failed (HTTP {status}){tried}. Try again later."
+                                     f"{server_said(detail)}"), True, retry_after(exc.response.headers)
+        if status == 404:
+            return ModelUnavailableError(
+                f"The server at {self._where} has no image model '{self.model}' or no images endpoint (HTTP 404). "
+                f"Check the name after 'openai:' in STUDIO_IMAGE_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
+                f"{server_said(detail)}"), False, None
+        code = _error_code(exc)
+        if code in ("content_policy_violation", "moderation_blocked") or "safety" in detail.lower():
+            return BackendError(f"The server at {self._host} refused this prompt or image under its content "
+                                f"policy (HTTP {status}). Rephrase the prompt.{server_said(detail)}"), False, None
+        return BackendError(f"The server at {self._host} rejected the request (HTTP {status}).{server_said(detail)}"), \
+            False, None
+
+    def _timeout_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
+        import httpx2
+
+        if isinstance(exc.__cause__, httpx2.ConnectTimeout):
+            return ConnectionFailedError(
+                f"Could not reach {self._where} (no connection within the connect timeout){tries(retries)}. "
+                "Check OPENAI_BASE_URL and that the server is running."), True, None
+        return TimeoutFailedError(
+            f"The server at {self._host} sent no image within {self._timeout_s:g} s{tries(retries)}. It may be "
+            "overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."), True, None
+
+    def _connection_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
+        cause = exc.__cause__
+        reason = self._scrub(str(cause))[:200] if cause is not None and str(cause) else "connection failed"
+        return ConnectionFailedError(f"Could not reach {self._where} ({reason}){tries(retries)}. "
+                                     "Check OPENAI_BASE_URL and that the server is running."), True, None
+
+    def _server_message(self, exc: Any) -> str:
+        body = getattr(exc, "body", None)
+        message = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
+        return self._scrub(" ".join(message.split()))[:300] if isinstance(message, str) else ""
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key and len(self._api_key) >= 4:
+            text = text.replace(self._api_key, "***")
+        return text
+
+
+def _png(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _error_code(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else ""

@@ -1,0 +1,305 @@
+"""llama.cpp text backend (llama-cpp-python): any GGUF chat model, the embedded one included.
+
+Owns loading (checksum, context size), the model's own chat template, token counting, and
+serialised, cancellable streaming. llama_cpp is imported only inside methods.
+"""
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from backends.text.base import (
+    fold_system_into_user,
+    BackendError,
+    Capabilities,
+    Completion,
+    ContextOverflowError,
+    GenerationParams,
+    Message,
+    ModelUnavailableError,
+    ProgressFn,
+    StreamStats,
+)
+from backends.text.embedded import verify_sha256
+
+if TYPE_CHECKING:
+    from config import Settings
+
+_SYSTEM_PROBE = "SYSTEM-ROLE-PROBE-7f3a"
+
+
+class LlamaCppBackend:
+    """One GGUF file served by llama.cpp. A Llama object is not thread-safe, so generation is
+    serialised behind a lock (max_concurrency=1); loading is lazy, once, behind another lock."""
+
+    def __init__(
+        self,
+        model_path: Path | str | Callable[[], Path],
+        settings: "Settings",
+        spec: str,
+        label: str,
+        expected_sha256: str | None = None,
+    ) -> None:
+        # A callable is resolved at load time so a missing package is reported then, not at startup.
+        self._model_path = model_path
+        self._settings = settings
+        self.spec = spec
+        self.label = label
+        self._expected_sha256 = expected_sha256
+        self._load_lock = threading.Lock()
+        self._gen_lock = threading.Lock()
+        self._llm: Any = None  # llama_cpp.Llama once loaded; set last, so "not None" means ready
+        self._formatter: Any = None  # Jinja2ChatFormatter built from the GGUF's own template
+        self._n_ctx = 0
+        self._system_ok = True
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, progress: ProgressFn | None = None) -> None:
+        if self._llm is not None:
+            return
+        with self._load_lock:
+            if self._llm is not None:
+                return
+            report = progress or (lambda fraction, text: None)
+            path = self._resolve_path()
+            if self._expected_sha256:
+                report(0.05, f"Verifying {path.name}")
+                verify_sha256(path, self._expected_sha256)
+            report(0.4, f"Loading {path.name} with llama.cpp")
+            llm = _open_llama(path, self._settings.n_ctx, self._settings.n_threads)
+            trained = _trained_context(llm)
+            if trained and trained < llm.n_ctx():
+                # Beyond the trained context the model degrades; reopen with its own size
+                # (cheap: weights are memory-mapped and already in the page cache).
+                llm.close()
+                llm = _open_llama(path, trained, self._settings.n_threads)
+            try:
+                formatter = _own_chat_formatter(llm, path)
+            except BaseException:
+                llm.close()
+                raise
+            # Route create_chat_completion through the same formatter count_tokens uses, so the
+            # count is exactly what is sent (llama-cpp-python would otherwise swap a template that
+            # happens to equal a built-in one for its hand-written format).
+            llm.chat_handler = formatter.to_chat_handler()
+            self._formatter = formatter
+            self._system_ok = _accepts_system_role(formatter)
+            self._n_ctx = llm.n_ctx()
+            self._llm = llm
+            report(1.0, f"{self.label} ready ({self._n_ctx}-token context)")
+
+    def _resolve_path(self) -> Path:
+        raw = self._model_path() if callable(self._model_path) else self._model_path
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise ModelUnavailableError(
+                f"Model file not found: {path}. Check the gguf:<path> entry in STUDIO_TEXT_MODEL."
+            )
+        return path
+
+    def capabilities(self) -> Capabilities:
+        self.load()
+        return Capabilities(
+            context_length=self._n_ctx,
+            streaming=True,
+            system_prompt=self._system_ok,
+            max_concurrency=1,
+            exact_token_count=True,
+        )
+
+    # ------------------------------------------------------------------ prompts
+
+    def _prepare(self, messages: list[Message]) -> list[dict[str, str]]:
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return msgs if self._system_ok else fold_system_into_user(msgs)
+
+    def _prompt_tokens(self, prepared: list[dict[str, str]]) -> list[int]:
+        try:
+            rendered = self._formatter(messages=prepared)
+        except Exception as exc:  # jinja2 errors and the template's own raise_exception
+            raise BackendError(f"{self.label}'s chat template rejected these messages: {exc}") from exc
+        # Same tokenisation as llama-cpp-python's chat handler (the template adds special tokens).
+        return self._llm.tokenize(
+            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        self.load()
+        return len(self._prompt_tokens(self._prepare(messages)))
+
+    def _budget(self, prompt_len: int, params: GenerationParams) -> int:
+        room = self._n_ctx - prompt_len
+        if room <= 0:
+            raise ContextOverflowError(
+                f"The conversation is {prompt_len} tokens but {self.label} holds {self._n_ctx}; "
+                "shorten it or start a new chat."
+            )
+        return min(params.max_new_tokens, room) if params.max_new_tokens > 0 else room
+
+    def _sampling(self, params: GenerationParams, max_tokens: int) -> dict[str, Any]:
+        greedy = params.greedy
+        return {
+            # llama.cpp samples greedily at exactly 0.0.
+            "temperature": 0.0 if greedy else params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": max_tokens,
+            # llama-cpp-python derives the next seed from the previous one when given None, so
+            # "random" must be chosen here.
+            "seed": params.seed if params.seed is not None else random.randrange(2**31),
+            "stop": list(params.stop),
+        }
+
+    # ------------------------------------------------------------------ generation
+
+    def chat(self, messages: list[Message], params: GenerationParams) -> Completion:
+        self.load()
+        prepared = self._prepare(messages)
+        prompt_len = len(self._prompt_tokens(prepared))
+        max_tokens = self._budget(prompt_len, params)
+        with self._gen_lock:
+            try:
+                result = self._llm.create_chat_completion(
+                    messages=prepared, stream=False, **self._sampling(params, max_tokens)
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise BackendError(f"llama.cpp failed to generate: {exc}") from exc
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            prompt_tokens=usage.get("prompt_tokens", prompt_len),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
+    def stream_chat(
+        self,
+        messages: list[Message],
+        params: GenerationParams,
+        cancel: threading.Event,
+        stats: StreamStats | None = None,
+    ) -> Iterator[str]:
+        stats = stats if stats is not None else StreamStats()
+        self.load()
+        prepared = self._prepare(messages)
+        prompt_len = len(self._prompt_tokens(prepared))
+        stats.prompt_tokens = prompt_len
+        max_tokens = self._budget(prompt_len, params)
+        if not _acquire(self._gen_lock, cancel):
+            stats.finish_reason = "cancelled"
+            return
+        chunks: Any = None
+        parts: list[str] = []
+        finish: str | None = None
+        failed = False
+        try:
+            if cancel.is_set():
+                finish = "cancelled"
+                return
+            try:
+                chunks = self._llm.create_chat_completion(
+                    messages=prepared, stream=True, **self._sampling(params, max_tokens)
+                )
+                # Decoding happens lazily inside this iterator: each chunk is about one token.
+                for chunk in chunks:
+                    if cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    choice = chunk["choices"][0]
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                    delta = choice["delta"].get("content") or ""
+                    if delta:
+                        parts.append(delta)
+                        yield delta
+                if cancel.is_set():
+                    finish = "cancelled"
+            except (ValueError, RuntimeError) as exc:
+                failed = True
+                raise BackendError(f"llama.cpp failed to generate: {exc}") from exc
+        finally:
+            # Closing the generator chain ends decoding now, whether we stopped on cancel, the
+            # consumer abandoned us (GeneratorExit at the yield) or an error was raised.
+            if chunks is not None:
+                chunks.close()
+            self._gen_lock.release()
+            if failed:
+                stats.finish_reason = None
+            else:
+                stats.finish_reason = finish if finish in ("stop", "length") else "cancelled"
+            if stats.finish_reason == "length":
+                stats.completion_tokens = max_tokens
+            elif parts:
+                # The stream does not report usage; re-tokenising the reply is exact for almost
+                # all text (the end-of-turn token is not counted, as in non-streamed usage).
+                stats.completion_tokens = len(
+                    self._llm.tokenize("".join(parts).encode("utf-8"), add_bos=False, special=False)
+                )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _acquire(lock: threading.Lock, cancel: threading.Event) -> bool:
+    """Wait for the generation lock, giving up if the request is cancelled while queued."""
+    while not lock.acquire(timeout=0.05):
+        if cancel.is_set():
+            return False
+    return True
+
+
+def _open_llama(path: Path, n_ctx: int, n_threads: int | None) -> Any:
+    import llama_cpp
+
+    try:
+        return llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelUnavailableError(
+            f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) could not load {path}: {exc}. "
+            "Is it a complete GGUF model file of an architecture this version supports?"
+        ) from exc
+
+
+def _trained_context(llm: Any) -> int:
+    meta = llm.metadata or {}
+    arch = meta.get("general.architecture", "")
+    try:
+        return int(meta.get(f"{arch}.context_length", 0))
+    except ValueError:
+        return 0
+
+
+def _own_chat_formatter(llm: Any, path: Path) -> Any:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = (llm.metadata or {}).get("tokenizer.chat_template")
+    if not template:
+        raise ModelUnavailableError(
+            f"{path.name} has no chat template (tokenizer.chat_template) in its metadata, so it "
+            "cannot be used for chat; use an instruction-tuned (chat) GGUF of the model."
+        )
+    # The same construction llama-cpp-python uses for "chat_template.default".
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    eos = llm.detokenize([eos_id], special=True).decode("utf-8", "ignore") if eos_id != -1 else ""
+    bos = llm.detokenize([bos_id], special=True).decode("utf-8", "ignore") if bos_id != -1 else ""
+    try:
+        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id])
+    except Exception as exc:  # jinja2.TemplateSyntaxError
+        raise ModelUnavailableError(f"The chat template in {path.name} does not parse: {exc}") from exc
+
+
+def _accepts_system_role(formatter: Any) -> bool:
+    """A template may reject a system message (raise) or silently drop it; both mean no."""
+    try:
+        prompt = formatter(
+            messages=[{"role": "system", "content": _SYSTEM_PROBE}, {"role": "user", "content": "hi"}]
+        ).prompt
+    except Exception:
+        return False
+    return _SYSTEM_PROBE in prompt
+

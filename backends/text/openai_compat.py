@@ -1,0 +1,408 @@
+"""OpenAI-compatible hosted text backend (OpenAI, vLLM, TGI, Ollama, llama.cpp server) via the `openai`
+SDK. Owns the retry loop, the per-request deadline and the mapping of HTTP failures to BackendError
+subclasses; the API key stays inside the SDK client and is scrubbed from anything a server echoes."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from backends.openai_http import display_host, display_url, retry_after, server_said, tries
+from backends.text.base import (
+    AuthFailedError,
+    BackendError,
+    Capabilities,
+    Completion,
+    ConnectionFailedError,
+    ContextOverflowError,
+    GenerationParams,
+    Message,
+    ModelUnavailableError,
+    ProgressFn,
+    RateLimitedError,
+    ServerFailedError,
+    StreamCutError,
+    StreamStats,
+    TimeoutFailedError,
+)
+
+if TYPE_CHECKING:
+    from config import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
+BACKOFF_BASE_S = 0.5  # first retry waits this long, then doubles
+RETRY_AFTER_CAP_S = 20.0  # a server asking for a longer pause than this gets this
+CONNECT_TIMEOUT_CAP_S = 10.0
+PROBE_TIMEOUT_S = 5.0  # the /models look-up for the context length is best-effort
+PROBE_RETRY_S = 60.0  # after an unreachable server, wait this long before probing again
+# Keys under which servers report the context window on a /v1/models entry (vLLM: max_model_len).
+CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length", "context_window")
+
+
+@dataclass
+class _Failure:
+    """One failed attempt, already turned into the error the user would see if it is the last."""
+
+    error: BackendError
+    retryable: bool
+    wait: float | None = None  # what the server asked for (Retry-After), seconds
+
+
+class OpenAIBackend:
+    """Chat completions against one model on one OpenAI-compatible server. Thread-safe: the SDK
+    client is shared, every request has its own deadline, stream and cancel event."""
+
+    def __init__(self, model: str, settings: "Settings", spec: str = "", label: str = "") -> None:
+        self.model = model
+        self.spec = spec or f"openai:{model}"
+        self.label = label or f"{model} (OpenAI-compatible API)"
+        self._settings = settings
+        self._base_url = (settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._where = display_url(self._base_url)  # no user:password@, no query
+        self._host = display_host(self._base_url)
+        self._lock = threading.Lock()
+        self._client: Any = None  # openai.OpenAI, made in load()
+        self._probe_lock = threading.Lock()
+        self._server_context: int | None = None
+        self._probed = False
+        self._probe_failed_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r}, base_url={self._where!r})"
+
+    # -- TextBackend ----------------------------------------------------------------------------
+
+    def load(self, progress: ProgressFn | None = None) -> None:
+        """Make the SDK client (no network). The SDK's own retries are off (max_retries=0): its loop
+        has no overall deadline, so `_with_retries` does backoff, Retry-After and the deadline."""
+        with self._lock:
+            if self._client is not None:
+                return
+            s = self._settings
+            if not s.openai_api_key and not s.openai_base_url:
+                raise ModelUnavailableError(
+                    f"No OpenAI-compatible server is configured for '{self.model}': set OPENAI_API_KEY "
+                    "(for api.openai.com) or OPENAI_BASE_URL (for a vLLM, TGI, Ollama or llama.cpp server)."
+                )
+            parts = urlsplit(self._base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ModelUnavailableError(
+                    f"OPENAI_BASE_URL must look like http://host:port/v1, got {self._where!r}.")
+            import openai
+
+            # base_url and api_key are always passed: given None the SDK would read the environment.
+            self._client = openai.OpenAI(
+                api_key=s.openai_api_key or PLACEHOLDER_KEY,
+                base_url=self._base_url,
+                timeout=self._timeout(s.request_timeout),
+                max_retries=0,
+            )
+        if progress is not None:
+            progress(1.0, f"Using {self.model} at {self._where}")
+
+    def capabilities(self) -> Capabilities:
+        self.load()
+        return Capabilities(
+            context_length=self._server_context_length() or self._settings.openai_context_length,
+            streaming=True,
+            system_prompt=True,
+            max_concurrency=max(1, self._settings.openai_concurrency),
+            exact_token_count=False,
+        )
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        """No tokenizer for a remote model: about 3 characters a token (conservative for English
+        prose, which averages ~4; long digit runs can exceed it) plus a generous allowance for the
+        chat template's tokens per message and for the assistant prefix."""
+        return 3 + sum(6 + math.ceil(len(m["content"]) / 3) for m in messages)
+
+    def chat(self, messages: list[Message], params: GenerationParams) -> Completion:
+        self.load()
+        kwargs = self._request_kwargs(messages, params)
+        response = self._with_retries(lambda t: self._client.chat.completions.create(**kwargs, timeout=t))
+        if not hasattr(response, "choices"):  # the SDK hands back text when the body is not JSON
+            raise ServerFailedError(self._not_openai())
+        if not response.choices:
+            raise ServerFailedError(f"The server at {self._host} answered without a reply; try again.")
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=(choice.message.content if choice.message else None) or "",
+            finish_reason=_finish(choice.finish_reason) or "stop",
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
+
+    def stream_chat(
+        self,
+        messages: list[Message],
+        params: GenerationParams,
+        cancel: threading.Event,
+        stats: StreamStats | None = None,
+    ) -> Iterator[str]:
+        """Deltas as the server sends them. Retries happen only before the first byte of the reply;
+        once text has arrived a failure raises StreamCutError carrying that text. Cancelling (or
+        abandoning the iterator) closes the HTTP response so the server stops generating."""
+        import openai
+
+        stats = stats if stats is not None else StreamStats()
+        self.load()
+        if cancel.is_set():
+            stats.finish_reason = "cancelled"
+            return
+        kwargs = self._request_kwargs(messages, params)
+        stream = self._with_retries(
+            lambda t: self._client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}, timeout=t),
+            cancel=cancel,
+        )
+        if stream is None:  # cancelled while waiting to retry
+            stats.finish_reason = "cancelled"
+            return
+        self._set_stall_limit(stream)
+        parts: list[str] = []
+        chunks = 0
+        finish: Literal["stop", "length"] | None = None
+        usage = None
+        cut: str | None = None
+        try:
+            try:
+                for chunk in stream:
+                    chunks += 1
+                    if getattr(chunk, "usage", None):
+                        usage = chunk.usage
+                    for choice in chunk.choices or ():
+                        if choice.index != 0:
+                            continue
+                        delta = choice.delta.content if choice.delta else None
+                        if delta:
+                            parts.append(delta)
+                            stats.completion_tokens = len(parts)
+                            yield delta
+                        finish = _finish(choice.finish_reason) or finish
+                    if cancel.is_set():
+                        stats.finish_reason = "cancelled"
+                        return
+            except openai.APITimeoutError:
+                cut = f"the server sent nothing for {self._settings.request_timeout:g} s"
+            except openai.APIConnectionError:
+                cut = "the connection dropped"
+            except openai.APIError as exc:  # an error event inside the stream
+                cut = f"the server reported an error: {self._server_message(exc)}"
+            except (ValueError, AttributeError, TypeError):  # an event that is not a JSON chunk
+                cut = "the server sent something that is not an OpenAI chat chunk"
+        finally:
+            stream.close()  # closes the socket: the server sees the disconnect and stops
+        partial = "".join(parts)
+        if chunks == 0 and cut is None:
+            raise StreamCutError(self._not_openai(), partial="")
+        if cut is None and finish is None:
+            cut = "the stream ended without a finish reason"
+        if cut is not None and finish is None:
+            raise StreamCutError(
+                f"The reply from {self._host} broke off after {len(partial)} characters ({cut}); "
+                "the partial reply is kept. Try again.", partial=partial)
+        stats.finish_reason = finish
+        if usage is not None:
+            stats.prompt_tokens = usage.prompt_tokens
+            stats.completion_tokens = usage.completion_tokens or len(parts)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _request_kwargs(self, messages: list[Message], params: GenerationParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "temperature": max(0.0, params.temperature),
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,  # max_completion_tokens is OpenAI-only
+        }
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if params.stop:
+            kwargs["stop"] = list(params.stop)
+        return kwargs
+
+    def _timeout(self, seconds: float) -> Any:
+        """An httpx2 timeout (the HTTP library of openai 3.x): `seconds` for reads, writes and the
+        pool, and a shorter connect timeout so a dead host fails fast enough to retry."""
+        import httpx2
+
+        seconds = max(0.01, seconds)
+        connect = min(seconds, CONNECT_TIMEOUT_CAP_S, max(1.0, self._settings.request_timeout / 3))
+        return httpx2.Timeout(seconds, connect=connect)
+
+    def _set_stall_limit(self, stream: Any) -> None:
+        """Once the headers are in, a chunk may take up to request_timeout however much of the
+        deadline the retries used. httpcore reads the read timeout from the request's extensions
+        when the body starts to be read, so this takes effect for the whole body."""
+        try:
+            timeouts = stream.response.request.extensions["timeout"]
+            timeouts["read"] = self._settings.request_timeout
+        except (AttributeError, KeyError, TypeError):
+            pass  # then chunks get what was left of the deadline: still bounded, just tighter
+
+    def _with_retries(self, call: Callable[[Any], T], cancel: threading.Event | None = None) -> T:
+        """Run `call(timeout)` until it succeeds, retrying 429, 5xx and connection failures with
+        exponential backoff (or the server's Retry-After, capped) at most max_retries times, all
+        within request_timeout seconds. Returns None only if `cancel` is set while waiting."""
+        import openai
+
+        s = self._settings
+        deadline = time.monotonic() + s.request_timeout
+        retries = 0
+        while True:
+            failure: _Failure | None = None
+            try:
+                return call(self._timeout(deadline - time.monotonic()))
+            except openai.APIStatusError as exc:
+                failure = self._status_failure(exc, retries)
+            except openai.APITimeoutError as exc:
+                failure = self._timeout_failure(exc, retries)
+            except openai.APIConnectionError as exc:
+                failure = self._connection_failure(exc, retries)
+            # Raised outside the except blocks so the SDK error (whose response holds the request
+            # headers, and for a 401 a body quoting the key) is not chained onto ours.
+            assert failure is not None
+            if not failure.retryable or retries >= s.max_retries:
+                raise failure.error
+            wait = BACKOFF_BASE_S * 2**retries * random.uniform(1.0, 1.25)
+            if failure.wait is not None:
+                wait = min(max(failure.wait, 0.0), RETRY_AFTER_CAP_S)
+            if time.monotonic() + wait >= deadline:
+                raise failure.error  # no time left for another attempt
+            log.warning("%s; retry %d of %d in %.1f s", failure.error, retries + 1, s.max_retries, wait)
+            if cancel is not None:
+                if cancel.wait(wait):
+                    return None  # type: ignore[return-value]
+            else:
+                time.sleep(wait)
+            retries += 1
+
+    # -- error mapping --------------------------------------------------------------------------
+
+    def _status_failure(self, exc: Any, retries: int) -> _Failure:
+        status = int(exc.status_code)
+        tried = tries(retries)
+        if status in (401, 403):
+            # Never the body: OpenAI quotes the rejected key in it.
+            verb = "rejected the API key" if status == 401 else "refused access with this API key"
+            return _Failure(AuthFailedError(
+                f"The server at {self._host} {verb} (HTTP {status}). Check OPENAI_API_KEY."), False)
+        detail = self._server_message(exc)
+        if status == 429:
+            wait = retry_after(exc.response.headers)
+            return _Failure(RateLimitedError(
+                f"The server at {self._host} is limiting requests (HTTP 429){tried}. Wait a minute and "
+                f"try again, or check the plan's rate limits.{server_said(detail)}"), True, wait)
+        if status >= 500 or status in (408, 409):
+            return _Failure(ServerFailedError(
+                f"The server at {self._host} failed (HTTP {status}){tried}. Try again later."
+                f"{server_said(detail)}"), True, retry_after(exc.response.headers))
+        if status == 404:
+            return _Failure(ModelUnavailableError(
+                f"The server at {self._where} has no model '{self.model}' or no chat endpoint (HTTP 404). "
+                f"Check the name after 'openai:' in STUDIO_TEXT_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
+                f"{server_said(detail)}"), False)
+        lowered = detail.lower()
+        if status in (400, 413, 422) and ("context" in lowered or "too long" in lowered or "maximum" in lowered
+                                           and "token" in lowered):
+            return _Failure(ContextOverflowError(
+                f"The conversation is too long for '{self.model}' (HTTP {status}). Shorten it or start a new one."
+                f"{server_said(detail)}"), False)
+        return _Failure(BackendError(
+            f"The server at {self._host} rejected the request (HTTP {status}).{server_said(detail)}"), False)
+
+    def _timeout_failure(self, exc: Any, retries: int) -> _Failure:
+        import httpx2
+
+        if isinstance(exc.__cause__, httpx2.ConnectTimeout):
+            return _Failure(ConnectionFailedError(
+                f"Could not reach {self._where} (no connection within the connect timeout){tries(retries)}. "
+                "Check OPENAI_BASE_URL and that the server is running."), True)
+        return _Failure(TimeoutFailedError(
+            f"The server at {self._host} gave no answer within {self._settings.request_timeout:g} s"
+            f"{tries(retries)}. It may be overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."), True)
+
+    def _connection_failure(self, exc: Any, retries: int) -> _Failure:
+        import httpx2
+
+        cause = exc.__cause__
+        reason = self._scrub(str(cause))[:200] if cause is not None and str(cause) else type(cause).__name__
+        if cause is None or isinstance(cause, httpx2.ConnectError):
+            return _Failure(ConnectionFailedError(
+                f"Could not reach {self._where} ({reason}){tries(retries)}. "
+                "Check OPENAI_BASE_URL and that the server is running."), True)
+        return _Failure(ConnectionFailedError(  # connected, then lost it before the answer was in
+            f"The connection to {self._where} broke before the answer arrived ({reason}){tries(retries)}. "
+            "Try again."), True)
+
+    def _not_openai(self) -> str:
+        return (f"The server at {self._where} did not answer like an OpenAI-compatible API. Check "
+                "OPENAI_BASE_URL (it usually ends in /v1).")
+
+    def _server_message(self, exc: Any) -> str:
+        body = getattr(exc, "body", None)
+        message = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
+        if not isinstance(message, str):
+            message = ""
+        return self._scrub(" ".join(message.split()))[:300]
+
+    def _scrub(self, text: str) -> str:
+        """Remove the key from text a server or library produced (belt and braces)."""
+        key = self._settings.openai_api_key
+        if key and len(key) >= 4:
+            text = text.replace(key, "***")
+        return text
+
+    # -- context length from the server ---------------------------------------------------------
+
+    def _server_context_length(self) -> int | None:
+        """The context window the server reports for this model on GET /models (vLLM and others),
+        looked up once; None when it reports none or cannot be asked."""
+        import openai
+
+        with self._probe_lock:
+            if self._probed:
+                return self._server_context
+            if self._probe_failed_at is not None and time.monotonic() - self._probe_failed_at < PROBE_RETRY_S:
+                return None
+            try:
+                timeout = self._timeout(min(self._settings.request_timeout, PROBE_TIMEOUT_S))
+                page = self._client.models.list(timeout=timeout)
+                for entry in page.data:
+                    if getattr(entry, "id", None) == self.model:
+                        self._server_context = _context_from_entry(entry)
+                        break
+                self._probed = True
+            except openai.APIStatusError:
+                self._probed = True  # the server answered; it just does not list models
+            except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
+                log.info("Could not ask %s for the context length of %s (%s)", self._where, self.model,
+                         type(exc).__name__)
+                self._probe_failed_at = time.monotonic()
+            return self._server_context
+
+
+def _context_from_entry(entry: Any) -> int | None:
+    for key in CONTEXT_KEYS:
+        value = getattr(entry, key, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    return None
+
+
+def _finish(reason: str | None) -> Literal["stop", "length"] | None:
+    if not reason:
+        return None
+    return "length" if reason == "length" else "stop"  # content_filter, tool_calls...: it stopped

@@ -1,0 +1,1 @@
+"""Chat: conversations with a text model (the service, its SQLite store, exports, presets)."""

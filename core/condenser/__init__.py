@@ -1,0 +1,1 @@
+"""Condenser: documents read in a sandboxed worker, chunked, summarised with page citations, stored."""

@@ -1,0 +1,1 @@
+"""What many tests share: fake servers, the app process, browser helpers, paths."""
