@@ -1,13 +1,15 @@
 # Two commands do all the set-up:
 #   make run    install everything and start the app on http://127.0.0.1:7860
-#   make test   install what the tests need and run them (.ci/run calls exactly this)
+#   make test   install what the tests need, check lint, format and types, and run the tests
+#               (.ci/run calls exactly this; any violation fails it)
+# Also: make lint (the three checks alone, after make install-dev) and make format (apply ruff's fixes).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-dev ocr-deps system-deps run test bench
+.PHONY: install install-dev ocr-deps system-deps run test lint format bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +40,18 @@ install-dev: install system-deps
 run: install ocr-deps
 	$(PY) app.py
 
+# Settings for all three live in pyproject.toml (mypy checks core/ and backends/).
+lint: $(PY)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(PY)
+	$(PY) -m ruff check --fix-only .
+	$(PY) -m ruff format .
+
 test: install-dev
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 
 bench: install-dev
