@@ -1,4 +1,5 @@
 """The one place that reads the environment: a frozen `Settings` built once and passed down."""
+
 from __future__ import annotations
 
 import os
@@ -82,7 +83,7 @@ class Settings:
         return self.data_dir / "studio.sqlite3"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         models = tuple(m.strip() for m in env.get("STUDIO_TEXT_MODEL", "embedded").split(",") if m.strip())
         images = tuple(m.strip() for m in env.get("STUDIO_IMAGE_MODEL", "").split(",") if m.strip())

@@ -1,5 +1,6 @@
 """Cancel events of work in progress, per user and key (a conversation, a draft, a browser tab, one API
 call): the one registry every tab's service uses, so a stop only ever reaches the user's own work."""
+
 from __future__ import annotations
 
 import threading

@@ -1,19 +1,22 @@
 """One way to open the app's SQLite file: a connection per thread, WAL with synchronous=NORMAL (a
 committed write survives a crash or `kill -9`), and short explicit write transactions. A full disk is
 turned into StorageFullError here, for every store."""
+
 from __future__ import annotations
 
 import errno
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from core.errors import StorageFullError
 
-DISK_FULL_MESSAGE = ("The server's disk is full, so this could not be saved; nothing already saved was harmed. "
-                     "Tell whoever runs this server to free some space, then try again.")
+DISK_FULL_MESSAGE = (
+    "The server's disk is full, so this could not be saved; nothing already saved was harmed. "
+    "Tell whoever runs this server to free some space, then try again."
+)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -90,4 +93,3 @@ class SQLiteDB:
         args = (cutoff, user_id) if user_id is not None else (cutoff,)
         with self._tx() as db:
             return db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount
-

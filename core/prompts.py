@@ -1,4 +1,5 @@
 """Where the prompt data files live (prompts/ at the repository root): templates and catalogues are data, not code."""
+
 from __future__ import annotations
 
 from pathlib import Path

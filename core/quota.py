@@ -2,13 +2,15 @@
 items (gallery PNGs, condensed summaries, writer drafts, chat messages), checked before each save, and a
 retention sweep that deletes items older than STUDIO_RETENTION_DAYS (and anonymous API callers' items after
 STUDIO_ANON_RETENTION_HOURS) at startup and once an hour."""
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 from config import Settings
 from core.errors import QuotaExceededError
@@ -23,10 +25,9 @@ MB = 2**20
 class UserStore(Protocol):
     """A store of per-user items that counts toward the quota and obeys retention."""
 
-    quota: "StorageQuota | None"
+    quota: StorageQuota | None
 
-    def bytes_used(self, user_id: str) -> int:
-        ...
+    def bytes_used(self, user_id: str) -> int: ...
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Delete items last changed before `cutoff` (epoch seconds), of one user or (None) of everyone."""
@@ -72,7 +73,8 @@ class StorageQuota:
             raise QuotaExceededError(
                 f"Your library is full: {used / MB:,.1f} of {limit:,.{1 if limit < 10 else 0}f} MB used, and this "
                 f"needs {max(adding / MB, 0.1):,.1f} MB more. Delete some images, summaries or drafts you no longer "
-                "need, then try again.")
+                "need, then try again."
+            )
 
     @contextmanager
     def reserve(self, user_id: str, adding: int) -> Iterator[None]:
@@ -96,8 +98,13 @@ class Retention:
     `anon_hours` (0: kept like everyone's). `start` sweeps at once on its own thread, then every
     `interval_s`; `sweep` does one pass (tests call it with a `now`)."""
 
-    def __init__(self, stores: Sequence[UserStore], days: float = 0.0, anon_hours: float = 24.0,
-                 interval_s: float = SWEEP_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        stores: Sequence[UserStore],
+        days: float = 0.0,
+        anon_hours: float = 24.0,
+        interval_s: float = SWEEP_INTERVAL_S,
+    ) -> None:
         self.stores = list(stores)
         self.days, self.anon_hours, self.interval_s = float(days), float(anon_hours), float(interval_s)
         self._stop = threading.Event()
@@ -121,7 +128,7 @@ class Retention:
             log.info("retention: deleted %d stored item(s)", deleted)
         return deleted
 
-    def start(self) -> "Retention":
+    def start(self) -> Retention:
         if self._thread is None and (self.days > 0 or self.anon_hours > 0 or self.stores):
             self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
             self._thread.start()

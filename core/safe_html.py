@@ -8,6 +8,7 @@ marked decides it, conservatively: where we are not sure a `<` sits in code, it 
 code sample shows `&lt;`). The result is a fixpoint (sanitising it again changes nothing), so its own
 structure, not the input's, is what was checked. Stored text is never changed; this runs at display time.
 """
+
 from __future__ import annotations
 
 import html
@@ -18,7 +19,8 @@ from markdown_it import MarkdownIt
 
 ALLOWED_TAGS = frozenset(
     "b i em strong u s del sub sup code pre kbd br hr p blockquote ul ol li h1 h2 h3 h4 h5 h6 "
-    "table thead tbody tfoot tr th td a details summary".split())
+    "table thead tbody tfoot tr th td a details summary".split()
+)
 LINK_SCHEMES = ("http", "https", "mailto")
 IMAGE_SCHEMES: tuple[str, ...] = ()  # no images from model output: a remote one leaks data through its URL
 MAX_PASSES = 4
@@ -38,7 +40,8 @@ _ATTR_ONE = re.compile(r"""\s+([A-Za-z_:][A-Za-z0-9_.:-]*)(?:\s*=\s*([^\s"'=<>`]
 _AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.-]{1,31}):[^\s\x00-\x1f<>]*>")
 _EMAIL_AUTOLINK = re.compile(
     r"<[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+>")
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+>"
+)
 # Where marked's GFM autolinking or a reference label may swallow a backtick: such a backtick never
 # opens a code span here (marked might not see one).
 _URLISH = re.compile(r"(?:(?:https?|ftp)://|www\.)[^\s<]*", re.IGNORECASE)
@@ -69,7 +72,7 @@ def safe_url(url: str, schemes: tuple[str, ...] = LINK_SCHEMES, fragment: bool =
     if fragment and squeezed.startswith("#"):
         return True
     match = re.match(r"([a-z][a-z0-9+.\-]*):", squeezed)
-    return bool(match) and match.group(1) in schemes
+    return match is not None and match.group(1) in schemes
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -102,8 +105,7 @@ def _sanitize_pass(text: str, code_allowed: bool) -> str:
         cleaned, spans_ok = _scan_line(line, mode == "inline" and spans_ok)
         out.append(cleaned)
     result = "\n".join(out)
-    return _PLACEHOLDER_RE.sub(lambda m: latex[int(m.group(1))] if int(m.group(1)) < len(latex) else m.group(0),
-                               result)
+    return _PLACEHOLDER_RE.sub(lambda m: latex[int(m.group(1))] if int(m.group(1)) < len(latex) else m.group(0), result)
 
 
 def _blank(line: str) -> bool:
@@ -176,24 +178,29 @@ def _line_modes(body: str, count: int) -> list[str]:
             break
         trusted.append((start, end))
         seen = end
-    for start, end in fences[len(trusted):]:
+    for start, end in fences[len(trusted) :]:
         modes[start:end] = ["html"] * (end - start)
     for start, end in trusted:
         if any(maybe_html[start:end]):  # it may not be a fence to marked at all
             maybe_html[start:end] = [True] * (end - start)
             continue
-        modes[start + 1:end] = ["code"] * (end - start - 1)
+        modes[start + 1 : end] = ["code"] * (end - start - 1)
         modes[start] = "html"  # the opening line: its info string is never shown as text
         if end - 1 > start and _is_closing_fence(lines[end - 1]):
             modes[end - 1] = "html"
     return ["html" if maybe_html[k] else modes[k] for k in range(count)]
 
 
-_RAW_BLOCK = re.compile(r"^(?:[ \t]*>|[ \t]*(?:[*+-]|\d{1,9}[.)])(?=[ \t]|$)|[ \t]*\[[ xX]\](?=[ \t]))*[ \t]*"
-                        r"<(pre|script|style|textarea)(?=[\s>]|$)", re.IGNORECASE)
+_RAW_BLOCK = re.compile(
+    r"^(?:[ \t]*>|[ \t]*(?:[*+-]|\d{1,9}[.)])(?=[ \t]|$)|[ \t]*\[[ xX]\](?=[ \t]))*[ \t]*"
+    r"<(pre|script|style|textarea)(?=[\s>]|$)",
+    re.IGNORECASE,
+)
 # A line whose first block (after quote and list markers and a task box) is a tag
-_RAW_START = re.compile(r"^(?:[ \t]*>|[ \t]*(?:[*+-]|\d{1,9}[.)])(?=[ \t]|$)|[ \t]*\[[ xX]\](?=[ \t]))*[ \t]*"
-                        r"<(?:[!?/]|[A-Za-z][A-Za-z0-9-]*(?=[\s/>]|$))")
+_RAW_START = re.compile(
+    r"^(?:[ \t]*>|[ \t]*(?:[*+-]|\d{1,9}[.)])(?=[ \t]|$)|[ \t]*\[[ xX]\](?=[ \t]))*[ \t]*"
+    r"<(?:[!?/]|[A-Za-z][A-Za-z0-9-]*(?=[\s/>]|$))"
+)
 
 
 _TASK_BOX = re.compile(r"(?m)^((?:[ \t]*>)*[ \t]*(?:[*+-]|\d{1,9}[.)])[ \t]+)(\[[ xX]\][ \t]+)")
@@ -227,7 +234,7 @@ def _scan_line(line: str, spans_ok: bool) -> tuple[str, bool]:
     while i < n:
         c = line[i]
         if inline and c == "\\" and i + 1 < n and line[i + 1] in _ASCII_PUNCT:
-            out.append("&lt;" if line[i + 1] == "<" else line[i:i + 2])
+            out.append("&lt;" if line[i + 1] == "<" else line[i : i + 2])
             i += 2
             continue
         if c == "`":
@@ -244,19 +251,19 @@ def _scan_line(line: str, spans_ok: bool) -> tuple[str, bool]:
             # an unmatched or doubtful run: marked may pair it differently (even on a later line),
             # so nothing after it is taken as code until the paragraph ends
             spans_ok = False
-            out.append(line[i:i + run])
+            out.append(line[i : i + run])
             i += run
             continue
         if c == "<":
             piece, i = _angle(line, i, inline)
             out.append(piece)
             continue
-        if c == "!" and line[i + 1:i + 2] == "[":
+        if c == "!" and line[i + 1 : i + 2] == "[":
             # No image from model output, inline or by reference: a remote one leaks data through its URL.
             out.append("!&#91;")
             i += 2
             continue
-        if c == "]" and line[i + 1:i + 2] in ("(", ":"):
+        if c == "]" and line[i + 1 : i + 2] in ("(", ":"):
             if _link_target_safe(line, i):
                 out.append("]")
                 i += 1
@@ -266,7 +273,7 @@ def _scan_line(line: str, spans_ok: bool) -> tuple[str, bool]:
             continue
         out.append(c)
         i += 1
-    if "[" in line[line.rfind("]") + 1:] or ("](" in line and ")" not in line[line.rfind("]("):]):
+    if "[" in line[line.rfind("]") + 1 :] or ("](" in line and ")" not in line[line.rfind("](") :]):
         spans_ok = False  # a label or link left open continues on the next line
     return "".join(out), spans_ok
 
@@ -364,7 +371,7 @@ def _link_target_safe(line: str, i: int) -> bool:
         return False
     if line[k] == "<":
         end = line.find(">", k)
-        dest = line[k + 1:end] if end > 0 else line[k + 1:]
+        dest = line[k + 1 : end] if end > 0 else line[k + 1 :]
     else:
         m = re.match(r"[^\s\x00-\x1f]*", line[k:])
         dest = m.group(0) if m else ""

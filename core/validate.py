@@ -1,10 +1,12 @@
 """Checks for values callers send (API arguments, form fields): each helper coerces one value or refuses
 it with an InputError (core.errors) naming the parameter and what is allowed. No gradio: the API edge, the
 UI handlers and the option objects (ChatOptions, WriteOptions, CondenseOptions) share them."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from core.errors import InputError
 
@@ -57,8 +59,9 @@ def _as_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def number(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
-           default: float | None = None) -> float:
+def number(
+    name: str, value: Any, lo: float | None = None, hi: float | None = None, *, default: float | None = None
+) -> float:
     """A finite number within [lo, hi]. None (or "") takes `default`; without one it is refused."""
     if (value is None or value == "") and default is not None:
         return float(default)
@@ -68,8 +71,7 @@ def number(name: str, value: Any, lo: float | None = None, hi: float | None = No
     return got
 
 
-def whole(name: str, value: Any, lo: int | None = None, hi: int | None = None, *,
-          default: int | None = None) -> int:
+def whole(name: str, value: Any, lo: int | None = None, hi: int | None = None, *, default: int | None = None) -> int:
     """A whole number within [lo, hi] (3.0 counts; 3.5 does not). None (or "") takes `default`."""
     if (value is None or value == "") and default is not None:
         return int(default)
@@ -91,8 +93,9 @@ def seed(name: str, value: Any, maximum: int = MAX_SEED) -> int | None:
     try:
         got = whole(name, value)
     except InputError:
-        raise InputError(f"{name} must be -1 (random) or a whole number from 0 to {maximum}, "
-                         f"got {shown(value)}.") from None
+        raise InputError(
+            f"{name} must be -1 (random) or a whole number from 0 to {maximum}, got {shown(value)}."
+        ) from None
     if got < 0:
         return None
     if got > maximum:
@@ -176,8 +179,9 @@ def fields(name: str, value: Any, *, max_items: int, max_chars: int) -> dict[str
             out[key] = text(where, item, max_chars)
         elif isinstance(item, list):
             if len(item) > MAX_LIST_ITEMS or not all(isinstance(x, str) for x in item):
-                raise InputError(f"{where} must be a text, a number or a list of at most {MAX_LIST_ITEMS} "
-                                 f"texts, got {shown(item)}.")
+                raise InputError(
+                    f"{where} must be a text, a number or a list of at most {MAX_LIST_ITEMS} texts, got {shown(item)}."
+                )
             out[key] = [text(where, x, max_chars) for x in item]
         elif item is None or (isinstance(item, (int, float)) and not isinstance(item, bool)):
             if item is not None:

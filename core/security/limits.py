@@ -1,20 +1,26 @@
 """Request and login limits, kept in memory per caller: a token bucket for requests (answered with
 "busy, retry in N s") and a failure counter for logins. Both forget idle callers, so memory is bounded."""
+
 from __future__ import annotations
 
 import math
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 
 class RateLimiter:
     """`rate` requests a minute per key, with bursts up to `burst`. `take(key)` returns 0 when the
     request may go, else the seconds to wait."""
 
-    def __init__(self, per_minute: float, burst: float | None = None, max_keys: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: float,
+        burst: float | None = None,
+        max_keys: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst if burst is not None else per_minute)
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -44,8 +50,13 @@ class LoginLimiter:
     """At most `attempts` failed logins per (address, user) and `attempts * 4` per address within
     `window_s`; then that pair (or address) waits until its oldest failure leaves the window."""
 
-    def __init__(self, attempts: int = 5, window_s: float = 300.0, max_keys: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        attempts: int = 5,
+        window_s: float = 300.0,
+        max_keys: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.attempts, self.window_s = attempts, window_s
         self._fails: OrderedDict[str, list[float]] = OrderedDict()
         self._max_keys = max_keys
@@ -116,10 +127,12 @@ class UserSlots:
     def _busy(self, running: int) -> Exception:
         from core.errors import BusyError
 
-        return BusyError(f"Busy: you already have {running} {self.what} running; wait for one to finish "
-                         "or stop it, then retry.", retry_after=5)
+        return BusyError(
+            f"Busy: you already have {running} {self.what} running; wait for one to finish or stop it, then retry.",
+            retry_after=5,
+        )
 
-    def hold(self, user: str) -> "_Held":
+    def hold(self, user: str) -> _Held:
         with self._lock:
             running = self._running.get(user, 0)
             if running >= self.limit:
@@ -144,7 +157,7 @@ class _Held:
     def __init__(self, slots: UserSlots, user: str) -> None:
         self._slots, self._user, self._done = slots, user, False
 
-    def __enter__(self) -> "_Held":
+    def __enter__(self) -> _Held:
         return self
 
     def __exit__(self, *exc: object) -> None:

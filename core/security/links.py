@@ -1,5 +1,6 @@
 """Files handed back to API callers without naming a server path: each file gets an unguessable link
 `studio-files/<token>/<name>`, valid for its caller only and for a while. The HTTP edge serves it."""
+
 from __future__ import annotations
 
 import secrets

@@ -1,14 +1,15 @@
 """Login passwords, stored only as salted PBKDF2-SHA256 hashes. `STUDIO_AUTH_FILE` holds one
 `user:hash` per line, made with `python -m core.security.passwords USER` (it asks for the password);
 the plain `STUDIO_AUTH` variable still works for a quick start and is hashed in memory at start-up."""
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 ALGORITHM = "pbkdf2_sha256"
 ITERATIONS = 310_000  # OWASP's figure for PBKDF2-HMAC-SHA256
@@ -69,8 +70,10 @@ def load_users_file(path: Path) -> dict[str, str]:
             continue
         user, sep, encoded = line.partition(":")
         if not sep or not user.strip() or not encoded.startswith(ALGORITHM + "$") or encoded.count("$") != 3:
-            raise ValueError(f"{path}: line {number} is not 'user:{ALGORITHM}$...' "
-                             "(make lines with: python -m core.security.passwords USER)")
+            raise ValueError(
+                f"{path}: line {number} is not 'user:{ALGORITHM}$...' "
+                "(make lines with: python -m core.security.passwords USER)"
+            )
         users[user.strip()] = encoded.strip()
     return users
 
@@ -80,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     import getpass
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m core.security.passwords",
-                                     description="Print a STUDIO_AUTH_FILE line for USER.")
+    parser = argparse.ArgumentParser(
+        prog="python -m core.security.passwords", description="Print a STUDIO_AUTH_FILE line for USER."
+    )
     parser.add_argument("user")
     args = parser.parse_args(argv)
     if ":" in args.user or not args.user.strip():

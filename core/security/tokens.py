@@ -1,5 +1,6 @@
 """Per-user API tokens. A token is shown once when made; only its SHA-256 is stored, so a copy of the
 database does not hand out working tokens."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,11 +49,15 @@ class TokenStore(SQLiteDB):
             raise ValueError("a token needs a user")
         token = PREFIX + secrets.token_urlsafe(32)
         with self._tx() as db:
-            db.execute("INSERT INTO api_tokens(digest, user_id, label, hint, created) VALUES (?,?,?,?,?)",
-                       (_digest(token), user_id, label[:80], token[-4:], time.time()))
-            db.execute("DELETE FROM api_tokens WHERE user_id = ? AND digest NOT IN (SELECT digest FROM "
-                       "api_tokens WHERE user_id = ? ORDER BY created DESC LIMIT ?)",
-                       (user_id, user_id, MAX_TOKENS_PER_USER))
+            db.execute(
+                "INSERT INTO api_tokens(digest, user_id, label, hint, created) VALUES (?,?,?,?,?)",
+                (_digest(token), user_id, label[:80], token[-4:], time.time()),
+            )
+            db.execute(
+                "DELETE FROM api_tokens WHERE user_id = ? AND digest NOT IN (SELECT digest FROM "
+                "api_tokens WHERE user_id = ? ORDER BY created DESC LIMIT ?)",
+                (user_id, user_id, MAX_TOKENS_PER_USER),
+            )
         return token
 
     def resolve(self, token: str | None) -> str | None:
@@ -70,8 +75,15 @@ class TokenStore(SQLiteDB):
         return row["user_id"]
 
     def list(self, user_id: str) -> list[TokenInfo]:
-        rows = self._conn().execute("SELECT digest, label, hint, created, last_used FROM api_tokens "
-                                    "WHERE user_id = ? ORDER BY created DESC", (user_id,)).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT digest, label, hint, created, last_used FROM api_tokens "
+                "WHERE user_id = ? ORDER BY created DESC",
+                (user_id,),
+            )
+            .fetchall()
+        )
         return [TokenInfo(r["digest"], r["label"], r["hint"], r["created"], r["last_used"]) for r in rows]
 
     def revoke_all(self, user_id: str) -> int:
@@ -95,8 +107,10 @@ class ApiAccess:
         lines = [f"You have {len(tokens)} API token(s):"]
         for t in tokens:
             used = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.last_used)) if t.last_used else "never"
-            lines.append(f"- ending in `…{t.hint}`, made {time.strftime('%Y-%m-%d %H:%M', time.localtime(t.created))}, "
-                         f"last used {used}")
+            lines.append(
+                f"- ending in `…{t.hint}`, made {time.strftime('%Y-%m-%d %H:%M', time.localtime(t.created))}, "
+                f"last used {used}"
+            )
         return "\n".join(lines)
 
     def revoke_all(self, user_id: str) -> int:

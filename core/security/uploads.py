@@ -4,6 +4,7 @@ checked before anything opens it, and read with the size cap enforced while read
 The HTTP edge records each upload under the caller that sent it; every file input of every endpoint
 (images, masks, documents, and any added later) resolves its value here. A server path, a file of
 someone else's, a link, a folder, a FIFO or a device never gets past `UploadRegistry.resolve`."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,9 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from core.errors import InputError
 
@@ -42,8 +44,14 @@ class UploadRegistry:
     """Which caller uploaded which file, for `ttl_s` seconds (the upload cache is cleaned on the same
     clock). Bounded: the oldest records go first."""
 
-    def __init__(self, root: Path, max_bytes: int, ttl_s: float = 24 * 3600.0, max_records: int = 200_000,
-                 max_held_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        ttl_s: float = 24 * 3600.0,
+        max_records: int = 200_000,
+        max_held_bytes: int | None = None,
+    ) -> None:
         self.root = Path(os.path.realpath(root))
         self.max_bytes = max_bytes
         self.ttl_s = ttl_s
@@ -87,8 +95,9 @@ class UploadRegistry:
         """Bytes of uploads `caller` has waiting (recorded, not yet used or expired)."""
         now = time.monotonic()
         with self._lock:
-            return sum(size for (who, _), (when, size, _) in self._records.items()
-                       if who == caller and now - when < self.ttl_s)
+            return sum(
+                size for (who, _), (when, size, _) in self._records.items() if who == caller and now - when < self.ttl_s
+            )
 
     def adopt(self, caller: str, source: Path) -> Path:
         """A private copy of one of the caller's own stored files (a gallery image sent back to an input)
@@ -128,8 +137,7 @@ class UploadRegistry:
                 self._records[(caller, real)] = (entry[0], entry[1], entry[2] - 1)
             else:
                 self._drop((caller, real))
-            return not any(now - self._records[(other, real)][0] < self.ttl_s
-                           for other in self._holders.get(real, ()))
+            return not any(now - self._records[(other, real)][0] < self.ttl_s for other in self._holders.get(real, ()))
 
     def _owns(self, caller: str, real: str) -> bool:
         with self._lock:
@@ -140,20 +148,24 @@ class UploadRegistry:
         """The checked path of an upload `caller` made. Nothing is opened here; only `lstat` is asked."""
         raw = _path_of(value, what)
         real = os.path.realpath(raw)
-        refused = UploadError(f"{what} must be a file upload of yours (gradio_client: handle_file(path)), "
-                              "not a path on the server.")
+        refused = UploadError(
+            f"{what} must be a file upload of yours (gradio_client: handle_file(path)), not a path on the server."
+        )
         if not Path(real).is_relative_to(self.root) or not self._owns(caller, real):
             raise refused  # one answer whatever the path is: nothing about the server leaks
         try:
             info = os.lstat(real)
         except OSError:
-            raise UploadError(f"{what} is no longer on the server (uploads are kept "
-                              f"{self.ttl_s / 3600:g} h); upload it again.", "not_found") from None
+            raise UploadError(
+                f"{what} is no longer on the server (uploads are kept {self.ttl_s / 3600:g} h); upload it again.",
+                "not_found",
+            ) from None
         if not stat.S_ISREG(info.st_mode):
             raise refused
         if info.st_size > self.max_bytes:
-            raise UploadError(f"{what} is {info.st_size / 1e6:.1f} MB; the limit is {self.max_bytes / 1e6:.0f} MB.",
-                              "too_large")
+            raise UploadError(
+                f"{what} is {info.st_size / 1e6:.1f} MB; the limit is {self.max_bytes / 1e6:.0f} MB.", "too_large"
+            )
         return Path(real)
 
 

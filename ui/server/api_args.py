@@ -1,6 +1,7 @@
 """Arguments checked at the edge, before any handler runs: `api_endpoint` wraps every gr.api function
 (JSON types against the annotations, defaults for what is missing, clear errors); the ASGI `ArgumentCheck`
 pads REST calls to named endpoints and refuses UI events sent a control value of the wrong type."""
+
 from __future__ import annotations
 
 import functools
@@ -11,16 +12,17 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import gradio as gr
 from gradio.data_classes import FileData
 
 from core.errors import BusyError, InputError
 from core.validate import shown
-from ui.server.asgi import Receive, Scope, Send, replay, respond
 from ui.errors import user_error
+from ui.server.asgi import Receive, Scope, Send, replay, respond
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def api_parameters(fn: Callable) -> list[ApiParameter]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             break
         hint = hints.get(p.name, Any)
-        if hint in (gr.Request, typing.Optional[gr.Request]):
+        if hint in (gr.Request, gr.Request | None):
             continue
         out.append(ApiParameter(p.name, hint, p.default is p.empty, None if p.default is p.empty else p.default))
     return out
@@ -80,8 +82,9 @@ def api_endpoint(fn: Callable, title: str = "Not done") -> Callable:
                 continue
             ok, value = _conform(value, p.hint)
             if not ok:
-                raise user_error(f"{p.name} must be {_expected(p.hint)}, got {shown(bound.arguments[p.name])}.",
-                                 title=title)
+                raise user_error(
+                    f"{p.name} must be {_expected(p.hint)}, got {shown(bound.arguments[p.name])}.", title=title
+                )
             bound.arguments[p.name] = value
         bound.apply_defaults()
         return bound
@@ -93,6 +96,7 @@ def api_endpoint(fn: Callable, title: str = "Not done") -> Callable:
         return user_error(f"The server failed unexpectedly ({type(exc).__name__}); try again.", title=title)
 
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def endpoint(*args: Any, **kwargs: Any) -> Any:
             bound = checked(args, kwargs)
@@ -103,6 +107,7 @@ def api_endpoint(fn: Callable, title: str = "Not done") -> Callable:
             except Exception as exc:
                 raise refused(exc) from None
     else:
+
         @functools.wraps(fn)
         def endpoint(*args: Any, **kwargs: Any) -> Any:
             bound = checked(args, kwargs)
@@ -209,7 +214,7 @@ def event_problem(block_fn: Any, data: list) -> tuple[list, str | None]:
     params = getattr(getattr(block_fn, "fn", None), "api_parameters", None)
     if params is not None:
         if len(data) < len(inputs) and len(inputs) == len(params):
-            data = data + [None if p.required else p.default for p in params[len(data):]]
+            data = data + [None if p.required else p.default for p in params[len(data) :]]
         return data, None
     if len(data) < len(inputs):
         return data, f"This event takes {len(inputs)} values; {len(data)} were sent."
@@ -315,8 +320,9 @@ class ArgumentCheck:
             await self.app(scope, replay(messages, receive), send)
             return
         # Gradio's /call route ignores a fn_index in the body; /run, /api and queue/join go by it first.
-        block_fn = _event(blocks, payload, named.group(2) if named else None,
-                          by_index=not (named and named.group(1) == "call"))
+        block_fn = _event(
+            blocks, payload, named.group(2) if named else None, by_index=not (named and named.group(1) == "call")
+        )
         if block_fn is not None:
             data, problem = event_problem(block_fn, payload["data"])
             if problem:
@@ -324,9 +330,11 @@ class ArgumentCheck:
                 return
             if data is not payload["data"]:
                 body = json.dumps({**payload, "data": data}).encode()
-                scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
-                                              if k.lower() != b"content-length"]
-                         + [(b"content-length", str(len(body)).encode())]}
+                scope = {
+                    **scope,
+                    "headers": [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+                    + [(b"content-length", str(len(body)).encode())],
+                }
                 messages = [{"type": "http.request", "body": body, "more_body": False}]
         await self.app(scope, replay(messages, receive), send)
 
@@ -334,8 +342,9 @@ class ArgumentCheck:
 def v2_problem(blocks: Any, api_name: str, payload: Any) -> str | None:
     """Gradio's /call/v2/<name> takes the arguments by name and fails with a 500 on a name it does not
     know; say which names there are instead."""
-    fn = next((f for f in (getattr(blocks, "fns", {}) or {}).values() if getattr(f, "api_name", None) == api_name),
-              None)
+    fn = next(
+        (f for f in (getattr(blocks, "fns", {}) or {}).values() if getattr(f, "api_name", None) == api_name), None
+    )
     params = getattr(getattr(fn, "fn", None), "api_parameters", None)
     if fn is None or params is None:
         return None  # not one of our endpoints: Gradio answers

@@ -3,6 +3,7 @@ login, an API token, or an address), refuses cross-origin writes, oversized bodi
 and callers over their rate, limits failed logins, records who uploaded which file, and adds the
 security headers. What it decides rides on to the handlers in the trusted `x-studio-caller` and
 `x-studio-user` headers (any the client sent are dropped first)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ import logging
 import math
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from core.security.limits import LoginLimiter, RateLimiter, SessionOwners
@@ -43,9 +45,11 @@ _EVENT_POST = re.compile(rf"^{API}/stream/([^/]+)(?:/close)?/?$")
 # Routes whose reply names a new event id ({"event_id": ...}).
 _STARTS_EVENT = re.compile(rf"^{API}/(queue/join|call/.+)$")
 # Routes anyone may reach before logging in (the login page needs them).
-_PUBLIC = re.compile(rf"^(/$|/login/?$|/logout/?$|/favicon\.ico$|/manifest\.json$|/robots\.txt$|/theme\.css$|"
-                     rf"/assets/|/static/|/svelte/|/pwa_icon|{API}/(user|login_check|token|app_id|theme\.css|"
-                     rf"startup-events|info|config)/?$)")
+_PUBLIC = re.compile(
+    rf"^(/$|/login/?$|/logout/?$|/favicon\.ico$|/manifest\.json$|/robots\.txt$|/theme\.css$|"
+    rf"/assets/|/static/|/svelte/|/pwa_icon|{API}/(user|login_check|token|app_id|theme\.css|"
+    rf"startup-events|info|config)/?$)"
+)
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -116,15 +120,20 @@ class StudioGuard:
         method: str = scope.get("method", "GET")
         headers = _headers(scope)
         # Drop anything the client claims in our trusted headers, before anything reads them.
-        scope["headers"] = [(k, v) for k, v in scope.get("headers", [])
-                            if k.lower() not in (CALLER_HEADER, USER_HEADER)]
+        scope["headers"] = [
+            (k, v) for k, v in scope.get("headers", []) if k.lower() not in (CALLER_HEADER, USER_HEADER)
+        ]
         address = (scope.get("client") or ("unknown", 0))[0]
 
         # -- cross-origin requests: a page on another origin must not upload, start work, or read replies
         # (Gradio's CORS answer reflects any origin, with credentials, on a host that is not localhost) ----
         if (method in _UNSAFE or b"origin" in headers) and not self._same_origin(headers):
-            await respond(send, 403, "Cross-origin request refused: this origin is not allowed "
-                           "(set STUDIO_ALLOWED_ORIGINS to allow it).", sec)
+            await respond(
+                send,
+                403,
+                "Cross-origin request refused: this origin is not allowed (set STUDIO_ALLOWED_ORIGINS to allow it).",
+                sec,
+            )
             return
 
         # -- who is calling ---------------------------------------------------------------------
@@ -154,8 +163,13 @@ class StudioGuard:
             scope["headers"].append((USER_HEADER, token_user.encode()))
 
         if g.auth and not login_user and not _PUBLIC.match(path):
-            await respond(send, 401, "Not authenticated: log in, or send an API token "
-                           "(Authorization: Bearer ...).", sec, [(b"www-authenticate", b"Bearer")])
+            await respond(
+                send,
+                401,
+                "Not authenticated: log in, or send an API token (Authorization: Bearer ...).",
+                sec,
+                [(b"www-authenticate", b"Bearer")],
+            )
             return
 
         if path.startswith(f"{API}/dev/") and not getattr(getattr(gradio_app, "blocks", None), "dev_mode", False):
@@ -163,7 +177,7 @@ class StudioGuard:
             await respond(send, 404, "Not found.", sec)
             return
         if method in ("GET", "HEAD") and path.startswith(f"{API}/file={LINK_PREFIX}/"):
-            await self._serve_link(scope, receive, send, caller, path[len(f"{API}/file="):], sec)
+            await self._serve_link(scope, receive, send, caller, path[len(f"{API}/file=") :], sec)
             return
 
         # -- sessions and rates -----------------------------------------------------------------
@@ -182,8 +196,13 @@ class StudioGuard:
             wait = (g.upload_rate if _UPLOAD.match(path) else g.rate).take(caller)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
-                await respond(send, 429, f"Busy: too many requests from you; retry in {seconds} s.", sec,
-                               [(b"retry-after", str(seconds).encode())])
+                await respond(
+                    send,
+                    429,
+                    f"Busy: too many requests from you; retry in {seconds} s.",
+                    sec,
+                    [(b"retry-after", str(seconds).encode())],
+                )
                 return
 
         limit = g.max_upload_bytes + 2**20 if path.rstrip("/") == f"{API}/upload" else g.max_body_bytes
@@ -224,8 +243,13 @@ class StudioGuard:
                 return
             if _NAMED_CALL.match(path) and not self._files_are_uploads(data, caller):
                 # Gradio would refuse these too, but with {"error": null}; say what is wrong.
-                await respond(send, 400, "A file in this request is not a file upload of yours: send the file "
-                               "itself (gradio_client: handle_file(path)), not a path on the server.", sec)
+                await respond(
+                    send,
+                    400,
+                    "A file in this request is not a file upload of yours: send the file "
+                    "itself (gradio_client: handle_file(path)), not a path on the server.",
+                    sec,
+                )
                 return
         else:
             receive = _capped(receive, limit)
@@ -234,9 +258,14 @@ class StudioGuard:
             held = g.uploads.held_bytes(caller)
             coming = int(length) if length is not None and length.isdigit() else 0
             if held + coming > g.uploads.max_held_bytes:
-                await respond(send, 429, f"Busy: you have {held / 2**20:.0f} MB of uploads not used yet (the limit is "
-                               f"{g.uploads.max_held_bytes / 2**20:.0f} MB); use or wait for them, then retry.", sec,
-                               [(b"retry-after", b"60")])
+                await respond(
+                    send,
+                    429,
+                    f"Busy: you have {held / 2**20:.0f} MB of uploads not used yet (the limit is "
+                    f"{g.uploads.max_held_bytes / 2**20:.0f} MB); use or wait for them, then retry.",
+                    sec,
+                    [(b"retry-after", b"60")],
+                )
                 return
             await self._upload(scope, receive, send, caller, sec)
             return
@@ -298,22 +327,28 @@ class StudioGuard:
 
     def _query_session(self, scope: Scope, path: str) -> str | None:
         if path.startswith(f"{API}/heartbeat/"):
-            return path[len(f"{API}/heartbeat/"):].strip("/") or None
+            return path[len(f"{API}/heartbeat/") :].strip("/") or None
         if path.startswith(f"{API}/stream/") and path.count("/") >= 5:
             return path.split("/")[3]
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         values = query.get("session_hash")
         return values[0] if values else None
 
-    async def _login(self, scope: Scope, receive: Receive, send: Send, body: bytes, address: str,
-                     sec: list[tuple[bytes, bytes]]) -> None:
+    async def _login(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, address: str, sec: list[tuple[bytes, bytes]]
+    ) -> None:
         form = parse_qs(body.decode("utf-8", "replace"))
         user = (form.get("username") or [""])[0].strip()
         g = self.guard
         wait = g.logins.wait(address, user)
         if wait > 0:
-            await respond(send, 429, f"Too many failed logins; try again in {int(wait)} s.", sec,
-                           [(b"retry-after", str(int(wait)).encode())])
+            await respond(
+                send,
+                429,
+                f"Too many failed logins; try again in {int(wait)} s.",
+                sec,
+                [(b"retry-after", str(int(wait)).encode())],
+            )
             return
         status: dict[str, int] = {}
 
@@ -329,8 +364,9 @@ class StudioGuard:
         elif status.get("code", 500) < 500:
             g.logins.failed(address, user)
 
-    async def _serve_link(self, scope: Scope, receive: Receive, send: Send, caller: str, link: str,
-                          sec: list[tuple[bytes, bytes]]) -> None:
+    async def _serve_link(
+        self, scope: Scope, receive: Receive, send: Send, caller: str, link: str, sec: list[tuple[bytes, bytes]]
+    ) -> None:
         from starlette.responses import FileResponse
 
         found = self.guard.links.resolve(caller, link)
@@ -339,8 +375,9 @@ class StudioGuard:
             return
         await FileResponse(found, headers={k.decode(): v.decode() for k, v in sec})(scope, receive, send)
 
-    async def _upload(self, scope: Scope, receive: Receive, send: Send, caller: str,
-                      sec: list[tuple[bytes, bytes]]) -> None:
+    async def _upload(
+        self, scope: Scope, receive: Receive, send: Send, caller: str, sec: list[tuple[bytes, bytes]]
+    ) -> None:
         """Pass the upload through, then record the stored paths it answers with under `caller`."""
         start: dict = {}
         chunks: list[bytes] = []
@@ -385,13 +422,21 @@ def _busy_when_full(send: Send) -> Send:
         if "start" in held and message["type"] == "http.response.body":
             body = message.get("body", b"")
             if b"Queue is full" in body:
-                text = (f"Busy: the server has all the work it can queue right now; retry in {QUEUE_RETRY_S} s.")
+                text = f"Busy: the server has all the work it can queue right now; retry in {QUEUE_RETRY_S} s."
                 body = json.dumps({"error": text, "detail": text}).encode()
                 start = held.pop("start")
                 headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-                await send({**start, "status": 429,
-                            "headers": [*headers, (b"content-length", str(len(body)).encode()),
-                                        (b"retry-after", str(QUEUE_RETRY_S).encode())]})
+                await send(
+                    {
+                        **start,
+                        "status": 429,
+                        "headers": [
+                            *headers,
+                            (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", str(QUEUE_RETRY_S).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
             await send(held.pop("start"))
@@ -402,6 +447,7 @@ def _busy_when_full(send: Send) -> Send:
 
 def _record_event(send: Send, events: SessionOwners, caller: str) -> Send:
     """Record the event id a reply names under `caller` before the client can see it."""
+
     async def wrapped(message: dict) -> None:
         if message["type"] == "http.response.body" and b'"event_id"' in message.get("body", b"")[:64]:
             try:

@@ -21,6 +21,7 @@ server's loop, started from the FastAPI lifespan that `launch(app_kwargs=...)` a
 races the request handlers that use them. gradio==6.31 is pinned; tests/security/test_session_memory.py
 checks these records still behave as relied on here.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,9 +29,10 @@ import contextlib
 import datetime
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import gradio as gr
 
@@ -54,8 +56,15 @@ class SessionReaper:
     """One per served app: `mark_tabs(demo)` while building it, `add_launch_options(options)` before
     `demo.launch(**options)` (app.py does both through the functions at the end)."""
 
-    def __init__(self, max_sessions: int, *, grace_s: float = GRACE_S, idle_ttl_s: float = IDLE_TTL_S,
-                 interval_s: float = SWEEP_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_sessions: int,
+        *,
+        grace_s: float = GRACE_S,
+        idle_ttl_s: float = IDLE_TTL_S,
+        interval_s: float = SWEEP_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         self.max_sessions = max_sessions
@@ -154,8 +163,12 @@ class SessionReaper:
                     holder.session_data.move_to_end(sid)
         if len(open_tabs) > self.max_sessions and now - self._warned_at > 600:
             self._warned_at = now
-            log.warning("%d tabs are open but STUDIO_MAX_SESSIONS is %d: the least recently used lose "
-                        "their session state; raise STUDIO_MAX_SESSIONS", len(open_tabs), self.max_sessions)
+            log.warning(
+                "%d tabs are open but STUDIO_MAX_SESSIONS is %d: the least recently used lose "
+                "their session state; raise STUDIO_MAX_SESSIONS",
+                len(open_tabs),
+                self.max_sessions,
+            )
         self._forget(holder, queue, now)
         stats.held, stats.open_tabs = len(holder.session_data), len(open_tabs)
         self.last = stats
@@ -212,8 +225,9 @@ def _untouched(session: Any, defaults: Any) -> bool:
     if len(config.blocks) != len(defaults.blocks) or len(config.fns) != len(defaults.fns):
         return False
     blocks, fns = defaults.blocks, defaults.fns
-    return (all(block is blocks.get(key) for key, block in config.blocks.items())
-            and all(fn is fns.get(key) for key, fn in config.fns.items()))
+    return all(block is blocks.get(key) for key, block in config.blocks.items()) and all(
+        fn is fns.get(key) for key, fn in config.fns.items()
+    )
 
 
 def session_reaper(demo: gr.Blocks, max_sessions: int) -> SessionReaper | None:
