@@ -1,48 +1,32 @@
 """Hosted image generation through the OpenAI images API (images.generate, images.edit) or any server
-that speaks it (LocalAI and the like), via the `openai` SDK. Owns retries, the per-request deadline,
-cancelling an in-flight request, decoding the images, and mapping HTTP failures to BackendError
-subclasses; the API key stays inside the SDK client and never appears in a message."""
+that speaks it (LocalAI and the like), via the `openai` SDK. Owns the image requests, cancelling one in
+flight, and decoding the images; retries and the mapping of HTTP failures are backends/openai_http.py's. The
+API key stays inside the SDK client and never appears in a message."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
-import random
 import threading
-import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
-from backends.openai_http import display_host, display_url, retry_after, server_said, tries
-from backends.text.base import (
-    AuthFailedError,
-    BackendError,
-    ConnectionFailedError,
-    ModelUnavailableError,
-    ProgressFn,
-    RateLimitedError,
-    ServerFailedError,
-    TimeoutFailedError,
-)
 from backends.image.base import GeneratedImage, ImageCancelled, ImageCapabilities, ImageProgressFn, ImageRequest
+from backends.openai_http import OpenAIHttp, RequestCancelled, display_url, error_code, server_said
+from backends.text.base import BackendError, ModelUnavailableError, ProgressFn, ServerFailedError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
-BACKOFF_BASE_S = 0.5
-RETRY_AFTER_CAP_S = 20.0
-CONNECT_TIMEOUT_CAP_S = 10.0
 MAX_IMAGE_PIXELS = 64_000_000  # refuse anything bigger a server sends (decompression bombs included)
 MAX_DOWNLOAD_BYTES = 64 << 20
 # GPT image models on api.openai.com take only these sizes (newer ones also take any multiple of 16).
 OPENAI_STANDARD_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
 FIXED_SIZE_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest")
 NOT_REPRODUCIBLE = "Hosted result: the same seed and prompt may not give the same image again."
-
-
-class _Stop(Exception):
-    """The caller cancelled while a request was in flight or a retry was pending."""
 
 
 class OpenAIImagesBackend:
@@ -62,8 +46,10 @@ class OpenAIImagesBackend:
         self._api_key = api_key
         self._timeout_s = float(timeout)
         self._max_retries = max(0, int(max_retries))
-        self._where = display_url(self._base_url)
-        self._host = display_host(self._base_url)
+        self._http = OpenAIHttp(self._base_url, api_key, self._timeout_s, no_answer="sent no image",
+                                client_error=self._client_error)
+        self._where = self._http.where
+        self._host = self._http.host
         self._official = urlsplit(self._base_url).hostname == "api.openai.com"
         self._send_seed = (not self._official) if send_seed is None else send_seed
         self._gpt_image = model.startswith(("gpt-image", "chatgpt-image"))
@@ -111,9 +97,9 @@ class OpenAIImagesBackend:
             kwargs = self._kwargs(request, seed, width, height, files)
             call = "edit" if files else "generate"
             try:
-                response = self._with_retries(
-                    lambda client, t: getattr(client.images, call)(**kwargs, timeout=t), cancel)
-            except _Stop:
+                response = self._http.with_retries(
+                    functools.partial(self._attempt, call, kwargs, cancel), self._max_retries, cancel=cancel)
+            except RequestCancelled:
                 raise ImageCancelled("Cancelled; the request to the server was closed.") from None
             item = response.data[0] if response.data else None
             if item is None:
@@ -235,15 +221,13 @@ class OpenAIImagesBackend:
         import openai
 
         # base_url and api_key always passed: given None the SDK would read the environment. The SDK's
-        # own retries are off; _with_retries does backoff, Retry-After and the overall deadline.
+        # own retries are off; OpenAIHttp.with_retries does backoff, Retry-After and the overall deadline.
         return openai.AsyncOpenAI(api_key=self._api_key or PLACEHOLDER_KEY, base_url=self._base_url,
-                                  timeout=self._timeout(self._timeout_s), max_retries=0)
+                                  timeout=self._http.timeout(self._timeout_s), max_retries=0)
 
-    def _timeout(self, seconds: float) -> Any:
-        import httpx2
-
-        seconds = max(0.01, seconds)
-        return httpx2.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT_CAP_S, max(1.0, self._timeout_s / 3)))
+    def _attempt(self, call: str, kwargs: dict[str, Any], cancel: threading.Event, seconds: float) -> Any:
+        """One images.generate or images.edit request, given `seconds` to answer."""
+        return self._cancellable(lambda client, t: getattr(client.images, call)(**kwargs, timeout=t), cancel, seconds)
 
     def _cancellable(self, call: Callable[[Any, Any], Any], cancel: threading.Event, seconds: float) -> Any:
         """Await `call(async_client, timeout)` on a private event loop in a worker thread, watching `cancel`.
@@ -256,13 +240,13 @@ class OpenAIImagesBackend:
 
         async def main() -> Any:
             async with self._client() as client:
-                task = asyncio.ensure_future(call(client, self._timeout(seconds)))
+                task = asyncio.ensure_future(call(client, self._http.timeout(seconds)))
                 while not task.done():
                     await asyncio.wait({task}, timeout=0.05)
                     if cancel.is_set() and not task.done():
                         task.cancel()
                         await asyncio.gather(task, return_exceptions=True)
-                        raise _Stop()
+                        raise RequestCancelled()
                 return task.result()
 
         def work() -> None:
@@ -278,90 +262,18 @@ class OpenAIImagesBackend:
             raise box.pop("error")
         return box["value"]
 
-    def _with_retries(self, call: Callable[[Any, Any], Any], cancel: threading.Event) -> Any:
-        """Retry 429, 5xx and connection failures with exponential backoff (or Retry-After, capped), at most
-        max_retries times, all within the timeout. Errors are raised outside `except` blocks so the SDK
-        error (whose request and 401 body may quote the key) is not chained onto ours."""
-        import openai
+    # -- error mapping (the rest is OpenAIHttp's) -----------------------------------------------------------
 
-        deadline = time.monotonic() + self._timeout_s
-        retries = 0
-        while True:
-            failure: tuple[BackendError, bool, float | None] | None = None
-            try:
-                return self._cancellable(call, cancel, deadline - time.monotonic())
-            except openai.APIStatusError as exc:
-                failure = self._status_failure(exc, retries)
-            except openai.APITimeoutError as exc:
-                failure = self._timeout_failure(exc, retries)
-            except openai.APIConnectionError as exc:
-                failure = self._connection_failure(exc, retries)
-            error, retryable, asked = failure
-            if not retryable or retries >= self._max_retries:
-                raise error
-            wait = BACKOFF_BASE_S * 2**retries * random.uniform(1.0, 1.25)
-            if asked is not None:
-                wait = min(max(asked, 0.0), RETRY_AFTER_CAP_S)
-            if time.monotonic() + wait >= deadline:
-                raise error
-            log.warning("%s; retry %d of %d in %.1f s", error, retries + 1, self._max_retries, wait)
-            if cancel.wait(wait):
-                raise _Stop()
-            retries += 1
-
-    def _status_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
-        status = int(exc.status_code)
-        tried = tries(retries)
-        if status in (401, 403):  # never the body: OpenAI quotes the rejected key in it
-            verb = "rejected the API key" if status == 401 else "refused access with this API key"
-            return AuthFailedError(f"The server at {self._host} {verb} (HTTP {status}). Check OPENAI_API_KEY."), \
-                False, None
-        detail = self._server_message(exc)
-        if status == 429:
-            return RateLimitedError(
-                f"The server at {self._host} is limiting requests (HTTP 429){tried}. Wait a minute and try "
-                f"again, or check the plan's rate limits.{server_said(detail)}"), True, retry_after(exc.response.headers)
-        if status >= 500 or status in (408, 409):
-            return ServerFailedError(f"The server at {self._host} failed (HTTP {status}){tried}. Try again later."
-                                     f"{server_said(detail)}"), True, retry_after(exc.response.headers)
+    def _client_error(self, status: int, detail: str, exc: Any) -> BackendError | None:
         if status == 404:
             return ModelUnavailableError(
                 f"The server at {self._where} has no image model '{self.model}' or no images endpoint (HTTP 404). "
                 f"Check the name after 'openai:' in STUDIO_IMAGE_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
-                f"{server_said(detail)}"), False, None
-        code = _error_code(exc)
-        if code in ("content_policy_violation", "moderation_blocked") or "safety" in detail.lower():
+                f"{server_said(detail)}")
+        if error_code(exc) in ("content_policy_violation", "moderation_blocked") or "safety" in detail.lower():
             return BackendError(f"The server at {self._host} refused this prompt or image under its content "
-                                f"policy (HTTP {status}). Rephrase the prompt.{server_said(detail)}"), False, None
-        return BackendError(f"The server at {self._host} rejected the request (HTTP {status}).{server_said(detail)}"), \
-            False, None
-
-    def _timeout_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
-        import httpx2
-
-        if isinstance(exc.__cause__, httpx2.ConnectTimeout):
-            return ConnectionFailedError(
-                f"Could not reach {self._where} (no connection within the connect timeout){tries(retries)}. "
-                "Check OPENAI_BASE_URL and that the server is running."), True, None
-        return TimeoutFailedError(
-            f"The server at {self._host} sent no image within {self._timeout_s:g} s{tries(retries)}. It may be "
-            "overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."), True, None
-
-    def _connection_failure(self, exc: Any, retries: int) -> tuple[BackendError, bool, float | None]:
-        cause = exc.__cause__
-        reason = self._scrub(str(cause))[:200] if cause is not None and str(cause) else "connection failed"
-        return ConnectionFailedError(f"Could not reach {self._where} ({reason}){tries(retries)}. "
-                                     "Check OPENAI_BASE_URL and that the server is running."), True, None
-
-    def _server_message(self, exc: Any) -> str:
-        body = getattr(exc, "body", None)
-        message = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
-        return self._scrub(" ".join(message.split()))[:300] if isinstance(message, str) else ""
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key and len(self._api_key) >= 4:
-            text = text.replace(self._api_key, "***")
-        return text
+                                f"policy (HTTP {status}). Rephrase the prompt.{server_said(detail)}")
+        return None
 
 
 def _png(image: Any) -> bytes:
@@ -369,8 +281,3 @@ def _png(image: Any) -> bytes:
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
-
-def _error_code(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    code = body.get("code") if isinstance(body, dict) else None
-    return code if isinstance(code, str) else ""

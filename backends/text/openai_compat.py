@@ -1,34 +1,30 @@
 """OpenAI-compatible hosted text backend (OpenAI, vLLM, TGI, Ollama, llama.cpp server) via the `openai`
-SDK. Owns the retry loop, the per-request deadline and the mapping of HTTP failures to BackendError
-subclasses; the API key stays inside the SDK client and is scrubbed from anything a server echoes."""
+SDK. Owns the chat requests, streaming and the context-length probe; retries and the mapping of HTTP failures
+are backends/openai_http.py's. The API key stays inside the SDK client and is scrubbed from anything a server
+echoes."""
 from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from backends.openai_http import display_host, display_url, retry_after, server_said, tries
+from backends.openai_http import OpenAIHttp, RequestCancelled, server_said
 from backends.text.base import (
-    AuthFailedError,
     BackendError,
     Capabilities,
     Completion,
-    ConnectionFailedError,
     ContextOverflowError,
     GenerationParams,
     Message,
     ModelUnavailableError,
     ProgressFn,
-    RateLimitedError,
     ServerFailedError,
     StreamCutError,
     StreamStats,
-    TimeoutFailedError,
 )
 
 if TYPE_CHECKING:
@@ -36,40 +32,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
-BACKOFF_BASE_S = 0.5  # first retry waits this long, then doubles
-RETRY_AFTER_CAP_S = 20.0  # a server asking for a longer pause than this gets this
-CONNECT_TIMEOUT_CAP_S = 10.0
 PROBE_TIMEOUT_S = 5.0  # the /models look-up for the context length is best-effort
 PROBE_RETRY_S = 60.0  # after an unreachable server, wait this long before probing again
 # Keys under which servers report the context window on a /v1/models entry (vLLM: max_model_len).
 CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length", "context_window")
 
 
-@dataclass
-class _Failure:
-    """One failed attempt, already turned into the error the user would see if it is the last."""
-
-    error: BackendError
-    retryable: bool
-    wait: float | None = None  # what the server asked for (Retry-After), seconds
-
-
 class OpenAIBackend:
     """Chat completions against one model on one OpenAI-compatible server. Thread-safe: the SDK
     client is shared, every request has its own deadline, stream and cancel event."""
 
-    def __init__(self, model: str, settings: "Settings", spec: str = "", label: str = "") -> None:
+    def __init__(self, model: str, settings: Settings, spec: str = "", label: str = "") -> None:
         self.model = model
         self.spec = spec or f"openai:{model}"
         self.label = label or f"{model} (OpenAI-compatible API)"
         self._settings = settings
         self._base_url = (settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._where = display_url(self._base_url)  # no user:password@, no query
-        self._host = display_host(self._base_url)
+        self._http = OpenAIHttp(self._base_url, settings.openai_api_key, settings.request_timeout,
+                                no_answer="gave no answer", client_error=self._client_error)
+        self._where = self._http.where  # no user:password@, no query
+        self._host = self._http.host
         self._lock = threading.Lock()
         self._client: Any = None  # openai.OpenAI, made in load()
         self._probe_lock = threading.Lock()
@@ -84,7 +68,7 @@ class OpenAIBackend:
 
     def load(self, progress: ProgressFn | None = None) -> None:
         """Make the SDK client (no network). The SDK's own retries are off (max_retries=0): its loop
-        has no overall deadline, so `_with_retries` does backoff, Retry-After and the deadline."""
+        has no overall deadline, so OpenAIHttp.with_retries does backoff, Retry-After and the deadline."""
         with self._lock:
             if self._client is not None:
                 return
@@ -104,7 +88,7 @@ class OpenAIBackend:
             self._client = openai.OpenAI(
                 api_key=s.openai_api_key or PLACEHOLDER_KEY,
                 base_url=self._base_url,
-                timeout=self._timeout(s.request_timeout),
+                timeout=self._http.timeout(s.request_timeout),
                 max_retries=0,
             )
         if progress is not None:
@@ -129,7 +113,9 @@ class OpenAIBackend:
     def chat(self, messages: list[Message], params: GenerationParams) -> Completion:
         self.load()
         kwargs = self._request_kwargs(messages, params)
-        response = self._with_retries(lambda t: self._client.chat.completions.create(**kwargs, timeout=t))
+        response = self._http.with_retries(
+            lambda left: self._client.chat.completions.create(**kwargs, timeout=self._http.timeout(left)),
+            self._settings.max_retries)
         if not hasattr(response, "choices"):  # the SDK hands back text when the body is not JSON
             raise ServerFailedError(self._not_openai())
         if not response.choices:
@@ -161,12 +147,13 @@ class OpenAIBackend:
             stats.finish_reason = "cancelled"
             return
         kwargs = self._request_kwargs(messages, params)
-        stream = self._with_retries(
-            lambda t: self._client.chat.completions.create(
-                **kwargs, stream=True, stream_options={"include_usage": True}, timeout=t),
-            cancel=cancel,
-        )
-        if stream is None:  # cancelled while waiting to retry
+        try:
+            stream = self._http.with_retries(
+                lambda left: self._client.chat.completions.create(
+                    **kwargs, stream=True, stream_options={"include_usage": True}, timeout=self._http.timeout(left)),
+                self._settings.max_retries, cancel=cancel,
+            )
+        except RequestCancelled:  # cancelled while waiting to retry
             stats.finish_reason = "cancelled"
             return
         self._set_stall_limit(stream)
@@ -198,7 +185,7 @@ class OpenAIBackend:
             except openai.APIConnectionError:
                 cut = "the connection dropped"
             except openai.APIError as exc:  # an error event inside the stream
-                cut = f"the server reported an error: {self._server_message(exc)}"
+                cut = f"the server reported an error: {self._http.server_message(exc)}"
             except (ValueError, AttributeError, TypeError):  # an event that is not a JSON chunk
                 cut = "the server sent something that is not an OpenAI chat chunk"
         finally:
@@ -233,15 +220,6 @@ class OpenAIBackend:
             kwargs["stop"] = list(params.stop)
         return kwargs
 
-    def _timeout(self, seconds: float) -> Any:
-        """An httpx2 timeout (the HTTP library of openai 3.x): `seconds` for reads, writes and the
-        pool, and a shorter connect timeout so a dead host fails fast enough to retry."""
-        import httpx2
-
-        seconds = max(0.01, seconds)
-        connect = min(seconds, CONNECT_TIMEOUT_CAP_S, max(1.0, self._settings.request_timeout / 3))
-        return httpx2.Timeout(seconds, connect=connect)
-
     def _set_stall_limit(self, stream: Any) -> None:
         """Once the headers are in, a chunk may take up to request_timeout however much of the
         deadline the retries used. httpcore reads the read timeout from the request's extensions
@@ -252,118 +230,25 @@ class OpenAIBackend:
         except (AttributeError, KeyError, TypeError):
             pass  # then chunks get what was left of the deadline: still bounded, just tighter
 
-    def _with_retries(self, call: Callable[[Any], T], cancel: threading.Event | None = None) -> T:
-        """Run `call(timeout)` until it succeeds, retrying 429, 5xx and connection failures with
-        exponential backoff (or the server's Retry-After, capped) at most max_retries times, all
-        within request_timeout seconds. Returns None only if `cancel` is set while waiting."""
-        import openai
+    # -- error mapping (the rest is OpenAIHttp's) ---------------------------------------------------------
 
-        s = self._settings
-        deadline = time.monotonic() + s.request_timeout
-        retries = 0
-        while True:
-            failure: _Failure | None = None
-            try:
-                return call(self._timeout(deadline - time.monotonic()))
-            except openai.APIStatusError as exc:
-                failure = self._status_failure(exc, retries)
-            except openai.APITimeoutError as exc:
-                failure = self._timeout_failure(exc, retries)
-            except openai.APIConnectionError as exc:
-                failure = self._connection_failure(exc, retries)
-            # Raised outside the except blocks so the SDK error (whose response holds the request
-            # headers, and for a 401 a body quoting the key) is not chained onto ours.
-            assert failure is not None
-            if not failure.retryable or retries >= s.max_retries:
-                raise failure.error
-            wait = BACKOFF_BASE_S * 2**retries * random.uniform(1.0, 1.25)
-            if failure.wait is not None:
-                wait = min(max(failure.wait, 0.0), RETRY_AFTER_CAP_S)
-            if time.monotonic() + wait >= deadline:
-                raise failure.error  # no time left for another attempt
-            log.warning("%s; retry %d of %d in %.1f s", failure.error, retries + 1, s.max_retries, wait)
-            if cancel is not None:
-                if cancel.wait(wait):
-                    return None  # type: ignore[return-value]
-            else:
-                time.sleep(wait)
-            retries += 1
-
-    # -- error mapping --------------------------------------------------------------------------
-
-    def _status_failure(self, exc: Any, retries: int) -> _Failure:
-        status = int(exc.status_code)
-        tried = tries(retries)
-        if status in (401, 403):
-            # Never the body: OpenAI quotes the rejected key in it.
-            verb = "rejected the API key" if status == 401 else "refused access with this API key"
-            return _Failure(AuthFailedError(
-                f"The server at {self._host} {verb} (HTTP {status}). Check OPENAI_API_KEY."), False)
-        detail = self._server_message(exc)
-        if status == 429:
-            wait = retry_after(exc.response.headers)
-            return _Failure(RateLimitedError(
-                f"The server at {self._host} is limiting requests (HTTP 429){tried}. Wait a minute and "
-                f"try again, or check the plan's rate limits.{server_said(detail)}"), True, wait)
-        if status >= 500 or status in (408, 409):
-            return _Failure(ServerFailedError(
-                f"The server at {self._host} failed (HTTP {status}){tried}. Try again later."
-                f"{server_said(detail)}"), True, retry_after(exc.response.headers))
+    def _client_error(self, status: int, detail: str, exc: Any) -> BackendError | None:
         if status == 404:
-            return _Failure(ModelUnavailableError(
+            return ModelUnavailableError(
                 f"The server at {self._where} has no model '{self.model}' or no chat endpoint (HTTP 404). "
                 f"Check the name after 'openai:' in STUDIO_TEXT_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
-                f"{server_said(detail)}"), False)
+                f"{server_said(detail)}")
         lowered = detail.lower()
         if status in (400, 413, 422) and ("context" in lowered or "too long" in lowered or "maximum" in lowered
                                            and "token" in lowered):
-            return _Failure(ContextOverflowError(
+            return ContextOverflowError(
                 f"The conversation is too long for '{self.model}' (HTTP {status}). Shorten it or start a new one."
-                f"{server_said(detail)}"), False)
-        return _Failure(BackendError(
-            f"The server at {self._host} rejected the request (HTTP {status}).{server_said(detail)}"), False)
-
-    def _timeout_failure(self, exc: Any, retries: int) -> _Failure:
-        import httpx2
-
-        if isinstance(exc.__cause__, httpx2.ConnectTimeout):
-            return _Failure(ConnectionFailedError(
-                f"Could not reach {self._where} (no connection within the connect timeout){tries(retries)}. "
-                "Check OPENAI_BASE_URL and that the server is running."), True)
-        return _Failure(TimeoutFailedError(
-            f"The server at {self._host} gave no answer within {self._settings.request_timeout:g} s"
-            f"{tries(retries)}. It may be overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."), True)
-
-    def _connection_failure(self, exc: Any, retries: int) -> _Failure:
-        import httpx2
-
-        cause = exc.__cause__
-        reason = self._scrub(str(cause))[:200] if cause is not None and str(cause) else type(cause).__name__
-        if cause is None or isinstance(cause, httpx2.ConnectError):
-            return _Failure(ConnectionFailedError(
-                f"Could not reach {self._where} ({reason}){tries(retries)}. "
-                "Check OPENAI_BASE_URL and that the server is running."), True)
-        return _Failure(ConnectionFailedError(  # connected, then lost it before the answer was in
-            f"The connection to {self._where} broke before the answer arrived ({reason}){tries(retries)}. "
-            "Try again."), True)
+                f"{server_said(detail)}")
+        return None
 
     def _not_openai(self) -> str:
         return (f"The server at {self._where} did not answer like an OpenAI-compatible API. Check "
                 "OPENAI_BASE_URL (it usually ends in /v1).")
-
-    def _server_message(self, exc: Any) -> str:
-        body = getattr(exc, "body", None)
-        message = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
-        if not isinstance(message, str):
-            message = ""
-        return self._scrub(" ".join(message.split()))[:300]
-
-    def _scrub(self, text: str) -> str:
-        """Remove the key from text a server or library produced (belt and braces)."""
-        key = self._settings.openai_api_key
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
-        return text
 
     # -- context length from the server ---------------------------------------------------------
 
@@ -378,7 +263,7 @@ class OpenAIBackend:
             if self._probe_failed_at is not None and time.monotonic() - self._probe_failed_at < PROBE_RETRY_S:
                 return None
             try:
-                timeout = self._timeout(min(self._settings.request_timeout, PROBE_TIMEOUT_S))
+                timeout = self._http.timeout(min(self._settings.request_timeout, PROBE_TIMEOUT_S))
                 page = self._client.models.list(timeout=timeout)
                 for entry in page.data:
                     if getattr(entry, "id", None) == self.model:
