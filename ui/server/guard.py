@@ -22,6 +22,7 @@ from core.security.links import FileLinks
 from core.security.tokens import TokenStore
 from core.security.uploads import UploadRegistry
 from ui.server.asgi import Receive, Scope, Send, replay, respond
+from ui.server.streams import BodyTooLarge, busy_when_full, capped, read_body, record_event, with_headers
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,6 @@ def _cookies(raw: bytes) -> dict[str, str]:
         if sep:
             out.setdefault(name, value)
     return out
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class StudioGuard:
@@ -218,7 +215,7 @@ class StudioGuard:
 
         if method == "POST" and (_JSON_BODY.match(path) or path.rstrip("/") == "/login"):
             try:
-                body = await _read_body(receive, limit)
+                body = await read_body(receive, limit)
             except BodyTooLarge:
                 await respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
                 return
@@ -252,7 +249,7 @@ class StudioGuard:
                 )
                 return
         else:
-            receive = _capped(receive, limit)
+            receive = capped(receive, limit)
 
         if method == "POST" and path.rstrip("/") == f"{API}/upload":
             held = g.uploads.held_bytes(caller)
@@ -271,11 +268,11 @@ class StudioGuard:
             return
         started: dict[str, bool] = {}
         if method == "POST" and _WORK.match(path):
-            send = _busy_when_full(send)
+            send = busy_when_full(send)
         if method == "POST" and _STARTS_EVENT.match(path):
-            send = _record_event(send, g.events, caller)
+            send = record_event(send, g.events, caller)
         try:
-            await self.app(scope, receive, _with_headers(send, sec, started))
+            await self.app(scope, receive, with_headers(send, sec, started))
         except BodyTooLarge:
             if started:
                 raise
@@ -404,104 +401,6 @@ class StudioGuard:
             await self.app(scope, receive, hold)
         except BodyTooLarge:
             await respond(send, 413, f"Upload too large: the limit is {self.guard.max_upload_bytes // 2**20} MB.", sec)
-
-
-QUEUE_RETRY_S = 10
-
-
-def _busy_when_full(send: Send) -> Send:
-    """Gradio answers a full queue with 503 "Queue is full. Max size is N..."; say it as a person would,
-    as the same "busy" answer the rate limit gives (429 with Retry-After), so clients back off and retry
-    instead of counting a server error."""
-    held: dict = {}
-
-    async def wrapped(message: dict) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 503:
-            held["start"] = message
-            return
-        if "start" in held and message["type"] == "http.response.body":
-            body = message.get("body", b"")
-            if b"Queue is full" in body:
-                text = f"Busy: the server has all the work it can queue right now; retry in {QUEUE_RETRY_S} s."
-                body = json.dumps({"error": text, "detail": text}).encode()
-                start = held.pop("start")
-                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-                await send(
-                    {
-                        **start,
-                        "status": 429,
-                        "headers": [
-                            *headers,
-                            (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", str(QUEUE_RETRY_S).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(held.pop("start"))
-        await send(message)
-
-    return wrapped
-
-
-def _record_event(send: Send, events: SessionOwners, caller: str) -> Send:
-    """Record the event id a reply names under `caller` before the client can see it."""
-
-    async def wrapped(message: dict) -> None:
-        if message["type"] == "http.response.body" and b'"event_id"' in message.get("body", b"")[:64]:
-            try:
-                reply = json.loads(message["body"])
-            except ValueError:
-                reply = None
-            event_id = reply.get("event_id") if isinstance(reply, dict) else None
-            if isinstance(event_id, str):
-                events.claim(event_id, caller)
-        await send(message)
-
-    return wrapped
-
-
-def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], started: dict[str, bool] | None = None) -> Send:
-    async def wrapped(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            if started is not None:
-                started["yes"] = True
-            message = {**message, "headers": [*message.get("headers", []), *extra]}
-        await send(message)
-
-    return wrapped
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks, total = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge()
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-def _capped(receive: Receive, limit: int) -> Receive:
-    total = 0
-
-    async def wrapped() -> dict:
-        nonlocal total
-        message = await receive()
-        if message["type"] == "http.request":
-            total += len(message.get("body", b""))
-            if total > limit:
-                raise BodyTooLarge()
-        return message
-
-    return wrapped
 
 
 def _filedata_items(value: Any, depth: int = 0) -> list[dict]:
