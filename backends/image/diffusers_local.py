@@ -697,7 +697,8 @@ def _fit(image: Any, size: tuple[int, int], mode: str) -> Any:
 
     image = image.convert(mode)
     if image.size != size:
-        image = image.resize(size, Image.LANCZOS if mode == "RGB" else Image.BILINEAR)
+        # A mask ("L") is binary: NEAREST, as in core, so resizing never invents half-repainted pixels.
+        image = image.resize(size, Image.Resampling.LANCZOS if mode == "RGB" else Image.Resampling.NEAREST)
     return image
 
 

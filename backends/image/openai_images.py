@@ -10,7 +10,7 @@ import io
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from backends.image.base import GeneratedImage, ImageCancelled, ImageCapabilities, ImageProgressFn, ImageRequest
@@ -122,15 +122,15 @@ class OpenAIImagesBackend:
     def _edit_files(self, request: ImageRequest, size: tuple[int, int]) -> dict[str, tuple[str, bytes, str]]:
         from PIL import Image
 
-        image = request.init_image.convert("RGB")
+        image = cast(Any, request.init_image).convert("RGB")
         if image.size != size:
-            image = image.resize(size, Image.LANCZOS)
+            image = image.resize(size, Image.Resampling.LANCZOS)
         files = {"image": ("image.png", _png(image), "image/png")}
         if request.mode == "inpaint":
             # The API repaints where the mask is transparent; ours is white where to repaint.
-            mask = request.mask_image.convert("L")
-            if mask.size != size:
-                mask = mask.resize(size, Image.BILINEAR)
+            mask = cast(Any, request.mask_image).convert("L")
+            if mask.size != size:  # NEAREST, as in core: a mask is binary, blending would invent half-repaints
+                mask = mask.resize(size, Image.Resampling.NEAREST)
             rgba = Image.new("RGBA", size, (0, 0, 0, 255))
             rgba.putalpha(mask.point(lambda v: 255 - v))
             files["mask"] = ("mask.png", _png(rgba), "image/png")
