@@ -13,8 +13,9 @@ from config import Settings
 from core.chat.service import ChatService
 from core.condenser.service import CondenseService
 from core.writer.store import DraftStore
-from core.images.service import ImageModelManager, ImageStudio
-from core.images.request import ImageGallery
+from core.images.models import ImageModelManager
+from core.images.service import ImageStudio
+from core.images.store import ImageGallery
 from core.models import ModelManager
 from core.chat.presets import load_chat_presets
 from core.quota import attach_storage

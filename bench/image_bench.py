@@ -162,7 +162,7 @@ def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], 
     import httpx
     import numpy as np
 
-    from core.images.request import encode_png
+    from core.images.png import encode_png
 
     def service(seed: int) -> list:
         final = list(studio.generate("bench", spec, form(seed)))[-1]
@@ -286,7 +286,7 @@ def report_studio(r: dict, what: str) -> None:
           f"  {low['http'] * 1000:9.1f} ms {(low['http'] / low['direct'] - 1) * 100:+7.1f} %")
     print(f"        {r['png_bytes'] / 1e6:.2f} MB of PNG downloaded)      of which fetching the PNG"
           f"{'s' if n > 1 else ''} alone (HTTP GET): {r['transfer_s'] * 1000:.1f} ms")
-    print(f"  PNG encoding (core.images.request.encode_png, level 1, one thread): {r['encode_s'] * 1000:.1f} ms "
+    print(f"  PNG encoding (core.images.png.encode_png, level 1, one thread): {r['encode_s'] * 1000:.1f} ms "
           f"({r['encode_s'] / r['direct_s'] * 100:.1f} % of direct); the service encodes image k while image k+1 "
           "is made, and what is left after the model is done on all cores")
     print(f"  same pixels in the stored PNGs as direct: {r['identical_pixels']}   (target: overhead under 10 %)")

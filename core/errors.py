@@ -1,6 +1,8 @@
 """Error types every capability shares. The UI turns them into messages; core raises them."""
 from __future__ import annotations
 
+from backends.text.base import BackendError  # re-exported: the UI imports errors from core only
+
 
 class InputError(ValueError):
     """Input the user can fix; the message says how."""

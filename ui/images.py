@@ -1,35 +1,34 @@
 """The image studio tab and the /generate_image endpoint: components and event wiring only; everything they
-do is a call into core.images.service. Uploads arrive as file paths so core.images.request checks them before decoding."""
+do is a call into core.images.service. Uploads arrive as file paths so core.images.inputs checks them before
+decoding."""
 # No `from __future__ import annotations`: gr.api reads the endpoint's return annotation as a live object.
 
 import functools
 import inspect
-import random
-import threading
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 from gradio.data_classes import FileData
 from gradio.route_utils import API_PREFIX
 
-from backends.text.base import BackendError
-from core.errors import BusyError, InputError
+from core.errors import BackendError, BusyError, InputError
+from core.images.errors import ImageInputError, ImageNotFoundError
+from core.images.request import IMAGE_MODES, MAX_BATCH, MAX_FRAMES, random_seed
 from core.images.service import ImageStudio, JobUpdate
+from core.images.store import GalleryImage
+from core.registry import ModelLoadError
+from core.safe_html import safe_markdown
 from core.security.links import FileLinks
 from core.security.uploads import UploadRegistry
-from core.safe_html import safe_markdown
-from core.images.request import (MAX_BATCH, MAX_FRAMES, RANDOM_SEED_BELOW, GalleryImage, ImageInputError, ImageNotFoundError,
-                         load_user_image)
-from ui.server.api_args import api_endpoint
 from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, api_user, caller, user_id
+from ui.server.api_args import api_endpoint
 
 PRIVATE = dict(api_visibility="private")
 MODE_LABELS = {"txt2img": "Text to image", "img2img": "Image to image", "sketch": "Sketch to image",
                "inpaint": "Inpaint", "random": "Random faces"}
-IMAGE_MODES = ("img2img", "sketch", "inpaint")
 DEFAULT_SCHEDULER = ("Model default", "")
 PREVIEW_SIDE = 384  # previews are shown small: the browser gets a cheap thumbnail, not a full-size image
 GALLERY_LIMIT = 200
@@ -241,7 +240,7 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
     def on_mode(spec, m):
         if m in studio.capabilities(spec).modes:
             return {**controls_for(spec, m, new_model=False), switched: False}
-        other = next((s for s in models.specs if m in studio.capabilities(s).modes), spec)
+        other = studio.model_for(m, spec) or spec
         gr.Info(f"{MODE_LABELS.get(m, m)} uses {labels[other]}.")
         return {**controls_for(other, m), switched: other != spec}
 
@@ -250,27 +249,14 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
 
     def load_model(spec) -> Iterator[str]:
         """Selecting a model loads it (a download shows its progress); a model that cannot load says why."""
-        backend = models.get(spec)
-        latest = {"text": f"Loading {backend.label}…", "fraction": 0.0}
-        outcome: dict[str, BaseException] = {}
-
-        def work() -> None:
-            try:
-                backend.load(lambda fraction, text: latest.update(text=text, fraction=fraction))
-            except BaseException as exc:  # handed to the event below
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=work, name="image-model-load", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            yield f"{_bar(round(latest['fraction'] * 100), 100)}**{latest['text']}**"
-            worker.join(0.5)
-        error = outcome.get("error")
-        if isinstance(error, BackendError):
-            raise user_error(str(error), title="This model is not available")
-        if error is not None:
-            raise user_error(f"{backend.label} failed to load ({type(error).__name__}).", title="Not available")
-        yield f"**{backend.label} is ready.**"
+        try:
+            for update in models.load(spec):
+                bar = "" if update.ready else _bar(round(update.fraction * 100), 100)
+                yield f"{bar}**{update.text}**"
+        except ModelLoadError as exc:
+            raise user_error(str(exc), title="Not available") from None
+        except BackendError as exc:
+            raise user_error(str(exc), title="This model is not available") from None
 
     def after_load(spec, current):
         caps = studio.capabilities(spec)  # a loaded diffusers model narrows the samplers to those it supports
@@ -286,7 +272,7 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
             .then(load_if_switched, [model, switched], [status], **PRIVATE) \
             .success(after_load, [model, scheduler], [scheduler], **PRIVATE)
 
-    dice.click(lambda: random.randrange(RANDOM_SEED_BELOW), None, [seed], **PRIVATE)
+    dice.click(random_seed, None, [seed], **PRIVATE)
 
     # -- page load: this browser's gallery ---------------------------------------------------------
     def show_gallery(user: str | None) -> tuple[list, list]:
@@ -402,8 +388,7 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
     def send_to(target: str):
         def run(bid, image_id, current_spec, request: gr.Request):
             _, record = chosen(bid, image_id, request)
-            spec = current_spec if target in studio.capabilities(current_spec).modes else next(
-                (s for s in models.specs if target in studio.capabilities(s).modes), None)
+            spec = studio.model_for(target, current_spec)
             if spec is None:
                 raise user_error(f"None of the configured models can do {MODE_LABELS[target].lower()}.",
                                  title="Not available")
@@ -442,9 +427,8 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
         """Refuse a bad seed image at once, with its reason, instead of at Generate."""
         if not path:
             return gr.skip()
-        notes: list[str] = []
         try:
-            load_user_image(_owned(uploads, caller(request), path, "The seed image"), "init", notes)
+            notes = studio.check_upload(_owned(uploads, caller(request), path, "The seed image"), "init")
         except (ImageInputError, InputError) as exc:
             raise user_error(str(exc), title="Image not used") from None
         for note in notes:

@@ -1,197 +1,40 @@
-"""What the image studio does, with no UI: the configured image models (created lazily, keyed by spec), one
-image at a time per model shared fairly between users, a cap on each user's jobs, per-user cancel, and a
-request's whole path: form values -> checked request -> generation with progress -> PNGs with their parameters
-in the user's gallery."""
+"""What the image studio does, with no UI: a request's whole path (form values -> checked request -> generation
+with progress on the model's fair queue -> PNGs with their parameters in the user's gallery), a cap on each user's
+jobs, per-user cancel, and the gallery's reads for the tab and the API."""
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
 import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
-from backends import create_image_backend, parse_image_spec
-from backends.text.base import BackendError
 from backends.image.base import GeneratedImage, ImageBackend, ImageCancelled, ImageCapabilities, ImageRequest
+from backends.text.base import BackendError
 from config import Settings
 from core.cancel import CancelRegistry
 from core.db import DISK_FULL_MESSAGE, is_disk_full
 from core.errors import BusyError, InputError, StorageFullError
+from core.images.errors import ImageInputError
+from core.images.inputs import is_blank, load_user_image, merged_mask
+from core.images.model_queue import ModelQueue
+from core.images.models import ImageModelManager
+from core.images.png import read_png_parameters
+from core.images.request import IMAGE_MODES, normalise_request, request_fields
+from core.images.store import GalleryImage, ImageGallery
 from core.security.limits import UserSlots
-from core.images.request import (
-    IMAGE_MODES,
-    GalleryImage,
-    ImageGallery,
-    ImageInputError,
-    load_user_image,
-    normalise_request,
-    read_png_parameters,
-    request_fields,
-)
 
 log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL_S = 0.1  # progress text to the browser/API: at most ~10 a second, the final one always
 PREVIEW_INTERVAL_S = 0.25  # previews cost an image encode each in the UI: at most ~4 a second
-WAIT_POLL_S = 0.05  # how often a queued job looks at its cancel event
-# PNGs written after the model is done are deflated in this many slices at once (see core.images.request.encode_png).
+# PNGs written after the model is done are deflated in this many slices at once (see core.images.png.encode_png).
 ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 FORM_KEYS = ("prompt", "negative_prompt", "mode", "seed", "steps", "guidance", "width", "height", "scheduler",
              "batch_count", "strength", "seed_b", "interpolation_steps")
-
-
-class ImageModelManager:
-    """The image models of STUDIO_IMAGE_MODEL. Specs are checked at startup; each backend is created on first
-    use and shared (weights are read-only; backends keep nothing per request)."""
-
-    def __init__(self, settings: Settings, backends: dict[str, ImageBackend] | None = None) -> None:
-        """`backends`: ready-made backends for some specs (tests and benchmarks hand in their own instances)."""
-        self.settings = settings
-        for raw in settings.image_models:
-            parse_image_spec(raw)  # fail fast on a mistyped STUDIO_IMAGE_MODEL
-        self.specs: tuple[str, ...] = tuple(s.strip() for s in settings.image_models)
-        self._backends: dict[str, ImageBackend] = dict(backends or {})
-        self.specs += tuple(s for s in self._backends if s not in self.specs)
-        self._lock = threading.Lock()
-
-    @property
-    def default(self) -> str:
-        return self.specs[0]
-
-    def get(self, spec: str | None) -> ImageBackend:
-        if spec is not None and not isinstance(spec, str):
-            raise ImageInputError("unknown_model", f"The model (model) must be text, not {type(spec).__name__}.")
-        spec = (spec or self.default).strip()
-        if spec not in self.specs:
-            raise ImageInputError("unknown_model",
-                                  f"Unknown image model {spec[:80]!r}; configured: {', '.join(self.specs)}.")
-        with self._lock:
-            backend = self._backends.get(spec)
-            if backend is None:
-                backend = self._backends[spec] = _create(spec, self.settings)
-            return backend
-
-    def choices(self) -> list[tuple[str, str]]:
-        """(label, spec) pairs for the picker; creating a backend loads nothing."""
-        return [(self.get(s).label, s) for s in self.specs]
-
-    def spec_for(self, model_name: str) -> str | None:
-        """The configured spec that a PNG's `Model:` field names (a spec, a hub id, a folder or file name,
-        an API model name), or None when none matches."""
-        name = str(model_name or "").strip()
-        if not name:
-            return None
-        for spec in self.specs:
-            kind, target = parse_image_spec(spec)
-            path = Path(target)
-            if name in (spec, target, path.name, path.stem):
-                return spec
-        return None
-
-
-def _create(spec: str, settings: Settings) -> ImageBackend:
-    return create_image_backend(spec, settings)
-
-
-@dataclass(eq=False)
-class _Ticket:
-    user: str
-    order: int  # arrival: a user's jobs go in this order
-
-
-class ModelQueue:
-    """Jobs on one model, one at a time, fair between users. When the model is free, the waiting job whose
-    user had it least recently goes next (a user's own jobs in arrival order); between two images a job hands
-    the model over when another user is waiting (`Turn.share`), so turns go round-robin across users and one
-    user's 16-image batch does not hold everyone else back. A waiting job learns how many jobs are ahead of
-    it, and leaves the line as soon as it is cancelled."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._waiting: list[_Ticket] = []
-        self._running: _Ticket | None = None
-        self._served: dict[str, int] = {}  # user -> when (a count of turns) they last got the model
-        self._turns = itertools.count(1)
-        self._arrivals = itertools.count()
-
-    def _key(self, ticket: _Ticket) -> tuple[int, int]:
-        return self._served.get(ticket.user, 0), ticket.order
-
-    def _acquire(self, ticket: _Ticket, cancel: threading.Event, on_wait: Callable[[int], None] | None) -> bool:
-        """With the lock held: wait for this ticket's turn. True when it had to wait."""
-        self._waiting.append(ticket)
-        waited = False
-        try:
-            told = None
-            while self._running is not None or min(self._waiting, key=self._key) is not ticket:
-                waited = True
-                mine = self._key(ticket)
-                ahead = sum(1 for t in self._waiting if self._key(t) < mine) + (self._running is not None)
-                if ahead != told and on_wait is not None:
-                    on_wait(ahead)
-                    told = ahead
-                if cancel.is_set():
-                    raise ImageCancelled("Cancelled while waiting for the model.")
-                self._cond.wait(WAIT_POLL_S)
-            self._waiting.remove(ticket)
-            self._running = ticket
-            self._served[ticket.user] = next(self._turns)
-            return waited
-        except BaseException:
-            if ticket in self._waiting:
-                self._waiting.remove(ticket)
-                self._cond.notify_all()
-            raise
-
-    def _release(self) -> None:
-        self._running = None
-        if not self._waiting:
-            self._served.clear()  # idle: nobody to be fair to, and the map stays bounded
-        self._cond.notify_all()
-
-    @contextmanager
-    def slot(self, cancel: threading.Event, on_wait: Callable[[int], None] | None = None,
-             user: str = "") -> Iterator["Turn"]:
-        ticket = _Ticket(user, next(self._arrivals))
-        with self._cond:
-            self._acquire(ticket, cancel, on_wait)
-        try:
-            yield Turn(self, ticket, cancel, on_wait)
-        finally:
-            with self._cond:
-                if self._running is ticket:
-                    self._release()
-
-    @property
-    def busy(self) -> int:
-        """Jobs running or waiting."""
-        with self._cond:
-            return len(self._waiting) + (self._running is not None)
-
-
-@dataclass
-class Turn:
-    """A job's hold on its model (from ModelQueue.slot)."""
-
-    queue: ModelQueue
-    ticket: _Ticket
-    cancel: threading.Event
-    on_wait: Callable[[int], None] | None
-
-    def share(self) -> bool:
-        """Between two images: when another user is waiting, let them have the model first, then wait for it
-        again. True when the job waited (raises ImageCancelled when cancelled meanwhile)."""
-        q = self.queue
-        with q._cond:
-            if q._running is not self.ticket or not any(t.user != self.ticket.user for t in q._waiting):
-                return False
-            q._release()
-            return q._acquire(self.ticket, self.cancel, self.on_wait)
 
 
 @dataclass(frozen=True)
@@ -246,6 +89,19 @@ class ImageStudio:
         modes = self.capabilities(spec).modes
         return "txt2img" if "txt2img" in modes else modes[0]
 
+    def model_for(self, mode: str, preferred: str) -> str | None:
+        """`preferred` when it can do `mode`, else the first configured model that can; None when none can."""
+        if mode in self.capabilities(preferred).modes:
+            return preferred
+        return next((s for s in self.models.specs if mode in self.capabilities(s).modes), None)
+
+    def check_upload(self, source: Any, purpose: str = "init") -> list[str]:
+        """Open an upload as a job would, so a bad one is refused at once (ImageInputError, with its reason);
+        returns the notes on what a job would change about it."""
+        notes: list[str] = []
+        load_user_image(source, purpose, notes)
+        return notes
+
     def prepare(self, spec: str | None, form: dict[str, Any]) -> Prepared:
         """Form values -> a checked request. `form` holds normalise_request's keywords; `init_image` is an
         upload (path, bytes, PIL image) and `mask_image` one upload or a list of painted layers (merged).
@@ -262,10 +118,10 @@ class ImageStudio:
             source = form.get("init_image")
             purpose = "sketch" if mode == "sketch" else "init"
             init = load_user_image(source, purpose, notes) if source is not None else None
-            if init is not None and mode == "sketch" and _blank(init):
+            if init is not None and mode == "sketch" and is_blank(init):
                 raise ImageInputError("missing_image", "The canvas is empty: draw something first.")
             if mode == "inpaint":
-                mask = _merged_mask(form.get("mask_image"), notes)
+                mask = merged_mask(form.get("mask_image"), notes)
                 if mask is not None and mask.getextrema()[1] == 0:
                     raise ImageInputError("missing_mask", "Nothing is painted: paint over the part to change.")
                 if mask is not None and init is not None and mask.size != init.size:
@@ -544,25 +400,3 @@ def _coalesced(updates: queue.Queue) -> Iterator[JobUpdate]:
         last_sent = now
         yield held
         held = None
-
-
-def _blank(image: Any) -> bool:
-    low, high = image.convert("L").getextrema()
-    return low == high
-
-
-def _merged_mask(source: Any, notes: list[str]) -> Any:
-    """One L mask from one upload or several painted layers (white = repaint)."""
-    if source is None:
-        return None
-    sources = source if isinstance(source, (list, tuple)) else [source]
-    masks = [load_user_image(s, "mask", notes) for s in sources if s is not None]
-    if not masks:
-        return None
-    from PIL import ImageChops
-
-    merged = masks[0]
-    for other in masks[1:]:
-        merged = ImageChops.lighter(merged, other.resize(merged.size) if other.size != merged.size else other)
-    return merged
-

@@ -457,7 +457,8 @@ def test_capabilities_do_not_load_the_model(tiny_folder):
 def test_reused_parameters_from_the_png_give_the_same_pixels(backend):
     """The whole round trip a person relies on: image -> PNG `parameters` chunk -> "reuse parameters"
     -> a new request -> the same pixels (core/images/request.py does the PNG and request side)."""
-    from core.images.request import encode_png, normalise_request, read_png_parameters, request_fields
+    from core.images.png import encode_png, read_png_parameters
+    from core.images.request import normalise_request, request_fields
 
     first, notes = normalise_request(caps=backend.capabilities(), prompt="a red fox, in snow: 1", width=64,
                                      height=64, negative_prompt="blurry", seed=31337, steps=3, guidance=1.5,

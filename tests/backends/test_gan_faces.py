@@ -9,7 +9,8 @@ import pytest
 from backends.text.base import BackendError, ModelUnavailableError
 from backends.image.gan_faces import INSTALL_COMMAND, GanFacesBackend, locate_data_dir
 from backends.image.base import ImageBackend, ImageCancelled, ImageRequest
-from core.images.request import encode_png, normalise_request, read_png_parameters, request_fields
+from core.images.png import encode_png, read_png_parameters
+from core.images.request import normalise_request, request_fields
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core.images.request import (ImageInputError, encode_png, parse_infotext, read_png_parameters, read_png_text,
-                         to_infotext)
+from core.images.errors import ImageInputError
+from core.images.png import encode_png, parse_infotext, read_png_parameters, read_png_text, to_infotext
 
 FUZZ = settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 

@@ -12,8 +12,10 @@ import pytest
 from backends.image.diffusers_local import DiffusersBackend
 from config import Settings
 from core.errors import BusyError
-from core.images.service import ImageModelManager, ImageStudio, ModelQueue, TooManyJobsError
-from core.images.request import ImageGallery
+from core.images.model_queue import ModelQueue
+from core.images.models import ImageModelManager
+from core.images.service import ImageStudio, TooManyJobsError
+from core.images.store import ImageGallery
 
 
 @pytest.fixture(scope="module")

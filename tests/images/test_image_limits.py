@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from backends.image.base import ImageCapabilities
-from core.images.service import ImageModelManager
+from core.images.errors import ImageInputError
+from core.images.models import ImageModelManager
 from core.images.request import (MAX_BATCH, MAX_FRAMES, MAX_GUIDANCE, MAX_PIXELS, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS,
-                         ImageInputError, normalise_request)
+                                 normalise_request)
 from config import Settings
 from tests.support.app_process import app_process
 

@@ -21,8 +21,11 @@ from backends.text.base import BackendError
 from backends.image.diffusers_local import DiffusersBackend
 from backends.image.gan_faces import GanFacesBackend
 from config import Settings
-from core.images.service import ImageModelManager, ImageStudio, JobUpdate
-from core.images.request import ImageGallery, ImageInputError, ImageNotFoundError, read_png_parameters
+from core.images.errors import ImageInputError, ImageNotFoundError
+from core.images.models import ImageModelManager
+from core.images.png import read_png_parameters
+from core.images.service import ImageStudio, JobUpdate
+from core.images.store import ImageGallery
 
 GAN = "gan:faces"
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from config import Settings
-from core.images.request import read_png_parameters
+from core.images.png import read_png_parameters
 from tests.support.app_process import app_process
 from ui.identity import ANONYMOUS_API_USER
 from tests.app.test_app_api import running_app

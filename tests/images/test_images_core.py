@@ -11,22 +11,11 @@ import pytest
 from PIL import Image
 
 from backends.image.base import GeneratedImage, ImageCapabilities, ImageRequest
-from core.images.request import (
-    MAX_BATCH,
-    MAX_FRAMES,
-    ImageGallery,
-    ImageInputError,
-    ImageNotFoundError,
-    canonical_parameters,
-    encode_png,
-    load_user_image,
-    normalise_request,
-    parameters_for,
-    parse_infotext,
-    read_png_parameters,
-    request_fields,
-    to_infotext,
-)
+from core.images.errors import ImageInputError, ImageNotFoundError
+from core.images.inputs import load_user_image
+from core.images.png import canonical_parameters, encode_png, parse_infotext, read_png_parameters, to_infotext
+from core.images.request import MAX_BATCH, MAX_FRAMES, normalise_request, parameters_for, request_fields
+from core.images.store import ImageGallery
 
 SD = ImageCapabilities(modes=("txt2img", "img2img", "sketch", "inpaint"), schedulers=("Euler", "DPM++ 2M"),
                        max_width=1024, max_height=1024, size_multiple=8, max_steps=50)
@@ -420,7 +409,7 @@ def test_encode_png_keeps_every_pixel_and_the_parameters(mode):
     import numpy as np
     from PIL import Image
 
-    from core.images.request import encode_png, read_png_parameters
+    from core.images.png import encode_png, read_png_parameters
 
     rng = np.random.default_rng(0)
     if mode in ("L", "P"):

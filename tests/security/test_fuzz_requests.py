@@ -15,8 +15,9 @@ from backends.image.base import ImageCapabilities
 from core import validate
 from core.chat.service import MAX_NEW_TOKENS, ChatOptions
 from core.errors import InputError
+from core.images.errors import ImageInputError
 from core.images.request import (IMAGE_MODES, MAX_BATCH, MAX_FRAMES, MAX_GUIDANCE, MAX_PIXELS, MAX_PROMPT_CHARS, MAX_SEED,
-                         PROMPT_MODES, ImageInputError, normalise_request, parameters_for, request_fields)
+                                 PROMPT_MODES, normalise_request, parameters_for, request_fields)
 from core.writer.brief import MAX_VARIANTS, WriteOptions
 
 FUZZ = settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])

@@ -16,7 +16,8 @@ from PIL import Image
 from backends.image.base import GeneratedImage
 from core.writer.store import DraftStore
 from core.errors import InputError, QuotaExceededError
-from core.images.request import ImageGallery, encode_png
+from core.images.png import encode_png
+from core.images.store import ImageGallery
 from core.quota import ANONYMOUS_API_USER, Retention, StorageQuota
 from core.condenser.store import SummaryStore
 from tests.support.app_process import app_process

@@ -24,8 +24,9 @@ from backends.image.base import GeneratedImage
 from config import Settings
 from core.writer.store import DraftStore
 from core.errors import StorageFullError
-from core.images.service import ImageModelManager, ImageStudio
-from core.images.request import ImageGallery
+from core.images.models import ImageModelManager
+from core.images.service import ImageStudio
+from core.images.store import ImageGallery
 from core.condenser.store import SummaryStore
 from tests.support.app_process import app_process
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.images.request import ImageGallery
+from core.images.store import ImageGallery
 from core.security.passwords import hash_password
 from core.security.tokens import TokenStore
 from tests.support.app_process import app_process
