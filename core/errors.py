@@ -1,11 +1,15 @@
 """Error types every capability shares. The UI turns them into messages; core raises them."""
 from __future__ import annotations
 
-from backends.text.base import BackendError  # re-exported: the UI imports errors from core only
+from backends.text.base import BackendError  # noqa: F401  (re-exported: the UI imports errors from core only)
 
 
 class InputError(ValueError):
     """Input the user can fix; the message says how."""
+
+
+class NotFoundError(LookupError):
+    """A conversation or draft that does not exist or belongs to someone else (indistinguishable on purpose)."""
 
 
 class BusyError(RuntimeError):

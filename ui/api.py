@@ -5,13 +5,12 @@ from typing import Iterator
 
 import gradio as gr
 
-from ui.server.api_args import api_endpoint
-from ui.errors import user_error
-
-from backends.text.base import BackendError
-from core.chat.service import ChatOptions, ChatService, InputError, throttled
+from core.chat.service import ChatOptions, ChatService, throttled
+from core.errors import BackendError, InputError
 from core.security.limits import UserSlots
+from ui.errors import user_error
 from ui.identity import api_user
+from ui.server.api_args import api_endpoint
 
 
 def build_api(service: ChatService, jobs: UserSlots) -> None:

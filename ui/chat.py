@@ -1,18 +1,15 @@
 """The chat tab: components and event wiring only. Everything it does is a call into core.chat.service."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
 
+from core.chat.display import display_messages, reply_bubble
+from core.chat.service import ChatOptions, ChatService, throttled
+from core.errors import BackendError, InputError, NotFoundError
+from ui.downloads import download
 from ui.errors import user_error
-
-from backends.text.base import BackendError
-from core.chat import export
-from core.chat.service import ChatOptions, ChatService, InputError, display_messages, reply_bubble, throttled
-from core.chat.store import NotFoundError
 from ui.identity import ensure_browser_id, user_id
 
 PRIVATE = dict(api_visibility="private")
@@ -44,12 +41,11 @@ def _stats_markdown(stats: dict, label: str, notice: str = "", note: str = "") -
 def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str],
                    browser_id: gr.BrowserState) -> None:
     models = service.models
-    store = service.store
     labels = dict((spec, label) for label, spec in models.choices())
     default_preset = next(iter(presets))
 
     def conv_choices(user: str, query: str = "") -> list[tuple[str, str]]:
-        return [(c.title, c.id) for c in store.list_conversations(user, query)]
+        return [(c.title, c.id) for c in service.conversations(user, query)]
 
     with gr.Tab("Chat", id="chat"):
         conv_id = gr.State(None)
@@ -102,7 +98,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             if not cid:
                 return [], ""
             try:
-                conv = store.get_conversation(user, cid)
+                conv = service.conversation(user, cid)
             except NotFoundError:
                 return [], ""
             return display_messages(conv), conv.title
@@ -111,7 +107,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         def on_load(bid, request: gr.Request):
             bid = ensure_browser_id(bid)
             user = user_id(bid, request)
-            convs = store.list_conversations(user)
+            convs = service.conversations(user)
             cid = convs[0].id if convs else None
             history, title = load_conversation(user, cid)
             return (bid, cid, gr.Radio(choices=[(c.title, c.id) for c in convs], value=cid),
@@ -127,11 +123,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             user = user_id(bid, request)
             try:
                 opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
-                text = service.validate(text)
-                backend = models.get(opts.model)
-                backend.load(lambda f, d: progress(f, desc=d))
-                service.check_fits(backend, text, opts)
-                cid = service.add_user_message(user, cid, text, opts)
+                cid = service.send(user, cid, text, opts, load_progress=lambda f, d: progress(f, desc=d))
             except (InputError, BackendError, KeyError) as exc:
                 raise user_error(str(exc), title="Message not sent") from None
             history, title = load_conversation(user, cid)
@@ -204,10 +196,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         edit_btn.click(edit_last, [browser_id, conv_id, msg], [msg, chatbot], **quiet)
 
         def clear(bid, cid, request: gr.Request):
-            user = user_id(bid, request)
-            if cid:
-                service.stop(user, cid)
-                store.clear_messages(user, cid)
+            service.clear(user_id(bid, request), cid)
             return [], ""
 
         clear_btn.click(clear, [browser_id, conv_id], [chatbot, stats], **PRIVATE)
@@ -223,7 +212,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
         def switch(bid, cid, request: gr.Request):
             user = user_id(bid, request)
             try:
-                conv = store.get_conversation(user, cid)
+                conv = service.conversation(user, cid)
             except NotFoundError:
                 raise user_error("That conversation no longer exists.", title="Not found") from None
             model_value = conv.model if conv.model in labels else gr.Dropdown()
@@ -243,7 +232,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             if not cid:
                 raise user_error("Open a conversation to rename it.", title="Nothing to rename")
             try:
-                store.rename_conversation(user, cid, title or "")
+                service.rename(user, cid, title or "")
             except (ValueError, NotFoundError) as exc:
                 raise user_error(str(exc), title="Not renamed") from None
             return gr.Radio(choices=conv_choices(user, query or ""), value=cid)
@@ -253,12 +242,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
 
         def delete(bid, cid, request: gr.Request):
             user = user_id(bid, request)
-            if cid:
-                service.stop(user, cid)
-                try:
-                    store.delete_conversation(user, cid)
-                except NotFoundError:
-                    pass
+            service.delete(user, cid)
             return None, [], "", gr.Radio(choices=conv_choices(user), value=None), ""
 
         delete_btn.click(delete, [browser_id, conv_id], [conv_id, chatbot, stats, conv_list, rename_box],
@@ -269,12 +253,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                 user = user_id(bid, request)
                 if not cid:
                     raise user_error("Open a conversation to export it.", title="Nothing to export")
-                conv = store.get_conversation(user, cid)
-                text = export.to_markdown(conv) if ext == "md" else export.to_json(conv)
-                folder = Path(tempfile.mkdtemp(prefix="studio-export-"))
-                path = folder / export.export_filename(conv, ext)
-                path.write_text(text, encoding="utf-8")
-                return gr.File(value=str(path), visible=True)
+                return download(*service.export(user, cid, ext))
             return run
 
         md_btn.click(exporter("md"), [browser_id, conv_id], [export_file], **quiet)

@@ -1,9 +1,8 @@
 """The condenser tab and the /condense API: components and event wiring only. Everything it does is a
-call into core.condenser.service (the pipeline) and core.condenser.store (kept summaries). Gradio's uploaded copies
-are handed to the core as disposable: deleted as soon as they are read."""
+call into core.condenser.service (the pipeline and the kept summaries). Gradio's uploaded copies are handed to the
+core as disposable: deleted as soon as they are read."""
 from __future__ import annotations
 
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -12,18 +11,17 @@ from typing import Any, Iterator
 import gradio as gr
 from gradio.data_classes import FileData
 
-from backends.text.base import BackendError
-from core.chat.service import InputError
-from core.condenser.report import export_markdown
-from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
 from core.condenser.documents import EXTENSIONS, DocumentError
-from core.safe_html import safe_markdown
+from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
 from core.condenser.store import SummaryNotFound
-from ui.server.api_args import api_endpoint
-from ui.errors import user_error
+from core.errors import BackendError, InputError
+from core.safe_html import safe_markdown
 from core.security.limits import UserSlots
 from core.security.uploads import UploadRegistry
+from ui.downloads import download
+from ui.errors import user_error
 from ui.identity import api_user, caller, user_id
+from ui.server.api_args import api_endpoint
 
 PRIVATE = dict(api_visibility="private")
 FAILURES = (InputError, DocumentError, BackendError, KeyError, SummaryNotFound)
@@ -58,7 +56,7 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
 
     def history_choices(user: str) -> list[tuple[str, str]]:
         return [(f"{s.title} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.created_at))}", s.id)
-                for s in service.store.list(user)]
+                for s in service.history(user)]
 
     with gr.Tab("Condense", id="condense") as tab:
         summary_id = gr.State(None)
@@ -153,7 +151,7 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
 
         def open_summary(bid, sid, request: gr.Request):
             try:
-                item = service.store.get(user_id(bid, request), sid)
+                item = service.summary(user_id(bid, request), sid)
             except SummaryNotFound:
                 raise user_error("That summary no longer exists.", title="Not found") from None
             return item.id, safe_markdown(item.markdown), safe_markdown(item.coverage)
@@ -164,15 +162,9 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
             if not sid:
                 raise user_error("Condense a document (or open an earlier summary) first.", title="Nothing to export")
             try:
-                item = service.store.get(user_id(bid, request), sid)
+                return download(*service.export(user_id(bid, request), sid))
             except SummaryNotFound:
                 raise user_error("That summary no longer exists.", title="Not found") from None
-            folder = Path(tempfile.mkdtemp(prefix="studio-export-"))
-            stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(item.title).stem)[:60] or "summary"
-            path = folder / f"summary-{stem}.md"
-            path.write_text(export_markdown(item.title, item.markdown, item.settings, item.created_at),
-                            encoding="utf-8")
-            return gr.File(value=str(path), visible=True)
 
         export_btn.click(export, [browser_id, summary_id], [export_file], **PRIVATE)
 

@@ -26,10 +26,16 @@ def ensure_browser_id(browser_id: str | None) -> str:
     return secrets.token_urlsafe(24)
 
 
-def user_id(browser_id: str | None, request: gr.Request | None) -> str:
+def _login(request: gr.Request | None) -> str | None:
+    """The Gradio login as a user id ("user:<name>"), the one identity that wins everywhere."""
     username = getattr(request, "username", None) if request is not None else None
-    if username:
-        return f"user:{username}"
+    return f"user:{username}" if username else None
+
+
+def user_id(browser_id: str | None, request: gr.Request | None) -> str:
+    login = _login(request)
+    if login:
+        return login
     if browser_id and _VALID_BROWSER_ID.match(browser_id):
         return f"browser:{browser_id}"
     raise gr.Error("This page lost its identity; reload it to continue. Nothing was lost.")
@@ -51,12 +57,7 @@ def caller(request: gr.Request | None) -> str:
     return f"ip:{getattr(client, 'host', None) or 'unknown'}"
 
 
-
-
 def api_user(request: gr.Request | None) -> str:
     """Who an API call acts for: the login, else the API token's user (so what the call keeps shows in
     that person's tabs), else one anonymous identity whose items are kept only briefly."""
-    username = getattr(request, "username", None) if request is not None else None
-    if username:
-        return f"user:{username}"
-    return _header(request, "x-studio-user") or ANONYMOUS_API_USER
+    return _login(request) or _header(request, "x-studio-user") or ANONYMOUS_API_USER

@@ -11,12 +11,12 @@ from typing import Callable, Iterator
 from backends.text.base import (BackendError, ContextOverflowError, GenerationParams, Message,
                            StreamCutError, StreamStats, TextBackend)
 from config import Settings
-from core.errors import InputError  # noqa: F401  (re-exported: the tabs import it from here)
+from core.errors import InputError, NotFoundError
 from core import validate
 from core.cancel import CancelRegistry
 from core.models import ModelManager
-from core.safe_html import safe_markdown
-from core.chat.store import Conversation, ConversationStore, StoredMessage
+from core.chat import export
+from core.chat.store import Conversation, ConversationStore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ChatOptions:
             temperature=max(0.0, min(2.0, float(self.temperature))),
             top_p=max(0.01, min(1.0, float(self.top_p))),
             max_new_tokens=max(1, min(MAX_NEW_TOKENS, int(self.max_new_tokens))),
-            seed=None if self.seed is None or int(self.seed) < 0 else int(self.seed),
+            seed=validate.seed("seed", self.seed),
         )
 
 
@@ -174,7 +174,50 @@ class ChatService:
                 "'Max new tokens', or pick a model with a longer context. Your text is still in the box."
             )
 
+    # -- conversations (what the tab lists, opens, renames, deletes, exports) ----------------------
+    def conversations(self, user_id: str, query: str = "") -> list[Conversation]:
+        return self.store.list_conversations(user_id, query)
+
+    def conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        """NotFoundError when it does not exist or is someone else's."""
+        return self.store.get_conversation(user_id, conversation_id)
+
+    def rename(self, user_id: str, conversation_id: str, title: str) -> None:
+        self.store.rename_conversation(user_id, conversation_id, title)
+
+    def clear(self, user_id: str, conversation_id: str | None) -> None:
+        """Stop any reply and remove every message; the conversation stays."""
+        if conversation_id:
+            self.stop(user_id, conversation_id)
+            self.store.clear_messages(user_id, conversation_id)
+
+    def delete(self, user_id: str, conversation_id: str | None) -> None:
+        """Stop any reply and delete the conversation; one already gone is not an error."""
+        if conversation_id:
+            self.stop(user_id, conversation_id)
+            try:
+                self.store.delete_conversation(user_id, conversation_id)
+            except NotFoundError:
+                pass
+
+    def export(self, user_id: str, conversation_id: str, fmt: str) -> tuple[str, str]:
+        """(file name, text) of the conversation as Markdown ("md") or JSON (anything else)."""
+        conv = self.store.get_conversation(user_id, conversation_id)
+        text = export.to_markdown(conv) if fmt == "md" else export.to_json(conv)
+        return export.export_filename(conv, fmt), text
+
     # -- turns ---------------------------------------------------------------------------------
+    def send(self, user_id: str, conversation_id: str | None, text: str | None, options: ChatOptions,
+             load_progress: Callable[[float, str], None] | None = None) -> str:
+        """Accept a message from the tab: check it, load the model (reporting progress), refuse one
+        that cannot fit the context, then store it. Returns the conversation id. Nothing is stored
+        when it raises (InputError, BackendError, KeyError for an unknown model)."""
+        text = self.validate(text)
+        backend = self.models.get(options.model)
+        backend.load(load_progress)
+        self.check_fits(backend, text, options)
+        return self.add_user_message(user_id, conversation_id, text, options)
+
     def add_user_message(self, user_id: str, conversation_id: str | None, text: str,
                          options: ChatOptions) -> str:
         """Store the user's message (creating the conversation if needed); return its id."""
@@ -344,29 +387,3 @@ def reply_stats(stats: StreamStats, t0: float, first: float | None, end: float, 
         "tokens_per_s": round((tokens - 1) / decode_s, 2) if tokens > 1 and decode_s > 0 else None,
         "chars": len(text),
     }
-
-
-def display_messages(conv: Conversation) -> list[dict]:
-    """The conversation as chat-bubble dicts ({role, content}) with cut replies marked."""
-    out = []
-    for m in conv.messages:
-        out.append({"role": m.role, "content": display_text(m)})
-    return out
-
-
-def display_text(m: StoredMessage) -> str:
-    """A stored message as shown: its Markdown made safe to render (the stored text is untouched)."""
-    if m.role != "assistant":
-        return safe_markdown(m.content)
-    return reply_bubble(m.content, m.status, m.note or "incomplete")
-
-
-def reply_bubble(text: str, status: str, note: str = "") -> str:
-    """A reply as shown while it streams ('▌'), once complete, or cut (with why). HTML in it shows as
-    text, except a few formatting tags (core.safe_html)."""
-    if status == "streaming":
-        text += " ▌"
-    elif status != "complete":
-        mark = f"*[reply cut: {note}]*"
-        text = f"{text}\n\n{mark}" if text else mark
-    return safe_markdown(text)

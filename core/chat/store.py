@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.db import SQLiteDB
+from core.errors import NotFoundError
 from core.quota import reserved
 
 Status = Literal["complete", "streaming", "cut"]
@@ -66,10 +67,6 @@ class Conversation:
     created_at: float = 0.0
     updated_at: float = 0.0
     messages: list[StoredMessage] = field(default_factory=list)
-
-
-class NotFoundError(LookupError):
-    """The conversation does not exist or belongs to someone else (indistinguishable on purpose)."""
 
 
 class ConversationStore(SQLiteDB):

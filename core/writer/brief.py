@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from backends.text.base import GenerationParams
 from core import validate
-from core.chat.service import InputError
+from core.errors import InputError
 from core.writer.templates import STANDARD_FIELDS, Field, Template
 from core.writer.text import parse_keywords
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-from core.chat.service import InputError
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from backends.text.base import BackendError, GenerationParams, Message, StreamStats, TextBackend
 from config import Settings
 from core.cancel import CancelRegistry
-from core.chat.service import InputError
+from core.errors import InputError
 from core.writer.store import Draft, DraftStore
 from core.models import ModelManager
 from core.writer.brief import MAX_VARIANTS, Brief, WriteOptions, prepare_brief

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.db import SQLiteDB
-from core.errors import QuotaExceededError
+from core.errors import NotFoundError, QuotaExceededError
 from core.quota import reserved
-from core.chat.store import NotFoundError
 
 DraftStatus = Literal["complete", "streaming", "cut"]
 

@@ -7,7 +7,8 @@ import pytest
 from backends.text.base import ContextOverflowError
 from config import Settings
 from core.cancel import CancelRegistry
-from core.chat.service import ChatOptions, ChatService, InputError, fit_to_context, merge_roles, title_from
+from core.chat.service import ChatOptions, ChatService, fit_to_context, merge_roles, title_from
+from core.errors import InputError
 from core.chat.export import export_filename, to_json, to_markdown
 from core.models import ModelManager
 from core.chat.presets import load_chat_presets

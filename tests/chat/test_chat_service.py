@@ -8,7 +8,8 @@ import time
 import pytest
 
 from config import Settings
-from core.chat.service import ChatOptions, ChatService, InputError
+from core.chat.service import ChatOptions, ChatService
+from core.errors import InputError
 from core.models import ModelManager
 from core.chat.store import ConversationStore
 from tests.support.openai_servers import fake_openai_server, fake_reply

@@ -16,7 +16,7 @@ import pytest
 
 from backends.text.base import BackendError
 from config import Settings
-from core.chat.service import InputError
+from core.errors import InputError
 from core.condenser.report import export_markdown
 from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
 from core.condenser.documents import (CorruptDocument, DocumentError, EmptyDocument, EncryptedDocument,
@@ -232,7 +232,7 @@ def test_a_server_that_queues_requests_gets_them_one_at_a_time_after_a_timeout(t
         settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path, openai_base_url=queued.base_url,
                             request_timeout=1.0, max_retries=0)
         service = CondenseService(settings, ModelManager(settings), SummaryStore(settings.db_path))
-        with caplog.at_level("WARNING", logger="core.condenser.service"):
+        with caplog.at_level("WARNING", logger="core.condenser.jobs"):
             _, result = run(service, [upload(tmp_path, "good-ripgrep-user-guide.md")])
     assert any("continuing one at a time" in r.getMessage() for r in caplog.records)
     report = result.documents[0]

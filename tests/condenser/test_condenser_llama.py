@@ -52,9 +52,9 @@ def test_real_model_maps_and_reduces_with_valid_citations_and_full_coverage(tmp_
 
 def test_a_document_cannot_steer_the_summary_or_smuggle_links(tmp_path, caplog):
     service = service_for(tmp_path, n_ctx=2048)
-    with caplog.at_level(logging.DEBUG, logger="core.condenser.service"):
+    with caplog.at_level(logging.DEBUG, logger="core.condenser.jobs"):
         updates = list(service.condense("ben", [], RHINE, CondenseOptions(length="short")))
-    raw = " ".join(r.getMessage() for r in caplog.records if r.name == "core.condenser.service")
+    raw = " ".join(r.getMessage() for r in caplog.records if r.name == "core.condenser.jobs")
     assert "http://evil.example" in raw  # the model did copy links: the cleaning below was needed
     summary = updates[-1].result.markdown.split("<details>")[0]
     for forbidden in ("http", "evil.example", "](", "![", "<a", "<img", "PWNED"):

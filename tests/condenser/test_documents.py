@@ -453,7 +453,7 @@ def test_parser_that_dies_gives_parser_crashed(cpu_bomb_pdf):
     worker = None
     while worker is None and time.monotonic() < deadline:
         worker = next((p for p in psutil.Process().children()
-                       if "document_worker.py" in " ".join(p.cmdline())), None)
+                       if "condenser/worker.py" in " ".join(p.cmdline())), None)
         time.sleep(0.02)
     assert worker is not None
     time.sleep(0.3)  # let it get into the parser

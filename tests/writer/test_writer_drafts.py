@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.writer.store import DraftStore
-from core.chat.store import ConversationStore, NotFoundError
+from core.chat.store import ConversationStore
+from core.errors import NotFoundError
 from core.writer.templates import STANDARD_FIELDS, load_library
 from ui.writer import EXTRA_SLOTS, brief_updates, collect_brief
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from config import Settings
-from core.chat.service import InputError
+from core.errors import InputError
 from core.writer.store import DraftStore
 from core.models import ModelManager
 from core.writer.service import WriteOptions, WriterService, find_selection, split_for_rewrite

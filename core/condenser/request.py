@@ -1,0 +1,68 @@
+"""What a condense request is made of and what it yields: the options, the input files, the progress
+updates and the result (core/condenser/service.py runs it)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from core.condenser.cite import Catalog, Point
+from core.condenser.report import ChunkRecord, DocumentReport
+
+DEFAULT_CHUNK_TOKENS = 2048  # small models summarise a couple of pages far better than a whole book
+DEFAULT_OVERLAP_TOKENS = 128
+
+
+class CondenseCancelled(Exception):
+    """The user stopped the run; nothing is kept."""
+
+
+@dataclass(frozen=True)
+class CondenseOptions:
+    length: str = "short"  # tldr | short | detailed (prompts/condense_prompts.toml [length.*])
+    form: str = "bullets"  # bullets | prose | executive | takeaways | actions ([form.*])
+    focus: str = ""  # an optional question the summary should answer
+    audience: str = ""
+    language: str = ""  # "" or "Same as the document": the document's own language
+    model: str | None = None  # spec; None = the default model
+    allow_links: bool = False  # keep http(s) links the model writes (never images or HTML)
+    chunk_tokens: int = 0  # 0: DEFAULT_CHUNK_TOKENS; always capped by what fits the context
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
+    map_max_new_tokens: int = 0  # 0: from the length preset
+    temperature: float = 0.2
+    seed: int | None = 0
+    parallel: int = 0  # requests at once: 0 = as many as the backend takes; 1 = one at a time
+
+    def described(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    name: str  # what the user called it: decides the expected type
+    disposable: bool = False  # an upload's temporary copy: deleted once read, whatever happens
+    owner: str = ""  # who uploaded it: the file goes only when no other uploader still holds it
+
+
+@dataclass
+class CondenseResult:
+    title: str
+    markdown: str
+    coverage: str
+    documents: list[DocumentReport]
+    summaries: list[list[Point]]  # per document
+    combined: list[Point] | None  # several documents: the summary of all of them
+    chunks: list[ChunkRecord]
+    timings: dict[str, float]
+    model: str
+    summary_id: str = ""
+    catalog: Catalog | None = field(default=None, repr=False)
+
+
+@dataclass
+class CondenseUpdate:
+    status: str  # "Summarising chunk 7 of 23 (pp. 14-16)"
+    fraction: float  # 0..1
+    notes: str = ""  # notes so far, as Markdown (they stream in while chunks finish)
+    result: CondenseResult | None = None
+    state: Literal["running", "complete"] = "running"

@@ -1,0 +1,442 @@
+"""One condense run, start to end: read the documents, plan the chunks, summarise every chunk (map),
+combine the notes level by level until they fit the context (reduce), turn the replies into points
+that cite real pages or sections, and keep the result. All per-request state lives here."""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
+
+from backends.text.base import GenerationParams, Message, TextBackend
+from core.condenser.chunks import Chunk, TokenCounter, account, chunk_documents
+from core.condenser.cite import (Catalog, Point, Source, attribute, md_text, merge_duplicates, model_cited,
+                                 note_numbers, parse_points, rank, sentences)
+from core.condenser.documents import ExtractedDocument, ExtractionCancelled, extract_document, extract_text
+from core.condenser.jobs import Job, JobRunner
+from core.condenser.report import ChunkRecord, attach_quotes, combined_coverage, document_report, render_markdown
+from core.condenser.request import (DEFAULT_CHUNK_TOKENS, CondenseCancelled, CondenseOptions, CondenseResult,
+                                    CondenseUpdate, InputFile)
+from core.errors import InputError, QuotaExceededError, StorageFullError
+
+if TYPE_CHECKING:
+    from core.condenser.service import CondenseService
+
+log = logging.getLogger(__name__)
+
+MAX_REDUCE_LEVELS = 8
+
+
+class Run:
+    """One condense request: all per-request state lives here, never on the service."""
+
+    def __init__(self, service: CondenseService, user_id: str, files: list[InputFile], text: str,
+                 options: CondenseOptions, cancel: threading.Event, save: bool,
+                 load_progress: Callable[[float, str], None] | None, tick_s: float | None = None) -> None:
+        self.s, self.user_id, self.files, self.text = service, user_id, files, text
+        self.options, self.cancel, self.save, self.load_progress = options, cancel, save, load_progress
+        self.tick_s = tick_s  # see CondenseService.condense
+        self.prompts = service.prompts
+        self.length = self.prompts.lengths[options.length]
+        self.form = self.prompts.forms[options.form]
+        nonce = secrets.token_hex(6)  # unguessable: text inside a document cannot close the data block
+        self.markers = {"doc": (f"<document-{nonce}>", f"</document-{nonce}>"),
+                        "notes": (f"<notes-{nonce}>", f"</notes-{nonce}>")}
+        self.nonce = nonce
+        self.timings = {"extract_s": 0.0, "map_s": 0.0, "reduce_s": 0.0}
+        self.notes_md: list[str] = []
+        self.fraction = 0.0
+        self.released: set[str] = set()  # disposable inputs already let go of
+        self.last = CondenseUpdate("Starting…", 0.0, "")
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def update(self, status: str, fraction: float | None = None) -> CondenseUpdate:
+        if fraction is not None:
+            self.fraction = max(self.fraction, min(1.0, fraction))
+        self.last = CondenseUpdate(status, self.fraction, "\n".join(self.notes_md))
+        return self.last
+
+    def ticking(self, work: Callable[[], Any]) -> Generator[CondenseUpdate, None, Any]:
+        """Run a blocking step (reading a file, loading the model) and return its result; with `tick_s`,
+        on a thread, repeating the last update meanwhile. Closing the run cancels the step (the parser
+        is killed) and waits for it to end."""
+        if self.tick_s is None:
+            return work()
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = work()
+            except BaseException as exc:  # raised again on the run's own thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name="condense-step", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(self.tick_s)
+                if worker.is_alive():
+                    yield self.last
+        finally:
+            if worker.is_alive():
+                self.cancel.set()
+                worker.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise CondenseCancelled("Condensing was cancelled.")
+
+    def rules(self) -> dict[str, str]:
+        o = self.options
+        language = o.language if o.language and o.language.lower() != "same as the document" else ""
+        return {
+            "language_rule": f"Write in {language}." if language else "Write in the same language as the document.",
+            "audience_rule": f"Write for this audience: {o.audience}." if o.audience else "",
+            "focus_rule": f"Give most weight to what answers this question: {o.focus}" if o.focus else "",
+        }
+
+    def job(self, label: str, stage: str, text: str, points: str, max_new: int, position: str = "") -> Job:
+        bare = self.messages(stage, "", points, position)
+        return Job(label, self.messages(stage, text, points, position), self.params(max_new),
+                    "\n".join(m["content"] for m in bare))
+
+    def messages(self, stage: str, text: str, points: str, position: str = "") -> list[Message]:
+        begin, end = self.markers["notes" if stage in ("merge", "final") else "doc"]
+        text = text.replace(self.nonce, "")
+        values = {"begin": begin, "end": end, "points": points, "form_rule": self.form.rule, **self.rules()}
+        system = self.prompts.render(stage, "system", **values)
+        user = self.prompts.render(stage, "user", text=text, position=position, **values)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def params(self, max_new: int) -> GenerationParams:
+        return GenerationParams(temperature=max(0.0, self.options.temperature), top_p=0.9,
+                                max_new_tokens=max(16, max_new), seed=self.options.seed)
+
+    def all_markers(self) -> list[str]:
+        return [*self.markers["doc"], *self.markers["notes"], self.nonce]
+
+    # -- steps -----------------------------------------------------------------------------------
+    def run(self) -> Iterator[CondenseUpdate]:
+        o = self.options
+        backend = self.s.models.get(o.model)
+        docs = yield from self.read()  # first: a file that cannot be read fails before any model loads
+        yield self.update(f"Loading {backend.label}…", 0.03)
+        yield from self.ticking(lambda: backend.load(self.load_progress))
+        self.check_cancel()
+        catalog = Catalog(docs)
+        caps = backend.capabilities()
+        counter = TokenCounter(backend)
+        self.ctx = caps.context_length
+        self.margin = max(16, self.ctx // 50)
+        chunks, direct = self.plan(docs, counter)
+        accounting = account(docs, chunks)
+        self.backend, self.counter, self.catalog = backend, counter, catalog
+        concurrency = max(1, min(caps.max_concurrency, o.parallel) if o.parallel > 0 else caps.max_concurrency)
+        self.run_jobs = JobRunner(backend, self.cancel, concurrency, self.tick_s).run
+
+        t0 = time.perf_counter()
+        notes_by_chunk, per_doc, records = yield from self.map(docs, chunks, direct)
+        self.timings["map_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        for d in range(len(docs)):
+            if d not in direct:
+                notes = [n for c in chunks if c.doc == d for n in notes_by_chunk[c.index]]
+                per_doc[d] = yield from self.reduce(notes, f"“{docs[d].name}”")
+        combined = None
+        if len(docs) > 1:
+            everything = [p for d in range(len(docs)) for p in per_doc[d]]
+            combined = yield from self.reduce(everything, "all documents")
+        self.timings["reduce_s"] = time.perf_counter() - t0
+
+        reports = [document_report(doc, accounting[d], [r for r in records if r.doc == d])
+                   for d, doc in enumerate(docs)]
+        summaries = [per_doc[d] for d in range(len(docs))]
+        for points in summaries + ([combined] if combined else []):
+            attach_quotes(points, catalog)
+        title = docs[0].name if len(docs) == 1 else f"{docs[0].name} and {len(docs) - 1} more"
+        markdown = render_markdown(catalog, reports, summaries, combined)
+        result = CondenseResult(title, markdown, combined_coverage(reports), reports, summaries, combined,
+                                records, {k: round(v, 3) for k, v in self.timings.items()}, backend.spec,
+                                catalog=catalog)
+        kept = ""
+        if self.save:
+            try:
+                result.summary_id = self.store(result, backend).id
+            except (QuotaExceededError, StorageFullError) as exc:  # shown all the same: never lose what was made
+                kept = f" Not kept in your history: {exc}"
+        yield CondenseUpdate("Done. " + result.coverage + kept, 1.0, "\n".join(self.notes_md), result, "complete")
+
+    def read(self) -> Generator[CondenseUpdate, None, list[ExtractedDocument]]:
+        t0 = time.perf_counter()
+        docs: list[ExtractedDocument] = []
+        total = len(self.files) + (1 if self.text.strip() else 0)
+        try:
+            for i, f in enumerate(self.files):
+                yield self.update(f"Reading “{f.name}” (file {i + 1} of {total})…", 0.01)
+                try:
+                    docs.append((yield from self.ticking(
+                        lambda f=f: extract_document(f.path, f.name, self.s.limits, cancel=self.cancel))))
+                finally:
+                    if f.disposable:  # the upload's copy goes as soon as it is read (or refused)
+                        self.released.add(f.path)
+                        self.s.uploads.release([f])
+            if self.text.strip():
+                docs.append(extract_text(self.text, "Pasted text", max_chars=self.s.limits.max_chars))
+        except ExtractionCancelled:
+            raise CondenseCancelled("Condensing was cancelled.") from None
+        self.timings["extract_s"] = time.perf_counter() - t0
+        self.check_cancel()
+        return docs
+
+    def plan(self, docs: list[ExtractedDocument], counter: TokenCounter) -> tuple[list[Chunk], set[int]]:
+        """Chunks for every document, and which documents are short enough to summarise directly."""
+        o = self.options
+        self.map_new = o.map_max_new_tokens or self.length.map_max_new_tokens
+        self.final_new = min(self.length.max_new_tokens, max(64, self.ctx // 3))
+        probe = self.messages("map", "", self.length.map_points, self.position(docs[0], 999, 999))
+        overhead = counter.messages(probe)
+        room = self.ctx - self.map_new - overhead - self.margin
+        budget = min(o.chunk_tokens or DEFAULT_CHUNK_TOKENS, room)
+        if budget < 48:
+            raise InputError(f"The model's context ({self.ctx:,} tokens) is too small to summarise in chunks; "
+                             "pick a model with a longer context.")
+        limit = self.ctx - self.map_new - self.margin
+
+        def fits(chunk: Chunk) -> bool:
+            return counter.messages(self.map_messages(chunk, docs)) <= limit
+
+        chunks = chunk_documents(docs, counter, budget, o.overlap_tokens, fits)
+        direct = set()
+        for d, doc in enumerate(docs):
+            mine = [c for c in chunks if c.doc == d]
+            if len(mine) == 1:
+                needed = counter.messages(self.direct_messages(mine[0], doc))
+                if needed + self.final_new + self.margin <= self.ctx:
+                    direct.add(d)
+        return chunks, direct
+
+    def position(self, doc: ExtractedDocument, number: int, of: int) -> str:
+        return f"part {number} of {of} of “{doc.name}”" if of > 1 else f"“{doc.name}”"
+
+    def map_text(self, chunk: Chunk) -> str:
+        return f"…{chunk.context}\n\n{chunk.text}" if chunk.context else chunk.text
+
+    def map_messages(self, chunk: Chunk, docs: Sequence[ExtractedDocument]) -> list[Message]:
+        return self.messages("map", self.map_text(chunk), self.length.map_points,
+                             self.position(docs[chunk.doc], chunk.number, chunk.of))
+
+    def direct_messages(self, chunk: Chunk, doc: ExtractedDocument) -> list[Message]:
+        return self.messages("direct", chunk.text, self.length.points, self.position(doc, 1, 1))
+
+    def map(self, docs: list[ExtractedDocument], chunks: list[Chunk], direct: set[int]):
+        """Every chunk summarised: notes per chunk (or, for a one-chunk document, its summary)."""
+        jobs = []
+        multi = len(docs) > 1
+        for c in chunks:
+            label = f"chunk {c.index + 1} of {len(chunks)} {self.catalog.cite(c.sources, multi)}"
+            position = self.position(docs[c.doc], c.number, c.of)
+            if c.doc in direct:
+                jobs.append(self.job(label, "direct", c.text, self.length.points, self.final_new, position))
+            else:
+                jobs.append(self.job(label, "map", self.map_text(c), self.length.map_points, self.map_new, position))
+        total = len(jobs)
+        done = 0
+        notes_by_chunk: dict[int, list[Point]] = {}
+        per_doc: dict[int, list[Point]] = {}
+        records: list[ChunkRecord] = []
+        for event, i in self.run_jobs(jobs):
+            if event == "tick":
+                yield self.last
+                continue
+            c = chunks[i]
+            if event == "start":
+                yield self.update(f"Summarising {jobs[i].label}…", 0.05 + 0.75 * done / total)
+                continue
+            done += 1
+            if c.doc in direct:
+                points = self.points_from_text(jobs[i], c)
+                per_doc[c.doc] = points
+            else:
+                points = self.notes_from(jobs[i], c)
+                notes_by_chunk[c.index] = points
+            quoted = any(p.quoted for p in points)
+            records.append(ChunkRecord(c.doc, c.number, c.of, self.catalog.cite(c.sources), c.tokens,
+                                       "quoted" if quoted else "summarised", len(points)))
+            self.notes_md.append("\n".join([f"**{jobs[i].label}**"] + [
+                f"- {md_text(p.text)} {self.catalog.cite(p.sources, multi)}" for p in points]))
+            yield self.update(f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total)
+        records.sort(key=lambda r: (r.doc, r.number))
+        return notes_by_chunk, per_doc, records
+
+    def notes_from(self, job: Job, chunk: Chunk) -> list[Point]:
+        """A chunk's notes, each attributed to the pieces of that chunk it matches (the chunk as a
+        whole when none matches well): sources can only ever be places this chunk holds."""
+        notes = []
+        for point, cites in self.parse(job, split_paragraphs=True):
+            own = self.cited_in_chunk(cites, chunk, point.text)
+            sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=2)
+            notes.append(replace(point, sources=sources))
+        notes = merge_duplicates(notes)
+        return notes or [self.quoted(chunk)]
+
+    def points_from_text(self, job: Job, chunk: Chunk) -> list[Point]:
+        """A one-chunk document's summary: its points attributed to the chunk's pieces."""
+        points = []
+        for point, cites in self.parse_final(job):
+            own = self.cited_in_chunk(cites, chunk, point.text)
+            sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=3)
+            points.append(replace(point, sources=self.catalog.ordered(sources),
+                                  kind=point.kind if self.form.bullets else "paragraph"))
+        points = merge_duplicates(points)
+        return self.shape(points) if points else [self.quoted(chunk)]
+
+    def parse(self, job: Job, split_paragraphs: bool = False) -> list[tuple[Point, list[str]]]:
+        """A reply's points, cleaned; sentences that only echo the request's own instructions (small
+        models do) are dropped."""
+        return parse_points(job.text, markers=self.all_markers(), allow_links=self.options.allow_links,
+                            complete=job.finish == "stop", split_paragraphs=split_paragraphs,
+                            instructions=job.instructions)
+
+    def parse_final(self, job: Job) -> list[tuple[Point, list[str]]]:
+        """A summary's points; for a bulleted form written as plain paragraphs, one bullet a sentence."""
+        parsed = self.parse(job)
+        if self.form.bullets and self.options.length != "tldr" and not any(p.kind == "bullet" for p, _ in parsed):
+            parsed = self.parse(job, split_paragraphs=True)
+        return parsed
+
+    def quoted(self, chunk: Chunk) -> Point:
+        first = chunk.pieces[0]
+        opening = " ".join(" ".join(sentences(first.text)[:2]).split()) or " ".join(first.text.split())
+        return Point(opening[:400], (first.source,), "bullet", quoted=True)
+
+    def cited_in_chunk(self, cites: list[str], chunk: Chunk, text: str) -> tuple[Source, ...]:
+        return model_cited(cites, [(p.source, p.text) for p in chunk.pieces], text)
+
+    def shape(self, points: list[Point]) -> list[Point]:
+        """A TL;DR is one point, whatever the model wrote."""
+        if self.options.length == "tldr" and points:
+            first = points[0]
+            return [replace(first, kind="paragraph",
+                            sources=self.catalog.ordered(s for p in points[:1] for s in p.sources))]
+        return points
+
+    # -- reduce ----------------------------------------------------------------------------------
+    def note_lines(self, notes: Sequence[Point]) -> list[str]:
+        return [f"N{i + 1}. {n.text}" for i, n in enumerate(notes)]
+
+    def reduce(self, notes: list[Point], scope: str) -> Generator[CondenseUpdate, None, list[Point]]:
+        """Notes -> the final points, merging groups of notes level by level until all of them fit one
+        request. Every note goes into some group; a group the model returns nothing for is carried
+        up unchanged, so nothing is lost on the way."""
+        if not notes:
+            return []
+        level = 0
+        while True:
+            self.check_cancel()
+            final = self.messages("final", "\n".join(self.note_lines(notes)), self.length.points)
+            if self.counter.messages(final) + self.final_new + self.margin <= self.ctx:
+                break
+            groups = self.group(notes)
+            if level >= MAX_REDUCE_LEVELS or all(len(g) == 1 for g in groups):
+                log.warning("reduce for %s did not converge; keeping %d notes as they are", scope, len(notes))
+                return self.shape(notes) if self.options.length == "tldr" else notes
+            level += 1
+            jobs = [self.job(f"group {k + 1} of {len(groups)} (level {level}) of {scope}", "merge",
+                             "\n".join(self.note_lines(g)), self.length.merge_points, self.merge_new)
+                    for k, g in enumerate(groups)]
+            merged: list[list[Point]] = [[] for _ in groups]
+            for event, k in self.run_jobs(jobs):
+                if event == "tick":
+                    yield self.last
+                    continue
+                if event == "start":
+                    yield self.update(f"Combining notes: {jobs[k].label}…", 0.8 + 0.15 * (1 - 1 / (level + 1)))
+                    continue
+                merged[k] = self.points_from_notes(jobs[k], groups[k], final=False) or groups[k]
+            new_notes = [p for group in merged for p in group]
+            if len(new_notes) >= len(notes) and level > 1:
+                log.warning("reduce for %s is not shrinking at level %d", scope, level)
+            notes = new_notes
+        job = self.job(f"final summary of {scope}", "final", "\n".join(self.note_lines(notes)), self.length.points,
+                       self.final_new)
+        for event, _ in self.run_jobs([job]):
+            if event == "tick":
+                yield self.last
+            elif event == "start":
+                yield self.update(f"Writing the summary of {scope}…", 0.95)
+        points = self.points_from_notes(job, notes, final=True)
+        if not points:  # the model gave nothing: the notes themselves are the summary
+            return notes
+        return self.shape(points)
+
+    @property
+    def merge_new(self) -> int:
+        return max(64, min(self.length.max_new_tokens, 400, (self.ctx - self.margin) // 4))
+
+    def group(self, notes: list[Point]) -> list[list[Point]]:
+        """Consecutive notes in groups that fit one merge request (at least two per group)."""
+        probe = self.counter.messages(self.messages("merge", "", self.length.merge_points))
+        room = max(64, self.ctx - probe - self.merge_new - self.margin)
+        groups: list[list[Point]] = []
+        current: list[Point] = []
+        used = 0
+        for n in notes:
+            tokens = self.counter(f"N{len(current) + 1}. {n.text}\n")
+            if current and used + tokens > room and len(current) >= 2:
+                groups.append(current)
+                current, used = [], 0
+            current.append(n)
+            used += tokens
+        if current:
+            if len(current) == 1 and groups:
+                groups[-1].append(current[0])
+            else:
+                groups.append(current)
+        return groups
+
+    def points_from_notes(self, job: Job, notes: Sequence[Point], final: bool) -> list[Point]:
+        """Points written from numbered notes, each carrying the sources of the notes it rests on:
+        the note numbers the model wrote when the note really shares words with the point, else the
+        notes it matches best, else every note of the request."""
+        everything = tuple(s for n in notes for s in n.sources)
+        candidates = [(n.sources, n.text) for n in notes]
+        out = []
+        parsed = self.parse_final(job) if final else self.parse(job, split_paragraphs=True)
+        for point, cites in parsed:
+            numbers = [k for k in note_numbers(cites) if 1 <= k <= len(notes)]
+            named = [notes[k - 1] for k in dict.fromkeys(numbers)]
+            if named:
+                scores = rank([n.text for n in named], point.text)
+                named = [named[i] for i, score, shared in scores if shared >= 1]
+            if named:
+                sources = tuple(s for n in named for s in n.sources)
+            else:
+                sources = attribute(point.text, candidates, everything)
+            out.append(replace(point, sources=self.catalog.ordered(sources),
+                               kind="paragraph" if final and not self.form.bullets else point.kind))
+        return merge_duplicates(out)
+
+    # -- storage -----------------------------------------------------------------------------------
+    def store(self, result: CondenseResult, backend: TextBackend):
+        catalog = result.catalog
+        assert catalog is not None
+
+        def points(ps: Sequence[Point]) -> list[dict]:
+            return [{"text": p.text, "kind": p.kind, "quoted": p.quoted, "citation": catalog.cite(p.sources),
+                     "sources": [{"doc": s.doc, "locator": s.locator} for s in p.sources],
+                     "quotes": [{"locator": s.locator, "doc": s.doc, "passage": q} for s, q in p.quotes]}
+                    for p in ps]
+
+        details = {"summaries": [points(ps) for ps in result.summaries],
+                   "combined": points(result.combined) if result.combined else None,
+                   "chunks": [asdict(r) for r in result.chunks], "timings": result.timings}
+        settings = {**self.options.described(), "model": backend.spec, "model_label": backend.label}
+        return self.s.store.save(self.user_id, result.title, result.markdown, model=backend.spec,
+                                 settings=settings, sources=[asdict(r) for r in result.documents],
+                                 coverage=result.coverage, details=details)
