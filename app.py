@@ -10,32 +10,32 @@ from pathlib import Path
 import gradio as gr
 
 from config import Settings
+from core.chat.presets import load_chat_presets
 from core.chat.service import ChatService
+from core.chat.store import ConversationStore, persistent_secret
 from core.condenser.service import CondenseService
-from core.writer.store import DraftStore
+from core.condenser.store import SummaryStore
 from core.images.models import ImageModelManager
 from core.images.service import ImageStudio
 from core.images.store import ImageGallery
 from core.models import ModelManager
-from core.chat.presets import load_chat_presets
 from core.quota import attach_storage
 from core.security.limits import RateLimiter, UserSlots
 from core.security.passwords import PasswordCheck, hash_password, load_users_file
 from core.security.tokens import ApiAccess, TokenStore
 from core.security.uploads import UploadRegistry
-from core.chat.store import ConversationStore, persistent_secret
-from core.condenser.store import SummaryStore
 from core.writer.service import WriterService
+from core.writer.store import DraftStore
 from core.writer.templates import load_library
 from ui.access import build_access_panel
 from ui.api import build_api
-from ui.server.api_args import ArgumentCheck
 from ui.chat import build_chat_tab
-from ui.server.guard import Guard, StudioGuard
 from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
-from ui.server.sessions import install_session_bounds, session_reaper
 from ui.images import build_images_api, build_images_tab
+from ui.server.api_args import ArgumentCheck
+from ui.server.guard import Guard, StudioGuard
+from ui.server.sessions import install_session_bounds, session_reaper
 from ui.writer import build_writer_api, build_writer_tab
 
 log = logging.getLogger("studio")
