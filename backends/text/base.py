@@ -6,8 +6,9 @@ is stored on the backend object, so one loaded backend serves every user.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Protocol, TypedDict, runtime_checkable
+from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 
 class Message(TypedDict):
@@ -159,20 +160,15 @@ class TextBackend(Protocol):
 class ModelSpec:
     """A parsed STUDIO_TEXT_MODEL entry."""
 
-    kind: Literal["embedded", "hf", "gguf", "openai"]
+    kind: str  # a key of backends.registry.TEXT_ENGINES: "embedded", "hf", "gguf", "openai"
     target: str = ""
     raw: str = ""
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, raw: str) -> "ModelSpec":
-        raw = raw.strip()
-        if raw == "embedded":
-            return cls("embedded", "", raw)
-        kind, sep, target = raw.partition(":")
-        if not sep or kind not in ("hf", "gguf", "openai") or not target.strip():
-            raise ValueError(
-                f"Unknown text model {raw!r}: use 'embedded', 'hf:<hub id or folder>', "
-                "'gguf:<path to .gguf>' or 'openai:<model name>'"
-            )
-        return cls(kind, target.strip(), raw)  # type: ignore[arg-type]
+    def parse(cls, raw: str) -> ModelSpec:
+        """ValueError listing every way to write a spec when `raw` is none of them."""
+        from backends.registry import parse_text_spec  # imported here: the registry imports this module
+
+        kind, target = parse_text_spec(raw)
+        return cls(kind, target, raw.strip())
