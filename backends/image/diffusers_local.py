@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from backends.engine_errors import first_line, is_out_of_memory
 from backends.text.base import BackendError, ModelUnavailableError, ProgressFn
 from backends.image.base import (
     GeneratedImage,
@@ -227,7 +228,7 @@ class DiffusersBackend:
                 pipe = diffusers.DiffusionPipeline.from_pretrained(str(folder), **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelUnavailableError(
-                f"Could not load the diffusers model in {folder}: {_first_line(exc)}. If it was downloaded, the "
+                f"Could not load the diffusers model in {folder}: {first_line(exc)}. If it was downloaded, the "
                 "download may be incomplete: delete that folder from the cache and load it again.") from None
         return self._to_device(pipe)
 
@@ -254,7 +255,7 @@ class DiffusersBackend:
         try:
             pipe = pipeline_class.from_single_file(str(path), **kwargs)
         except Exception as exc:  # diffusers raises OSError, ValueError, its own errors, httpx errors...
-            message = _first_line(exc)
+            message = first_line(exc)
             if _looks_offline(exc):
                 raise ModelUnavailableError(
                     f"{path.name} needs the configuration files of its base architecture from the Hugging Face hub, "
@@ -420,11 +421,11 @@ class DiffusersBackend:
             except _Stop:
                 outcome = "cancelled"
             except (RuntimeError, MemoryError) as exc:
-                if not _is_oom(exc):
+                if not is_out_of_memory(exc):
                     raise
-                outcome, error = "oom", _first_line(exc)
+                outcome, error = "oom", first_line(exc)
             except ValueError as exc:  # the pipeline's own input checks
-                outcome, error = "rejected", _first_line(exc)
+                outcome, error = "rejected", first_line(exc)
             self._free_memory(pipe)
             if outcome == "cancelled":
                 raise ImageCancelled("Cancelled; memory released.")
@@ -650,7 +651,7 @@ def _single_file_pipeline(path: Path) -> str:
             while isinstance(checkpoint, dict) and "state_dict" in checkpoint:
                 checkpoint = checkpoint["state_dict"]
     except Exception as exc:  # truncated file, not a checkpoint, pickled code refused by weights_only
-        raise ModelUnavailableError(f"Could not read {path.name} as a model checkpoint: {_first_line(exc)}. "
+        raise ModelUnavailableError(f"Could not read {path.name} as a model checkpoint: {first_line(exc)}. "
                                     "Prefer .safetensors files; re-download it if it may be damaged.") from None
     try:
         model_type = infer_diffusers_model_type(checkpoint)
@@ -700,20 +701,6 @@ def _fit(image: Any, size: tuple[int, int], mode: str) -> Any:
         # A mask ("L") is binary: NEAREST, as in core, so resizing never invents half-repainted pixels.
         image = image.resize(size, Image.Resampling.LANCZOS if mode == "RGB" else Image.Resampling.NEAREST)
     return image
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
-    text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
 
 
 def _looks_offline(exc: BaseException) -> bool:
@@ -805,8 +792,3 @@ def _short_name(ref: str) -> str:
     if ref.startswith(("/", "./", "../", "~")) or os.sep in ref and path.exists():
         return path.name
     return ref
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from backends.engine_errors import first_line, is_out_of_memory
 from backends.text.base import (
     fold_system_into_user,
     BackendError,
@@ -127,7 +128,7 @@ class TransformersBackend:
                 model.hf_quantizer.remove_quantization_config(model)
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
             raise ModelUnavailableError(
-                f"transformers could not read {gguf.name}: {_first_line(exc)}. Not every GGUF "
+                f"transformers could not read {gguf.name}: {first_line(exc)}. Not every GGUF "
                 "architecture/quantisation is supported by transformers; use gguf:<file> (llama.cpp)."
             ) from exc
         # Write beside the target and rename, so a half-written folder is never taken for a cache.
@@ -172,7 +173,7 @@ class TransformersBackend:
         except OSError as exc:
             if not hub:
                 raise ModelUnavailableError(
-                    f"{source} is not a complete transformers model folder: {_first_line(exc)}"
+                    f"{source} is not a complete transformers model folder: {first_line(exc)}"
                 ) from exc
             offline = " (offline mode: HF_HUB_OFFLINE is set)" if hub_constants.HF_HUB_OFFLINE else ""
             raise ModelUnavailableError(
@@ -182,7 +183,7 @@ class TransformersBackend:
                 "set HF_HOME to a folder that holds it, or use a local model folder (hf:/path/to/model)."
             ) from exc
         except (ValueError, KeyError, ImportError) as exc:
-            raise ModelUnavailableError(f"transformers cannot load '{source}': {_first_line(exc)}") from exc
+            raise ModelUnavailableError(f"transformers cannot load '{source}': {first_line(exc)}") from exc
 
     def _accepts_system_role(self, tokenizer: Any) -> bool:
         """A template may reject a system message (raise) or silently drop it; both mean no."""
@@ -314,11 +315,11 @@ class TransformersBackend:
         error = row.error
         if error is not None:
             stats.finish_reason = None
-            message = f"Generation failed in transformers: {_first_line(error)}"
-            if _out_of_memory(error):
+            message = f"Generation failed in transformers: {first_line(error)}"
+            if is_out_of_memory(error):
                 rows = len(batch.rows) if batch is not None else 1
                 message = (f"{self.label} ran out of memory generating {rows} repl{'ies' if rows > 1 else 'y'} at "
-                           f"once ({_first_line(error)}). The memory was freed; try again, or lower "
+                           f"once ({first_line(error)}). The memory was freed; try again, or lower "
                            "STUDIO_BATCH_SIZE or STUDIO_N_CTX.")
             if parts:
                 raise StreamCutError(message, partial="".join(parts)) from error
@@ -413,7 +414,7 @@ class TransformersBackend:
                     self._model.generate(**kwargs)
             except BaseException as exc:  # handed to every row's consumer, which re-raises it
                 batch.error = exc
-                if _out_of_memory(exc):
+                if is_out_of_memory(exc):
                     exc.with_traceback(None)  # its frames hold the batch's tensors
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()  # the next request starts from where memory was
@@ -663,17 +664,8 @@ def _first_stop(text: str, stops: tuple[str, ...]) -> int:
     return min(found) if found else -1
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc)
-
-
 def _as_ids(value: Any) -> set[int]:
     if value is None:
         return set()
     return {int(v) for v in value} if isinstance(value, (list, tuple, set)) else {int(value)}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
