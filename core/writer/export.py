@@ -164,3 +164,22 @@ def to_docx(text: str, title: str = "Draft") -> bytes:
 def export_filename(title: str, draft_id: str, ext: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title or "").strip("-").lower()[:40] or "draft"
     return f"{slug}-{(draft_id or 'new')[:8]}.{ext}"
+
+
+_LANG_CODES = {"english": "en", "spanish": "es", "french": "fr", "german": "de", "italian": "it",
+               "portuguese": "pt", "dutch": "nl", "polish": "pl", "swedish": "sv", "japanese": "ja",
+               "chinese": "zh", "korean": "ko", "arabic": "ar", "hindi": "hi", "turkish": "tr"}
+
+
+def lang_code(language: str | None) -> str:
+    """The HTML lang code of a language picked in the writer; English when unknown."""
+    return _LANG_CODES.get((language or "").strip().lower(), "en")
+
+
+def exported(text: str, title: str, fmt: str, language: str | None = None) -> bytes | str:
+    """The draft as Markdown ("md"), HTML ("html") or DOCX (anything else: bytes)."""
+    if fmt == "md":
+        return to_markdown(text)
+    if fmt == "html":
+        return to_html(text, title, lang_code(language))
+    return to_docx(text, title)

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from backends.text.base import BackendError, GenerationParams, Message, StreamStats, TextBackend
 from config import Settings
 from core.cancel import CancelRegistry
-from core.errors import InputError
+from core.errors import InputError, NotFoundError
+from core.writer.export import export_filename, exported
 from core.writer.store import Draft, DraftStore
 from core.models import ModelManager
 from core.writer.brief import MAX_VARIANTS, Brief, WriteOptions, prepare_brief
@@ -379,6 +380,73 @@ class WriterService:
         finally:
             self.active.finish(user_id, draft_id, cancel)
 
+    def check_brief(self, template_name: str | None, fields: Mapping[str, Any], options: WriteOptions,
+                    load_progress: Callable[[float, str], None] | None = None,
+                    outline: bool = False) -> tuple[Brief, WriteOptions]:
+        """Before writing (or, with `outline`, outlining) from the tab: the brief and options checked
+        and the model loaded, so a problem is an InputError (or BackendError) before anything starts."""
+        brief = self.prepare(template_name, fields)
+        if outline and brief.template.kind != "long":
+            raise InputError(f"{brief.template.label} is a short piece: press Write.")
+        options, _ = options.checked()
+        self.backend(options.model, load_progress)
+        return brief, options
+
+    def begin_draft(self, user_id: str, brief: Brief, options: WriteOptions, outline: str | None = "") -> Draft:
+        """A new draft to write into; an outline is kept only for long pieces."""
+        return self.start_draft(user_id, brief, options, (outline or "") if brief.template.kind == "long" else "")
+
+    def draft_choices(self, user_id: str) -> list[tuple[str, str]]:
+        """(label, id) of the user's drafts, newest first: the title and the template's name."""
+        names = {t.name: t.label for t in self.library.templates.values()}
+        return [(f"{d.title} · {names.get(d.template, d.template)}", d.id) for d in self.drafts.list(user_id)]
+
+    def open_draft(self, user_id: str, draft_id: str) -> Draft:
+        """NotFoundError when it does not exist or is someone else's."""
+        return self.drafts.get(user_id, draft_id)
+
+    def keep_text(self, user_id: str, draft_id: str, text: str) -> None:
+        """Save an edited draft text (if it changed); a draft deleted meanwhile is not an error."""
+        try:
+            if self.drafts.get(user_id, draft_id).text != text:
+                self.drafts.save_text(user_id, draft_id, text)
+        except NotFoundError:
+            pass
+
+    def save_new_draft(self, user_id: str, text: str, template_name: str | None, fields: Mapping[str, Any],
+                       options: WriteOptions) -> Draft:
+        """Keep text typed with no draft open, with the current brief; titled by its topic or first line."""
+        template = self.template(template_name)
+        checked, _ = options.checked()
+        title = str(fields.get("topic") or "").strip() or text.strip().splitlines()[0][:80]
+        return self.drafts.create(user_id, title, template.name, dict(fields), asdict(checked), text=text)
+
+    def pick(self, user_id: str, draft_id: str, index: int) -> Draft:
+        """Make variant `index` the draft's text."""
+        return self.drafts.pick(user_id, draft_id, index)
+
+    def delete_draft(self, user_id: str, draft_id: str) -> None:
+        """Stop its generation and delete it; one already gone is not an error."""
+        self.stop(user_id, draft_id)
+        try:
+            self.drafts.delete(user_id, draft_id)
+        except NotFoundError:
+            pass
+
+    def export(self, user_id: str, draft_id: str | None, text: str, topic: str | None, language: str | None,
+               fmt: str) -> tuple[str, bytes | str]:
+        """(file name, data) of the draft text as Markdown, HTML or DOCX, titled by the stored draft's
+        title, else the topic, else "Draft"."""
+        if not (text or "").strip():
+            raise InputError("The draft is empty: there is nothing to export.")
+        title = (topic or "").strip() or "Draft"
+        if draft_id:
+            try:
+                title = self.drafts.get(user_id, draft_id).title
+            except NotFoundError:
+                pass
+        return export_filename(title, draft_id or "", fmt), exported(text, title, fmt, language)
+
     def job(self, user_id: str, job_id: str, run: Callable[[threading.Event], Iterator[Any]]) -> Iterator[Any]:
         """Run a generation (an outline, a rewrite) that stop(user_id, job_id) can end."""
         cancel = self.active.start(user_id, job_id, supersede=True)
@@ -391,6 +459,14 @@ class WriterService:
         return self.active.stop(user_id, job_id or "") > 0
 
     # -- analysis -------------------------------------------------------------------------------------
+    def analyse_draft(self, user_id: str, draft_id: str | None, text: str) -> Analysis:
+        """analyse() with the stored draft's keywords and template (none when it is gone)."""
+        try:
+            draft = self.drafts.get(user_id, draft_id or "")
+        except NotFoundError:
+            return self.analyse(text, None, None)
+        return self.analyse(text, draft.brief.get("keywords"), draft.template)
+
     def analyse(self, text: str, keywords: Any = None, template_name: str | None = None) -> Analysis:
         """Stats of a draft, its keyword coverage, and the template's length checks."""
         template = self.library.templates.get(template_name or "")

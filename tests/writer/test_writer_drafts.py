@@ -8,7 +8,7 @@ from core.writer.store import DraftStore
 from core.chat.store import ConversationStore
 from core.errors import NotFoundError
 from core.writer.templates import STANDARD_FIELDS, load_library
-from ui.writer import EXTRA_SLOTS, brief_updates, collect_brief
+from ui.writer_form import EXTRA_SLOTS, brief_updates, collect_brief
 
 
 def test_draft_round_trip_with_brief_and_user_scoping(tmp_path):
