@@ -1,24 +1,21 @@
 """transformers text backend: a hub id, a local model folder, or a .gguf file (de-quantised once and
-cached). Owns device/dtype choice, the model's own chat template, and a generate() worker thread per
-streamed request that always ends. torch and transformers are imported only inside methods.
+cached). Owns loading, device/dtype choice, the model's own chat template and each request's stream; the
+batching of requests into generate() calls is backends/text/batching.py's. torch and transformers are
+imported only inside methods.
 """
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 import os
 import queue
 import shutil
 import threading
-import time
-from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from backends.engine_errors import first_line, is_out_of_memory
 from backends.text.base import (
-    fold_system_into_user,
     BackendError,
     Capabilities,
     Completion,
@@ -29,31 +26,34 @@ from backends.text.base import (
     ProgressFn,
     StreamCutError,
     StreamStats,
+    fold_system_into_user,
+)
+from backends.text.batching import (
+    END,
+    WORKER_THREAD_PREFIX,  # noqa: F401  (re-exported for the tests)
+    BatchScheduler,
+    Row,
 )
 
 if TYPE_CHECKING:
     from config import Settings
 
 _SYSTEM_PROBE = "SYSTEM-ROLE-PROBE-7f3a"
-WORKER_THREAD_PREFIX = "transformers-generate"  # tests look for leftover workers by this name
-_worker_ids = itertools.count(1)
 
 
 class TransformersBackend:
     """One causal LM served by transformers. One generate() runs at a time; requests that arrive
-    meanwhile are batched into the next one (max_concurrency = the batch size). Every request keeps
-    its own row, cancel event, stop event and text queue; nothing per-request lives on self."""
+    meanwhile are batched into the next one by a BatchScheduler (max_concurrency = the batch size).
+    Every request keeps its own row, cancel event, stop event and text queue; nothing per-request
+    lives on self."""
 
-    def __init__(self, model_ref: str, settings: "Settings", spec: str, label: str) -> None:
+    def __init__(self, model_ref: str, settings: Settings, spec: str, label: str) -> None:
         self._model_ref = model_ref
         self._settings = settings
         self.spec = spec
         self.label = label
         self._load_lock = threading.Lock()
-        self._gen_lock = threading.Lock()  # held while a generate() runs (released by its worker)
-        self._queue = threading.Condition()  # guards _pending
-        self._pending: list[_Row] = []  # requests waiting for the model
-        self._batches: Counter[int] = Counter()  # generate() calls by rows served: a metric
+        self._scheduler: BatchScheduler | None = None  # made in load(), with the model
         self._model: Any = None  # set last in load(), so "not None" means everything is ready
         self._tokenizer: Any = None
         self._context_length = 0
@@ -92,6 +92,8 @@ class TransformersBackend:
             self._system_ok = self._accepts_system_role(tokenizer)
             self._context_length = self._pick_context_length(model, tokenizer)
             self._eos_ids = frozenset(_as_ids(model.generation_config.eos_token_id) | _as_ids(tokenizer.eos_token_id))
+            self._scheduler = BatchScheduler(model, tokenizer, self._eos_ids, self._context_length,
+                                             self._batch_size(model))
             self._model = model
             report(1.0, f"{self.label} ready on {model.device} ({self._context_length}-token context)")
 
@@ -231,7 +233,7 @@ class TransformersBackend:
         self.load()
         return int(self._encode(messages)["input_ids"].shape[1])
 
-    def _row(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> "_Row":
+    def _row(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> Row:
         # Checked here, not in generate(): a bad row would otherwise fail every request batched with it.
         if not math.isfinite(params.temperature) or params.temperature < 0:
             raise BackendError(f"The temperature must be a number of 0 or more, not {params.temperature}.")
@@ -245,7 +247,7 @@ class TransformersBackend:
                 "shorten it or start a new chat."
             )
         max_new = min(params.max_new_tokens, room) if params.max_new_tokens > 0 else room
-        return _Row(ids, max_new, params, cancel)
+        return Row(ids, max_new, params, cancel)
 
     # ------------------------------------------------------------------ generation
 
@@ -269,7 +271,8 @@ class TransformersBackend:
         self.load()
         row = self._row(messages, params, cancel)
         stats.prompt_tokens = len(row.prompt)
-        if not self._schedule(row):
+        assert self._scheduler is not None
+        if not self._scheduler.schedule(row):
             stats.finish_reason = "cancelled"
             return
         trimmer = _StopTrimmer(params.stop)
@@ -283,7 +286,7 @@ class TransformersBackend:
                     if cancel.is_set():
                         break
                     continue
-                if delta is _END or cancel.is_set():
+                if delta is END or cancel.is_set():
                     break
                 out, hit_stop = trimmer.feed(delta)
                 if out:
@@ -300,11 +303,8 @@ class TransformersBackend:
             abandoned = True
             raise
         finally:
-            row.stop.set()  # generate() drops this row after the token in progress
-            row.released.wait()
+            row.leave()  # generate() drops this row; the last row out waits for generate() to return
             batch = row.batch
-            if batch is not None and batch.open_rows() == 0 and batch.worker is not None:
-                batch.worker.join()  # the last row out waits for generate() to return
             stats.completion_tokens = len(row.tokens)
             if cancel.is_set() or abandoned:
                 stats.finish_reason = "cancelled"
@@ -327,307 +327,15 @@ class TransformersBackend:
 
     def batch_counts(self) -> dict[int, int]:
         """How many generate() calls served how many requests each, since load: {rows: calls}."""
-        with self._queue:
-            return dict(self._batches)
+        return self._scheduler.counts() if self._scheduler is not None else {}
 
     def batch_size(self) -> int:
+        return self._batch_size(self._model)
+
+    def _batch_size(self, model: Any) -> int:
         if self._settings.batch_size > 0:
             return self._settings.batch_size
-        return 8 if self._model is not None and self._model.device.type != "cpu" else 4
-
-    def _schedule(self, row: "_Row") -> bool:
-        """Queue the row and wait until a batch takes it. Whoever gets the free model starts the
-        next batch, oldest request first, so none starves. False if cancelled while queued."""
-        with self._queue:
-            self._pending.append(row)
-            self._queue.notify_all()
-        while True:
-            if self._gen_lock.acquire(timeout=0.05):
-                try:
-                    with self._queue:
-                        rows = self._gather() if row.batch is None else []
-                except BaseException:
-                    self._gen_lock.release()
-                    raise
-                if rows:
-                    self._start(rows)  # its worker releases the lock when generate() returns
-                else:
-                    self._gen_lock.release()
-            with self._queue:
-                if row.batch is not None:
-                    return True
-                if row.cancel.is_set():
-                    self._pending.remove(row)  # still queued: only a batch (setting .batch) takes it out
-                    return False
-
-    def _gather(self) -> list["_Row"]:
-        """With the model and the queue held: the oldest live request plus the next queued ones that
-        fit beside it. Requests a run sends together arrive within milliseconds, so a batch waits that
-        long to fill (the queue is released while it waits, so the choice is made again after)."""
-        limit = self.batch_size()
-        deadline = time.monotonic() + (GATHER_S if limit > 1 else 0.0)
-        while True:
-            live = [r for r in self._pending if not r.cancel.is_set()]
-            if not live:
-                return []
-            rows = self._fit(live, limit)
-            left = deadline - time.monotonic()
-            if len(rows) >= limit or left <= 0:
-                break
-            self._queue.wait(left)
-        batch = _Batch(rows)
-        self._batches[len(rows)] += 1
-        for r in rows:  # chosen and removed without letting go of the queue in between
-            self._pending.remove(r)
-            r.batch = batch
-        return rows
-
-    def _fit(self, live: list["_Row"], limit: int) -> list["_Row"]:
-        """Rows share one padded length: the longest prompt plus the longest reply must still fit the
-        context (positions past it are what the model never learnt, and memory STUDIO_N_CTX caps)."""
-        rows = [live[0]]
-        width, new = len(live[0].prompt), live[0].max_new
-        for r in live[1:]:
-            if len(rows) >= limit:
-                break
-            w, n = max(width, len(r.prompt)), max(new, r.max_new)
-            if w + n <= self._context_length:
-                rows.append(r)
-                width, new = w, n
-        return rows
-
-    def _start(self, rows: list["_Row"]) -> None:
-        batch = rows[0].batch
-        assert batch is not None
-        try:
-            import torch
-
-            kwargs = self._batch_kwargs(rows)
-        except Exception as exc:  # reaches each row's consumer, which raises it as a BackendError
-            batch.fail(exc)
-            self._gen_lock.release()
-            return
-
-        def work() -> None:
-            try:
-                with torch.inference_mode():
-                    self._model.generate(**kwargs)
-            except BaseException as exc:  # handed to every row's consumer, which re-raises it
-                batch.error = exc
-                if is_out_of_memory(exc):
-                    exc.with_traceback(None)  # its frames hold the batch's tensors
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()  # the next request starts from where memory was
-            finally:
-                batch.close()
-                self._gen_lock.release()
-
-        batch.worker = threading.Thread(target=work, name=f"{WORKER_THREAD_PREFIX}-{next(_worker_ids)}", daemon=True)
-        try:
-            batch.worker.start()
-        except RuntimeError as exc:  # "can't start new thread"
-            batch.worker = None
-            batch.fail(exc)
-            self._gen_lock.release()
-
-    def _batch_kwargs(self, rows: list["_Row"]) -> dict[str, Any]:
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
-        pad = self._tokenizer.pad_token_id
-        if pad is None:
-            pad = next(iter(self._eos_ids), 0)
-        width = max(len(r.prompt) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's next token goes in the same column
-            ids[i, width - len(r.prompt):] = torch.tensor(r.prompt, dtype=torch.long)
-            mask[i, width - len(r.prompt):] = 1
-        device = self._model.device
-        kwargs: dict[str, Any] = {
-            "input_ids": ids.to(device),
-            "attention_mask": mask.to(device),
-            "max_new_tokens": max(r.max_new for r in rows),
-            "pad_token_id": pad,
-            "streamer": _RowStreamer(self._tokenizer, rows, self._eos_ids),
-            "stopping_criteria": StoppingCriteriaList([_row_stopping_criteria()(rows)]),
-            # Each row samples with its own settings and its own seeded generator, so its draws do not
-            # depend on what it is batched with (in fp32 on CPU the text is identical; in half precision
-            # on a GPU padded batches can move logits in the last bits, and rarely a token with them);
-            # generate() then only takes the chosen token.
-            "logits_processor": LogitsProcessorList([_row_sampler()(rows, device)]),
-            # None clears sampling values a model's generation_config may carry.
-            "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
-        }
-        return kwargs
-
-
-_END = object()  # a row's stream is over
-GATHER_S = 0.02  # how long a starting batch waits for requests sent alongside the first
-
-
-class _Row:
-    """One request inside a batched generate(): its prompt, limits, own cancel and stop events, and
-    the queue its text arrives on."""
-
-    def __init__(self, prompt: list[int], max_new: int, params: GenerationParams, cancel: threading.Event) -> None:
-        self.prompt, self.max_new, self.params, self.cancel = prompt, max_new, params, cancel
-        self.stop = threading.Event()  # the consumer is done with this row (stop string, gone)
-        self.released = threading.Event()  # generate() no longer works for this row
-        self.deltas: queue.SimpleQueue = queue.SimpleQueue()
-        self.tokens: list[int] = []
-        self.finish: str | None = None  # "stop" (end of turn) or "length", set by the streamer
-        self.batch: _Batch | None = None
-        self.error: BaseException | None = None  # the batch's failure, if it failed while this row ran
-
-    def wants_stop(self) -> bool:
-        return self.finish is not None or self.stop.is_set() or self.cancel.is_set()
-
-
-class _Batch:
-    """The rows of one generate() call. Rows are released only on its worker thread (or before that
-    thread starts, when the batch fails to), so releasing needs no lock."""
-
-    def __init__(self, rows: list[_Row]) -> None:
-        self.rows = rows
-        self.worker: threading.Thread | None = None
-        self.error: BaseException | None = None
-
-    def release(self, row: _Row) -> None:
-        if not row.released.is_set():
-            row.error = self.error  # a failure after a row ended is not that row's
-            row.deltas.put(_END)
-            row.released.set()
-
-    def open_rows(self) -> int:
-        return sum(not r.released.is_set() for r in self.rows)
-
-    def close(self) -> None:
-        for r in self.rows:
-            self.release(r)
-
-    def fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self.close()
-
-
-class _RowStreamer:
-    """generate()'s streamer for a batch: routes each row's new token to that row, decoding text
-    incrementally (held back while a multi-byte character is incomplete)."""
-
-    def __init__(self, tokenizer: Any, rows: list[_Row], eos_ids: frozenset[int]) -> None:
-        self.tokenizer, self.rows, self.eos_ids = tokenizer, rows, eos_ids
-        self.prompt_seen = False
-        self.cache: list[list[int]] = [[] for _ in rows]
-        self.sent = [0] * len(rows)
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:  # the first call carries the prompts
-            self.prompt_seen = True
-            return
-        tokens = value.reshape(-1).tolist()
-        for i, (row, token) in enumerate(zip(self.rows, tokens)):
-            if row.finish is not None or row.released.is_set():
-                continue  # padding after the row ended
-            if token in self.eos_ids:
-                row.finish = "stop"
-                self._flush(i, final=True)
-                continue
-            row.tokens.append(token)
-            self.cache[i].append(token)
-            self._flush(i, final=False)
-            if len(row.tokens) >= row.max_new:
-                row.finish = "length"
-                self._flush(i, final=True)
-
-    def _flush(self, i: int, final: bool) -> None:
-        text = self.tokenizer.decode(self.cache[i], skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):
-            return  # part of a character: wait for the rest of its bytes
-        new = text[self.sent[i]:]
-        if new:
-            self.rows[i].deltas.put(new)
-        if text.endswith("\n") or final:  # a finished line never changes: decode from here on
-            self.cache[i], self.sent[i] = [], 0
-        else:
-            self.sent[i] = len(text)
-
-    def end(self) -> None:
-        for i, row in enumerate(self.rows):
-            if row.finish is None and not row.released.is_set():
-                self._flush(i, final=True)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-@functools.cache
-def _row_stopping_criteria() -> type:
-    """Built on first use so that importing this module does not import transformers."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class RowStoppingCriteria(StoppingCriteria):
-        """Per row: done once it ended, reached its own length, or its consumer stopped or cancelled.
-        A row found done is released: its consumer may return while the others go on."""
-
-        def __init__(self, rows: list[_Row]) -> None:
-            self.rows = rows
-            self.batch = rows[0].batch
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            done = [r.wants_stop() for r in self.rows]
-            for r, d in zip(self.rows, done):
-                if d and self.batch is not None:
-                    self.batch.release(r)
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-    return RowStoppingCriteria
-
-
-@functools.cache
-def _row_sampler() -> type:
-    import torch
-    from transformers import LogitsProcessor
-
-    class RowSampler(LogitsProcessor):
-        """Picks each row's next token (greedy, or temperature + nucleus sampling from the row's own
-        generator) and leaves only that token possible, for generate()'s greedy step to take."""
-
-        def __init__(self, rows: list[_Row], device: Any) -> None:
-            self.rows = rows
-            self.generators = []
-            for r in rows:
-                g = torch.Generator(device=device)
-                if r.params.seed is not None:
-                    g.manual_seed(r.params.seed)
-                else:
-                    g.seed()  # a fresh non-deterministic seed
-                self.generators.append(g)
-            self.sampled = [not r.params.greedy for r in rows]
-            self.temperature = torch.tensor([r.params.temperature if s else 1.0 for r, s in zip(rows, self.sampled)],
-                                            device=device).unsqueeze(1)
-            self.top_p = torch.tensor([r.params.top_p if s else 1.0 for r, s in zip(rows, self.sampled)],
-                                      device=device).unsqueeze(1)
-
-        def __call__(self, input_ids: Any, scores: Any) -> Any:
-            chosen = scores.argmax(dim=-1)
-            if any(self.sampled):
-                logits = scores.float() / self.temperature
-                ordered, order = logits.sort(dim=-1)  # ascending, as transformers' own top-p does
-                tail = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - self.top_p)
-                tail[:, -1] = False  # the likeliest token always stays
-                probs = logits.masked_fill(tail.scatter(1, order, tail), float("-inf")).softmax(dim=-1)
-                # A temperature so small that the scaled logits overflow has greedy decoding as its limit.
-                valid = torch.isfinite(probs).all(dim=-1).tolist()
-                for i, sampled in enumerate(self.sampled):
-                    if sampled and valid[i] and not self.rows[i].released.is_set():
-                        chosen[i] = torch.multinomial(probs[i], 1, generator=self.generators[i])[0]
-            out = torch.full_like(scores, float("-inf"))
-            out.scatter_(1, chosen.unsqueeze(1), 0.0)
-            return out
-
-    return RowSampler
+        return 8 if model is not None and model.device.type != "cpu" else 4
 
 
 class _StopTrimmer:
