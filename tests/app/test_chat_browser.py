@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from tests.support.app_process import app_process, free_port
+from tests.support.app_process import app_process
 from tests.support.browser import wait_for
 from tests.support.openai_servers import fake_openai_server
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
 
 
 def bot_texts(page) -> list[str]:

@@ -32,7 +32,8 @@ from backends.text.base import (
 )
 from backends.text.openai_compat import OpenAIBackend
 from config import Settings
-from tests.support.openai_servers import LlamaCppServer, fake_openai_server, fake_reply, free_port, llama_cpp_server
+from tests.support.openai_servers import LlamaCppServer, fake_openai_server, fake_reply, llama_cpp_server
+from tests.support.ports import free_port
 
 KEY = "sk-test-S3CR3T-0123456789abcdef"
 MESSAGES: list[Message] = [

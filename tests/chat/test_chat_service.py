@@ -124,7 +124,7 @@ def test_wrong_key_keeps_the_users_message_and_says_what_to_fix(tmp_path):
 
 
 def test_unreachable_server_errors_within_the_timeout(tmp_path):
-    from tests.support.app_process import free_port
+    from tests.support.ports import free_port
 
     service = make_service(tmp_path, f"http://127.0.0.1:{free_port()}/v1", request_timeout=2.0, max_retries=2)
     t = time.monotonic()

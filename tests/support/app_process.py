@@ -5,21 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.paths import ROOT
+from tests.support.ports import free_port, wait_until_bindable
 
 
 class AppProcess:
@@ -28,10 +22,10 @@ class AppProcess:
         self.url = f"http://127.0.0.1:{port}/"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> "AppProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+    def start(self, timeout: float = 60.0) -> AppProcess:
+        with open(self.log_path, "ab") as log:  # the child writes to its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -74,6 +68,8 @@ def app_process(data_dir: Path, extra_env: dict[str, str] | None = None,
                 "GRADIO_SERVER_PORT": str(port or free_port()), "GRADIO_ANALYTICS_ENABLED": "False",
                 "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
     env.update(extra_env or {})
+    if port is not None:  # a restart on the port of an app just stopped or killed: start once it is free
+        wait_until_bindable(port)
     app = AppProcess(env, int(env["GRADIO_SERVER_PORT"]), Path(data_dir) / "app.log")
     app.start()
     try:

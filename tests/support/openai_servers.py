@@ -21,15 +21,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from tests.support.ports import free_port
 
 __all__ = [
     "FakeOptions", "FakeOpenAIServer", "RecordedRequest", "fake_openai_server", "fake_reply",
-    "LlamaCppServer", "llama_cpp_server", "free_port",
+    "LlamaCppServer", "llama_cpp_server",
 ]
 
 
@@ -403,13 +406,6 @@ def fake_openai_server(**options: Any) -> Iterator[FakeOpenAIServer]:
 # --------------------------------------------------------------------------------------------------
 # llama.cpp's own server (llama-cpp-python[server]) as a subprocess
 # --------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
