@@ -1,13 +1,15 @@
-"""Shared fixtures: settings on a temporary data dir, the embedded GGUF, a tiny real transformers
-model built from a config, and loaded local backends (each loaded once per session)."""
+"""Shared fixtures: settings on a temporary data dir, the embedded GGUF, tiny real models built from configs
+(tests/support/tiny_models.py), loaded local backends (each loaded once per session), headless Chromium."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from config import Settings
+from tests.support.tiny_models import build_tiny_llama, build_tiny_pipeline
 
 
 @pytest.fixture(scope="session")
@@ -31,26 +33,8 @@ def settings_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., 
 @pytest.fixture(scope="session")
 def tiny_hf_model_dir(tmp_path_factory: pytest.TempPathFactory, embedded_gguf: Path) -> Path:
     """A random 2-layer Llama (~6M parameters) with SmolLM2's real tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_gguf.parent, gguf_file=embedded_gguf.name)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    build_tiny_llama(folder, embedded_gguf)
     return folder
 
 
@@ -106,8 +90,6 @@ def browser():
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Stable Diffusion pipeline saved as a diffusers folder (built from configs)."""
-    from tests.backends.test_diffusers_backend import build_tiny_pipeline
-
     folder = tmp_path_factory.mktemp("tiny-sd") / "tiny-sd"
     build_tiny_pipeline(folder)
     return folder

@@ -2,33 +2,13 @@
 required, refuses bad input with a clear message and keeps serving everyone else."""
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import pytest
 
-from app import build_app, launch
-from config import Settings
-from tests.support.app_process import free_port
+from tests.support.apps import running_app, settings_for
 from tests.support.openai_servers import fake_openai_server, fake_reply
-
-
-@contextlib.contextmanager
-def running_app(settings: Settings):
-    from gradio_client import Client
-
-    demo = build_app(settings)
-    port = free_port()
-    launch(demo, settings, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False), demo
-    finally:
-        demo.close()
-
-
-def settings_for(tmp_path, base_url: str, **kw) -> Settings:
-    return Settings(text_models=("openai:fake-model",), data_dir=tmp_path, openai_base_url=base_url,
-                    request_timeout=kw.pop("request_timeout", 5.0), max_retries=kw.pop("max_retries", 1), **kw)
+from tests.support.paths import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +128,6 @@ def test_startup_loads_no_model_and_imports_no_engine(tmp_path):
         "print(sorted(m for m in ('torch', 'llama_cpp', 'transformers', 'openai', 'diffusers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+                         cwd=str(ROOT))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

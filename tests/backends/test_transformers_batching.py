@@ -16,7 +16,7 @@ from config import Settings
 from core.condenser.service import CondenseOptions, CondenseService
 from core.models import ModelManager
 from core.condenser.store import SummaryStore
-from tests.condenser.test_condenser import CORPUS
+from tests.support.paths import CORPUS
 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=12)
 PROMPTS: list[list[Message]] = [

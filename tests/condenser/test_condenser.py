@@ -24,9 +24,9 @@ from core.condenser.documents import (CorruptDocument, DocumentError, EmptyDocum
 from core.models import ModelManager
 from core.condenser.store import SummaryNotFound, SummaryStore
 from tests.support.openai_servers import fake_openai_server
+from tests.support.citations import check_citations
+from tests.support.paths import CORPUS
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"
 MANIFEST = {e["file"]: e for e in json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))}
 SCANNED = "good-scanned-image-only-ocr-article.pdf"
 GOOD = sorted(f for f, e in MANIFEST.items() if e["kind"] == "good")
@@ -86,40 +86,6 @@ def run(service: CondenseService, files=(), text="", user="alice", **options):
 
 
 CITATION = re.compile(r"\[((?:[^\[\]]|\[[^\]]*\])*?)\]")
-
-
-def cited_places(markdown: str) -> list[str]:
-    """Every place named in a citation of the rendered summary, e.g. "p. 3", "§ Usage", "lines 5-94",
-    parsed from the text the user sees (independently of the code that wrote it)."""
-    body = markdown.split("<details>")[0]
-    places = []
-    for inner in re.findall(r"\[((?:p\.|pp\.|§|lines?) [^\]]*)\]", body):
-        for part in inner.split("; "):
-            places.append(part)
-    return places
-
-
-def check_citations(markdown: str, doc) -> int:
-    """Each cited page exists (and has text); each cited section is one of the document's."""
-    locators = set(doc.locators())
-    count = 0
-    for place in cited_places(markdown):
-        count += 1
-        if place.startswith(("p. ", "pp. ")):
-            for a, b in re.findall(r"(\d+)(?:-(\d+))?", place):
-                for n in range(int(a), int(b or a) + 1):
-                    assert 1 <= n <= (doc.page_count or 0), place
-                    assert f"p. {n}" in locators, place
-        elif place.startswith("line"):
-            spans = [tuple(map(int, re.findall(r"\d+", loc))) for loc in locators]
-            for a, b in re.findall(r"(\d+)(?:-(\d+))?", place):
-                lo, hi = int(a), int(b or a)
-                assert any(s[0] == lo for s in spans) and any(s[-1] == hi for s in spans), place
-        else:
-            name = place.removeprefix("§ ")
-            assert name == "start" or name.endswith(" more sections") or \
-                name in {loc.replace("[", "(").replace("]", ")") for loc in locators}, place
-    return count
 
 
 # --- the corpus through the condenser ------------------------------------------------------------

@@ -12,10 +12,10 @@ import pytest
 
 from app import build_app, launch
 from config import Settings
-from tests.support.app_process import free_port
 from tests.support.openai_servers import fake_openai_server
+from tests.support.paths import CORPUS
+from tests.support.ports import free_port
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 MANIFEST = {e["file"]: e for e in json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))}
 BAD_MESSAGES = {
     "bad-encrypted-user-password.pdf": "password-protected",
@@ -129,7 +129,7 @@ def test_cancelling_a_condense_call_stops_the_model_requests(tmp_path):
     end with it and no new one starts."""
     import time
 
-    from tests.app.test_app_api import running_app
+    from tests.support.apps import running_app
 
     with fake_openai_server(reply_words=400, chunk_delay=0.05, max_model_len=1024) as slow:
         settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path, openai_base_url=slow.base_url,

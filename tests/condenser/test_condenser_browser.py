@@ -3,17 +3,15 @@ progress, get the summary with citations and the quoted passage behind them, exp
 copy is gone from the server afterwards; a bad file gets its own message."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.support.app_process import app_process
 from tests.support.openai_servers import fake_openai_server
 from tests.support.browser import wait_for
+from tests.support.paths import CORPUS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 PDF = "good-paper-tracemonkey-2col.pdf"
 
 

@@ -15,7 +15,8 @@ from config import Settings
 from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
 from core.models import ModelManager
 from core.condenser.store import SummaryStore
-from tests.condenser.test_condenser import CORPUS, check_citations
+from tests.support.citations import check_citations
+from tests.support.paths import CORPUS
 
 pytestmark = pytest.mark.slow
 

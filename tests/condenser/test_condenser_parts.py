@@ -15,6 +15,7 @@ from core.condenser.cite import (Catalog, Point, Source, attribute, clean_model_
 from core.condenser.prompts import load_condense_prompts
 from core.condenser.report import ChunkRecord, document_report, render_points
 from core.condenser.documents import ExtractedDocument, Segment
+from tests.support.paths import ROOT
 
 
 def words(text: str) -> int:
@@ -217,7 +218,7 @@ def test_prompts_load_and_refuse_undeclared_placeholders(tmp_path: Path):
     user = prompts.render("map", "user", begin="<d>", end="</d>", text="a  {b}\n\n  c", position="part 1",
                           points="3", language_rule="", audience_rule="", focus_rule="")
     assert "<d>\na  {b}\n\n  c\n</d>" in user  # the data is inserted verbatim, never formatted
-    bad = Path(__file__).resolve().parents[2] / "prompts" / "condense_prompts.toml"
+    bad = ROOT / "prompts" / "condense_prompts.toml"
     text = bad.read_text(encoding="utf-8").replace("Write only the bullet points.", "{secret}", 1)
     (tmp_path / "p.toml").write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match="undeclared placeholders"):

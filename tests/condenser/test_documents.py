@@ -23,9 +23,8 @@ from core.condenser.documents import (CorruptDocument, DocumentError, EmptyDocum
                             ExtractionCancelled, ExtractionLimits, ImageOnlyDocument, MislabelledDocument,
                             OversizeDocument, ParserCrashed, ParserOutOfMemory, ParserTimeout, Segment,
                             UnsupportedType, extract_document, extract_text)
+from tests.support.paths import CORPUS
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"  # read-only, beside the clone (not in git)
 if not (CORPUS / "manifest.json").is_file():
     raise RuntimeError(f"the document corpus is missing: expected {CORPUS}/manifest.json")
 MANIFEST = {e["file"]: e for e in json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))}

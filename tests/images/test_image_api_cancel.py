@@ -6,13 +6,10 @@ import threading
 import time
 
 from config import Settings
-from tests.app.test_app_api import running_app
+from tests.support.apps import running_app
+from tests.support.pictures import pngs
 
 GAN = "gan:faces"
-
-
-def pngs(folder) -> int:
-    return sum(1 for _ in folder.rglob("*.png"))
 
 
 def image_jobs() -> list[str]:

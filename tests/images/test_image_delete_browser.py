@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.app_process import app_process
-from tests.support.browser import wait_for
-from tests.images.test_image_studio_browser import open_images_tab
+from tests.support.browser import open_images_tab, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

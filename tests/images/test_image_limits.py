@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 from PIL import Image
 
@@ -17,6 +16,8 @@ from core.images.request import (MAX_BATCH, MAX_FRAMES, MAX_GUIDANCE, MAX_PIXELS
                                  normalise_request)
 from config import Settings
 from tests.support.app_process import app_process
+from tests.support.pictures import pngs
+from tests.support.rest_client import call_by_name
 
 SD = ImageCapabilities(modes=("txt2img", "img2img", "sketch", "inpaint"), schedulers=("Euler", "DPM++ 2M"),
                        max_width=1024, max_height=1024, size_multiple=8, max_steps=50)
@@ -113,20 +114,7 @@ def app(tmp_path_factory):
 
 def call(base: str, **values) -> tuple[str, object]:
     """POST /gradio_api/call/generate_image with every parameter by name order; (event, data) of its end."""
-    info = httpx.get(f"{base}/gradio_api/info", timeout=30).json()["named_endpoints"]["/generate_image"]
-    body = {"data": [values.get(p["parameter_name"], p.get("parameter_default")) for p in info["parameters"]]}
-    answer = httpx.post(f"{base}/gradio_api/call/generate_image", json=body, timeout=30)
-    assert answer.status_code == 200, answer.text
-    event_id = answer.json()["event_id"]
-    lines = httpx.get(f"{base}/gradio_api/call/generate_image/{event_id}", timeout=120).text.splitlines()
-    ends = [i for i, line in enumerate(lines) if line in ("event: complete", "event: error")]
-    assert ends, lines
-    data = lines[ends[-1] + 1].removeprefix("data:").strip()
-    return lines[ends[-1]].removeprefix("event: "), json.loads(data) if data else None
-
-
-def pngs(folder) -> int:
-    return sum(1 for _ in folder.rglob("*.png"))
+    return call_by_name(base, "generate_image", values, timeout=120)
 
 
 @pytest.mark.parametrize("values,names", [

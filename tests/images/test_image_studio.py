@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import queue
 import re
-import struct
 import threading
 import time
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from core.images.models import ImageModelManager
 from core.images.png import read_png_parameters
 from core.images.service import ImageStudio, JobUpdate
 from core.images.store import ImageGallery
+from tests.support.pictures import declared_png
 
 GAN = "gan:faces"
 
@@ -226,15 +225,6 @@ def test_gan_parameters_restore_seed_and_interpolation(studio):
 
 
 # -- refused input --------------------------------------------------------------------------------------
-
-
-def declared_png(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
 
 
 def bad_files(folder: Path) -> dict[str, Path]:

@@ -12,9 +12,10 @@ from PIL import Image, ImageDraw
 from config import Settings
 from core.images.png import read_png_parameters
 from tests.support.app_process import app_process
+from tests.support.apps import running_app
+from tests.support.paths import ROOT
+from tests.support.tiny_models import build_tiny_pipeline
 from ui.identity import ANONYMOUS_API_USER
-from tests.app.test_app_api import running_app
-from tests.backends.test_diffusers_backend import build_tiny_pipeline
 
 GAN = "gan:faces"
 
@@ -127,7 +128,7 @@ def test_a_decompression_bomb_upload_is_refused_before_decoding(app, tiny_spec, 
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    from tests.images.test_image_studio import declared_png
+    from tests.support.pictures import declared_png
 
     client, _ = app
     bomb = tmp_path / "bomb.png"
@@ -163,8 +164,6 @@ def test_building_the_app_loads_no_image_model(tmp_path):
     """The tab is built from capabilities alone: no torch, diffusers or OpenVINO is imported (fresh interpreter)."""
     import subprocess
     import sys
-    from pathlib import Path
-
     code = (
         "import sys; from config import Settings; from app import build_app; "
         f"build_app(Settings(image_models=('diffusers:stabilityai/sd-turbo', 'gan:faces', 'openai:dall-e-3'), "
@@ -172,7 +171,7 @@ def test_building_the_app_loads_no_image_model(tmp_path):
         "print(sorted(m for m in ('torch', 'diffusers', 'openvino', 'openai') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=str(Path(__file__).resolve().parents[2]))
+                         cwd=str(ROOT))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

@@ -8,17 +8,9 @@ import re
 import pytest
 
 from tests.support.app_process import app_process
-from tests.support.browser import wait_for
+from tests.support.browser import open_images_tab, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def open_images_tab(page, url: str) -> None:
-    page.goto(url)
-    page.wait_for_function("() => window.gradio_config !== undefined")
-    page.get_by_role("tab", name="Images").click()
-    page.locator("#image-generate").wait_for()
-    page.wait_for_timeout(500)  # the load event fills in this browser's gallery
 
 
 def pick_model(page, label: str) -> None:

@@ -16,6 +16,7 @@ from core.images.inputs import load_user_image
 from core.images.png import canonical_parameters, encode_png, parse_infotext, read_png_parameters, to_infotext
 from core.images.request import MAX_BATCH, MAX_FRAMES, normalise_request, parameters_for, request_fields
 from core.images.store import ImageGallery
+from tests.support.pictures import declared_png, png_chunk
 
 SD = ImageCapabilities(modes=("txt2img", "img2img", "sketch", "inpaint"), schedulers=("Euler", "DPM++ 2M"),
                        max_width=1024, max_height=1024, size_multiple=8, max_steps=50)
@@ -23,17 +24,6 @@ GAN = ImageCapabilities(modes=("random",), max_width=1024, max_height=1024, size
 
 
 # -- helpers that build hostile files in the test --------------------------------------------------
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def declared_png(width: int, height: int, body: bytes = b"\0" * 64) -> bytes:
-    """A PNG header that claims width x height RGB pixels, followed by a tiny compressed body."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(body, 9)) + png_chunk(b"IEND", b""))
-
-
 def encoded(image: Image.Image, fmt: str, **kw) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **kw)

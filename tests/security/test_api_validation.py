@@ -19,6 +19,7 @@ from core.errors import InputError
 from core import validate
 from tests.support.app_process import app_process
 from tests.support.openai_servers import fake_openai_server, fake_reply
+from tests.support.rest_client import final_event
 
 BROWSER_ID = "validation-test-browser-id-0001"
 
@@ -74,11 +75,7 @@ def call(app, name: str, data: list) -> tuple[str, Any]:
     event_id = json.loads(body)["event_id"]
     status, raw = request(app, f"/gradio_api/call/{name}/{event_id}")
     assert status == 200
-    final = ("none", None)
-    for event, payload in sse(raw):
-        if event in ("complete", "error"):
-            final = (event, payload)
-    return final
+    return final_event(raw.decode()) or ("none", None)
 
 
 def error_message(outcome: tuple[str, Any]) -> str:

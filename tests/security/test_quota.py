@@ -8,12 +8,9 @@ import json
 import sqlite3
 import time
 
-import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
-from backends.image.base import GeneratedImage
 from core.writer.store import DraftStore
 from core.errors import InputError, QuotaExceededError
 from core.images.png import encode_png
@@ -21,12 +18,8 @@ from core.images.store import ImageGallery
 from core.quota import ANONYMOUS_API_USER, Retention, StorageQuota
 from core.condenser.store import SummaryStore
 from tests.support.app_process import app_process
-
-
-def noise_image(seed: int, side: int = 256) -> GeneratedImage:
-    """An image that does not compress: its PNG is about side*side*3 bytes."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    return GeneratedImage(Image.fromarray(pixels, "RGB"), seed, {"seed": seed, "model": "noise", "prompt": "x"})
+from tests.support.pictures import noise_image
+from tests.support.rest_client import call_by_name
 
 
 def png_size(seed: int, side: int = 256) -> int:
@@ -156,14 +149,7 @@ def test_files_a_crash_left_behind_are_swept(stores, tmp_path):
 
 # -- over HTTP: a real app process, the real GAN --------------------------------------------------------
 def sse_end(base: str, name: str, data: list) -> tuple[str, object]:
-    info = httpx.get(f"{base}/gradio_api/info", timeout=30).json()["named_endpoints"][f"/{name}"]
-    values = dict(data)
-    body = {"data": [values.get(p["parameter_name"], p.get("parameter_default")) for p in info["parameters"]]}
-    event_id = httpx.post(f"{base}/gradio_api/call/{name}", json=body, timeout=30).json()["event_id"]
-    lines = httpx.get(f"{base}/gradio_api/call/{name}/{event_id}", timeout=300).text.splitlines()
-    end = max(i for i, line in enumerate(lines) if line in ("event: complete", "event: error"))
-    payload = lines[end + 1].removeprefix("data:").strip()
-    return lines[end].removeprefix("event: "), json.loads(payload) if payload else None
+    return call_by_name(base, name, dict(data), timeout=300)
 
 
 def test_http_an_image_batch_stops_cleanly_at_the_quota_and_old_items_go_at_startup(tmp_path):

@@ -15,12 +15,10 @@ import uuid
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
 from backends.image.gan_faces import GanFacesBackend
-from backends.image.base import GeneratedImage
 from config import Settings
 from core.writer.store import DraftStore
 from core.errors import StorageFullError
@@ -29,13 +27,9 @@ from core.images.service import ImageStudio
 from core.images.store import ImageGallery
 from core.condenser.store import SummaryStore
 from tests.support.app_process import app_process
+from tests.support.pictures import noise_image
 
 GAN = "gan:faces"
-
-
-def noise_image(seed: int, side: int = 256, prompt: str = "x") -> GeneratedImage:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    return GeneratedImage(Image.fromarray(pixels, "RGB"), seed, {"seed": seed, "model": "noise", "prompt": prompt})
 
 
 class DiskFullAfter(ImageGallery):

@@ -16,9 +16,10 @@ from core.security.passwords import hash_password
 from core.security.tokens import TokenStore
 from tests.support.app_process import app_process
 from tests.support.openai_servers import fake_openai_server
+from tests.support.paths import CORPUS
+from tests.support.rest_client import final_event
 
 GAN = "gan:faces"
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 TEXT = CORPUS / "good-french-moliere-utf8.txt"
 
 
@@ -42,14 +43,7 @@ def call(client: httpx.Client, base: str, name: str, data: list, headers: dict |
         return "refused", (r.status_code, r.text)
     event_id = r.json()["event_id"]
     text = client.get(f"{base}gradio_api/call/{name}/{event_id}", headers=headers or {}, timeout=120).text
-    final: tuple[str, object] = ("none", text[-300:])
-    event = ""
-    for line in text.splitlines():
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:") and event in ("complete", "error"):
-            final = (event, json.loads(line[5:]))
-    return final
+    return final_event(text) or ("none", text[-300:])
 
 
 def upload(client: httpx.Client, base: str, name: str, data: bytes, headers: dict | None = None) -> httpx.Response:

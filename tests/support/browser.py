@@ -1,4 +1,5 @@
-"""What the browser tests share: Debian's Chromium with the flags this closed network needs, and polling."""
+"""What the browser tests share: Debian's Chromium with the flags this closed network needs, polling, and opening
+the Images tab (two image test modules start there)."""
 from __future__ import annotations
 
 import shutil
@@ -17,3 +18,11 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def open_images_tab(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function("() => window.gradio_config !== undefined")
+    page.get_by_role("tab", name="Images").click()
+    page.locator("#image-generate").wait_for()
+    page.wait_for_timeout(500)  # the load event fills in this browser's gallery

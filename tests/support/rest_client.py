@@ -1,12 +1,41 @@
-"""Gradio's documented REST API as a plain HTTP client uses it, over one kept-alive connection:
-POST /gradio_api/call/<name> {"data": [...]} for an event id, then GET /gradio_api/call/<name>/<id>
-and read the server-sent events to the end. For tests and benchmarks that make many calls."""
+"""Gradio's documented REST API as a plain HTTP client uses it: POST /gradio_api/call/<name> {"data": [...]} for an
+event id, then GET /gradio_api/call/<name>/<id> and read the server-sent events to the end. RestClient does it over
+one kept-alive connection (for tests and benchmarks that make many calls); call_by_name fills in the parameters."""
 from __future__ import annotations
 
 import http.client
 import json
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
+
+
+def final_event(stream: str) -> tuple[str, Any] | None:
+    """The last "complete" or "error" event of a call's server-sent event stream with its JSON data, or None."""
+    final: tuple[str, Any] | None = None
+    event = ""
+    for line in stream.splitlines():
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:") and event in ("complete", "error"):
+            data = line[5:].strip()
+            final = (event, json.loads(data) if data else None)
+    return final
+
+
+def call_by_name(base_url: str, name: str, values: dict[str, Any], timeout: float = 300.0) -> tuple[str, Any]:
+    """Call endpoint `name` with every parameter in the order /gradio_api/info lists them (the value in `values`
+    under the parameter's name, else its default): ("complete" | "error", data) of the stream's end."""
+    base = base_url.rstrip("/")
+    info = httpx.get(f"{base}/gradio_api/info", timeout=30).json()["named_endpoints"][f"/{name}"]
+    body = {"data": [values.get(p["parameter_name"], p.get("parameter_default")) for p in info["parameters"]]}
+    answer = httpx.post(f"{base}/gradio_api/call/{name}", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    stream = httpx.get(f"{base}/gradio_api/call/{name}/{answer.json()['event_id']}", timeout=timeout).text
+    final = final_event(stream)
+    assert final is not None, stream[-500:]
+    return final
 
 
 class RestClient:
@@ -39,14 +68,8 @@ class RestClient:
             return "refused", {"status": status, "body": raw.decode(errors="replace")}
         event_id = self.last_event_id = json.loads(raw)["event_id"]
         status, raw = self._request("GET", f"/gradio_api/call/{name}/{event_id}")
-        final: tuple[str, Any] = ("none", raw.decode(errors="replace")[-500:])
-        event = ""
-        for line in raw.decode(errors="replace").splitlines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                final = (event, json.loads(line[5:]))
-        return final
+        stream = raw.decode(errors="replace")
+        return final_event(stream) or ("none", stream[-500:])
 
     def close(self) -> None:
         if self._conn is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.openai_servers import fake_openai_server
-from tests.app.test_app_api import running_app, settings_for
+from tests.support.apps import running_app, settings_for
 
 
 @pytest.fixture(scope="module")
