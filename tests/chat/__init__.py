@@ -1,0 +1,1 @@
+"""Chat: the core helpers, the service and conversation storage, no UI."""

@@ -1,0 +1,1 @@
+"""The condenser: document extraction, chunks and citations, the pipeline, its API and its tab."""

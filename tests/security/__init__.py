@@ -1,0 +1,1 @@
+"""Security and reliability: the HTTP guard, validation, quotas and full disks, safe HTML, sessions, attacks, load."""

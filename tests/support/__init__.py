@@ -1,1 +1,1 @@
-"""What many tests share: fake servers, the app process, browser helpers, paths."""
+"""What tests share: fake servers, the app in-process or as a process, ports, browser, tiny models, pictures, paths."""

@@ -1,0 +1,1 @@
+"""The writer: templates, text handling, drafts, export, the service, its API and its tab."""
