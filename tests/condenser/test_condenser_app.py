@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from app import build_app, launch
 from config import Settings
+from tests.support.apps import running_app
 from tests.support.openai_servers import fake_openai_server
 from tests.support.paths import CORPUS
-from tests.support.ports import free_port
 
 MANIFEST = {e["file"]: e for e in json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))}
 BAD_MESSAGES = {
@@ -48,18 +47,11 @@ def upload_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(upload_dir, tmp_path_factory):
-    from gradio_client import Client
-
     with fake_openai_server(reply_words=12) as fake:
         settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path_factory.mktemp("data"),
                             openai_base_url=fake.base_url, request_timeout=10.0, max_retries=1)
-        demo = build_app(settings)
-        port = free_port()
-        launch(demo, settings, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-        try:
-            yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-        finally:
-            demo.close()
+        with running_app(settings) as (client, _):
+            yield client
 
 
 @pytest.fixture
