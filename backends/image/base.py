@@ -7,8 +7,9 @@ schedulers are not thread-safe), enforced inside the backend.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 Mode = Literal["txt2img", "img2img", "sketch", "inpaint", "random"]
 
@@ -34,7 +35,7 @@ class ImageRequest:
     seed_b: int | None = None
     interpolation_steps: int = 0
 
-    def with_seed(self, seed: int) -> "ImageRequest":
+    def with_seed(self, seed: int) -> ImageRequest:
         return replace(self, seed=seed)
 
 

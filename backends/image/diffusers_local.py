@@ -20,6 +20,7 @@ from backends.image.base import (
     ImageCapabilities,
     ImageProgressFn,
     ImageRequest,
+    Mode,
 )
 from backends.image.diffusers_loading import PipelineLoader
 from backends.image.diffusers_steps import (
@@ -40,7 +41,7 @@ from backends.text.base import BackendError, ProgressFn
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"  # 1-4 steps at guidance 0; ~2.6 GB in fp16
-MODES = ("txt2img", "img2img", "sketch", "inpaint")
+MODES: tuple[Mode, ...] = ("txt2img", "img2img", "sketch", "inpaint")
 MEMORY_LEVELS = ("none", "attention slicing + VAE tiling", "model CPU offload")
 
 

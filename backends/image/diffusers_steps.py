@@ -107,7 +107,7 @@ def _latent_preview(latents: Any, coeffs: tuple, width: int, height: int) -> Any
         return None
     with torch.no_grad():
         weights = torch.tensor(coeffs, dtype=torch.float32, device=latents.device)
-        rgb = torch.einsum("chw,cr->hwr", latents[0].float(), weights)
-        rgb = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+        linear = torch.einsum("chw,cr->hwr", latents[0].float(), weights)
+        rgb = ((linear + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
     preview = Image.fromarray(rgb, "RGB")
-    return preview.resize((max(8, width // 2), max(8, height // 2)), Image.BILINEAR)
+    return preview.resize((max(8, width // 2), max(8, height // 2)), Image.Resampling.BILINEAR)

@@ -171,12 +171,14 @@ def single_file_pipeline(path: Path) -> str:
     import torch
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
+    checkpoint: Any  # a state dict, possibly nested under "state_dict"
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
 
-            with safe_open(str(path), framework="pt") as handle:
-                checkpoint = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
+            with safe_open(str(path), framework="pt") as handle:  # not iterable: .keys() it is
+                checkpoint = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta")
+                              for k in handle.keys()}  # noqa: SIM118
         else:
             try:
                 checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -282,5 +284,5 @@ def _download_bar(ref: str, total: int, report: ProgressFn) -> type:
     return _Bar
 
 
-def _gb(n: int) -> str:
+def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

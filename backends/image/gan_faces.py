@@ -4,13 +4,14 @@ longer exists, so it is never imported). Seeds, batches, and interpolation betwe
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from backends.text.base import BackendError, ModelUnavailableError
 from backends.image.base import (
     GeneratedImage,
     ImageCancelled,
@@ -18,6 +19,7 @@ from backends.image.base import (
     ImageProgressFn,
     ImageRequest,
 )
+from backends.text.base import BackendError, ModelUnavailableError
 
 PACKAGE = "random_face"
 PACKAGE_VERSION = "2021.7.21.1"
@@ -91,8 +93,8 @@ class GanFacesBackend:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
-        self._mapping = None  # openvino.CompiledModel
-        self._synthesis = None
+        self._mapping: Any = None  # openvino.CompiledModel
+        self._synthesis: Any = None
         self._w_mean = None  # numpy [1, 512] float32
         self.model_hash = ""  # first 10 hex digits of SHA-256 over both .bin files
 
@@ -170,7 +172,7 @@ class GanFacesBackend:
                 "pick a diffusers or OpenAI model for prompts and seed images."
             )
         interpolating = request.seed_b is not None and request.interpolation_steps > 0
-        seeds = [request.seed] + ([request.seed_b] if interpolating else [])
+        seeds = [request.seed] + ([request.seed_b] if interpolating and request.seed_b is not None else [])
         for s in seeds:
             if not 0 <= int(s) <= MAX_SEED:
                 raise BackendError(f"Seed {s} is out of range: use 0 to {MAX_SEED}.")
@@ -189,6 +191,7 @@ class GanFacesBackend:
         base = {"model": self.spec, "model_hash": self.model_hash, "mode": "random",
                 "width": IMAGE_SIZE, "height": IMAGE_SIZE, "truncation": psi, "licence": LICENCE_SHORT}
         if interpolating:
+            assert request.seed_b is not None
             # Interpolate in w (after the mapping network), linearly: w is what the synthesis
             # network consumes and is the space StyleGAN was built to be smooth in; truncation is
             # affine so every frame keeps the same psi; and frame 0 / the last frame use w_a / w_b
@@ -257,10 +260,8 @@ class GanFacesBackend:
             while not req.wait_for(50):
                 if cancel.is_set():
                     req.cancel()
-                    try:
+                    with contextlib.suppress(RuntimeError):  # "Infer Request was canceled"
                         req.wait()  # the request has stopped before we drop it
-                    except RuntimeError:
-                        pass  # "Infer Request was canceled"
                     raise ImageCancelled()
             data = req.get_tensor(output).data
             return data.copy() if copy else data

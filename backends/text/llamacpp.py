@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from backends.text.base import (
-    fold_system_into_user,
     BackendError,
     Capabilities,
     Completion,
@@ -21,6 +21,7 @@ from backends.text.base import (
     ModelUnavailableError,
     ProgressFn,
     StreamStats,
+    fold_system_into_user,
 )
 from backends.text.embedded import verify_sha256
 
@@ -37,7 +38,7 @@ class LlamaCppBackend:
     def __init__(
         self,
         model_path: Path | str | Callable[[], Path],
-        settings: "Settings",
+        settings: Settings,
         spec: str,
         label: str,
         expected_sha256: str | None = None,
@@ -112,11 +113,11 @@ class LlamaCppBackend:
 
     # ------------------------------------------------------------------ prompts
 
-    def _prepare(self, messages: list[Message]) -> list[dict[str, str]]:
-        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+    def _prepare(self, messages: list[Message]) -> list[Message]:
+        msgs: list[Message] = [{"role": m["role"], "content": m["content"]} for m in messages]
         return msgs if self._system_ok else fold_system_into_user(msgs)
 
-    def _prompt_tokens(self, prepared: list[dict[str, str]]) -> list[int]:
+    def _prompt_tokens(self, prepared: list[Message]) -> list[int]:
         try:
             rendered = self._formatter(messages=prepared)
         except Exception as exc:  # jinja2 errors and the template's own raise_exception
@@ -229,7 +230,7 @@ class LlamaCppBackend:
             if failed:
                 stats.finish_reason = None
             else:
-                stats.finish_reason = finish if finish in ("stop", "length") else "cancelled"
+                stats.finish_reason = "stop" if finish == "stop" else "length" if finish == "length" else "cancelled"
             if stats.finish_reason == "length":
                 stats.completion_tokens = max_tokens
             elif parts:

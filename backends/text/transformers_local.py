@@ -125,9 +125,10 @@ class TransformersBackend:
             model = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
             )
-            if getattr(model, "hf_quantizer", None) is not None:
+            quantizer: Any = getattr(model, "hf_quantizer", None)
+            if quantizer is not None:
                 # Older loaders dequantise yet leave the quantizer attached, which blocks saving.
-                model.hf_quantizer.remove_quantization_config(model)
+                quantizer.remove_quantization_config(model)
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
             raise ModelUnavailableError(
                 f"transformers could not read {gguf.name}: {first_line(exc)}. Not every GGUF "
@@ -219,7 +220,7 @@ class TransformersBackend:
     # ------------------------------------------------------------------ prompts
 
     def _encode(self, messages: list[Message]) -> Any:
-        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        msgs: list[Message] = [{"role": m["role"], "content": m["content"]} for m in messages]
         if not self._system_ok:
             msgs = fold_system_into_user(msgs)
         try:
