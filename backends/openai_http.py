@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
 BACKOFF_BASE_S = 0.5  # first retry waits this long, then doubles
 RETRY_AFTER_CAP_S = 20.0  # a server asking for a longer pause than this gets this
 CONNECT_TIMEOUT_CAP_S = 10.0

@@ -14,13 +14,19 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from backends.image.base import GeneratedImage, ImageCancelled, ImageCapabilities, ImageProgressFn, ImageRequest
-from backends.openai_http import OpenAIHttp, RequestCancelled, display_url, error_code, server_said
+from backends.openai_http import (
+    DEFAULT_BASE_URL,
+    PLACEHOLDER_KEY,
+    OpenAIHttp,
+    RequestCancelled,
+    display_url,
+    error_code,
+    server_said,
+)
 from backends.text.base import BackendError, ModelUnavailableError, ProgressFn, ServerFailedError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
 MAX_IMAGE_PIXELS = 64_000_000  # refuse anything bigger a server sends (decompression bombs included)
 MAX_DOWNLOAD_BYTES = 64 << 20
 # GPT image models on api.openai.com take only these sizes (newer ones also take any multiple of 16).

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from backends.openai_http import OpenAIHttp, RequestCancelled, server_said
+from backends.openai_http import DEFAULT_BASE_URL, PLACEHOLDER_KEY, OpenAIHttp, RequestCancelled, server_said
 from backends.text.base import (
     BackendError,
     Capabilities,
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
 PROBE_TIMEOUT_S = 5.0  # the /models look-up for the context length is best-effort
 PROBE_RETRY_S = 60.0  # after an unreachable server, wait this long before probing again
 # Keys under which servers report the context window on a /v1/models entry (vLLM: max_model_len).
