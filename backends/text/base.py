@@ -29,6 +29,19 @@ def fold_system_into_user(messages: list[Message]) -> list[Message]:
     return [{"role": "user", "content": system}, *rest]  # type: ignore[list-item]
 
 
+_SYSTEM_PROBE = "SYSTEM-ROLE-PROBE-7f3a"
+
+
+def accepts_system_role(render: Callable[[list[Message]], str]) -> bool:
+    """Whether a chat template keeps a system message: `render` formats messages with it. A template may
+    reject one (raise) or silently drop it; both mean no."""
+    try:
+        text = render([{"role": "system", "content": _SYSTEM_PROBE}, {"role": "user", "content": "hi"}])
+    except Exception:
+        return False
+    return _SYSTEM_PROBE in text
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     temperature: float = 0.7

@@ -21,15 +21,13 @@ from backends.text.base import (
     ModelUnavailableError,
     ProgressFn,
     StreamStats,
+    accepts_system_role,
     fold_system_into_user,
 )
 from backends.text.embedded import verify_sha256
 
 if TYPE_CHECKING:
     from config import Settings
-
-_SYSTEM_PROBE = "SYSTEM-ROLE-PROBE-7f3a"
-
 
 class LlamaCppBackend:
     """One GGUF file served by llama.cpp. A Llama object is not thread-safe, so generation is
@@ -87,7 +85,7 @@ class LlamaCppBackend:
             # happens to equal a built-in one for its hand-written format).
             llm.chat_handler = formatter.to_chat_handler()
             self._formatter = formatter
-            self._system_ok = _accepts_system_role(formatter)
+            self._system_ok = accepts_system_role(lambda msgs: formatter(messages=msgs).prompt)
             self._n_ctx = llm.n_ctx()
             self._llm = llm
             report(1.0, f"{self.label} ready ({self._n_ctx}-token context)")
@@ -292,15 +290,4 @@ def _own_chat_formatter(llm: Any, path: Path) -> Any:
         return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id])
     except Exception as exc:  # jinja2.TemplateSyntaxError
         raise ModelUnavailableError(f"The chat template in {path.name} does not parse: {exc}") from exc
-
-
-def _accepts_system_role(formatter: Any) -> bool:
-    """A template may reject a system message (raise) or silently drop it; both mean no."""
-    try:
-        prompt = formatter(
-            messages=[{"role": "system", "content": _SYSTEM_PROBE}, {"role": "user", "content": "hi"}]
-        ).prompt
-    except Exception:
-        return False
-    return _SYSTEM_PROBE in prompt
 

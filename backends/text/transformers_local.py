@@ -26,6 +26,7 @@ from backends.text.base import (
     ProgressFn,
     StreamCutError,
     StreamStats,
+    accepts_system_role,
     fold_system_into_user,
 )
 from backends.text.batching import (
@@ -37,9 +38,6 @@ from backends.text.batching import (
 
 if TYPE_CHECKING:
     from config import Settings
-
-_SYSTEM_PROBE = "SYSTEM-ROLE-PROBE-7f3a"
-
 
 class TransformersBackend:
     """One causal LM served by transformers. One generate() runs at a time; requests that arrive
@@ -89,7 +87,8 @@ class TransformersBackend:
                     "used for chat (it is probably a base model); use its instruction-tuned variant."
                 )
             self._tokenizer = tokenizer
-            self._system_ok = self._accepts_system_role(tokenizer)
+            self._system_ok = accepts_system_role(
+                lambda msgs: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
             self._context_length = self._pick_context_length(model, tokenizer)
             self._eos_ids = frozenset(_as_ids(model.generation_config.eos_token_id) | _as_ids(tokenizer.eos_token_id))
             self._scheduler = BatchScheduler(model, tokenizer, self._eos_ids, self._context_length,
@@ -187,17 +186,6 @@ class TransformersBackend:
             ) from exc
         except (ValueError, KeyError, ImportError) as exc:
             raise ModelUnavailableError(f"transformers cannot load '{source}': {first_line(exc)}") from exc
-
-    def _accepts_system_role(self, tokenizer: Any) -> bool:
-        """A template may reject a system message (raise) or silently drop it; both mean no."""
-        try:
-            text = tokenizer.apply_chat_template(
-                [{"role": "system", "content": _SYSTEM_PROBE}, {"role": "user", "content": "hi"}],
-                tokenize=False, add_generation_prompt=True,
-            )
-        except Exception:
-            return False
-        return _SYSTEM_PROBE in text
 
     def _pick_context_length(self, model: Any, tokenizer: Any) -> int:
         config = model.config.get_text_config()
