@@ -12,7 +12,8 @@ import gradio as gr
 from config import Settings
 from core.chat.presets import load_chat_presets
 from core.chat.service import ChatService
-from core.chat.store import ConversationStore, persistent_secret
+from core.chat.store import ConversationStore
+from core.security.secrets import persistent_secret
 from core.condenser.service import CondenseService
 from core.condenser.store import SummaryStore
 from core.images.models import ImageModelManager

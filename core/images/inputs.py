@@ -154,9 +154,10 @@ def merged_mask(source: Any, notes: list[str]) -> Any:
     masks = [load_user_image(s, "mask", notes) for s in sources if s is not None]
     if not masks:
         return None
-    from PIL import ImageChops
+    from PIL import Image, ImageChops
 
     merged = masks[0]
-    for other in masks[1:]:
-        merged = ImageChops.lighter(merged, other.resize(merged.size) if other.size != merged.size else other)
+    for other in masks[1:]:  # a mask is binary: NEAREST, as every other mask resize
+        same = other if other.size == merged.size else other.resize(merged.size, Image.Resampling.NEAREST)
+        merged = ImageChops.lighter(merged, same)
     return merged

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from core.chat.store import ConversationStore, persistent_secret
+from core.chat.store import ConversationStore
+from core.security.secrets import persistent_secret
 from core.errors import NotFoundError
 
 
