@@ -33,7 +33,8 @@ from ui.api import build_api
 from ui.chat import build_chat_tab
 from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
-from ui.images import build_images_api, build_images_tab
+from ui.images import build_images_tab
+from ui.images_api import build_images_api
 from ui.server.api_args import ArgumentCheck
 from ui.server.guard import Guard, StudioGuard
 from ui.server.sessions import install_session_bounds, session_reaper

@@ -1,17 +1,14 @@
-"""The image studio tab and the /generate_image endpoint: components and event wiring only; everything they
+"""The image studio tab: components and event wiring only (the /generate_image endpoint is ui/images_api.py); everything they
 do is a call into core.images.service. Uploads arrive as file paths so core.images.inputs checks them before
 decoding."""
 # No `from __future__ import annotations`: gr.api reads the endpoint's return annotation as a live object.
 
 import functools
 import inspect
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
-from gradio.data_classes import FileData
-from gradio.route_utils import API_PREFIX
 
 from core.errors import BackendError, BusyError, InputError
 from core.images.errors import ImageInputError, ImageNotFoundError
@@ -20,11 +17,9 @@ from core.images.service import ImageStudio, JobUpdate
 from core.images.store import GalleryImage
 from core.registry import ModelLoadError
 from core.safe_html import safe_markdown
-from core.security.links import FileLinks
 from core.security.uploads import UploadRegistry
 from ui.errors import user_error
-from ui.identity import _VALID_BROWSER_ID, api_user, caller, user_id
-from ui.server.api_args import api_endpoint
+from ui.identity import _VALID_BROWSER_ID, caller, user_id
 
 PRIVATE = dict(api_visibility="private")
 MODE_LABELS = {"txt2img": "Text to image", "img2img": "Image to image", "sketch": "Sketch to image",
@@ -72,7 +67,7 @@ def _thumbnail(image: Any) -> Any:
 
 def _files_as_sent(handler, inputs: list, files: list):
     """`handler` for an event with preprocess=False: every input but `files` still goes through its component's
-    own preprocess; the file inputs arrive as the browser sent them (upload references, checked by `_owned`).
+    own preprocess; the file inputs arrive as the browser sent them (upload references, checked by `owned_upload`).
     Gradio's own preprocessing would open an image, and the image editor's decode and re-save it under a new
     server path, before any check of whose upload it is (and the re-saved path is nobody's upload)."""
     plain = [(i, c) for i, c in enumerate(inputs) if not any(c is f for f in files)]
@@ -298,13 +293,13 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
         try:
             who = caller(request)
             if m == "img2img":
-                form["init_image"] = _owned(uploads, who, init_path, "The seed image")
+                form["init_image"] = owned_upload(uploads, who, init_path, "The seed image")
             elif m == "sketch":
-                form["init_image"] = _owned(uploads, who, _sketch_path(sketch_value), "The drawing")
+                form["init_image"] = owned_upload(uploads, who, _sketch_path(sketch_value), "The drawing")
             elif m == "inpaint":
                 background, layers = _editor_paths(inpaint_value)
-                form["init_image"] = _owned(uploads, who, background, "The image to inpaint")
-                form["mask_image"] = [_owned(uploads, who, layer, "The painted mask") for layer in layers]
+                form["init_image"] = owned_upload(uploads, who, background, "The image to inpaint")
+                form["mask_image"] = [owned_upload(uploads, who, layer, "The painted mask") for layer in layers]
             for update in studio.generate(user, spec, form, session=request.session_hash or ""):
                 shown = _gallery_value(update.images)
                 if update.preview is not None and update.stage == "running":
@@ -428,7 +423,7 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
         if not path:
             return gr.skip()
         try:
-            notes = studio.check_upload(_owned(uploads, caller(request), path, "The seed image"), "init")
+            notes = studio.check_upload(owned_upload(uploads, caller(request), path, "The seed image"), "init")
         except (ImageInputError, InputError) as exc:
             raise user_error(str(exc), title="Image not used") from None
         for note in notes:
@@ -439,81 +434,7 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
     init_image.upload(check_upload, [init_image], [init_image], preprocess=False, **PRIVATE)
 
 
-def build_images_api(studio: ImageStudio, uploads: UploadRegistry, links: FileLinks) -> None:
-    def generate_image(prompt: str, seed: int = -1, negative_prompt: str = "", model: str = "", mode: str = "",
-                       steps: int | None = None, guidance: float | None = None, width: int | None = None,
-                       height: int | None = None, scheduler: str = "", batch_count: int = 1, strength: float = 0.6,
-                       init_image: FileData | None = None, mask_image: FileData | None = None,
-                       seed_b: int | None = None, interpolation_steps: int = 0,
-                       request: gr.Request = None) -> tuple[list[FileData], list[dict]]:  # type: ignore[misc]
-        # A generator, annotated with what it yields: Gradio takes the outputs from the annotation and
-        # does not look inside Iterator[...].
-        """Make images and keep them; returns the PNG files (each with its parameters in a `parameters` text
-        chunk, as stable-diffusion-webui writes it) and the same parameters as dicts. Streams the images
-        finished so far while it works (the last value has them all); cancelling the job stops the work.
-
-        Args:
-            prompt: what to make (ignored by the random-face model).
-            seed: -1 for random; the seed used is in the parameters.
-            negative_prompt: what to avoid.
-            model: a configured image model spec (e.g. "gan:faces"); empty for the default.
-            mode: txt2img, img2img, sketch, inpaint or random; empty for the model's default
-                (img2img when init_image is given, inpaint when mask_image is too).
-            steps: denoising steps.
-            guidance: classifier-free guidance scale.
-            width: image width (txt2img).
-            height: image height (txt2img).
-            scheduler: a sampler name such as "Euler a"; empty for the model's own.
-            batch_count: images one after another, seeds seed, seed+1, ...
-            strength: how much of the seed image may change (img2img, sketch, inpaint).
-            init_image: the seed image (handle_file(path)).
-            mask_image: for inpaint: white (or opaque) where to repaint.
-            seed_b: random faces: interpolate from seed to this seed.
-            interpolation_steps: random faces: number of frames from seed to seed_b.
-        """
-        user = api_user(request)
-        chosen_mode = mode or ("inpaint" if init_image and mask_image else "img2img" if init_image else "")
-        final = None
-        shown, last = -1, 0.0
-        try:
-            who = caller(request)
-            form = dict(prompt=prompt, negative_prompt=negative_prompt, mode=chosen_mode, seed=seed, steps=steps,
-                        guidance=guidance, width=width, height=height, scheduler=scheduler, batch_count=batch_count,
-                        strength=strength, seed_b=seed_b, interpolation_steps=interpolation_steps,
-                        init_image=_owned(uploads, who, init_image, "init_image"),
-                        mask_image=_owned(uploads, who, mask_image, "mask_image"))
-            for update in studio.generate(user, model or None, form):
-                final = update
-                # Yielding now and then is what lets a cancelled call close this generator (and so stop
-                # the job): Gradio can only close it between values.
-                if update.stage != "done" and (len(update.images) != shown or time.monotonic() - last >= API_TICK_S):
-                    shown, last = len(update.images), time.monotonic()
-                    yield _api_files(links, who, update.images), [dict(g.parameters) for g in update.images]
-        except (ImageInputError, BackendError, InputError) as exc:
-            raise user_error(str(exc), title="No image made") from None
-        if final is None or final.stage != "done":
-            raise user_error(final.text if final else "No image was made.", title="No image made")
-        yield _api_files(links, who, final.images), [dict(g.parameters) for g in final.images]
-
-    gr.api(api_endpoint(generate_image, title="No image made"), api_name="generate_image",
-           concurrency_limit=studio.settings.concurrency_limit, concurrency_id="image-generate")
-
-
-API_TICK_S = 0.25  # how often /generate_image sends a value while it works
-
-
-def _api_files(links: FileLinks, who: str, images: list[GalleryImage]) -> list[FileData]:
-    """The images as links only this caller can fetch: a reply never names a server path. url too:
-    Gradio's REST route (/gradio_api/call/...) passes FileData through without adding one."""
-    out = []
-    for g in images:
-        link = links.link(who, g.path, f"{g.seed}.png")
-        out.append(FileData(path=link, url=f"{API_PREFIX}/file={link}", mime_type="image/png",
-                            orig_name=f"{g.seed}.png"))
-    return out
-
-
-def _owned(uploads: UploadRegistry, who: str, value: Any, what: str) -> str | None:
+def owned_upload(uploads: UploadRegistry, who: str, value: Any, what: str) -> str | None:
     """The checked path of a file input (None when none was given): only the caller's own uploads."""
     if value is None or value == "":
         return None

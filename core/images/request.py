@@ -264,3 +264,9 @@ def request_fields(parameters: dict) -> dict:
     if "mode" not in fields:
         fields["mode"] = "img2img" if "strength" in parameters else "txt2img"
     return fields
+
+
+def api_mode(mode: str, init_image: object, mask_image: object) -> str:
+    """The mode of an API call: as given, else inpaint with an image and a mask, img2img with only an image,
+    else empty (the model's default)."""
+    return mode or ("inpaint" if init_image and mask_image else "img2img" if init_image else "")
