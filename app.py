@@ -29,7 +29,7 @@ from core.writer.service import WriterService
 from core.writer.store import DraftStore
 from core.writer.templates import load_library
 from ui.access import build_access_panel
-from ui.api import build_api
+from ui.chat_api import build_api
 from ui.chat import build_chat_tab
 from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
