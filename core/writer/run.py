@@ -6,9 +6,9 @@ import logging
 import queue
 import re
 import threading
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 from core.errors import InputError
 
@@ -73,13 +73,14 @@ def split_for_rewrite(text: str, max_words: int = REWRITE_CHUNK_WORDS) -> list[s
 _DONE = object()
 
 
-def merge_variants(jobs: list[Iterator[Event]], parallel: int, cancel: threading.Event) -> Iterator[tuple[int, Event]]:
+def merge_variants(jobs: Sequence[Generator[Event, None, None]], parallel: int,
+                   cancel: threading.Event) -> Iterator[tuple[int, Event]]:
     """Events of several variant generators, tagged with their index, run by a pool of `parallel`
     threads: 1 runs them one after another in order; more run that many at once (each variant makes
     its own requests; the backend said it can serve that many). Generation never runs in the
     consumer's thread, so a slow consumer (saving to SQLite, sending to a browser) never stalls
     decoding. Unexpected engine errors become error events: one variant failing loses no other."""
-    def guarded(job: Iterator[Event]) -> Iterator[Event]:
+    def guarded(job: Generator[Event, None, None]) -> Iterator[Event]:
         try:
             yield from job
         except InputError as exc:
@@ -92,7 +93,7 @@ def merge_variants(jobs: list[Iterator[Event]], parallel: int, cancel: threading
 
     events: queue.Queue = queue.Queue()
 
-    def run(i: int, job: Iterator[Event]) -> None:
+    def run(i: int, job: Generator[Event, None, None]) -> None:
         try:
             for event in guarded(job):
                 events.put((i, event))
