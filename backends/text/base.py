@@ -6,7 +6,7 @@ is stored on the backend object, so one loaded backend serves every user.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
@@ -161,7 +161,7 @@ class TextBackend(Protocol):
         params: GenerationParams,
         cancel: threading.Event,
         stats: StreamStats | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Yield text deltas. Stops within a few tokens of `cancel` being set, with the engine's
         work for this request ended before the iterator finishes (a worker thread that batches
         several requests goes on for the others, and ends with the last). Raises BackendError

@@ -8,7 +8,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -133,7 +133,7 @@ class OpenAIBackend:
         params: GenerationParams,
         cancel: threading.Event,
         stats: StreamStats | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Deltas as the server sends them. Retries happen only before the first byte of the reply;
         once text has arrived a failure raises StreamCutError carrying that text. Cancelling (or
         abandoning the iterator) closes the HTTP response so the server stops generating."""

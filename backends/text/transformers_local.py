@@ -10,7 +10,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -252,7 +252,7 @@ class TransformersBackend:
         params: GenerationParams,
         cancel: threading.Event,
         stats: StreamStats | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Requests that wait while the model is busy are batched into the next generate() call (up
         to the batch size, whatever their sampling settings and seeds): one left-padded forward pass
         serves them all, and each request still streams, samples, stops and cancels on its own row."""

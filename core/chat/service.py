@@ -16,7 +16,7 @@ from core import validate
 from core.cancel import CancelRegistry
 from core.models import ModelManager
 from core.chat import export
-from core.chat.store import Conversation, ConversationStore
+from core.chat.store import Conversation, ConversationStore, Status
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,8 @@ class ChatService:
         """Refuse, before anything is stored, a message that cannot fit the model's context."""
         caps = backend.capabilities()
         budget = caps.context_length - options.params().max_new_tokens
-        system = [{"role": "system", "content": options.system_prompt}] if options.system_prompt else []
-        needed = backend.count_tokens(system + [{"role": "user", "content": text}])  # type: ignore[list-item]
+        system: list[Message] = [{"role": "system", "content": options.system_prompt}] if options.system_prompt else []
+        needed = backend.count_tokens([*system, {"role": "user", "content": text}])
         if needed > budget:
             raise InputError(
                 f"Your message needs about {needed:,} tokens, but {backend.label} has room for "
@@ -281,7 +281,8 @@ class ChatService:
         t0 = time.perf_counter()
         first = None
         last_save = t0
-        status, note, error = "complete", "", ""
+        status: Status = "complete"
+        note, error = "", ""
         stream = backend.stream_chat(messages, params, cancel, stats)
         try:
             for delta in stream:
@@ -350,7 +351,7 @@ class ChatService:
                 p for p in (options.system_prompt.strip(), *system) if p))
         backend = self.models.get(options.model)
         backend.load(None)
-        turns = merge_roles([m for m in items if m["role"] != "system" and m["content"].strip()]  # type: ignore[misc]
+        turns = merge_roles([m for m in items if m["role"] != "system" and m["content"].strip()]
                             + [{"role": "user", "content": text}])
         messages, notice = self._fit(backend, turns, options)
         cancel = cancel or threading.Event()

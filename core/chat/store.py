@@ -178,7 +178,7 @@ class ConversationStore(SQLiteDB):
                 (conversation_id, role, content, status, model, now),
             )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)  # always set after an INSERT
 
     def update_message(self, user_id: str, conversation_id: str, message_id: int, *, content: str,
                        status: Status, note: str = "", stats: dict | None = None) -> None:
