@@ -1,14 +1,15 @@
 """Where each point of a summary came from. A `Source` is one real place in one document (a page or a
 section, exactly as ExtractedDocument.locator names it); the pipeline attaches sources to every point
 itself, so a citation never depends on the model citing correctly. Also: writing citations
-([p. 3], [pp. 3-4], [§ Name], [lines 5-94]), choosing the quoted passage behind a citation, and
-turning raw model output into clean points (its own citations, links, images and HTML removed)."""
+([p. 3], [pp. 3-4], [§ Name], [lines 5-94]), matching a point to the passages it rests on (and checking
+the model's own citations), and choosing the quoted passage behind a citation. Replies become points
+in points.py."""
 from __future__ import annotations
 
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterable, Literal, Sequence
 
 from core.condenser.documents import ExtractedDocument
@@ -178,12 +179,12 @@ der die das und ist nicht mit von den dem des ein eine einer eines auf für sich
 aus nach wird werden sind war zum zur sie wir ihr ihre sein seine kann können durch über unter
 les des une est pas pour dans que qui sur par avec son ses aux ont été amp quot
 """.split())
-_WORD = re.compile(r"[^\W\d_]{3,}|\d{2,}")
+WORD = re.compile(r"[^\W\d_]{3,}|\d{2,}")
 
 
 def terms(text: str) -> set[str]:
     """Content words, crudely stemmed (first 7 letters), so "summarised" meets "summary"."""
-    return {w[:7] for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP}
+    return {w[:7] for w in (m.lower() for m in WORD.findall(text)) if w not in _STOP}
 
 
 def rank(passages: Sequence[str], text: str) -> list[tuple[int, float, int]]:
@@ -273,247 +274,3 @@ def _clip(text: str, limit: int = QUOTE_CHARS) -> str:
         return text
     cut = text.rfind(" ", 0, limit - 1)
     return text[: cut if cut > limit // 2 else limit - 1] + "…"
-
-
-# --- model output -> points --------------------------------------------------------------------------
-
-# Citations a model writes itself. They are taken out of the text: the code writes every citation.
-_MODEL_CITE = re.compile(
-    r"\s*[\[(]\s*(?:"
-    r"(?:p|pp|pg|pgs|page|pages|s|seite|seiten)\.?\s*\d+(?:\s*(?:[-–,]|and|und)\s*\d+)*"
-    r"|§[^\])\n]{0,80}"
-    r"|lines?\s+\d+(?:\s*[-–]\s*\d+)?"
-    r"|(?:notes?\s*)?N\s*\d+(?:\s*[,;/&]\s*(?:N\s*)?\d+)*"
-    r")\s*[\])]", re.IGNORECASE)
-_NOTE_REF = re.compile(r"\d+")
-_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)|!\[[^\]\n]*\]\[[^\]\n]*\]")
-_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\n]*)\)")
-_REF_LINK = re.compile(r"\[([^\]\n]+)\]\[[^\]\n]*\]")
-_REF_DEF = re.compile(r"^\s{0,3}\[[^\]\n]+\]:\s*\S.*$", re.MULTILINE)
-_AUTOLINK = re.compile(r"<(?:https?|ftp|mailto|data|javascript):[^>\s]*>", re.IGNORECASE)
-_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
-_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
-_URL = re.compile(r"\b(?:(?:https?|ftp)://|www\.|(?:data|javascript|mailto):)[^\s<>()\[\]]*", re.IGNORECASE)
-_MARKER_REMNANT = re.compile(r"^[ \t]*(?:<+[ \t]*(?:END OF )?(?:DOCUMENT|NOTES)?|(?:END OF )?(?:DOCUMENT|NOTES))"
-                             r"[ \t>]*$\n?", re.MULTILINE)
-_BULLET = re.compile(r"^\s*(?:[-*•·‣▪+–]|\d{1,3}[.)])\s+")
-_NOTE_LINE = re.compile(r"^(?:[-*•]\s*)?N(\d{1,4})[.:)]\s+")
-_HEADING = re.compile(r"^\s*#{1,6}\s*")
-_EMPHASIS_ONLY = re.compile(r"^\s*(\*\*|__)(.+?)\1\s*:?\s*$")
-
-
-def clean_model_text(text: str, *, allow_links: bool = False, markers: Sequence[str] = ()) -> str:
-    """Model output made safe to render: no images, no HTML, and no links or URLs unless they were
-    asked for. Runs before citations are added, so nothing the code writes is touched."""
-    for marker in markers:  # the model echoing the data markers (or their random tag)
-        if marker:
-            pattern = re.escape(marker) if " " in marker else rf"\S*{re.escape(marker)}\S*"
-            text = re.sub(pattern, " ", text)
-    if markers:
-        text = _MARKER_REMNANT.sub("", text)
-    text = _IMAGE.sub("", text)
-    text = _HTML_COMMENT.sub("", text)
-    if not allow_links:
-        text = _LINK.sub(lambda m: m.group(1), text)
-        text = _REF_LINK.sub(lambda m: m.group(1), text)
-        text = _REF_DEF.sub("", text)
-        text = _AUTOLINK.sub("", text)
-        text = _URL.sub("", text)
-    else:
-        text = _LINK.sub(lambda m: m.group(0) if re.match(r"https?://", m.group(2).strip()) else m.group(1), text)
-    return _HTML_TAG.sub("", text)
-
-
-def md_text(text: str) -> str:
-    """Cleaned model text for Markdown: angle brackets and ampersands stay text, never markup."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]()!#|~])")
-
-
-def md_quote(text: str) -> str:
-    """A passage of the document shown verbatim: Markdown syntax in it is escaped, and a URL in it is
-    shown as code (readable, never a clickable link)."""
-    out, last = [], 0
-    for m in _URL.finditer(text):
-        out.append(md_text(_MD_SPECIAL.sub(r"\\\1", text[last:m.start()])))
-        out.append(f"`{m.group(0).replace('`', '')}`")
-        last = m.end()
-    out.append(md_text(_MD_SPECIAL.sub(r"\\\1", text[last:])))
-    return "".join(out)
-
-
-def strip_model_citations(text: str) -> tuple[str, list[str]]:
-    """Remove citations the model wrote; return the text and what they said (e.g. "p. 3", "N2, N5")."""
-    found: list[str] = []
-
-    def take(m: re.Match) -> str:
-        found.append(m.group(0).strip(" \t[]()"))
-        return ""
-
-    return _MODEL_CITE.sub(take, text).strip(), found
-
-
-def note_numbers(citations: Sequence[str]) -> list[int]:
-    """Note numbers from citations such as "N2, N5" or "notes N3 & 4"."""
-    out = []
-    for c in citations:
-        if re.match(r"(?:notes?\s*)?N\s*\d", c, re.IGNORECASE):
-            out += [int(n) for n in _NOTE_REF.findall(c)]
-    return out
-
-
-def split_blocks(text: str) -> list[tuple[Literal["bullet", "paragraph"], str]]:
-    """Bullets (one per marker, with continuation lines) and paragraphs (blank-line separated).
-    Headings and label lines ("Summary:", "**Key points**") are dropped: structure is the code's."""
-    blocks: list[tuple[Literal["bullet", "paragraph"], str]] = []
-    para: list[str] = []
-
-    def flush() -> None:
-        if para:
-            blocks.append(("paragraph", " ".join(para)))
-            para.clear()
-
-    for raw in text.replace("\r", "").split("\n"):
-        line = raw.strip()
-        if not line:
-            flush()
-            continue
-        if _HEADING.match(line) or _EMPHASIS_ONLY.match(line) or _is_label(line):
-            flush()
-            continue
-        note = _NOTE_LINE.match(line)
-        if note:  # "N3. text": the model rewrote note 3; keep that as its citation
-            flush()
-            blocks.append(("bullet", f"{line[note.end():].strip()} [N{note.group(1)}]"))
-        elif _BULLET.match(raw):
-            flush()
-            blocks.append(("bullet", _BULLET.sub("", raw, count=1).strip()))
-        elif blocks and blocks[-1][0] == "bullet" and not para and raw[:1] in (" ", "\t"):
-            blocks[-1] = ("bullet", f"{blocks[-1][1]} {line}")
-        else:
-            para.append(line)
-    flush()
-    return [(k, t) for k, t in blocks if t.strip()]
-
-
-def _is_label(line: str) -> bool:
-    """A short line ending in a colon ("Here are the key points:") introduces, it says nothing."""
-    return line.endswith(":") and len(line.split()) <= 10
-
-
-def parse_points(raw: str, *, allow_links: bool = False, markers: Sequence[str] = (),
-                 split_paragraphs: bool = False, complete: bool = True,
-                 instructions: str = "") -> list[tuple[Point, list[str]]]:
-    """Raw model output -> (point, the model's own citations) pairs; sources are attached later.
-    Repetition (small models loop) is removed; `split_paragraphs` turns long paragraphs into one
-    point per sentence (notes are cited sentence by sentence). `complete=False` (output cut at its
-    token limit) drops the unfinished last sentence. A point made only of the words of
-    `instructions` (the request itself, echoed back) is dropped."""
-    echo = terms(instructions)
-    text = clean_model_text(raw, allow_links=allow_links, markers=markers)
-    if not complete:
-        text = _drop_unfinished(text)
-    out: list[tuple[Point, list[str]]] = []
-    seen: list[set[str]] = []
-    for kind, block in split_blocks(text):
-        pieces = sentences(block) if split_paragraphs and kind == "paragraph" else [block]
-        for piece in pieces:
-            body, cites = strip_model_citations(piece)
-            body = _dedupe_sentences(trim_repetition(body), seen)
-            body = body.strip(" \t-*•").strip()
-            if not _WORD.findall(body) or (kind == "paragraph" and _is_title(body)) or _echoes(body, echo):
-                continue
-            out.append((Point(body, (), "bullet" if split_paragraphs else kind), cites))
-    return out
-
-
-def _echoes(text: str, instructions: set[str]) -> bool:
-    own = terms(text)
-    return bool(instructions) and len(own) >= 2 and len(own & instructions) >= 0.75 * len(own)
-
-
-def _drop_unfinished(text: str) -> str:
-    stripped = text.rstrip()
-    if not stripped or stripped[-1] in ".!?…)\"”»]":
-        return text
-    cut = max(stripped.rfind(c) for c in ".!?…\n")
-    return stripped[: cut + 1] if cut > 0 else text
-
-
-def _is_title(text: str) -> bool:
-    """A heading echoed as a line of its own: a few words, no sentence punctuation."""
-    return len(text.split()) <= 6 and text.rstrip()[-1:] not in ".!?…"
-
-
-def _key(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
-
-
-def similar(a: set[str], b: set[str]) -> bool:
-    """Near-duplicates: the same content words, give or take a few (small models rephrase loops)."""
-    if not a or not b:
-        return a == b
-    return len(a & b) / len(a | b) >= 0.7
-
-
-def _dedupe_sentences(text: str, seen: list[set[str]]) -> str:
-    kept = []
-    for s in sentences(text) or [text]:
-        key = terms(s) or {_key(s)}
-        if any(similar(key, other) for other in seen):
-            continue
-        seen.append(key)
-        kept.append(s)
-    return " ".join(kept)
-
-
-def merge_duplicates(points: list[Point]) -> list[Point]:
-    """Points saying the same thing become one, carrying the sources of both."""
-    out: list[Point] = []
-    keys: list[str] = []
-    for p in points:
-        key = _key(p.text)
-        for i, k in enumerate(keys):
-            if key == k or (len(key) > 40 and (key in k or k in key)):
-                out[i] = replace(out[i], sources=tuple(dict.fromkeys(out[i].sources + p.sources)))
-                break
-        else:
-            out.append(p)
-            keys.append(key)
-    return out
-
-
-def is_looping(text: str) -> bool:
-    """True once the model repeats itself (a sentence or line, or a close rephrasing of it, for the
-    third time): small models do, and generating more of it only costs time."""
-    units = [terms(s) for s in re.split(r"(?<=[.!?])\s+|\n+", text[-3000:]) if len(s.strip()) >= 8]
-    units = [u for u in units[:-1] if u]  # the last one may still be growing
-    if len(units) >= 3 and sum(1 for u in units[:-1] if similar(u, units[-1])) >= 2:
-        return True
-    return _repeated_run(text.split()[-80:]) is not None
-
-
-def _repeated_run(words: Sequence[str], times: int = 3) -> int | None:
-    """Index where a phrase of 2-12 words starts repeating back to back `times` times, if any
-    ("le début de l'épée, le début de l'épée, le début de l'épée...")."""
-    low = [re.sub(r"[\d\W_]+", "", w.lower()) for w in words]  # "2.1. RÄUME", "3.1. RÄUME" repeat too
-    for size in range(2, 13):
-        for start in range(0, len(low) - size * times + 1):
-            phrase = low[start:start + size]
-            if any(phrase) and all(low[start + k * size:start + (k + 1) * size] == phrase for k in range(1, times)):
-                return start
-    return None
-
-
-def trim_repetition(text: str) -> str:
-    """Cut a phrase looping back to back after its first occurrence."""
-    words = text.split()
-    start = _repeated_run(words)
-    if start is None:
-        return text
-    low = [re.sub(r"[\d\W_]+", "", w.lower()) for w in words]
-    size = next(n for n in range(2, 13) if any(low[start:start + n]) and
-                low[start + n:start + 2 * n] == low[start:start + n])
-    return " ".join(words[:start + size]).rstrip(",;:") + "…"

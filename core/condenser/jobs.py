@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from backends.text.base import GenerationParams, Message, StreamCutError, StreamStats, TextBackend, TimeoutFailedError
-from core.condenser.cite import is_looping
+from core.condenser.points import is_looping
 from core.condenser.request import CondenseCancelled
 
 log = logging.getLogger(__name__)

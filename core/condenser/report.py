@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from core.condenser.chunks import Accounting
-from core.condenser.cite import Catalog, Point, Source, md_quote, md_text, page_ranges
+from core.condenser.cite import Catalog, Point, Source, page_ranges
+from core.condenser.points import md_quote, md_text
 from core.condenser.documents import ExtractedDocument
 
 

@@ -7,15 +7,15 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 
 from backends.text.base import GenerationParams, Message, TextBackend
 from core.condenser.chunks import Chunk, TokenCounter, account, chunk_documents
-from core.condenser.cite import (Catalog, Point, Source, attribute, md_text, merge_duplicates, model_cited,
-                                 note_numbers, parse_points, rank, sentences)
+from core.condenser.cite import Catalog, Point
 from core.condenser.documents import ExtractedDocument, ExtractionCancelled, extract_document, extract_text
 from core.condenser.jobs import Job, JobRunner
+from core.condenser.points import ReplyPoints, md_text
 from core.condenser.report import ChunkRecord, attach_quotes, combined_coverage, document_report, render_markdown
 from core.condenser.request import (DEFAULT_CHUNK_TOKENS, CondenseCancelled, CondenseOptions, CondenseResult,
                                     CondenseUpdate, InputFile)
@@ -136,6 +136,7 @@ class Run:
         chunks, direct = self.plan(docs, counter)
         accounting = account(docs, chunks)
         self.backend, self.counter, self.catalog = backend, counter, catalog
+        self.replies = ReplyPoints(catalog, o, self.form, self.all_markers())
         concurrency = max(1, min(caps.max_concurrency, o.parallel) if o.parallel > 0 else caps.max_concurrency)
         self.run_jobs = JobRunner(backend, self.cancel, concurrency, self.tick_s).run
 
@@ -260,10 +261,10 @@ class Run:
                 continue
             done += 1
             if c.doc in direct:
-                points = self.points_from_text(jobs[i], c)
+                points = self.replies.points_from_text(jobs[i], c)
                 per_doc[c.doc] = points
             else:
-                points = self.notes_from(jobs[i], c)
+                points = self.replies.notes_from(jobs[i], c)
                 notes_by_chunk[c.index] = points
             quoted = any(p.quoted for p in points)
             records.append(ChunkRecord(c.doc, c.number, c.of, self.catalog.cite(c.sources), c.tokens,
@@ -273,58 +274,6 @@ class Run:
             yield self.update(f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total)
         records.sort(key=lambda r: (r.doc, r.number))
         return notes_by_chunk, per_doc, records
-
-    def notes_from(self, job: Job, chunk: Chunk) -> list[Point]:
-        """A chunk's notes, each attributed to the pieces of that chunk it matches (the chunk as a
-        whole when none matches well): sources can only ever be places this chunk holds."""
-        notes = []
-        for point, cites in self.parse(job, split_paragraphs=True):
-            own = self.cited_in_chunk(cites, chunk, point.text)
-            sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=2)
-            notes.append(replace(point, sources=sources))
-        notes = merge_duplicates(notes)
-        return notes or [self.quoted(chunk)]
-
-    def points_from_text(self, job: Job, chunk: Chunk) -> list[Point]:
-        """A one-chunk document's summary: its points attributed to the chunk's pieces."""
-        points = []
-        for point, cites in self.parse_final(job):
-            own = self.cited_in_chunk(cites, chunk, point.text)
-            sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=3)
-            points.append(replace(point, sources=self.catalog.ordered(sources),
-                                  kind=point.kind if self.form.bullets else "paragraph"))
-        points = merge_duplicates(points)
-        return self.shape(points) if points else [self.quoted(chunk)]
-
-    def parse(self, job: Job, split_paragraphs: bool = False) -> list[tuple[Point, list[str]]]:
-        """A reply's points, cleaned; sentences that only echo the request's own instructions (small
-        models do) are dropped."""
-        return parse_points(job.text, markers=self.all_markers(), allow_links=self.options.allow_links,
-                            complete=job.finish == "stop", split_paragraphs=split_paragraphs,
-                            instructions=job.instructions)
-
-    def parse_final(self, job: Job) -> list[tuple[Point, list[str]]]:
-        """A summary's points; for a bulleted form written as plain paragraphs, one bullet a sentence."""
-        parsed = self.parse(job)
-        if self.form.bullets and self.options.length != "tldr" and not any(p.kind == "bullet" for p, _ in parsed):
-            parsed = self.parse(job, split_paragraphs=True)
-        return parsed
-
-    def quoted(self, chunk: Chunk) -> Point:
-        first = chunk.pieces[0]
-        opening = " ".join(" ".join(sentences(first.text)[:2]).split()) or " ".join(first.text.split())
-        return Point(opening[:400], (first.source,), "bullet", quoted=True)
-
-    def cited_in_chunk(self, cites: list[str], chunk: Chunk, text: str) -> tuple[Source, ...]:
-        return model_cited(cites, [(p.source, p.text) for p in chunk.pieces], text)
-
-    def shape(self, points: list[Point]) -> list[Point]:
-        """A TL;DR is one point, whatever the model wrote."""
-        if self.options.length == "tldr" and points:
-            first = points[0]
-            return [replace(first, kind="paragraph",
-                            sources=self.catalog.ordered(s for p in points[:1] for s in p.sources))]
-        return points
 
     # -- reduce ----------------------------------------------------------------------------------
     def note_lines(self, notes: Sequence[Point]) -> list[str]:
@@ -345,7 +294,7 @@ class Run:
             groups = self.group(notes)
             if level >= MAX_REDUCE_LEVELS or all(len(g) == 1 for g in groups):
                 log.warning("reduce for %s did not converge; keeping %d notes as they are", scope, len(notes))
-                return self.shape(notes) if self.options.length == "tldr" else notes
+                return self.replies.shape(notes) if self.options.length == "tldr" else notes
             level += 1
             jobs = [self.job(f"group {k + 1} of {len(groups)} (level {level}) of {scope}", "merge",
                              "\n".join(self.note_lines(g)), self.length.merge_points, self.merge_new)
@@ -358,7 +307,7 @@ class Run:
                 if event == "start":
                     yield self.update(f"Combining notes: {jobs[k].label}…", 0.8 + 0.15 * (1 - 1 / (level + 1)))
                     continue
-                merged[k] = self.points_from_notes(jobs[k], groups[k], final=False) or groups[k]
+                merged[k] = self.replies.points_from_notes(jobs[k], groups[k], final=False) or groups[k]
             new_notes = [p for group in merged for p in group]
             if len(new_notes) >= len(notes) and level > 1:
                 log.warning("reduce for %s is not shrinking at level %d", scope, level)
@@ -370,10 +319,10 @@ class Run:
                 yield self.last
             elif event == "start":
                 yield self.update(f"Writing the summary of {scope}…", 0.95)
-        points = self.points_from_notes(job, notes, final=True)
+        points = self.replies.points_from_notes(job, notes, final=True)
         if not points:  # the model gave nothing: the notes themselves are the summary
             return notes
-        return self.shape(points)
+        return self.replies.shape(points)
 
     @property
     def merge_new(self) -> int:
@@ -399,28 +348,6 @@ class Run:
             else:
                 groups.append(current)
         return groups
-
-    def points_from_notes(self, job: Job, notes: Sequence[Point], final: bool) -> list[Point]:
-        """Points written from numbered notes, each carrying the sources of the notes it rests on:
-        the note numbers the model wrote when the note really shares words with the point, else the
-        notes it matches best, else every note of the request."""
-        everything = tuple(s for n in notes for s in n.sources)
-        candidates = [(n.sources, n.text) for n in notes]
-        out = []
-        parsed = self.parse_final(job) if final else self.parse(job, split_paragraphs=True)
-        for point, cites in parsed:
-            numbers = [k for k in note_numbers(cites) if 1 <= k <= len(notes)]
-            named = [notes[k - 1] for k in dict.fromkeys(numbers)]
-            if named:
-                scores = rank([n.text for n in named], point.text)
-                named = [named[i] for i, score, shared in scores if shared >= 1]
-            if named:
-                sources = tuple(s for n in named for s in n.sources)
-            else:
-                sources = attribute(point.text, candidates, everything)
-            out.append(replace(point, sources=self.catalog.ordered(sources),
-                               kind="paragraph" if final and not self.form.bullets else point.kind))
-        return merge_duplicates(out)
 
     # -- storage -----------------------------------------------------------------------------------
     def store(self, result: CondenseResult, backend: TextBackend):
