@@ -5,8 +5,8 @@ sections it holds, with a little overlap from the previous chunk as context. Not
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from backends.text.base import Message, TextBackend
 from core.condenser.cite import Source
@@ -150,10 +150,7 @@ def pack(pieces: Sequence[Piece], budget: int) -> list[list[Piece]]:
     used = 0
     for p in pieces:
         starts_segment = not current or current[-1].segment != p.segment
-        if current and used + p.tokens > budget:
-            groups.append(current)
-            current, used = [], 0
-        elif (current and starts_segment and used + segment_tokens[p.segment] > budget
+        if current and used + p.tokens > budget or (current and starts_segment and used + segment_tokens[p.segment] > budget
               and segment_tokens[p.segment] <= budget and used >= budget // 2):
             groups.append(current)
             current, used = [], 0

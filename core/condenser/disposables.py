@@ -2,11 +2,12 @@
 upload put each one in) when the last run lets go, or at once when no run ever took them."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from core.condenser.request import InputFile
 
@@ -59,7 +60,5 @@ def discard(files: Sequence[InputFile]) -> None:
             pass
         except OSError as exc:
             log.warning("could not delete the uploaded copy %s: %s", f.path, exc)
-        try:
+        with contextlib.suppress(OSError):
             Path(f.path).parent.rmdir()  # only succeeds when empty: never takes anything else
-        except OSError:
-            pass

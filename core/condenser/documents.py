@@ -4,6 +4,7 @@ process (core/condenser/worker.py) under a wall-clock timeout and a memory cap, 
 file costs one request, never the app; each way a file can fail has its own error and message."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -299,10 +300,8 @@ class _Drain(threading.Thread):
 
 def _kill_group(proc: subprocess.Popen) -> None:
     # The worker leads its own session; killing the group also ends tesseract if OCR was running.
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     proc.wait()
 
 
@@ -321,6 +320,7 @@ def _run_worker(request: dict, limits: ExtractionLimits, name: str,
         proc = subprocess.Popen([sys.executable, "-I", str(WORKER)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env=env,
                                 start_new_session=True)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are PIPEs
         out = _Drain(proc.stdout, cap=limits.max_chars * 4 + (1 << 20))
         err = _Drain(proc.stderr, cap=32 * 1024, keep_tail=True)
         drains = [out, err]
@@ -369,10 +369,9 @@ def _run_worker(request: dict, limits: ExtractionLimits, name: str,
             if proc.poll() is None:
                 _kill_group(proc)
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):
+                    if pipe is not None:
+                        pipe.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

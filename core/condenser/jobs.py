@@ -7,9 +7,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 from backends.text.base import GenerationParams, Message, StreamCutError, StreamStats, TextBackend, TimeoutFailedError
 from core.condenser.points import is_looping

@@ -4,13 +4,14 @@ citations, then the quoted passage behind every citation)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from core.condenser.chunks import Accounting
 from core.condenser.cite import Catalog, Point, Source, page_ranges
-from core.condenser.points import md_quote, md_text
 from core.condenser.documents import ExtractedDocument
+from core.condenser.points import md_quote, md_text
 
 
 @dataclass
@@ -131,7 +132,7 @@ def render_markdown(catalog: Catalog, reports: Sequence[DocumentReport], per_doc
     multi = combined is not None
     out: list[str] = []
     if multi:
-        out += ["### Combined summary", "", render_points(combined, catalog, True), "",
+        out += ["### Combined summary", "", render_points(combined or [], catalog, True), "",
                 f"*{md_text(combined_coverage(reports))}*", ""]
         for points, report in zip(per_doc, reports):
             out += [f"### {md_text(report.name)}", "", render_points(points, catalog, False), "",

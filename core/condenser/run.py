@@ -3,12 +3,14 @@ combine the notes level by level until they fit the context (reduce), turn the r
 that cite real pages or sections, and keep the result. All per-request state lives here."""
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from backends.text.base import GenerationParams, Message, TextBackend
 from core.condenser.chunks import Chunk, TokenCounter, account, chunk_documents
@@ -17,8 +19,14 @@ from core.condenser.documents import ExtractedDocument, ExtractionCancelled, ext
 from core.condenser.jobs import Job, JobRunner
 from core.condenser.points import ReplyPoints, md_text
 from core.condenser.report import ChunkRecord, attach_quotes, combined_coverage, document_report, render_markdown
-from core.condenser.request import (DEFAULT_CHUNK_TOKENS, CondenseCancelled, CondenseOptions, CondenseResult,
-                                    CondenseUpdate, InputFile)
+from core.condenser.request import (
+    DEFAULT_CHUNK_TOKENS,
+    CondenseCancelled,
+    CondenseOptions,
+    CondenseResult,
+    CondenseUpdate,
+    InputFile,
+)
 from core.errors import InputError, QuotaExceededError, StorageFullError
 
 if TYPE_CHECKING:
@@ -182,7 +190,7 @@ class Run:
                 yield self.update(f"Reading “{f.name}” (file {i + 1} of {total})…", 0.01)
                 try:
                     docs.append((yield from self.ticking(
-                        lambda f=f: extract_document(f.path, f.name, self.s.limits, cancel=self.cancel))))
+                        functools.partial(extract_document, f.path, f.name, self.s.limits, cancel=self.cancel))))
                 finally:
                     if f.disposable:  # the upload's copy goes as soon as it is read (or refused)
                         self.released.add(f.path)

@@ -3,9 +3,9 @@ documents, summarise every chunk, combine the notes until they fit, cite real pa
 the result, stop a run on request, and hand back kept summaries. Cancellable at any moment."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from config import Settings
 from core import validate
@@ -14,8 +14,7 @@ from core.condenser.disposables import Disposables
 from core.condenser.documents import ExtractionLimits
 from core.condenser.prompts import CondensePrompts, load_condense_prompts
 from core.condenser.report import export_markdown
-from core.condenser.request import (CondenseCancelled, CondenseOptions, CondenseResult, CondenseUpdate,  # noqa: F401
-                                    InputFile)
+from core.condenser.request import CondenseCancelled, CondenseOptions, CondenseResult, CondenseUpdate, InputFile  # noqa: F401
 from core.condenser.run import Run
 from core.condenser.store import StoredSummary, SummaryStore
 from core.errors import InputError

@@ -236,7 +236,8 @@ def _parse_html(path: str, request: dict) -> dict:
     if xml:
         root = etree.fromstring(xml.encode("utf-8"))
         main = root.find("main")
-        section, buf, only_headings = None, [], True
+        buf: list[str] = []
+        section, only_headings = None, True
         for el in (main if main is not None else root):
             if el.tag == "head":
                 title = re.sub(r"\s*\[edit\]\s*$", "", _element_text(el))[:120]

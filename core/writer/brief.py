@@ -2,8 +2,9 @@
 declared fields (required, lengths clamped and said so, keyword lists bounded, tones expanded)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from backends.text.base import GenerationParams
 from core import validate
@@ -25,7 +26,7 @@ class WriteOptions:
     top_p: float = 0.95
     seed: int | None = None  # None: random; variant i uses seed + i
 
-    def checked(self) -> tuple["WriteOptions", list[str]]:
+    def checked(self) -> tuple[WriteOptions, list[str]]:
         """These options with every value checked (InputError names one of the wrong type or out of
         range; None takes the default), and notes on what was adjusted: variants are clamped to
         1..MAX_VARIANTS, and a temperature too low for several variants to differ is raised."""

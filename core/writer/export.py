@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 BlockKind = Literal["heading", "bullet", "number", "paragraph", "rule"]
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not allowed in XML; never meaningful here

@@ -9,6 +9,7 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -130,7 +131,7 @@ class DraftStore(SQLiteDB):
                               (user_id, limit))
         return [_row_to_draft(r) for r in rows]
 
-    def save_generation(self, user_id: str, draft_id: str, *, variants: list[str], outline: str | None = None,
+    def save_generation(self, user_id: str, draft_id: str, *, variants: Sequence[str], outline: str | None = None,
                         status: DraftStatus = "streaming", note: str = "", title: str | None = None) -> None:
         """Called as variants stream (throttled) and once at the end; the chosen text follows the
         chosen variant until the person picks or edits. Past the user's quota the draft keeps what it had,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from core.prompts import PROMPTS_DIR
 
@@ -191,7 +192,7 @@ def _text(value: Any) -> str:
 
 
 def _str(data: dict, key: str, where: str, required: bool = True, default: str = "") -> str:
-    value = data.get(key, None)
+    value = data.get(key)
     if value is None:
         if required:
             raise TemplateError(f"{where}: '{key}' is required")
@@ -226,11 +227,11 @@ def _field(raw: dict, where: str, common: WriterCommon) -> Field:
     if kind == "choice" and not choices:
         raise TemplateError(f"{where}: a choice field needs choices")
     lo, hi = raw.get("min"), raw.get("max")
-    if kind == "number":
-        if not isinstance(lo, int) or not isinstance(hi, int) or not 0 < lo <= hi:
-            raise TemplateError(f"{where}: a number field needs integer min and max, 0 < min <= max")
+    if kind == "number" and (not isinstance(lo, int) or not isinstance(hi, int) or not 0 < lo <= hi):
+        raise TemplateError(f"{where}: a number field needs integer min and max, 0 < min <= max")
     default = raw.get("default", lo if kind == "number" else "")
-    if kind == "number" and not (isinstance(default, int) and lo <= default <= hi):
+    if kind == "number" and not (isinstance(default, int) and isinstance(lo, int) and isinstance(hi, int)
+                                   and lo <= default <= hi):
         raise TemplateError(f"{where}: default must be an integer between min and max")
     if kind == "choice" and default and default not in choices and not raw.get("custom", False):
         raise TemplateError(f"{where}: default {default!r} is not one of the choices")

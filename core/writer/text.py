@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from core.writer.templates import Check
 
@@ -204,7 +204,9 @@ def _clean_heading(text: str) -> str:
 def parse_outline(text: str, max_sections: int = MAX_SECTIONS) -> Outline:
     """Title and section headings from a model-written or hand-edited outline. Indented lines are
     notes under a heading; two or more short plain lines are read as headings."""
-    title, items, plain = "", [], []
+    title = ""
+    items: list[str] = []
+    plain: list[str] = []
     for raw in (text or "").splitlines():
         if not raw.strip() or (raw[:1] in " \t" and items):
             continue

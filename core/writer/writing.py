@@ -216,7 +216,7 @@ def _long_variant(backend: TextBackend, brief: Brief, outline: Outline, options:
         got = [""]
         try:
             finish = yield from _stream_piece(
-                backend, messages, params, cancel, lambda r, heading=heading: assemble(outline.title, done + [(heading, r)]), got)
+                backend, messages, params, cancel, lambda r: assemble(outline.title, done + [(heading, r)]), got)  # noqa: B023 - called within this iteration
         except BackendError as exc:
             done.append((heading, clean_output(got[0] or getattr(exc, "partial", ""), heading)))
             yield Event("error", assemble(outline.title, done),
@@ -251,7 +251,7 @@ def rewrite(backend: TextBackend, text: str, start: int, end: int, op: RewriteOp
         params = options.params(k, fit(backend, messages, int(chunk_tokens * op.length_factor) + 64))
         got = [""]
         events = _stream_piece(backend, messages, params, cancel,
-                               lambda r, k=k: whole(done + [r] + chunks[k + 1:]), got)
+                               lambda r: whole(done + [r] + chunks[k + 1:]), got)  # noqa: B023 - same iteration
         try:
             for event in events:
                 yield RewriteUpdate(event.text, notes=notes)

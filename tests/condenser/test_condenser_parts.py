@@ -10,11 +10,18 @@ import pytest
 
 from core.condenser.chunks import account, chunk_documents, pack, pieces_of, split_text
 from core.condenser.cite import Catalog, Point, Source, attribute, line_ranges, model_cited, page_ranges
-from core.condenser.points import (clean_model_text, is_looping, md_quote, merge_duplicates, note_numbers,
-                                   parse_points, strip_model_citations)
+from core.condenser.documents import ExtractedDocument, Segment
+from core.condenser.points import (
+    clean_model_text,
+    is_looping,
+    md_quote,
+    merge_duplicates,
+    note_numbers,
+    parse_points,
+    strip_model_citations,
+)
 from core.condenser.prompts import load_condense_prompts
 from core.condenser.report import ChunkRecord, document_report, render_points
-from core.condenser.documents import ExtractedDocument, Segment
 from tests.support.paths import ROOT
 
 
