@@ -80,9 +80,7 @@ class SummaryStore(SQLiteDB):
         return item
 
     def bytes_used(self, user_id: str) -> int:
-        row = self._conn().execute("SELECT COALESCE(SUM(size), 0) FROM summaries WHERE user_id = ?",
-                                   (user_id,)).fetchone()
-        return int(row[0])
+        return self._sum_for_user("summaries", "size", user_id)
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: summaries made before `cutoff`, of one user or (None) of everyone."""

@@ -131,9 +131,7 @@ class ImageGallery(SQLiteDB):
         return record
 
     def bytes_used(self, user_id: str) -> int:
-        row = self._conn().execute("SELECT COALESCE(SUM(bytes), 0) FROM images WHERE user_id = ?",
-                                   (user_id,)).fetchone()
-        return int(row[0])
+        return self._sum_for_user("images", "bytes", user_id)
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: images made before `cutoff` (of one user, or of everyone); rows first, then files."""

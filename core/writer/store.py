@@ -192,9 +192,7 @@ class DraftStore(SQLiteDB):
             return count
 
     def bytes_used(self, user_id: str) -> int:
-        row = self._conn().execute("SELECT COALESCE(SUM(size), 0) FROM writer_drafts WHERE user_id = ?",
-                                   (user_id,)).fetchone()
-        return int(row[0])
+        return self._sum_for_user("writer_drafts", "size", user_id)
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: drafts last changed before `cutoff`, of one user or (None) of everyone."""
