@@ -1,7 +1,8 @@
 """GenAI Studio: build the Gradio Blocks from Settings; launch only under __main__.
 
-    python app.py   # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change)
+python app.py   # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change)
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,7 +14,6 @@ from config import Settings
 from core.chat.presets import load_chat_presets
 from core.chat.service import ChatService
 from core.chat.store import ConversationStore
-from core.security.secrets import persistent_secret
 from core.condenser.service import CondenseService
 from core.condenser.store import SummaryStore
 from core.images.models import ImageModelManager
@@ -23,14 +23,15 @@ from core.models import ModelManager
 from core.quota import attach_storage
 from core.security.limits import RateLimiter, UserSlots
 from core.security.passwords import PasswordCheck, hash_password, load_users_file
+from core.security.secrets import persistent_secret
 from core.security.tokens import ApiAccess, TokenStore
 from core.security.uploads import UploadRegistry
 from core.writer.service import WriterService
 from core.writer.store import DraftStore
 from core.writer.templates import load_library
 from ui.access import build_access_panel
-from ui.chat_api import build_api
 from ui.chat import build_chat_tab
+from ui.chat_api import build_api
 from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
 from ui.images import build_images_tab
@@ -51,13 +52,18 @@ def build_guard(settings: Settings) -> Guard:
     """What the HTTP edge decides with: tokens, uploads, limits (ui/server/guard.py)."""
     from gradio.utils import get_upload_folder
 
-    return Guard(tokens=TokenStore(settings.db_path),
-                 uploads=UploadRegistry(Path(get_upload_folder()), settings.max_upload_mb * 2**20,
-                                        ttl_s=settings.upload_ttl_hours * 3600),
-                 auth=bool(settings.auth or settings.auth_file),
-                 allowed_origins=frozenset(settings.allowed_origins), frame_ancestors=settings.frame_ancestors,
-                 rate=RateLimiter(settings.rate_limit), upload_rate=RateLimiter(settings.rate_limit * 5),
-                 max_upload_bytes=settings.max_upload_mb * 2**20)
+    return Guard(
+        tokens=TokenStore(settings.db_path),
+        uploads=UploadRegistry(
+            Path(get_upload_folder()), settings.max_upload_mb * 2**20, ttl_s=settings.upload_ttl_hours * 3600
+        ),
+        auth=bool(settings.auth or settings.auth_file),
+        allowed_origins=frozenset(settings.allowed_origins),
+        frame_ancestors=settings.frame_ancestors,
+        rate=RateLimiter(settings.rate_limit),
+        upload_rate=RateLimiter(settings.rate_limit * 5),
+        max_upload_bytes=settings.max_upload_mb * 2**20,
+    )
 
 
 def password_check(settings: Settings) -> PasswordCheck | None:
@@ -80,8 +86,9 @@ def build_app(settings: Settings) -> gr.Blocks:
     presets = load_chat_presets()
     writer = WriterService(settings, service.models, DraftStore(settings.db_path), load_library())
     images = ImageStudio(settings, ImageModelManager(settings), ImageGallery(settings.data_dir, settings.db_path))
-    condenser = CondenseService(settings, service.models, SummaryStore(settings.db_path),
-                                release_upload=guard.uploads.release)
+    condenser = CondenseService(
+        settings, service.models, SummaryStore(settings.db_path), release_upload=guard.uploads.release
+    )
     # Everything a user keeps counts toward one quota; old items (and anonymous API callers') are swept hourly.
     _, retention = attach_storage(settings, images.gallery, writer.drafts, condenser.store, store)
     ttl = max(1, int(settings.upload_ttl_hours * 3600))
@@ -114,10 +121,14 @@ def launch(demo: gr.Blocks, settings: Settings, **overrides) -> None:
     from starlette.middleware import Middleware
 
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue or None)
-    options = dict(server_name=settings.server_name, server_port=settings.server_port,
-                   auth=password_check(settings), max_file_size=settings.max_upload_mb * 2**20, css=CSS,
-                   app_kwargs={"middleware": [Middleware(StudioGuard, guard=demo.guard),
-                                              Middleware(ArgumentCheck)]})
+    options = dict(
+        server_name=settings.server_name,
+        server_port=settings.server_port,
+        auth=password_check(settings),
+        max_file_size=settings.max_upload_mb * 2**20,
+        css=CSS,
+        app_kwargs={"middleware": [Middleware(StudioGuard, guard=demo.guard), Middleware(ArgumentCheck)]},
+    )
     options.update(overrides)
     install_session_bounds(demo, options)  # ui/server/sessions.py: Gradio's session cap and the sweep
     demo.launch(**options)

@@ -1,5 +1,6 @@
 """How the local engines (transformers, diffusers) read an exception from torch or the libraries on top of it:
 whether it means out of memory, and the one line of it worth showing. Imports nothing heavy."""
+
 from __future__ import annotations
 
 _OOM_PHRASES = ("out of memory", "can't allocate memory", "failed to allocate")

@@ -1,6 +1,7 @@
 """What the backends that talk HTTP to OpenAI-compatible servers (text and images) share: the retry loop
 (backoff, Retry-After, overall deadline, cancel), the mapping of HTTP, timeout and connection failures to
 BackendError subclasses with messages safe to show, and what to show of a URL."""
+
 from __future__ import annotations
 
 import email.utils
@@ -110,8 +111,15 @@ class OpenAIHttp:
     in time ("gave no answer", "sent no image"). The key is kept only to scrub it from what a server or
     library echoes; it never appears in this object's repr."""
 
-    def __init__(self, base_url: str, api_key: str | None, timeout_s: float, *, no_answer: str = "gave no answer",
-                 client_error: ClientErrorFn | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        timeout_s: float,
+        *,
+        no_answer: str = "gave no answer",
+        client_error: ClientErrorFn | None = None,
+    ) -> None:
         self.base_url = base_url
         self.where = display_url(base_url)  # no user:password@, no query
         self.host = display_host(base_url)
@@ -131,8 +139,7 @@ class OpenAIHttp:
         seconds = max(0.01, seconds)
         return httpx2.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT_CAP_S, max(1.0, self.timeout_s / 3)))
 
-    def with_retries(self, attempt: Callable[[float], T], max_retries: int,
-                     cancel: threading.Event | None = None) -> T:
+    def with_retries(self, attempt: Callable[[float], T], max_retries: int, cancel: threading.Event | None = None) -> T:
         """Run `attempt(seconds left)` until it succeeds, retrying 429, 5xx and connection failures with
         exponential backoff (or the server's Retry-After, capped) at most `max_retries` times, all within
         timeout_s. RequestCancelled if `cancel` is set while waiting to retry. Errors are raised outside the
@@ -176,34 +183,52 @@ class OpenAIHttp:
         if status in (401, 403):
             # Never the body: OpenAI quotes the rejected key in it.
             verb = "rejected the API key" if status == 401 else "refused access with this API key"
-            return HttpFailure(AuthFailedError(
-                f"The server at {self.host} {verb} (HTTP {status}). Check OPENAI_API_KEY."), False)
+            return HttpFailure(
+                AuthFailedError(f"The server at {self.host} {verb} (HTTP {status}). Check OPENAI_API_KEY."), False
+            )
         detail = self.server_message(exc)
         if status == 429:
-            return HttpFailure(RateLimitedError(
-                f"The server at {self.host} is limiting requests (HTTP 429){tried}. Wait a minute and "
-                f"try again, or check the plan's rate limits.{server_said(detail)}"), True,
-                retry_after(exc.response.headers))
+            return HttpFailure(
+                RateLimitedError(
+                    f"The server at {self.host} is limiting requests (HTTP 429){tried}. Wait a minute and "
+                    f"try again, or check the plan's rate limits.{server_said(detail)}"
+                ),
+                True,
+                retry_after(exc.response.headers),
+            )
         if status >= 500 or status in (408, 409):
-            return HttpFailure(ServerFailedError(
-                f"The server at {self.host} failed (HTTP {status}){tried}. Try again later."
-                f"{server_said(detail)}"), True, retry_after(exc.response.headers))
+            return HttpFailure(
+                ServerFailedError(
+                    f"The server at {self.host} failed (HTTP {status}){tried}. Try again later.{server_said(detail)}"
+                ),
+                True,
+                retry_after(exc.response.headers),
+            )
         error = self._client_error(status, detail, exc) if self._client_error is not None else None
         if error is None:
             error = BackendError(
-                f"The server at {self.host} rejected the request (HTTP {status}).{server_said(detail)}")
+                f"The server at {self.host} rejected the request (HTTP {status}).{server_said(detail)}"
+            )
         return HttpFailure(error, False)
 
     def timeout_failure(self, exc: Any, retries: int) -> HttpFailure:
         import httpx2
 
         if isinstance(exc.__cause__, httpx2.ConnectTimeout):
-            return HttpFailure(ConnectionFailedError(
-                f"Could not reach {self.where} (no connection within the connect timeout){tries(retries)}. "
-                "Check OPENAI_BASE_URL and that the server is running."), True)
-        return HttpFailure(TimeoutFailedError(
-            f"The server at {self.host} {self._no_answer} within {self.timeout_s:g} s{tries(retries)}. It may "
-            "be overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."), True)
+            return HttpFailure(
+                ConnectionFailedError(
+                    f"Could not reach {self.where} (no connection within the connect timeout){tries(retries)}. "
+                    "Check OPENAI_BASE_URL and that the server is running."
+                ),
+                True,
+            )
+        return HttpFailure(
+            TimeoutFailedError(
+                f"The server at {self.host} {self._no_answer} within {self.timeout_s:g} s{tries(retries)}. It may "
+                "be overloaded; try again, or raise STUDIO_REQUEST_TIMEOUT."
+            ),
+            True,
+        )
 
     def connection_failure(self, exc: Any, retries: int) -> HttpFailure:
         import httpx2
@@ -214,12 +239,19 @@ class OpenAIHttp:
         else:
             reason = self.scrub(str(cause))[:200] if str(cause) else type(cause).__name__
         if cause is None or isinstance(cause, httpx2.ConnectError):
-            return HttpFailure(ConnectionFailedError(
-                f"Could not reach {self.where} ({reason}){tries(retries)}. "
-                "Check OPENAI_BASE_URL and that the server is running."), True)
-        return HttpFailure(ConnectionFailedError(  # connected, then lost it before the answer was in
-            f"The connection to {self.where} broke before the answer arrived ({reason}){tries(retries)}. "
-            "Try again."), True)
+            return HttpFailure(
+                ConnectionFailedError(
+                    f"Could not reach {self.where} ({reason}){tries(retries)}. "
+                    "Check OPENAI_BASE_URL and that the server is running."
+                ),
+                True,
+            )
+        return HttpFailure(
+            ConnectionFailedError(  # connected, then lost it before the answer was in
+                f"The connection to {self.where} broke before the answer arrived ({reason}){tries(retries)}. Try again."
+            ),
+            True,
+        )
 
     def server_message(self, exc: Any) -> str:
         """The message of an OpenAI error body, whitespace folded, key scrubbed, at most 300 characters."""

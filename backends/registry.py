@@ -1,6 +1,7 @@
 """The registry: every kind of model spec (STUDIO_TEXT_MODEL, STUDIO_IMAGE_MODEL), how it is written, and a factory
 that imports its engine only when a spec of that kind is used, so the app starts without torch or llama.cpp.
 The only place the kinds are listed: adding an engine is its module plus one row here."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -33,15 +34,21 @@ def _embedded(target: str, spec: str, settings: Settings) -> TextBackend:
     from backends.text.embedded import EMBEDDED_LABEL, EMBEDDED_SHA256, embedded_gguf_path
     from backends.text.llamacpp import LlamaCppBackend
 
-    return LlamaCppBackend(model_path=embedded_gguf_path, settings=settings, spec=spec,
-                           label=EMBEDDED_LABEL, expected_sha256=EMBEDDED_SHA256)
+    return LlamaCppBackend(
+        model_path=embedded_gguf_path,
+        settings=settings,
+        spec=spec,
+        label=EMBEDDED_LABEL,
+        expected_sha256=EMBEDDED_SHA256,
+    )
 
 
 def _gguf(target: str, spec: str, settings: Settings) -> TextBackend:
     from backends.text.llamacpp import LlamaCppBackend
 
-    return LlamaCppBackend(model_path=target, settings=settings, spec=spec,
-                           label=f"{target.rsplit('/', 1)[-1]} (llama.cpp)")
+    return LlamaCppBackend(
+        model_path=target, settings=settings, spec=spec, label=f"{target.rsplit('/', 1)[-1]} (llama.cpp)"
+    )
 
 
 def _hf(target: str, spec: str, settings: Settings) -> TextBackend:
@@ -70,15 +77,27 @@ TEXT_ENGINES: Mapping[str, Engine[TextBackend]] = {
 def _diffusers(target: str, spec: str, settings: Settings) -> ImageBackend:
     from backends.image.diffusers_local import DiffusersBackend
 
-    return DiffusersBackend(model_ref=target, spec=spec, data_dir=settings.data_dir, device=settings.image_device,
-                            dtype=settings.image_dtype, config=settings.image_model_config)
+    return DiffusersBackend(
+        model_ref=target,
+        spec=spec,
+        data_dir=settings.data_dir,
+        device=settings.image_device,
+        dtype=settings.image_dtype,
+        config=settings.image_model_config,
+    )
 
 
 def _openai_images(target: str, spec: str, settings: Settings) -> ImageBackend:
     from backends.image.openai_images import OpenAIImagesBackend
 
-    return OpenAIImagesBackend(model=target, base_url=settings.openai_base_url, api_key=settings.openai_api_key,
-                               timeout=settings.image_request_timeout, max_retries=settings.max_retries, spec=spec)
+    return OpenAIImagesBackend(
+        model=target,
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        timeout=settings.image_request_timeout,
+        max_retries=settings.max_retries,
+        spec=spec,
+    )
 
 
 def _gan(target: str, spec: str, settings: Settings) -> ImageBackend:

@@ -6,6 +6,7 @@ tokens/s against the machine's memory-bandwidth bound (model bytes read per toke
 
     .venv/bin/python bench/chat_bench.py [--runs 5] [--max-new-tokens 128]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,8 +115,7 @@ def main() -> None:
 
     import httpx
 
-    with tempfile.TemporaryDirectory() as data, app_process(Path(data)) as app, \
-            httpx.Client(timeout=120) as http:
+    with tempfile.TemporaryDirectory() as data, app_process(Path(data)) as app, httpx.Client(timeout=120) as http:
         app_run(http, app.url, 16, 16)  # warm-up: loads the model in the app process
         rows = []
         for _ in range(args.runs):  # interleaved, so drift hits both alike
@@ -132,8 +132,10 @@ def main() -> None:
     print(f"app /chat      : {a_tps:6.1f} tok/s  first token {a_ttft * 1000:6.1f} ms")
     print(f"app/direct tok/s ratio: {a_tps / d_tps:.3f}   (target >= 0.95)")
     print(f"first-token overhead  : {(a_ttft - d_ttft) * 1000:.1f} ms   (target < 100 ms)")
-    print(f"(gradio_client's own first output: {client_ttft * 1000:.0f} ms; its job iterator polls, so "
-          "this is the client library's latency, not the app's)")
+    print(
+        f"(gradio_client's own first output: {client_ttft * 1000:.0f} ms; its job iterator polls, so "
+        "this is the client library's latency, not the app's)"
+    )
 
     bw = measure_bandwidth()
     model_bytes = embedded_gguf_path().stat().st_size

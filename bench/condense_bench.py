@@ -19,6 +19,7 @@ when quoting the numbers.
     .venv/bin/python bench/condense_bench.py [--map-max-new-tokens 64] [--chunk-tokens 2048]
     .venv/bin/python bench/condense_bench.py --skip-pages --skip-map   # only 4.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,8 @@ def condense(service, files, text, progress: bool = False, **options):
 
 def service_for(settings):
     from core.condenser.service import CondenseService
-    from core.models import ModelManager
     from core.condenser.store import SummaryStore
+    from core.models import ModelManager
 
     return CondenseService(settings, ModelManager(settings), SummaryStore(settings.db_path))
 
@@ -65,14 +66,23 @@ def pages_per_second(args, data: Path) -> None:
     service = service_for(settings)
     service.models.get(None).load()  # model load is not part of the condenser's time
     started = time.perf_counter()
-    result = condense(service, [InputFile(str(CORPUS / LONGEST), LONGEST)], "", progress=True, length="short",
-                      chunk_tokens=args.chunk_tokens, map_max_new_tokens=args.map_max_new_tokens)
+    result = condense(
+        service,
+        [InputFile(str(CORPUS / LONGEST), LONGEST)],
+        "",
+        progress=True,
+        length="short",
+        chunk_tokens=args.chunk_tokens,
+        map_max_new_tokens=args.map_max_new_tokens,
+    )
     total = time.perf_counter() - started
     report = result.documents[0]
     t = result.timings
-    print(f"\n1. {LONGEST}: {report.page_count} pages, {report.chunks} chunks of <= {args.chunk_tokens} tokens, "
-          f"map replies <= {args.map_max_new_tokens} tokens, embedded model (llama.cpp, n_ctx {args.n_ctx}, "
-          f"threads {args.threads or 'engine default'})")
+    print(
+        f"\n1. {LONGEST}: {report.page_count} pages, {report.chunks} chunks of <= {args.chunk_tokens} tokens, "
+        f"map replies <= {args.map_max_new_tokens} tokens, embedded model (llama.cpp, n_ctx {args.n_ctx}, "
+        f"threads {args.threads or 'engine default'})"
+    )
     print(f"   coverage: {report.coverage}")
     print(f"   total {total:7.1f} s  ->  {report.page_count / total:.3f} pages/s")
     for key in ("extract_s", "map_s", "reduce_s"):
@@ -85,13 +95,18 @@ def map_ratio(args, data: Path) -> None:
     from config import Settings
     from tests.support.openai_servers import fake_openai_server, llama_cpp_server
 
-    text = (CORPUS / MAP_DOC).read_text(encoding="utf-8", errors="replace")[:args.map_chars]
+    text = (CORPUS / MAP_DOC).read_text(encoding="utf-8", errors="replace")[: args.map_chars]
     options = dict(length="short", chunk_tokens=args.map_chunk_tokens, map_max_new_tokens=args.map_max_new_tokens)
-    with llama_cpp_server(embedded_gguf_path(), n_ctx=args.n_ctx, n_threads=args.threads,
-                          extra_args=["--interrupt_requests", "False"]) as server:
-        settings = Settings(text_models=(f"openai:{server.model}",), data_dir=data / "server",
-                            openai_base_url=server.base_url, openai_context_length=args.n_ctx,
-                            request_timeout=600.0)
+    with llama_cpp_server(
+        embedded_gguf_path(), n_ctx=args.n_ctx, n_threads=args.threads, extra_args=["--interrupt_requests", "False"]
+    ) as server:
+        settings = Settings(
+            text_models=(f"openai:{server.model}",),
+            data_dir=data / "server",
+            openai_base_url=server.base_url,
+            openai_context_length=args.n_ctx,
+            request_timeout=600.0,
+        )
         service = service_for(settings)
         condense(service, [], text[:2000], **options)  # warm-up: first request pays the model's page-in
         # ABBA order (seq, par, par, seq, ...) so a drift in machine load hits both sides alike
@@ -102,32 +117,50 @@ def map_ratio(args, data: Path) -> None:
                 times[parallel].append(result.timings["map_s"])
     chunks = result.documents[0].chunks
     seq, par = sum(times[1]), sum(times[8])
-    print(f"\n2. map against llama_cpp.server (loopback, embedded model, n_ctx {args.n_ctx}, no parallel slots): "
-          f"{len(text):,} characters of {MAP_DOC}, {chunks} chunks, {len(times[1])} runs each (ABBA order)")
-    print(f"   sequential (parallel=1) map s: {', '.join(f'{t:.1f}' for t in times[1])}  (mean {seq / len(times[1]):.1f})")
-    print(f"   concurrent (parallel=8) map s: {', '.join(f'{t:.1f}' for t in times[8])}  (mean {par / len(times[8]):.1f})")
+    print(
+        f"\n2. map against llama_cpp.server (loopback, embedded model, n_ctx {args.n_ctx}, no parallel slots): "
+        f"{len(text):,} characters of {MAP_DOC}, {chunks} chunks, {len(times[1])} runs each (ABBA order)"
+    )
+    print(
+        f"   sequential (parallel=1) map s: {', '.join(f'{t:.1f}' for t in times[1])}  (mean {seq / len(times[1]):.1f})"
+    )
+    print(
+        f"   concurrent (parallel=8) map s: {', '.join(f'{t:.1f}' for t in times[8])}  (mean {par / len(times[8]):.1f})"
+    )
     print(f"   concurrent / sequential speed-up: {seq / par:.2f}x")
 
     with fake_openai_server(reply_words=40, chunk_delay=0.02, max_model_len=args.n_ctx) as fake:
-        settings = Settings(text_models=("openai:fake-model",), data_dir=data / "fake",
-                            openai_base_url=fake.base_url, openai_context_length=args.n_ctx)
+        settings = Settings(
+            text_models=("openai:fake-model",),
+            data_dir=data / "fake",
+            openai_base_url=fake.base_url,
+            openai_context_length=args.n_ctx,
+        )
         service = service_for(settings)
         seq = condense(service, [], text, parallel=1, **options)
         par = condense(service, [], text, parallel=8, **options)
-    print(f"\n3. same map against a server that runs requests in parallel (fake, 20 ms/token, 40 tokens a reply), "
-          f"{seq.documents[0].chunks} chunks")
-    print(f"   sequential {seq.timings['map_s']:6.2f} s, concurrent {par.timings['map_s']:6.2f} s, "
-          f"speed-up {seq.timings['map_s'] / par.timings['map_s']:.2f}x")
+    print(
+        f"\n3. same map against a server that runs requests in parallel (fake, 20 ms/token, 40 tokens a reply), "
+        f"{seq.documents[0].chunks} chunks"
+    )
+    print(
+        f"   sequential {seq.timings['map_s']:6.2f} s, concurrent {par.timings['map_s']:6.2f} s, "
+        f"speed-up {seq.timings['map_s'] / par.timings['map_s']:.2f}x"
+    )
 
 
 def transformers_ratio(args, data: Path) -> None:
     from backends.text.embedded import embedded_gguf_path
     from config import Settings
 
-    text = (CORPUS / MAP_DOC).read_text(encoding="utf-8", errors="replace")[:args.transformers_chars]
+    text = (CORPUS / MAP_DOC).read_text(encoding="utf-8", errors="replace")[: args.transformers_chars]
     options = dict(length="short", chunk_tokens=args.map_chunk_tokens, map_max_new_tokens=args.map_max_new_tokens)
-    settings = Settings(text_models=(f"hf:{embedded_gguf_path()}",), data_dir=data / "transformers",
-                        n_ctx=args.n_ctx, batch_size=args.batch_size)
+    settings = Settings(
+        text_models=(f"hf:{embedded_gguf_path()}",),
+        data_dir=data / "transformers",
+        n_ctx=args.n_ctx,
+        batch_size=args.batch_size,
+    )
     service = service_for(settings)
     backend = service.models.get(None)
     backend.load()  # de-quantising the GGUF (once) is not part of the map time
@@ -145,17 +178,25 @@ def transformers_ratio(args, data: Path) -> None:
     seq, par = sum(times[1]) / len(times[1]), sum(times[width]) / len(times[width])
     import torch
 
-    print(f"\n4. map in the transformers backend (SmolLM2-135M from the embedded GGUF, {backend._model.dtype}, "
-          f"{backend._model.device}, torch threads {torch.get_num_threads()}): {len(text):,} characters of "
-          f"{MAP_DOC}, {result.documents[0].chunks} chunks, {len(times[1])} runs each (ABBA order)")
-    print(f"   one at a time (parallel=1)   map s: {', '.join(f'{t:.1f}' for t in times[1])}  (mean {seq:.1f})"
-          f"   generate() calls by rows, last run: {served[1]}")
-    print(f"   batched (parallel={width})         map s: {', '.join(f'{t:.1f}' for t in times[width])}  (mean {par:.1f})"
-          f"   generate() calls by rows, last run: {served[width]}")
+    print(
+        f"\n4. map in the transformers backend (SmolLM2-135M from the embedded GGUF, {backend._model.dtype}, "
+        f"{backend._model.device}, torch threads {torch.get_num_threads()}): {len(text):,} characters of "
+        f"{MAP_DOC}, {result.documents[0].chunks} chunks, {len(times[1])} runs each (ABBA order)"
+    )
+    print(
+        f"   one at a time (parallel=1)   map s: {', '.join(f'{t:.1f}' for t in times[1])}  (mean {seq:.1f})"
+        f"   generate() calls by rows, last run: {served[1]}"
+    )
+    print(
+        f"   batched (parallel={width})         map s: {', '.join(f'{t:.1f}' for t in times[width])}  (mean {par:.1f})"
+        f"   generate() calls by rows, last run: {served[width]}"
+    )
     import statistics
 
-    print(f"   batched / one-at-a-time speed-up: {seq / par:.2f}x (means), "
-          f"{statistics.median(times[1]) / statistics.median(times[width]):.2f}x (medians)")
+    print(
+        f"   batched / one-at-a-time speed-up: {seq / par:.2f}x (means), "
+        f"{statistics.median(times[1]) / statistics.median(times[width]):.2f}x (medians)"
+    )
 
 
 def main() -> None:
@@ -176,8 +217,10 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load average at start {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average at start {os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory(prefix="condense-bench-") as tmp:
         if not args.skip_pages:
             pages_per_second(args, Path(tmp))

@@ -18,6 +18,7 @@ those inputs are kept too (as `notable-*`): a parser that dies or spins is worth
     nice -n 10 .venv/bin/python bench/fuzz_documents.py --minutes 60 --seed 1
     .venv/bin/python bench/fuzz_documents.py --replay bench/results/fuzz_documents/escaped-3.pdf
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,22 +45,105 @@ RESULTS = ROOT / "bench" / "results" / "fuzz_documents"
 
 # --- mutations ---------------------------------------------------------------------------------------
 
-PDF_TOKENS = [b"obj", b"endobj", b"stream", b"endstream", b"<<", b">>", b"[", b"]", b"/Length 99999999",
-              b"/Length -1", b"/Filter /FlateDecode", b"/Filter [/FlateDecode /FlateDecode]", b"xref",
-              b"trailer", b"startxref", b"%%EOF", b"/Type /Pages", b"/Kids [1 0 R]", b"/Count 99999999",
-              b"0 0 R", b"1 0 R", b"/Parent 1 0 R", b"/Encrypt 1 0 R", b"/ObjStm", b"/Root 1 0 R",
-              b"9999999999999999999999", b"-0.000000001", b"(", b")", b"\\", b"/Font", b"BT", b"ET", b"Tj",
-              b"TJ", b"/Resources << >>", b"/Contents 1 0 R", b"/Outlines 1 0 R", b"/First 1 0 R",
-              b"/Next 1 0 R", b"/ToUnicode 1 0 R", b"beginbfchar", b"endbfchar", b"/W [0 [1 2 3]]"]
-TEXT_TOKENS = [b"\x00", b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf", b"\r", b"\r\n", b"\x0c", b"\x80", b"\xc3",
-               b"\xe2\x80", b"# ", b"```", b"~~~", b"===", b"---", b"<html>", b"<script>", b"</", b"&amp;",
-               b"&#x0;", b"&#99999999;", b"<![CDATA[", b"<meta charset=utf-16>", b"<meta charset=bogus>",
-               b"[a](", b"![", b"\n\n\n\n", b" " * 1000]
-XML_TOKENS = [b"<w:p>", b"</w:p>", b"<w:t>", b"</w:t>", b"<w:tbl>", b"<w:tr>", b"<w:tc>", b"<w:br/>",
-              b"<w:outlineLvl w:val=\"x\"/>", b"<w:outlineLvl w:val=\"-5\"/>", b"<w:pStyle w:val=\"Heading1\"/>",
-              b"<!DOCTYPE x [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]>", b"&b;",
-              b"<!ENTITY x SYSTEM \"file:///etc/passwd\">", b"&x;", b"<?xml version=\"1.0\"?>",
-              b"xmlns:w=\"urn:bogus\"", b"\x00", b"\xff", b"<mc:Fallback>", b"<w:sdt><w:sdtContent>"]
+PDF_TOKENS = [
+    b"obj",
+    b"endobj",
+    b"stream",
+    b"endstream",
+    b"<<",
+    b">>",
+    b"[",
+    b"]",
+    b"/Length 99999999",
+    b"/Length -1",
+    b"/Filter /FlateDecode",
+    b"/Filter [/FlateDecode /FlateDecode]",
+    b"xref",
+    b"trailer",
+    b"startxref",
+    b"%%EOF",
+    b"/Type /Pages",
+    b"/Kids [1 0 R]",
+    b"/Count 99999999",
+    b"0 0 R",
+    b"1 0 R",
+    b"/Parent 1 0 R",
+    b"/Encrypt 1 0 R",
+    b"/ObjStm",
+    b"/Root 1 0 R",
+    b"9999999999999999999999",
+    b"-0.000000001",
+    b"(",
+    b")",
+    b"\\",
+    b"/Font",
+    b"BT",
+    b"ET",
+    b"Tj",
+    b"TJ",
+    b"/Resources << >>",
+    b"/Contents 1 0 R",
+    b"/Outlines 1 0 R",
+    b"/First 1 0 R",
+    b"/Next 1 0 R",
+    b"/ToUnicode 1 0 R",
+    b"beginbfchar",
+    b"endbfchar",
+    b"/W [0 [1 2 3]]",
+]
+TEXT_TOKENS = [
+    b"\x00",
+    b"\xff\xfe",
+    b"\xfe\xff",
+    b"\xef\xbb\xbf",
+    b"\r",
+    b"\r\n",
+    b"\x0c",
+    b"\x80",
+    b"\xc3",
+    b"\xe2\x80",
+    b"# ",
+    b"```",
+    b"~~~",
+    b"===",
+    b"---",
+    b"<html>",
+    b"<script>",
+    b"</",
+    b"&amp;",
+    b"&#x0;",
+    b"&#99999999;",
+    b"<![CDATA[",
+    b"<meta charset=utf-16>",
+    b"<meta charset=bogus>",
+    b"[a](",
+    b"![",
+    b"\n\n\n\n",
+    b" " * 1000,
+]
+XML_TOKENS = [
+    b"<w:p>",
+    b"</w:p>",
+    b"<w:t>",
+    b"</w:t>",
+    b"<w:tbl>",
+    b"<w:tr>",
+    b"<w:tc>",
+    b"<w:br/>",
+    b'<w:outlineLvl w:val="x"/>',
+    b'<w:outlineLvl w:val="-5"/>',
+    b'<w:pStyle w:val="Heading1"/>',
+    b'<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>',
+    b"&b;",
+    b'<!ENTITY x SYSTEM "file:///etc/passwd">',
+    b"&x;",
+    b'<?xml version="1.0"?>',
+    b'xmlns:w="urn:bogus"',
+    b"\x00",
+    b"\xff",
+    b"<mc:Fallback>",
+    b"<w:sdt><w:sdtContent>",
+]
 
 
 def flip_bytes(rng: random.Random, data: bytes, _: bytes) -> tuple[bytes, str]:
@@ -87,7 +171,7 @@ def splice(rng: random.Random, data: bytes, other: bytes) -> tuple[bytes, str]:
     if rng.random() < 0.5:
         return data[:a] + other[b:], f"splice(head {a} + other tail {b})"
     n = rng.randrange(1, min(len(other) - b, 65536) + 1)
-    return data[:a] + other[b:b + n] + data[a:], f"splice(insert {n} at {a})"
+    return data[:a] + other[b : b + n] + data[a:], f"splice(insert {n} at {a})"
 
 
 def repeat_chunk(rng: random.Random, data: bytes, _: bytes) -> tuple[bytes, str]:
@@ -97,7 +181,7 @@ def repeat_chunk(rng: random.Random, data: bytes, _: bytes) -> tuple[bytes, str]
     n = rng.randrange(1, min(len(data) - a, 4096) + 1)
     times = rng.choice([2, 3, 10, 100, 1000])
     times = max(2, min(times, (4 << 20) // n))  # keep inputs under a few MB
-    return data[:a] + data[a:a + n] * times + data[a + n:], f"repeat({n} x{times} at {a})"
+    return data[:a] + data[a : a + n] * times + data[a + n :], f"repeat({n} x{times} at {a})"
 
 
 def delete_chunk(rng: random.Random, data: bytes, _: bytes) -> tuple[bytes, str]:
@@ -105,7 +189,7 @@ def delete_chunk(rng: random.Random, data: bytes, _: bytes) -> tuple[bytes, str]
         return data, "delete(noop)"
     a = rng.randrange(len(data))
     n = rng.randrange(1, min(len(data) - a, 8192) + 1)
-    return data[:a] + data[a + n:], f"delete({n} at {a})"
+    return data[:a] + data[a + n :], f"delete({n} at {a})"
 
 
 def insert_token(rng: random.Random, data: bytes, _: bytes, tokens: list[bytes] | None = None) -> tuple[bytes, str]:
@@ -131,8 +215,17 @@ def nest_deep(rng: random.Random, data: bytes, _: bytes) -> tuple[bytes, str]:
     return data[:a] + opener * depth + closer * depth + data[a:], f"nest({opener!r} x{depth})"
 
 
-BYTE_MUTATORS = [flip_bytes, flip_bytes, truncate, splice, repeat_chunk, delete_chunk, insert_token,
-                 insert_token, nest_deep]
+BYTE_MUTATORS = [
+    flip_bytes,
+    flip_bytes,
+    truncate,
+    splice,
+    repeat_chunk,
+    delete_chunk,
+    insert_token,
+    insert_token,
+    nest_deep,
+]
 
 
 def mutate_zip(rng: random.Random, data: bytes, other: bytes) -> tuple[bytes, str]:
@@ -150,8 +243,22 @@ def mutate_zip(rng: random.Random, data: bytes, other: bytes) -> tuple[bytes, st
     doc = [i for i, (info, _) in enumerate(members) if info.filename == "word/document.xml"]
     pick = rng.choice(doc + doc + xml) if (doc or xml) else rng.randrange(len(members))
     info, body = members[pick]
-    op = rng.choice(["flip", "truncate", "token", "nest", "repeat", "delete", "drop", "dup", "bomb",
-                     "rename", "stored-size", "swap"])
+    op = rng.choice(
+        [
+            "flip",
+            "truncate",
+            "token",
+            "nest",
+            "repeat",
+            "delete",
+            "drop",
+            "dup",
+            "bomb",
+            "rename",
+            "stored-size",
+            "swap",
+        ]
+    )
     what = f"zip:{op}:{info.filename}"
     if op == "flip":
         body, w = flip_bytes(rng, body, b"")
@@ -169,10 +276,17 @@ def mutate_zip(rng: random.Random, data: bytes, other: bytes) -> tuple[bytes, st
         depth = rng.choice([100, 5000, 100000])
         a = body.find(b"<w:body>")
         a = a + len(b"<w:body>") if a >= 0 else rng.randrange(len(body) + 1)
-        nest = rng.choice([(b"<w:tbl><w:tr><w:tc>", b"</w:tc></w:tr></w:tbl>"), (b"<w:sdt><w:sdtContent>",
-                           b"</w:sdtContent></w:sdt>"), (b"<w:p><w:r>", b"</w:r></w:p>")])
-        members[pick] = (info, body[:a] + nest[0] * depth + b"<w:p><w:r><w:t>deep</w:t></w:r></w:p>"
-                         + nest[1] * depth + body[a:])
+        nest = rng.choice(
+            [
+                (b"<w:tbl><w:tr><w:tc>", b"</w:tc></w:tr></w:tbl>"),
+                (b"<w:sdt><w:sdtContent>", b"</w:sdtContent></w:sdt>"),
+                (b"<w:p><w:r>", b"</w:r></w:p>"),
+            ]
+        )
+        members[pick] = (
+            info,
+            body[:a] + nest[0] * depth + b"<w:p><w:r><w:t>deep</w:t></w:r></w:p>" + nest[1] * depth + body[a:],
+        )
         what += f":x{depth}"
     elif op == "repeat":
         body, w = repeat_chunk(rng, body, b"")
@@ -191,13 +305,23 @@ def mutate_zip(rng: random.Random, data: bytes, other: bytes) -> tuple[bytes, st
         members[pick] = (info, body + b" " * size)
         what += f":+{size}"
     elif op == "rename":
-        new = zipfile.ZipInfo(rng.choice(["word/document2.xml", "../evil.xml", "/abs.xml", "word\\document.xml",
-                                          "word/document.xml\x00x", info.filename.upper()]))
+        new = zipfile.ZipInfo(
+            rng.choice(
+                [
+                    "word/document2.xml",
+                    "../evil.xml",
+                    "/abs.xml",
+                    "word\\document.xml",
+                    "word/document.xml\x00x",
+                    info.filename.upper(),
+                ]
+            )
+        )
         new.compress_type = zipfile.ZIP_DEFLATED
         members[pick] = (new, body)
         what += f"->{new.filename!r}"
     elif op == "swap" and other:
-        members[pick] = (info, other[:rng.randrange(1, min(len(other), 65536) + 1)])
+        members[pick] = (info, other[: rng.randrange(1, min(len(other), 65536) + 1)])
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as zw:
         for i, (inf, b) in enumerate(members):
@@ -210,7 +334,7 @@ def mutate_zip(rng: random.Random, data: bytes, other: bytes) -> tuple[bytes, st
         cd = result.rfind(b"PK\x01\x02")
         if cd >= 0:
             fake = rng.choice([0, 1, 0xFFFFFFFF, rng.randrange(1 << 32)])
-            result = result[:cd + 24] + fake.to_bytes(4, "little") + result[cd + 28:]
+            result = result[: cd + 24] + fake.to_bytes(4, "little") + result[cd + 28 :]
             what += f":size={fake}"
     return result, what
 
@@ -225,18 +349,19 @@ def mutate(rng: random.Random, data: bytes, other: bytes, kind: str) -> tuple[by
             data, what = rng.choice(BYTE_MUTATORS)(rng, data, other)
         steps.append(what)
         if len(data) > 48 << 20:
-            data = data[:48 << 20]
+            data = data[: 48 << 20]
             steps.append("cap(48MB)")
     # Mostly keep the file's signature: a broken one is refused before parsing (mislabelled), which
     # tests the sniffing but not the parsers.
     head = original[:8]
     if kind != "docx" and not data.startswith(head) and rng.random() < 0.8:
-        data = head + data[len(head):] if len(data) >= len(head) else head
+        data = head + data[len(head) :] if len(data) >= len(head) else head
         steps.append("keep-signature")
     return data, steps
 
 
 # --- the loop ----------------------------------------------------------------------------------------
+
 
 class Stats:
     def __init__(self) -> None:
@@ -312,9 +437,11 @@ def run_one(path: Path, name: str, limits, margin: float) -> tuple[str, object, 
 
 def summary(stats: Stats, started: float, seed: int) -> str:
     elapsed = time.monotonic() - started
-    lines = [f"--- fuzz_documents: seed {seed}, {elapsed / 60:.1f} min, {stats.executions} executions, "
-             f"{stats.executions / max(elapsed, 1e-9):.2f} exec/s (parse time {stats.busy_s:.0f} s), "
-             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"]
+    lines = [
+        f"--- fuzz_documents: seed {seed}, {elapsed / 60:.1f} min, {stats.executions} executions, "
+        f"{stats.executions / max(elapsed, 1e-9):.2f} exec/s (parse time {stats.busy_s:.0f} s), "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    ]
     kinds = sorted({k for k, _ in stats.outcomes})
     outcomes = sorted({o for _, o in stats.outcomes}, key=lambda o: (o != "extracted", o))
     width = max([len(o) for o in outcomes] + [10])
@@ -322,8 +449,10 @@ def summary(stats: Stats, started: float, seed: int) -> str:
     for o in outcomes:
         row = [stats.outcomes[(k, o)] for k in kinds]
         lines.append(f"{o:<{width}} " + " ".join(f"{n:>8}" for n in row) + f" {sum(row):>8}")
-    lines.append(f"findings: {dict(stats.findings) or 'none'}; notable inputs kept (crash, memory, timeout): {stats.notable}; "
-                 f"slowest call {stats.slowest[0]:.1f} s ({stats.slowest[1]})")
+    lines.append(
+        f"findings: {dict(stats.findings) or 'none'}; notable inputs kept (crash, memory, timeout): {stats.notable}; "
+        f"slowest call {stats.slowest[0]:.1f} s ({stats.slowest[1]})"
+    )
     return "\n".join(lines)
 
 
@@ -349,16 +478,18 @@ def main() -> int:
     inputs_dir = Path(tempfile.mkdtemp(prefix="fuzz-inputs-"))
     tempfile.tempdir = str(scratch)  # the worker's scratch folders land here, where we can see leftovers
     me = psutil.Process()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, "
-          f"Python {platform.python_version()}; limits: {args.timeout:g} s, {args.memory_mb} MB", flush=True)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, "
+        f"Python {platform.python_version()}; limits: {args.timeout:g} s, {args.memory_mb} MB",
+        flush=True,
+    )
     try:
         if args.replay:
             for path in args.replay:
                 outcome, result, took, tb = run_one(path, "fuzz" + path.suffix.lower(), limits, args.margin)
                 print(f"{path}: {outcome} in {took:.1f} s: {result!r}\n{tb}")
             return 0
-        files = sorted(p for p in args.corpus.iterdir()
-                       if p.suffix.lower() in EXTENSIONS and p.is_file())
+        files = sorted(p for p in args.corpus.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
         blobs = {p: p.read_bytes() for p in files}
         # Small files run faster and their structure is denser, but the big good files hold the parser
         # paths worth mutating: a mild preference for small ones.
@@ -381,8 +512,14 @@ def main() -> int:
             stats.outcomes[(kind, outcome)] += 1
             if took > stats.slowest[0]:
                 stats.slowest = (took, f"{source.name} {' + '.join(steps)} -> {outcome}")
-            note = {"source": source.name, "mutations": steps, "outcome": outcome, "seconds": round(took, 2),
-                    "execution": stats.executions, "seed": args.seed}
+            note = {
+                "source": source.name,
+                "mutations": steps,
+                "outcome": outcome,
+                "seconds": round(took, 2),
+                "execution": stats.executions,
+                "seed": args.seed,
+            }
             problems: list[tuple[str, str]] = []
             if outcome in ("escaped", "parent-hang"):
                 problems.append((outcome, f"{result!r}"))
@@ -402,14 +539,23 @@ def main() -> int:
                     shutil.rmtree(p, ignore_errors=True)
             for what, why in problems:
                 stats.findings[what] += 1
-                saved = save(what, stats.findings[what], source.suffix.lower(), data,
-                             {**note, "finding": what, "why": why, "traceback": tb,
-                              "detail": getattr(result, "detail", None)})
+                saved = save(
+                    what,
+                    stats.findings[what],
+                    source.suffix.lower(),
+                    data,
+                    {**note, "finding": what, "why": why, "traceback": tb, "detail": getattr(result, "detail", None)},
+                )
                 print(f"FINDING {what}: {why} ({source.name} {' + '.join(steps)}) -> {saved}", flush=True)
             if not problems and outcome in ("parser_crashed", "parser_out_of_memory", "parser_timeout"):
                 stats.notable += 1
-                save(f"notable-{outcome}", stats.notable, source.suffix.lower(), data,
-                     {**note, "detail": getattr(result, "detail", None)})
+                save(
+                    f"notable-{outcome}",
+                    stats.notable,
+                    source.suffix.lower(),
+                    data,
+                    {**note, "detail": getattr(result, "detail", None)},
+                )
             if time.monotonic() - last_report >= args.report_every:
                 print(summary(stats, started, args.seed), flush=True)
                 last_report = time.monotonic()

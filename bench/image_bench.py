@@ -12,11 +12,13 @@ pipeline. Prints medians and fastest runs and the app's overhead (target: under 
 torch.compile), each as a fraction of the GPU's measured fp16/fp32 matmul peak; then the app overhead on
 that architecture. --smoke runs the --gpu code path on CPU with small configs, to check the script.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import contextlib
+import functools
+import json
 import os
 import platform
 import socket
@@ -24,10 +26,11 @@ import statistics
 import sys
 import tempfile
 import threading
-import urllib.request
 import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,47 +39,100 @@ PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 
 # SD-Turbo (stabilityai/sd-turbo): the SD 2.1 architecture at 512x512, OpenCLIP-H text encoder.
 SD_TURBO_UNET = {
-    "act_fn": "silu", "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False, "cross_attention_dim": 1024,
+    "act_fn": "silu",
+    "attention_head_dim": [5, 10, 20, 20],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 1024,
     "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1, "dual_cross_attention": False, "flip_sin_to_cos": True, "freq_shift": 0,
-    "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05,
-    "norm_num_groups": 32, "num_class_embeds": None, "only_cross_attention": False, "out_channels": 4,
-    "sample_size": 64, "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
-                                         "CrossAttnUpBlock2D"],
-    "upcast_attention": False, "use_linear_projection": True,
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "upcast_attention": False,
+    "use_linear_projection": True,
 }
 SD_TURBO_VAE = {
-    "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4,
-    "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3, "sample_size": 768,
-    "scaling_factor": 0.18215, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 SD_TURBO_TEXT = {
-    "hidden_act": "gelu", "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
-    "num_hidden_layers": 23, "projection_dim": 512, "max_position_embeddings": 77, "vocab_size": 49408,
-    "layer_norm_eps": 1e-05, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+    "hidden_act": "gelu",
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 23,
+    "projection_dim": 512,
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "layer_norm_eps": 1e-05,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 1,
 }
 SD_TURBO_SCHEDULER = {
-    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-    "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "trailing",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
 }
 # Small random SD for the CPU comparison: SD's shape (3 UNet levels with attention, VAE factor 8).
 SMALL_UNET = {
-    "block_out_channels": [32, 64, 128], "layers_per_block": 1, "attention_head_dim": 8,
+    "block_out_channels": [32, 64, 128],
+    "layers_per_block": 1,
+    "attention_head_dim": 8,
     "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "cross_attention_dim": 64, "norm_num_groups": 8, "sample_size": 32, "in_channels": 4, "out_channels": 4,
+    "cross_attention_dim": 64,
+    "norm_num_groups": 8,
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
     "use_linear_projection": True,
 }
 SMALL_VAE = {
-    "block_out_channels": [16, 32, 64, 64], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 8,
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "in_channels": 3, "out_channels": 3, "sample_size": 256,
+    "block_out_channels": [16, 32, 64, 64],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 8,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "in_channels": 3,
+    "out_channels": 3,
+    "sample_size": 256,
 }
 SMALL_TEXT = {
-    "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
-    "vocab_size": 1000, "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "vocab_size": 1000,
+    "max_position_embeddings": 77,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 1,
 }
 
 
@@ -97,9 +153,16 @@ def build_pipeline(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, device: str = 
         for char in bytes_to_unicode().values():
             vocab.setdefault(char + suffix, len(vocab))
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=EulerDiscreteScheduler(**SD_TURBO_SCHEDULER), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=EulerDiscreteScheduler(**SD_TURBO_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     if dtype is not None:
         pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -152,8 +215,15 @@ def running_app(image_models: tuple[str, ...], data_dir: Path, **settings: Any) 
         demo.close()
 
 
-def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], dict],
-                     direct: Callable[[int], list], device: str, runs: int) -> dict:
+def studio_vs_direct(
+    studio: Any,
+    client: Any,
+    spec: str,
+    form: Callable[[int], dict],
+    direct: Callable[[int], list],
+    device: str,
+    runs: int,
+) -> dict:
     """Per image request, interleaved (the order rotates every run, so drift hits all paths alike):
     direct  - the pipeline / networks called directly, PIL images out;
     service - ImageStudio.generate: checks, the per-model queue, progress, PNG encoding and the gallery write;
@@ -180,8 +250,10 @@ def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], 
     def rest(seed: int) -> list:
         """Gradio's REST API without the client library: POST the call, read its event stream, GET the PNGs."""
         values = {"prompt": "", **form(seed), "model": spec}
-        event = rest_client.post(f"{base}/gradio_api/call/generate_image",
-                                 json={"data": [values.get(name, default) for name, default in names]})
+        event = rest_client.post(
+            f"{base}/gradio_api/call/generate_image",
+            json={"data": [values.get(name, default) for name, default in names]},
+        )
         data = None
         with rest_client.stream("GET", f"{base}/gradio_api/call/generate_image/{event.json()['event_id']}") as sse:
             kind = ""
@@ -219,10 +291,10 @@ def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], 
     png_bytes = 0
     for i in range(runs):
         seed = 100 + i
-        order = list(paths)[i % len(paths):] + list(paths)[:i % len(paths)]
+        order = list(paths)[i % len(paths) :] + list(paths)[: i % len(paths)]
         out = {}
         for name in order:
-            t, out[name] = timed(lambda: paths[name](seed), device)
+            t, out[name] = timed(functools.partial(paths[name], seed), device)
             times[name].append(t)
         reference = [np.asarray(image) for image in out["direct"]]
         for name in ("service", "rest", "http"):
@@ -246,16 +318,30 @@ def studio_vs_direct(studio: Any, client: Any, spec: str, form: Callable[[int], 
                 pass
 
     floor = statistics.median(timed(noop, "cpu")[0] for _ in range(max(5, 2 * runs)))
-    encode = statistics.median(timed(lambda: [encode_png(im, {"seed": 1, "model": "x", "steps": 1})
-                                              for im in images], "cpu")[0] for _ in range(max(3, runs)))
+    encode = statistics.median(
+        timed(lambda: [encode_png(im, {"seed": 1, "model": "x", "steps": 1}) for im in images], "cpu")[0]
+        for _ in range(max(3, runs))
+    )
     med = {name: statistics.median(ts) for name, ts in times.items()}
     low = {name: min(ts) for name, ts in times.items()}  # on a shared machine noise only adds: the floor is steadier
     rest_client.close()
-    return {"direct_s": med["direct"], "service_s": med["service"], "http_s": med["http"], "encode_s": encode,
-            "rest_s": med["rest"], "rest_overhead": med["rest"] / med["direct"] - 1.0,
-            "transfer_s": transfer, "floor_s": floor, "min": low,
-            "service_overhead": med["service"] / med["direct"] - 1.0, "http_overhead": med["http"] / med["direct"] - 1.0,
-            "identical_pixels": same, "png_bytes": png_bytes, "images": len(images), "runs": runs}
+    return {
+        "direct_s": med["direct"],
+        "service_s": med["service"],
+        "http_s": med["http"],
+        "encode_s": encode,
+        "rest_s": med["rest"],
+        "rest_overhead": med["rest"] / med["direct"] - 1.0,
+        "transfer_s": transfer,
+        "floor_s": floor,
+        "min": low,
+        "service_overhead": med["service"] / med["direct"] - 1.0,
+        "http_overhead": med["http"] / med["direct"] - 1.0,
+        "identical_pixels": same,
+        "png_bytes": png_bytes,
+        "images": len(images),
+        "runs": runs,
+    }
 
 
 def Image_open(path: Any) -> Any:
@@ -270,25 +356,39 @@ def report_studio(r: dict, what: str) -> None:
     print(f"\n{what}: {n} image{'s' if n > 1 else ''} per request, median of {r['runs']} interleaved runs")
     low = r["min"]
     print(f"  {'':40s} {'median':>9s}    {'overhead':>8s}   {'fastest':>9s}   {'overhead':>8s}")
-    print(f"  direct (pipeline called directly)        {r['direct_s'] * 1000:9.1f} ms {'':10s}"
-          f"  {low['direct'] * 1000:9.1f} ms")
-    print(f"  service (ImageStudio: checks, queue,     {r['service_s'] * 1000:9.1f} ms {r['service_overhead'] * 100:+7.1f} %"
-          f"  {low['service'] * 1000:9.1f} ms {(low['service'] / low['direct'] - 1) * 100:+7.1f} %")
+    print(
+        f"  direct (pipeline called directly)        {r['direct_s'] * 1000:9.1f} ms {'':10s}"
+        f"  {low['direct'] * 1000:9.1f} ms"
+    )
+    print(
+        f"  service (ImageStudio: checks, queue,     {r['service_s'] * 1000:9.1f} ms {r['service_overhead'] * 100:+7.1f} %"
+        f"  {low['service'] * 1000:9.1f} ms {(low['service'] / low['direct'] - 1) * 100:+7.1f} %"
+    )
     print("           progress, PNG + gallery write)")
-    print(f"  REST (/gradio_api/call/generate_image,   {r['rest_s'] * 1000:9.1f} ms {r['rest_overhead'] * 100:+7.1f} %"
-          f"  {low['rest'] * 1000:9.1f} ms {(low['rest'] / low['direct'] - 1) * 100:+7.1f} %")
+    print(
+        f"  REST (/gradio_api/call/generate_image,   {r['rest_s'] * 1000:9.1f} ms {r['rest_overhead'] * 100:+7.1f} %"
+        f"  {low['rest'] * 1000:9.1f} ms {(low['rest'] / low['direct'] - 1) * 100:+7.1f} %"
+    )
     print("        httpx: POST, event stream, GET PNG)")
     ours = r["rest_s"] - r["direct_s"] - r["floor_s"] - r["transfer_s"]
-    print(f"        of which Gradio's own per-call cost (a no-op endpoint, same app): {r['floor_s'] * 1000:.1f} ms, "
-          f"fetching the PNG{'s' if n > 1 else ''}: {r['transfer_s'] * 1000:.1f} ms; the rest "
-          f"{ours * 1000:+.1f} ms ({ours / r['direct_s'] * 100:+.1f} % of direct)")
-    print(f"  HTTP (/generate_image, gradio_client,    {r['http_s'] * 1000:9.1f} ms {r['http_overhead'] * 100:+7.1f} %"
-          f"  {low['http'] * 1000:9.1f} ms {(low['http'] / low['direct'] - 1) * 100:+7.1f} %")
-    print(f"        {r['png_bytes'] / 1e6:.2f} MB of PNG downloaded)      of which fetching the PNG"
-          f"{'s' if n > 1 else ''} alone (HTTP GET): {r['transfer_s'] * 1000:.1f} ms")
-    print(f"  PNG encoding (core.images.png.encode_png, level 1, one thread): {r['encode_s'] * 1000:.1f} ms "
-          f"({r['encode_s'] / r['direct_s'] * 100:.1f} % of direct); the service encodes image k while image k+1 "
-          "is made, and what is left after the model is done on all cores")
+    print(
+        f"        of which Gradio's own per-call cost (a no-op endpoint, same app): {r['floor_s'] * 1000:.1f} ms, "
+        f"fetching the PNG{'s' if n > 1 else ''}: {r['transfer_s'] * 1000:.1f} ms; the rest "
+        f"{ours * 1000:+.1f} ms ({ours / r['direct_s'] * 100:+.1f} % of direct)"
+    )
+    print(
+        f"  HTTP (/generate_image, gradio_client,    {r['http_s'] * 1000:9.1f} ms {r['http_overhead'] * 100:+7.1f} %"
+        f"  {low['http'] * 1000:9.1f} ms {(low['http'] / low['direct'] - 1) * 100:+7.1f} %"
+    )
+    print(
+        f"        {r['png_bytes'] / 1e6:.2f} MB of PNG downloaded)      of which fetching the PNG"
+        f"{'s' if n > 1 else ''} alone (HTTP GET): {r['transfer_s'] * 1000:.1f} ms"
+    )
+    print(
+        f"  PNG encoding (core.images.png.encode_png, level 1, one thread): {r['encode_s'] * 1000:.1f} ms "
+        f"({r['encode_s'] / r['direct_s'] * 100:.1f} % of direct); the service encodes image k while image k+1 "
+        "is made, and what is left after the model is done on all cores"
+    )
     print(f"  same pixels in the stored PNGs as direct: {r['identical_pixels']}   (target: overhead under 10 %)")
 
 
@@ -332,8 +432,9 @@ def direct_diffusers(folder: Path, device: str, dtype: Any, size: int, steps: in
 
     def make(seed: int) -> list:
         generator = torch.Generator(device="cuda" if device.startswith("cuda") else "cpu").manual_seed(seed)
-        return pipe(PROMPT, num_inference_steps=steps, guidance_scale=0.0, width=size, height=size,
-                    generator=generator).images
+        return pipe(
+            PROMPT, num_inference_steps=steps, guidance_scale=0.0, width=size, height=size, generator=generator
+        ).images
 
     return make
 
@@ -347,8 +448,10 @@ def cpu_mode(args: argparse.Namespace) -> None:
 
     from backends.image.gan_faces import DEFAULT_TRUNCATION
 
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "small-sd"
         build_pipeline(SMALL_UNET, SMALL_VAE, SMALL_TEXT).save_pretrained(folder)
@@ -357,18 +460,29 @@ def cpu_mode(args: argparse.Namespace) -> None:
             if "gan" in args.only or "gan-batch" in args.only:
                 gan = direct_gan(DEFAULT_TRUNCATION)
             if "gan" in args.only:
-                report_studio(studio_vs_direct(studio, client, "gan:faces", lambda seed: dict(seed=seed), gan, "cpu",
-                                               args.runs), "GAN faces (MobileStyleGAN, OpenVINO), 1024x1024")
+                report_studio(
+                    studio_vs_direct(studio, client, "gan:faces", lambda seed: dict(seed=seed), gan, "cpu", args.runs),
+                    "GAN faces (MobileStyleGAN, OpenVINO), 1024x1024",
+                )
             if "gan-batch" in args.only:
-                report_studio(studio_vs_direct(
-                    studio, client, "gan:faces", lambda seed: dict(seed=seed, batch_count=args.batch),
-                    lambda seed: [im for i in range(args.batch) for im in gan(seed + i)], "cpu", args.runs),
-                    f"GAN faces, batch of {args.batch}")
+                report_studio(
+                    studio_vs_direct(
+                        studio,
+                        client,
+                        "gan:faces",
+                        lambda seed: dict(seed=seed, batch_count=args.batch),
+                        lambda seed: [im for i in range(args.batch) for im in gan(seed + i)],
+                        "cpu",
+                        args.runs,
+                    ),
+                    f"GAN faces, batch of {args.batch}",
+                )
             if "sd" in args.only:
                 sd = direct_diffusers(folder, "cpu", torch.float32, args.size, args.steps)
-                report_studio(studio_vs_direct(studio, client, sd_spec, sd_form(args.size, args.steps), sd, "cpu",
-                                               args.runs),
-                              f"small random SD (diffusers), {args.size}x{args.size}, {args.steps} steps, CPU fp32")
+                report_studio(
+                    studio_vs_direct(studio, client, sd_spec, sd_form(args.size, args.steps), sd, "cpu", args.runs),
+                    f"small random SD (diffusers), {args.size}x{args.size}, {args.steps} steps, CPU fp32",
+                )
 
 
 # -- GPU: plain vs optimised -------------------------------------------------------------------------
@@ -395,8 +509,14 @@ def count_flops(pipe: Any, steps: int, size: int, device: str) -> int:
 
     counter = FlopCounterMode(display=False)
     with counter:
-        pipe(PROMPT, num_inference_steps=steps, guidance_scale=0.0, width=size, height=size,
-             generator=torch.Generator(device=device).manual_seed(0))
+        pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=0.0,
+            width=size,
+            height=size,
+            generator=torch.Generator(device=device).manual_seed(0),
+        )
     return counter.get_total_flops()
 
 
@@ -430,24 +550,35 @@ def variants(device: str, unet_cfg: dict, vae_cfg: dict, text_cfg: dict, compile
         pipe.vae.decode = torch.compile(pipe.vae.decode, mode=compile_mode, fullgraph=True)
         return pipe
 
-    rows = [("plain (fp32, classic attention)", torch.float32, plain),
-            (f"{str(half).removeprefix('torch.')} + SDPA", half, half_sdpa),
-            ("  + channels-last", half, channels_last)]
+    rows = [
+        ("plain (fp32, classic attention)", torch.float32, plain),
+        (f"{str(half).removeprefix('torch.')} + SDPA", half, half_sdpa),
+        ("  + channels-last", half, channels_last),
+    ]
     if compile_mode:
         rows.append((f"  + torch.compile ({compile_mode})", half, compiled))
     return rows
 
 
-def architecture_bench(device: str, unet_cfg: dict, vae_cfg: dict, text_cfg: dict, size: int,
-                       steps_list: tuple[int, ...], runs: int, compile_mode: str | None) -> None:
+def architecture_bench(
+    device: str,
+    unet_cfg: dict,
+    vae_cfg: dict,
+    text_cfg: dict,
+    size: int,
+    steps_list: tuple[int, ...],
+    runs: int,
+    compile_mode: str | None,
+) -> None:
     import gc
 
     import torch
 
     peaks = {}
     for dtype in (torch.float32, torch.float16 if device.startswith("cuda") else torch.bfloat16):
-        peaks[dtype] = matmul_peak(dtype, device, n=8192 if device.startswith("cuda") else 1024,
-                                   repeats=20 if device.startswith("cuda") else 3)
+        peaks[dtype] = matmul_peak(
+            dtype, device, n=8192 if device.startswith("cuda") else 1024, repeats=20 if device.startswith("cuda") else 3
+        )
         print(f"measured matmul peak, {str(dtype).removeprefix('torch.')}: {peaks[dtype] / 1e12:.3g} TFLOP/s")
     flops: dict[int, int] = {}
     print(f"\n{size}x{size}, guidance 0 (no CFG), median of {runs} after warm-up")
@@ -458,9 +589,16 @@ def architecture_bench(device: str, unet_cfg: dict, vae_cfg: dict, text_cfg: dic
         for steps in steps_list:
             if steps not in flops:  # the same work for every variant: counted once, on the first (eager)
                 flops[steps] = count_flops(pipe, steps, size, device)
+
             def run(pipe: Any = pipe, steps: int = steps) -> Any:
-                return pipe(PROMPT, num_inference_steps=steps, guidance_scale=0.0, width=size, height=size,
-                            generator=torch.Generator(device=device).manual_seed(0))
+                return pipe(
+                    PROMPT,
+                    num_inference_steps=steps,
+                    guidance_scale=0.0,
+                    width=size,
+                    height=size,
+                    generator=torch.Generator(device=device).manual_seed(0),
+                )
 
             for _ in range(3 if "compile" in name else 2):
                 run()
@@ -492,18 +630,27 @@ def gpu_mode(args: argparse.Namespace) -> None:
         build_pipeline(SD_TURBO_UNET, SD_TURBO_VAE, SD_TURBO_TEXT, "cuda", torch.float16).save_pretrained(folder)
         torch.cuda.empty_cache()
         spec = f"diffusers:{folder}"
-        with running_app((spec,), Path(tmp) / "data", image_device="cuda", image_dtype="float16") as (studio,
-                                                                                                     client):
+        with running_app((spec,), Path(tmp) / "data", image_device="cuda", image_dtype="float16") as (studio, client):
             for steps in (1, 4):
                 direct = direct_diffusers(folder, "cuda", torch.float16, 512, steps)
-                report_studio(studio_vs_direct(studio, client, spec, sd_form(512, steps), direct, "cuda", args.runs),
-                              f"SD-Turbo architecture, 512x512, {steps} step(s), fp16")
+                report_studio(
+                    studio_vs_direct(studio, client, spec, sd_form(512, steps), direct, "cuda", args.runs),
+                    f"SD-Turbo architecture, 512x512, {steps} step(s), fp16",
+                )
 
 
 def smoke_mode(args: argparse.Namespace) -> None:
     """The --gpu code path on CPU with small configs (bf16 stands in for fp16)."""
-    architecture_bench("cpu", SMALL_UNET, SMALL_VAE, SMALL_TEXT, 128, (1, 2), 2,
-                       None if args.compile_mode == "none" else args.compile_mode)
+    architecture_bench(
+        "cpu",
+        SMALL_UNET,
+        SMALL_VAE,
+        SMALL_TEXT,
+        128,
+        (1, 2),
+        2,
+        None if args.compile_mode == "none" else args.compile_mode,
+    )
 
 
 def quiet() -> None:
@@ -526,15 +673,25 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="CPU mode: image side in pixels")
     parser.add_argument("--steps", type=int, default=4, help="CPU mode: denoising steps")
     parser.add_argument("--batch", type=int, default=4, help="CPU mode: faces per request in the batch row")
-    parser.add_argument("--only", nargs="+", default=["gan", "gan-batch", "sd"], choices=["gan", "gan-batch", "sd"],
-                        help="CPU mode: which comparisons to run")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["gan", "gan-batch", "sd"],
+        choices=["gan", "gan-batch", "sd"],
+        help="CPU mode: which comparisons to run",
+    )
     parser.add_argument("--gpu", action="store_true", help="SD-Turbo architecture on CUDA")
     parser.add_argument("--smoke", action="store_true", help="the --gpu code path on CPU, small configs")
-    parser.add_argument("--compile-mode", default="default",
-                        help="torch.compile mode for the optimised variant ('none' to skip)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (OMP_NUM_THREADS); 0 = the library default. On a shared "
-                             "machine 1 avoids the OpenMP barrier stalls that make timings swing 3-6x")
+    parser.add_argument(
+        "--compile-mode", default="default", help="torch.compile mode for the optimised variant ('none' to skip)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (OMP_NUM_THREADS); 0 = the library default. On a shared "
+        "machine 1 avoids the OpenMP barrier stalls that make timings swing 3-6x",
+    )
     args = parser.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is first imported (inside functions)

@@ -10,6 +10,7 @@ slope (MB per 1,000 requests after warm-up).
 Everything runs on 127.0.0.1: the fake model server (in this process), the app (python app.py, its own
 process) and locust (its own process: gevent would patch this one's threads).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ci", action="store_true", help="short run: 10 users, 30 s, 1 s think time")
     ap.add_argument("--json", type=Path, help="also write the results here (for tests)")
     ap.add_argument("--keep", action="store_true", help="keep the app's data folder (images, database)")
-    ap.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra environment for the app (e.g. STUDIO_CONCURRENCY=8)")
+    ap.add_argument(
+        "--app-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the app (e.g. STUDIO_CONCURRENCY=8)",
+    )
     args = ap.parse_args(argv)
     if args.ci:
         args.users, args.spawn_rate, args.wait = 10, 5.0, 1.0
@@ -139,11 +145,15 @@ def summarise(records: list[dict], samples: list[tuple[float, float]], t0: float
             key = f"[{r['status']}] {r['detail'][:160]}"
             details[key] = details.get(key, 0) + 1
         kinds[kind] = {
-            "requests": len(mine), "ok": len(ok), "busy": sum(r["outcome"] == "busy" for r in mine),
-            "errors": len(errors), "http_5xx": sum(1 for r in mine for s in r["http"] if s >= 500),
+            "requests": len(mine),
+            "ok": len(ok),
+            "busy": sum(r["outcome"] == "busy" for r in mine),
+            "errors": len(errors),
+            "http_5xx": sum(1 for r in mine for s in r["http"] if s >= 500),
             "ttft_p50": pct([r["ttft"] for r in ok if r["ttft"] is not None], 0.50),
             "ttft_p95": pct([r["ttft"] for r in ok if r["ttft"] is not None], 0.95),
-            "total_p50": pct([r["total"] for r in ok], 0.50), "total_p95": pct([r["total"] for r in ok], 0.95),
+            "total_p50": pct([r["total"] for r in ok], 0.50),
+            "total_p95": pct([r["total"] for r in ok], 0.95),
             "error_details": dict(sorted(details.items(), key=lambda kv: -kv[1])[:5]),
         }
     ends = sorted(r["end"] for r in records)
@@ -152,16 +162,21 @@ def summarise(records: list[dict], samples: list[tuple[float, float]], t0: float
 
     points = [(bisect.bisect_right(ends, t), mb) for t, mb in samples if t >= warm]
     return {
-        "kinds": kinds, "requests": len(records), "seconds": t1 - t0,
+        "kinds": kinds,
+        "requests": len(records),
+        "seconds": t1 - t0,
         "ok_per_s": sum(k["ok"] for k in kinds.values()) / max(1e-9, t1 - t0),
-        "busy": sum(k["busy"] for k in kinds.values()), "errors": sum(k["errors"] for k in kinds.values()),
+        "busy": sum(k["busy"] for k in kinds.values()),
+        "errors": sum(k["errors"] for k in kinds.values()),
         "http_5xx": sum(k["http_5xx"] for k in kinds.values()),
-        "rss_first_mb": samples[0][1] if samples else None, "rss_last_mb": samples[-1][1] if samples else None,
+        "rss_first_mb": samples[0][1] if samples else None,
+        "rss_last_mb": samples[-1][1] if samples else None,
         "rss_peak_mb": max((mb for _, mb in samples), default=None),
         "rss_warm_median_mb": statistics.median(mb for _, mb in points) if points else None,
         "rss_warm_min_mb": min((mb for _, mb in points), default=None),
         "rss_warm_max_mb": max((mb for _, mb in points), default=None),
-        "rss_slope_mb_per_1000": slope_per_1000(points), "rss_points": len(points),
+        "rss_slope_mb_per_1000": slope_per_1000(points),
+        "rss_points": len(points),
     }
 
 
@@ -170,35 +185,53 @@ def fmt(v: float | None, unit: str = "s") -> str:
 
 
 def print_table(res: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"\nLoad: {args.users} users, think time {args.wait:g} s (x0.5-1.5), {res['seconds']:.0f} s, "
-          f"fake model {args.token_ms:g} ms/token x {args.reply_tokens} tokens")
-    head = f"{'kind':9}{'requests':>9}{'ok':>7}{'busy':>6}{'errors':>7}{'5xx':>5}" \
-           f"{'TTFT p50':>11}{'TTFT p95':>11}{'total p50':>11}{'total p95':>11}"
+    print(
+        f"\nLoad: {args.users} users, think time {args.wait:g} s (x0.5-1.5), {res['seconds']:.0f} s, "
+        f"fake model {args.token_ms:g} ms/token x {args.reply_tokens} tokens"
+    )
+    head = (
+        f"{'kind':9}{'requests':>9}{'ok':>7}{'busy':>6}{'errors':>7}{'5xx':>5}"
+        f"{'TTFT p50':>11}{'TTFT p95':>11}{'total p50':>11}{'total p95':>11}"
+    )
     print(head)
     print("-" * len(head))
     rows = list(res["kinds"].items())
-    total = {"requests": res["requests"], "ok": sum(k["ok"] for _, k in rows), "busy": res["busy"],
-             "errors": res["errors"], "http_5xx": res["http_5xx"]}
+    total = {
+        "requests": res["requests"],
+        "ok": sum(k["ok"] for _, k in rows),
+        "busy": res["busy"],
+        "errors": res["errors"],
+        "http_5xx": res["http_5xx"],
+    }
     for name, k in rows + [("all", total)]:
-        print(f"{name:9}{k['requests']:>9}{k['ok']:>7}{k['busy']:>6}{k['errors']:>7}{k['http_5xx']:>5}"
-              f"{fmt(k.get('ttft_p50')):>11}{fmt(k.get('ttft_p95')):>11}"
-              f"{fmt(k.get('total_p50')):>11}{fmt(k.get('total_p95')):>11}")
-    print(f"\nthroughput: {res['ok_per_s']:.2f} ok requests/s; load average (1 min) mean "
-          f"{fmt(res.get('load_mean'), '')} max {fmt(res.get('load_max'), '')} on {os.cpu_count()} CPUs")
-    print(f"CPU seconds per request: app {fmt(res.get('cpu_app_per_req'), 's')}, locust "
-          f"{fmt(res.get('cpu_locust_per_req'), 's')}, fake server+bench {fmt(res.get('cpu_bench_per_req'), 's')}")
+        print(
+            f"{name:9}{k['requests']:>9}{k['ok']:>7}{k['busy']:>6}{k['errors']:>7}{k['http_5xx']:>5}"
+            f"{fmt(k.get('ttft_p50')):>11}{fmt(k.get('ttft_p95')):>11}"
+            f"{fmt(k.get('total_p50')):>11}{fmt(k.get('total_p95')):>11}"
+        )
+    print(
+        f"\nthroughput: {res['ok_per_s']:.2f} ok requests/s; load average (1 min) mean "
+        f"{fmt(res.get('load_mean'), '')} max {fmt(res.get('load_max'), '')} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"CPU seconds per request: app {fmt(res.get('cpu_app_per_req'), 's')}, locust "
+        f"{fmt(res.get('cpu_locust_per_req'), 's')}, fake server+bench {fmt(res.get('cpu_bench_per_req'), 's')}"
+    )
     slope = res["rss_slope_mb_per_1000"]
-    print(f"app RSS (children included): first {fmt(res['rss_first_mb'], 'MB')}, last {fmt(res['rss_last_mb'], 'MB')}; "
-          f"after warm-up (the first 20% of the run left out, {res['rss_points']} samples): median "
-          f"{fmt(res['rss_warm_median_mb'], 'MB')}, min {fmt(res['rss_warm_min_mb'], 'MB')}, max "
-          f"{fmt(res['rss_warm_max_mb'], 'MB')}, slope {'-' if slope is None else f'{slope:+.1f}'} MB per 1,000 requests")
+    print(
+        f"app RSS (children included): first {fmt(res['rss_first_mb'], 'MB')}, last {fmt(res['rss_last_mb'], 'MB')}; "
+        f"after warm-up (the first 20% of the run left out, {res['rss_points']} samples): median "
+        f"{fmt(res['rss_warm_median_mb'], 'MB')}, min {fmt(res['rss_warm_min_mb'], 'MB')}, max "
+        f"{fmt(res['rss_warm_max_mb'], 'MB')}, slope {'-' if slope is None else f'{slope:+.1f}'} MB per 1,000 requests"
+    )
     for name, k in rows:
         for detail, n in k["error_details"].items():
             print(f"  {name} error x{n}: {detail}")
 
 
-def run_locust(cmd: list[str], env: dict[str, str], log_path: Path, app: subprocess.Popen,
-               limit_s: float) -> tuple[int | None, float]:
+def run_locust(
+    cmd: list[str], env: dict[str, str], log_path: Path, app: subprocess.Popen, limit_s: float
+) -> tuple[int | None, float]:
     """Run locust to its end (or until the app dies, or `limit_s`); returns its exit status and the CPU
     seconds it used."""
     import psutil
@@ -214,8 +247,12 @@ def run_locust(cmd: list[str], env: dict[str, str], log_path: Path, app: subproc
             cpu = t.user + t.system
         time.sleep(1)
     if locust.poll() is None:
-        print("the app died: stopping locust" if app.poll() is not None
-              else "locust did not stop in time: terminating it", flush=True)
+        print(
+            "the app died: stopping locust"
+            if app.poll() is not None
+            else "locust did not stop in time: terminating it",
+            flush=True,
+        )
         locust.terminate()
         try:
             locust.wait(15)
@@ -239,23 +276,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tokens = make_tokens(Settings(data_dir=data_dir).db_path, args.users)
     (work / "tokens.json").write_text(json.dumps(tokens))
     records_path = work / "records.jsonl"
-    print(f"work folder {work}; {'one API token per user' if tokens else 'no API tokens (core.security.tokens absent)'}",
-          flush=True)
+    print(
+        f"work folder {work}; {'one API token per user' if tokens else 'no API tokens (core.security.tokens absent)'}",
+        flush=True,
+    )
     extra = dict(kv.split("=", 1) for kv in args.app_env)
     try:
-        with fake_openai_server(model=MODEL, reply_words=args.reply_tokens, chunk_delay=args.token_ms / 1000,
-                                max_model_len=8192) as fake, \
-             app_process(data_dir, {"STUDIO_TEXT_MODEL": f"openai:{MODEL}", "OPENAI_BASE_URL": fake.base_url,
-                                    "STUDIO_IMAGE_MODEL": "gan:faces", "GRADIO_TEMP_DIR": str(gradio_tmp),
-                                    **extra}) as app:
-            env = {**os.environ, "LOAD_TOKENS_FILE": str(work / "tokens.json"), "LOAD_RECORDS_FILE": str(records_path),
-                   "LOAD_WAIT": f"{args.wait:g}", "LOAD_DOCS": os.pathsep.join(str(CORPUS / d) for d in DOCS),
-                   "LOAD_IMAGE_MODEL": "gan:faces", "LOAD_ROUND_ROBIN_FIRST": "1" if args.ci else "0"}
+        with (
+            fake_openai_server(
+                model=MODEL, reply_words=args.reply_tokens, chunk_delay=args.token_ms / 1000, max_model_len=8192
+            ) as fake,
+            app_process(
+                data_dir,
+                {
+                    "STUDIO_TEXT_MODEL": f"openai:{MODEL}",
+                    "OPENAI_BASE_URL": fake.base_url,
+                    "STUDIO_IMAGE_MODEL": "gan:faces",
+                    "GRADIO_TEMP_DIR": str(gradio_tmp),
+                    **extra,
+                },
+            ) as app,
+        ):
+            env = {
+                **os.environ,
+                "LOAD_TOKENS_FILE": str(work / "tokens.json"),
+                "LOAD_RECORDS_FILE": str(records_path),
+                "LOAD_WAIT": f"{args.wait:g}",
+                "LOAD_DOCS": os.pathsep.join(str(CORPUS / d) for d in DOCS),
+                "LOAD_IMAGE_MODEL": "gan:faces",
+                "LOAD_ROUND_ROBIN_FIRST": "1" if args.ci else "0",
+            }
             stop_timeout = 60
-            cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
-                   "--users", str(args.users), "--spawn-rate", f"{args.spawn_rate:g}", "--run-time", f"{args.run_s:.0f}s",
-                   "--host", app.url.rstrip("/"), "--stop-timeout", str(stop_timeout), "--only-summary",
-                   "--exit-code-on-error", "0", "--loglevel", "WARNING"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "bench" / "locustfile.py"),
+                "--headless",
+                "--users",
+                str(args.users),
+                "--spawn-rate",
+                f"{args.spawn_rate:g}",
+                "--run-time",
+                f"{args.run_s:.0f}s",
+                "--host",
+                app.url.rstrip("/"),
+                "--stop-timeout",
+                str(stop_timeout),
+                "--only-summary",
+                "--exit-code-on-error",
+                "0",
+                "--loglevel",
+                "WARNING",
+            ]
             sampler = RssSampler(app.proc.pid, args.sample_s)
             me = psutil.Process()
             bench_cpu0 = sum(me.cpu_times()[:2])
@@ -263,8 +337,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.time()
             sampler.samples.append((t0, sampler.rss_mb()))
             sampler.start()
-            locust_exit, locust_cpu = run_locust(cmd, env, work / "locust.log", app.proc,
-                                                 args.run_s + stop_timeout + 120)
+            locust_exit, locust_cpu = run_locust(
+                cmd, env, work / "locust.log", app.proc, args.run_s + stop_timeout + 120
+            )
             t1 = time.time()
             sampler.stop_event.set()
             sampler.join(10)
@@ -276,21 +351,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
-    records = [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()] \
-        if records_path.exists() else []
-    (work / "rss.csv").write_text("time,requests_done,rss_mb\n" + "".join(
-        f"{t - t0:.1f},{sum(r['end'] <= t for r in records)},{mb:.1f}\n" for t, mb in sampler.samples))
+    records = (
+        [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
+        if records_path.exists()
+        else []
+    )
+    (work / "rss.csv").write_text(
+        "time,requests_done,rss_mb\n"
+        + "".join(f"{t - t0:.1f},{sum(r['end'] <= t for r in records)},{mb:.1f}\n" for t, mb in sampler.samples)
+    )
     res = summarise(records, sampler.samples, t0, t1)
     n = max(1, len(records))
-    res.update(load_mean=statistics.fmean(sampler.loads) if sampler.loads else None,
-               load_max=max(sampler.loads, default=None), cpu_app_per_req=app_cpu / n,
-               cpu_locust_per_req=locust_cpu / n, cpu_bench_per_req=bench_cpu / n, app_alive=alive,
-               app_exit=app_exit,
-               work=str(work), locust_exit=locust_exit, users=args.users, wait=args.wait,
-               fake_chat_requests=len(fake.chat_requests))
+    res.update(
+        load_mean=statistics.fmean(sampler.loads) if sampler.loads else None,
+        load_max=max(sampler.loads, default=None),
+        cpu_app_per_req=app_cpu / n,
+        cpu_locust_per_req=locust_cpu / n,
+        cpu_bench_per_req=bench_cpu / n,
+        app_alive=alive,
+        app_exit=app_exit,
+        work=str(work),
+        locust_exit=locust_exit,
+        users=args.users,
+        wait=args.wait,
+        fake_chat_requests=len(fake.chat_requests),
+    )
     print_table(res, args)
-    print(f"app {'still serving' if alive else f'DIED (exit status {app_exit})'}; locust exit {locust_exit}; "
-          f"logs: {work}/app.log, {work}/locust.log; records: {records_path}; RSS samples: {work}/rss.csv")
+    print(
+        f"app {'still serving' if alive else f'DIED (exit status {app_exit})'}; locust exit {locust_exit}; "
+        f"logs: {work}/app.log, {work}/locust.log; records: {records_path}; RSS samples: {work}/rss.csv"
+    )
     return res
 
 

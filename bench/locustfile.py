@@ -9,6 +9,7 @@ Environment: LOAD_TOKENS_FILE (JSON list of API tokens, one per user), LOAD_WAIT
 LOAD_DOCS (os.pathsep-separated documents to upload), LOAD_IMAGE_MODEL, LOAD_ROUND_ROBIN_FIRST=1 (each
 user's first request is kinds[user index % 4], so a short run covers every kind).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -18,8 +19,9 @@ import os
 import random
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from locust import HttpUser, between, events, task
 
@@ -32,8 +34,9 @@ IDLE_CLOSE_S = 4.0
 BUSY_TEXT = re.compile(r"\bbusy\b|retry in|queue is full|too many requests|rate limit", re.I)
 
 WAIT = float(os.environ.get("LOAD_WAIT", "5"))
-TOKENS: list[str] = json.loads(Path(os.environ["LOAD_TOKENS_FILE"]).read_text()) if os.environ.get(
-    "LOAD_TOKENS_FILE") else []
+TOKENS: list[str] = (
+    json.loads(Path(os.environ["LOAD_TOKENS_FILE"]).read_text()) if os.environ.get("LOAD_TOKENS_FILE") else []
+)
 DOCS = [Path(p) for p in os.environ.get("LOAD_DOCS", "").split(os.pathsep) if p]
 IMAGE_MODEL = os.environ.get("LOAD_IMAGE_MODEL", "gan:faces")
 ROUND_ROBIN_FIRST = os.environ.get("LOAD_ROUND_ROBIN_FIRST") == "1"
@@ -48,8 +51,12 @@ PROMPTS = [
     "What should I check before buying a used bicycle?",
     "Draft a polite reminder about an unpaid invoice.",
 ]
-TOPICS = ["Solar-powered phone charger", "Reusable coffee cup", "Noise-cancelling headphones for kids",
-          "Community garden opening"]
+TOPICS = [
+    "Solar-powered phone charger",
+    "Reusable coffee cup",
+    "Noise-cancelling headphones for kids",
+    "Community garden opening",
+]
 TEMPLATES = ["product_description", "social_x", "social_linkedin", "ad_aida"]
 
 
@@ -70,8 +77,9 @@ def call_data(endpoint: str, **values: Any) -> list:
     unknown = set(values) - {p["parameter_name"] for p in params}
     if unknown:
         raise KeyError(f"/{endpoint} has no parameter {sorted(unknown)}")
-    return [values[p["parameter_name"]] if p["parameter_name"] in values else p.get("parameter_default")
-            for p in params]
+    return [
+        values[p["parameter_name"]] if p["parameter_name"] in values else p.get("parameter_default") for p in params
+    ]
 
 
 class Outcome(Exception):
@@ -125,8 +133,7 @@ class StudioUser(HttpUser):
     def chat(self) -> None:
         message = random.choice(PROMPTS)
         history = self.last_turn if random.random() < 0.5 else None
-        data = call_data("chat", message=message, temperature=0.7, seed=random.randrange(1 << 30),
-                         history=history)
+        data = call_data("chat", message=message, temperature=0.7, seed=random.randrange(1 << 30), history=history)
 
         def run(rec: dict) -> None:
             text = self._call("chat", data, rec)
@@ -136,8 +143,13 @@ class StudioUser(HttpUser):
 
     @task(15)
     def write(self) -> None:
-        data = call_data("write", topic=random.choice(TOPICS), template=random.choice(TEMPLATES),
-                         audience="busy parents", seed=random.randrange(1 << 30))
+        data = call_data(
+            "write",
+            topic=random.choice(TOPICS),
+            template=random.choice(TEMPLATES),
+            audience="busy parents",
+            seed=random.randrange(1 << 30),
+        )
         self._request("write", lambda rec: self._call("write", data, rec))
 
     @task(10)
@@ -146,8 +158,13 @@ class StudioUser(HttpUser):
 
         def run(rec: dict) -> None:
             mime = mimetypes.guess_type(doc.name)[0] or "application/octet-stream"
-            with self.client.post("/gradio_api/upload", files=[("files", (doc.name, doc.read_bytes(), mime))],
-                                  name="upload", catch_response=True, timeout=(10, READ_TIMEOUT_S)) as resp:
+            with self.client.post(
+                "/gradio_api/upload",
+                files=[("files", (doc.name, doc.read_bytes(), mime))],
+                name="upload",
+                catch_response=True,
+                timeout=(10, READ_TIMEOUT_S),
+            ) as resp:
                 self._check(resp, rec)
                 paths = resp.json()
             file = {"path": paths[0], "orig_name": doc.name, "mime_type": mime, "meta": {"_type": "gradio.FileData"}}
@@ -190,8 +207,7 @@ class StudioUser(HttpUser):
             outcome, detail = "error", f"{type(exc).__name__}: {exc}"[:300]
             rec["status"] = 0
         rec.pop("_t0")
-        rec.update(outcome=outcome, detail=detail, total=time.perf_counter() - t0, end=time.time(),
-                   user=self.number)
+        rec.update(outcome=outcome, detail=detail, total=time.perf_counter() - t0, end=time.time(), user=self.number)
         _records.write(json.dumps(rec) + "\n")
         self.last_done = time.monotonic()
         if outcome == "busy":
@@ -209,12 +225,22 @@ class StudioUser(HttpUser):
     def _call(self, endpoint: str, data: list, rec: dict, tokens: bool = True) -> Any:
         """POST the call, read its event stream to the end; returns the first output of the last value.
         With `tokens`, records the time to the first streamed value holding text."""
-        with self.client.post(f"/gradio_api/call/{endpoint}", json={"data": data}, name=f"call {endpoint}",
-                              catch_response=True, timeout=(10, READ_TIMEOUT_S)) as resp:
+        with self.client.post(
+            f"/gradio_api/call/{endpoint}",
+            json={"data": data},
+            name=f"call {endpoint}",
+            catch_response=True,
+            timeout=(10, READ_TIMEOUT_S),
+        ) as resp:
             self._check(resp, rec)
             event_id = resp.json()["event_id"]
-        with self.client.get(f"/gradio_api/call/{endpoint}/{event_id}", name=f"stream {endpoint}", stream=True,
-                             catch_response=True, timeout=(10, READ_TIMEOUT_S)) as resp:
+        with self.client.get(
+            f"/gradio_api/call/{endpoint}/{event_id}",
+            name=f"stream {endpoint}",
+            stream=True,
+            catch_response=True,
+            timeout=(10, READ_TIMEOUT_S),
+        ) as resp:
             self._check(resp, rec)
             for event, payload in self._events(resp):
                 if event == "generating" and tokens and rec["ttft"] is None and payload and payload[0]:

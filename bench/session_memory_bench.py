@@ -8,6 +8,7 @@ parallel), samples the app's RSS every 250 calls, and prints the table and the s
     .venv/bin/python bench/session_memory_bench.py --max-sessions 0 # Gradio's default: before the fix
     .venv/bin/python bench/session_memory_bench.py --compare        # both, one after the other
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,13 @@ CHAT_ARGS = ["Say hi.", "", "", 0.7, 0.95, 4, -1, None]
 
 def run(calls: int, parallel: int, every: int, max_sessions: int | None, warmup: int) -> dict:
     with fake_openai_server(reply_words=3) as fake, tempfile.TemporaryDirectory() as data_dir:
-        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
-               # one caller making thousands of calls, a few at once, on purpose
-               "STUDIO_RATE_LIMIT": "0", "STUDIO_USER_TEXT_JOBS": str(parallel + 4)}
+        env = {
+            "STUDIO_TEXT_MODEL": "openai:fake-model",
+            "OPENAI_BASE_URL": fake.base_url,
+            # one caller making thousands of calls, a few at once, on purpose
+            "STUDIO_RATE_LIMIT": "0",
+            "STUDIO_USER_TEXT_JOBS": str(parallel + 4),
+        }
         if max_sessions is not None:
             env["STUDIO_MAX_SESSIONS"] = str(max_sessions)
         with app_process(Path(data_dir), env) as app:
@@ -77,8 +82,14 @@ def run(calls: int, parallel: int, every: int, max_sessions: int | None, warmup:
             time.sleep(2)  # one more sweep
             samples.append((done + failed, proc.memory_info().rss / 2**20, time.perf_counter() - start))
     tail = [(n, mb) for n, mb, _ in samples if n >= warmup]
-    return {"samples": samples, "slope": slope(tail), "done": done, "failed": failed, "failures": failures,
-            "max_sessions": max_sessions}
+    return {
+        "samples": samples,
+        "slope": slope(tail),
+        "done": done,
+        "failed": failed,
+        "failures": failures,
+        "max_sessions": max_sessions,
+    }
 
 
 def slope(points: list[tuple[int, float]]) -> float:
@@ -93,8 +104,10 @@ def slope(points: list[tuple[int, float]]) -> float:
 
 def report(result: dict, warmup: int) -> None:
     label = {None: "as configured (STUDIO_MAX_SESSIONS default)", 0: "STUDIO_MAX_SESSIONS=0 (Gradio default)"}
-    print(f"\n== {label.get(result['max_sessions'], 'STUDIO_MAX_SESSIONS=%s' % result['max_sessions'])}: "
-          f"{result['done']} calls completed, {result['failed']} failed")
+    print(
+        f"\n== {label.get(result['max_sessions'], 'STUDIO_MAX_SESSIONS=%s' % result['max_sessions'])}: "
+        f"{result['done']} calls completed, {result['failed']} failed"
+    )
     for f in result["failures"]:
         print("   failure:", f)
     print(f"{'calls':>7} {'RSS MB':>9} {'seconds':>9}")
@@ -102,8 +115,7 @@ def report(result: dict, warmup: int) -> None:
         print(f"{n:>7} {mb:>9.1f} {secs:>9.1f}")
     first = next((mb for n, mb, _ in result["samples"] if n >= warmup), float("nan"))
     last = result["samples"][-1][1]
-    print(f"slope after {warmup} calls: {result['slope']:+.2f} MB per 1,000 calls "
-          f"(RSS {first:.1f} -> {last:.1f} MB)")
+    print(f"slope after {warmup} calls: {result['slope']:+.2f} MB per 1,000 calls (RSS {first:.1f} -> {last:.1f} MB)")
 
 
 def main() -> None:
@@ -112,8 +124,12 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--every", type=int, default=250, help="sample RSS every N calls")
     parser.add_argument("--warmup", type=int, default=1000, help="calls left out of the slope")
-    parser.add_argument("--max-sessions", type=int, default=None,
-                        help="STUDIO_MAX_SESSIONS for the app (0: Gradio's default, as before the fix)")
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="STUDIO_MAX_SESSIONS for the app (0: Gradio's default, as before the fix)",
+    )
     parser.add_argument("--compare", action="store_true", help="run with 0 (before), then as configured")
     args = parser.parse_args()
     runs = [0, args.max_sessions] if args.compare else [args.max_sessions]

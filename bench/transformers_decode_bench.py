@@ -5,6 +5,7 @@ bound = measured bandwidth / bytes of weights read per token.
     .venv/bin/python bench/transformers_decode_bench.py            # CUDA when present, bf16
     .venv/bin/python bench/transformers_decode_bench.py --smoke    # a 2-layer cut on CPU, to check the code path
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,9 +13,17 @@ import time
 
 # Qwen/Qwen2.5-0.5B-Instruct config.json (the fields that shape the compute).
 QWEN25_05B = dict(
-    vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-    num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-    rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu",
+    vocab_size=151936,
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    max_position_embeddings=32768,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    hidden_act="silu",
 )
 
 

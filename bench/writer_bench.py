@@ -16,6 +16,7 @@ llama.cpp's OpenMP threads spin-wait by default; on a small shared CPU that spin
 decoding. OMP_WAIT_POLICY=PASSIVE in the environment makes them sleep instead (the header says
 which was used).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,19 +32,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = 4
-BRIEF = {"topic": "Bamboo travel mug, 350 ml, keeps drinks hot for 6 hours", "audience": "commuters",
-         "keywords": "bamboo, leak-proof", "cta": "Add to cart"}
+BRIEF = {
+    "topic": "Bamboo travel mug, 350 ml, keeps drinks hot for 6 hours",
+    "audience": "commuters",
+    "keywords": "bamboo, leak-proof",
+    "cta": "Add to cart",
+}
 
 
 def make_service(models: tuple[str, ...], base_url: str | None = None):
     from config import Settings
-    from core.writer.store import DraftStore
     from core.models import ModelManager
     from core.writer.service import WriterService
+    from core.writer.store import DraftStore
     from core.writer.templates import load_library
 
-    settings = Settings(text_models=models, data_dir=Path(tempfile.mkdtemp(prefix="writer-bench-")),
-                        openai_base_url=base_url, request_timeout=300.0, max_retries=0)
+    settings = Settings(
+        text_models=models,
+        data_dir=Path(tempfile.mkdtemp(prefix="writer-bench-")),
+        openai_base_url=base_url,
+        request_timeout=300.0,
+        max_retries=0,
+    )
     return WriterService(settings, ModelManager(settings), DraftStore(settings.db_path), load_library())
 
 
@@ -57,10 +67,18 @@ def run_once(service, brief, parallel: int, seed: int) -> dict:
     for final in service.write(brief, WriteOptions(variants=VARIANTS, temperature=0.7, seed=seed), parallel=parallel):
         pass
     seconds = time.perf_counter() - t0
-    tokens = sum(backend.count_tokens([{"role": "assistant", "content": t}]) - backend.count_tokens(
-        [{"role": "assistant", "content": ""}]) for t in final.texts)
-    return {"seconds": seconds, "tokens": tokens, "cut": len(final.errors),
-            "words": sum(len(words(t)) for t in final.texts), "errors": final.errors}
+    tokens = sum(
+        backend.count_tokens([{"role": "assistant", "content": t}])
+        - backend.count_tokens([{"role": "assistant", "content": ""}])
+        for t in final.texts
+    )
+    return {
+        "seconds": seconds,
+        "tokens": tokens,
+        "cut": len(final.errors),
+        "words": sum(len(words(t)) for t in final.texts),
+        "errors": final.errors,
+    }
 
 
 def compare(name: str, service, brief, runs: int) -> dict:
@@ -75,16 +93,24 @@ def compare(name: str, service, brief, runs: int) -> dict:
     con = min(x["seconds"] for x in results["concurrent"])
     seq_med = statistics.median(x["seconds"] for x in results["sequential"])
     con_med = statistics.median(x["seconds"] for x in results["concurrent"])
-    row = {"name": name, "sequential_s": seq, "concurrent_s": con, "ratio": seq / con,
-           "median_ratio": seq_med / con_med,
-           "seq_tokens": sum(x["tokens"] for x in results["sequential"]) / runs,
-           "con_tokens": sum(x["tokens"] for x in results["concurrent"]) / runs,
-           "seq_cut": sum(x["cut"] for x in results["sequential"]),
-           "con_cut": sum(x["cut"] for x in results["concurrent"]),
-           "example_error": next((e for x in results["concurrent"] for e in x["errors"]), "")}
-    print(f"{name:<52} {seq:10.2f} {con:10.2f} {row['ratio']:6.2f}x {seq_med:8.2f} {con_med:8.2f} "
-          f"{row['median_ratio']:6.2f}x {row['seq_tokens']:6.0f}/{row['con_tokens']:<6.0f} "
-          f"{row['seq_cut']}/{row['con_cut']}", flush=True)
+    row = {
+        "name": name,
+        "sequential_s": seq,
+        "concurrent_s": con,
+        "ratio": seq / con,
+        "median_ratio": seq_med / con_med,
+        "seq_tokens": sum(x["tokens"] for x in results["sequential"]) / runs,
+        "con_tokens": sum(x["tokens"] for x in results["concurrent"]) / runs,
+        "seq_cut": sum(x["cut"] for x in results["sequential"]),
+        "con_cut": sum(x["cut"] for x in results["concurrent"]),
+        "example_error": next((e for x in results["concurrent"] for e in x["errors"]), ""),
+    }
+    print(
+        f"{name:<52} {seq:10.2f} {con:10.2f} {row['ratio']:6.2f}x {seq_med:8.2f} {con_med:8.2f} "
+        f"{row['median_ratio']:6.2f}x {row['seq_tokens']:6.0f}/{row['con_tokens']:<6.0f} "
+        f"{row['seq_cut']}/{row['con_cut']}",
+        flush=True,
+    )
     return row
 
 
@@ -96,18 +122,24 @@ def main() -> None:
     parser.add_argument("--skip-server", action="store_true", help="skip the llama_cpp.server rows")
     args = parser.parse_args()
 
+    import llama_cpp
+
     from backends.text.embedded import embedded_gguf_path
     from tests.support.openai_servers import fake_openai_server, llama_cpp_server
 
-    import llama_cpp
-
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-          f"llama-cpp-python {llama_cpp.__version__}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"brief: {args.template}, {args.length} words, {VARIANTS} variants, {args.runs} run(s) per mode "
-          "(interleaved); seconds for all 4 variants; ratio = one-by-one / concurrent (>1: concurrency helped)\n")
-    print(f"{'backend':<52} {'1-by-1 best':>10} {'conc. best':>10} {'ratio':>7} {'1-by-1 med':>8} "
-          f"{'conc. med':>8} {'ratio':>7} {'tokens≈ seq/conc':>14} {'cut seq/conc'}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
+        f"llama-cpp-python {llama_cpp.__version__}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"brief: {args.template}, {args.length} words, {VARIANTS} variants, {args.runs} run(s) per mode "
+        "(interleaved); seconds for all 4 variants; ratio = one-by-one / concurrent (>1: concurrency helped)\n"
+    )
+    print(
+        f"{'backend':<52} {'1-by-1 best':>10} {'conc. best':>10} {'ratio':>7} {'1-by-1 med':>8} "
+        f"{'conc. med':>8} {'ratio':>7} {'tokens≈ seq/conc':>14} {'cut seq/conc'}"
+    )
     rows = []
 
     embedded = make_service(("embedded",))
@@ -116,17 +148,31 @@ def main() -> None:
 
     gguf = embedded_gguf_path()
     if not args.skip_server:
-        for label, extra in (("llama_cpp.server (default: interrupt_requests)", ()),
-                             ("llama_cpp.server --interrupt_requests False", ("--interrupt_requests", "False"))):
+        for label, extra in (
+            ("llama_cpp.server (default: interrupt_requests)", ()),
+            ("llama_cpp.server --interrupt_requests False", ("--interrupt_requests", "False")),
+        ):
             with llama_cpp_server(gguf, n_ctx=4096, extra_args=extra) as server:
                 service = make_service((f"openai:{server.model}",), server.base_url)
-                rows.append(compare(f"openai backend -> {label}", service,
-                                    service.prepare(args.template, {**BRIEF, "length": args.length}), args.runs))
+                rows.append(
+                    compare(
+                        f"openai backend -> {label}",
+                        service,
+                        service.prepare(args.template, {**BRIEF, "length": args.length}),
+                        args.runs,
+                    )
+                )
 
     with fake_openai_server(reply_words=80, chunk_delay=0.02) as fake:
         service = make_service(("openai:fake-model",), fake.base_url)
-        rows.append(compare("openai backend -> fake server (20 ms/token, parallel)", service,
-                            service.prepare(args.template, {**BRIEF, "length": args.length}), args.runs))
+        rows.append(
+            compare(
+                "openai backend -> fake server (20 ms/token, parallel)",
+                service,
+                service.prepare(args.template, {**BRIEF, "length": args.length}),
+                args.runs,
+            )
+        )
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     for row in rows:

@@ -89,8 +89,11 @@ class SQLiteDB:
     def _sum_for_user(self, table: str, column: str, user_id: str) -> int:
         """Quota accounting for a table of per-user rows: the sum of `column` over the user's rows (0 for none).
         `table` and `column` are the store's own names, never input."""
-        row = self._conn().execute(f"SELECT COALESCE(SUM({column}), 0) FROM {table} WHERE user_id = ?",
-                                   (user_id,)).fetchone()
+        row = (
+            self._conn()
+            .execute(f"SELECT COALESCE(SUM({column}), 0) FROM {table} WHERE user_id = ?", (user_id,))
+            .fetchone()
+        )
         return int(row[0])
 
     def _delete_before(self, table: str, time_column: str, cutoff: float, user_id: str | None) -> int:

@@ -1,4 +1,5 @@
 """Error types every capability shares. The UI turns them into messages; core raises them."""
+
 from __future__ import annotations
 
 from backends.text.base import BackendError  # noqa: F401  (re-exported: the UI imports errors from core only)

@@ -1,5 +1,6 @@
 """The configured text models: parsed once at startup, each backend created on first use and shared
 (weights are read-only; per-request state lives in each call, never on the backend)."""
+
 from __future__ import annotations
 
 from backends import create_text_backend

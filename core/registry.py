@@ -1,5 +1,6 @@
 """One lazy registry for every kind of model (text, image, ...): the configured specs, each one's object created on
 first use under a lock and then shared (weights are read-only; per-request state lives in each call)."""
+
 from __future__ import annotations
 
 import threading
@@ -42,8 +43,13 @@ class LazyRegistry(Generic[T]):
     """`create(spec)` makes the object for a configured spec the first time it is asked for; `unknown(spec,
     specs)` is the error raised for a spec that is not configured (each capability raises its own type)."""
 
-    def __init__(self, specs: Iterable[str], create: Callable[[str], T],
-                 unknown: Callable[[str, tuple[str, ...]], Exception], ready: Mapping[str, T] | None = None) -> None:
+    def __init__(
+        self,
+        specs: Iterable[str],
+        create: Callable[[str], T],
+        unknown: Callable[[str, tuple[str, ...]], Exception],
+        ready: Mapping[str, T] | None = None,
+    ) -> None:
         """`ready`: objects already made for some specs (tests and benchmarks hand in their own); their specs are
         added after the configured ones."""
         self._create = create

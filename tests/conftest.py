@@ -1,5 +1,6 @@
 """Shared fixtures: settings on a temporary data dir, the embedded GGUF, tiny real models built from configs
 (tests/support/tiny_models.py), loaded local backends (each loaded once per session), headless Chromium."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,5 +1,6 @@
 """The "API access" panel: make a personal API token (shown once), see and revoke yours. Calls that
 send it act as you, so what they make shows in your tabs."""
+
 from __future__ import annotations
 
 import gradio as gr
@@ -12,12 +13,19 @@ PRIVATE = dict(api_visibility="private")
 
 def build_access_panel(demo: gr.Blocks, access: ApiAccess, browser_id: gr.BrowserState) -> None:
     with gr.Accordion("API access", open=False, elem_id="api-access"):
-        gr.Markdown("Scripts and agents call this app's API with a personal token: "
-                    "`Client(url, headers={\"Authorization\": \"Bearer <token>\"})`. What they make is kept "
-                    "under your name. A token is shown once; keep it like a password.")
+        gr.Markdown(
+            "Scripts and agents call this app's API with a personal token: "
+            '`Client(url, headers={"Authorization": "Bearer <token>"})`. What they make is kept '
+            "under your name. A token is shown once; keep it like a password."
+        )
         listing = gr.Markdown(elem_id="api-tokens")
-        shown = gr.Textbox(label="Your new token (copy it now: it is not shown again)", visible=False,
-                           interactive=False, buttons=["copy"], elem_id="api-new-token")
+        shown = gr.Textbox(
+            label="Your new token (copy it now: it is not shown again)",
+            visible=False,
+            interactive=False,
+            buttons=["copy"],
+            elem_id="api-new-token",
+        )
         with gr.Row():
             make_btn = gr.Button("Create a token", size="sm")
             revoke_btn = gr.Button("Revoke all my tokens", size="sm", variant="stop")

@@ -1,12 +1,14 @@
 """The condenser tab and the /condense API: components and event wiring only. Everything it does is a
 call into core.condenser.service (the pipeline and the kept summaries). Gradio's uploaded copies are handed to the
 core as disposable: deleted as soon as they are read."""
+
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 from gradio.data_classes import FileData
@@ -41,43 +43,71 @@ def uploaded(uploads: UploadRegistry, who: str, value: Any, name: str | None = N
 
 def _options(length, form, focus, audience, language, model) -> CondenseOptions:
     language = "" if not language or language == SAME_LANGUAGE else str(language)
-    return CondenseOptions(length=length or "short", form=form or "bullets", focus=focus or "",
-                           audience=audience or "", language=language, model=model or None)
+    return CondenseOptions(
+        length=length or "short",
+        form=form or "bullets",
+        focus=focus or "",
+        audience=audience or "",
+        language=language,
+        model=model or None,
+    )
 
 
 def _message(exc: Exception) -> str:
     return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
-def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: gr.BrowserState,
-                        uploads: UploadRegistry) -> None:
+def build_condenser_tab(
+    demo: gr.Blocks, service: CondenseService, browser_id: gr.BrowserState, uploads: UploadRegistry
+) -> None:
     prompts = service.prompts
     models = service.models
 
     def history_choices(user: str) -> list[tuple[str, str]]:
-        return [(f"{s.title} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.created_at))}", s.id)
-                for s in service.history(user)]
+        return [
+            (f"{s.title} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.created_at))}", s.id)
+            for s in service.history(user)
+        ]
 
     with gr.Tab("Condense", id="condense") as tab:
         summary_id = gr.State(None)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300):
-                files = gr.File(label="Documents: PDF, Word (.docx), text, Markdown or HTML", file_count="multiple",
-                                file_types=sorted(EXTENSIONS), type="filepath", elem_id="condense-files")
+                files = gr.File(
+                    label="Documents: PDF, Word (.docx), text, Markdown or HTML",
+                    file_count="multiple",
+                    file_types=sorted(EXTENSIONS),
+                    type="filepath",
+                    elem_id="condense-files",
+                )
                 text = gr.Textbox(label="…or paste text", lines=5, max_lines=12, elem_id="condense-text")
                 with gr.Row():
-                    length = gr.Radio([(l.label, k) for k, l in prompts.lengths.items()], value="short",
-                                      label="Length", elem_id="condense-length")
-                    form = gr.Dropdown([(f.label, k) for k, f in prompts.forms.items()], value="bullets",
-                                       label="Form", elem_id="condense-form")
-                focus = gr.Textbox(label="Focus question (optional)", placeholder="e.g. What are the risks?",
-                                   elem_id="condense-focus")
+                    length = gr.Radio(
+                        [(length.label, k) for k, length in prompts.lengths.items()],
+                        value="short",
+                        label="Length",
+                        elem_id="condense-length",
+                    )
+                    form = gr.Dropdown(
+                        [(f.label, k) for k, f in prompts.forms.items()],
+                        value="bullets",
+                        label="Form",
+                        elem_id="condense-form",
+                    )
+                focus = gr.Textbox(
+                    label="Focus question (optional)", placeholder="e.g. What are the risks?", elem_id="condense-focus"
+                )
                 with gr.Row():
                     audience = gr.Textbox(label="Audience (optional)", placeholder="e.g. a new team member")
-                    language = gr.Dropdown(list(prompts.languages) or [SAME_LANGUAGE], value=SAME_LANGUAGE,
-                                           allow_custom_value=True, label="Output language")
-                model = gr.Dropdown([(label, spec) for label, spec in models.choices()], value=models.default,
-                                    label="Model")
+                    language = gr.Dropdown(
+                        list(prompts.languages) or [SAME_LANGUAGE],
+                        value=SAME_LANGUAGE,
+                        allow_custom_value=True,
+                        label="Output language",
+                    )
+                model = gr.Dropdown(
+                    [(label, spec) for label, spec in models.choices()], value=models.default, label="Model"
+                )
                 with gr.Row():
                     run_btn = gr.Button("Condense", variant="primary", elem_id="condense-run")
                     stop_btn = gr.Button("Cancel", variant="stop", elem_id="condense-stop")
@@ -87,13 +117,27 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
                     export_file = gr.File(label="Download", interactive=False, visible=False)
             with gr.Column(scale=3):
                 status = gr.Markdown(elem_id="condense-status")
-                summary = gr.Markdown(elem_id="condense-summary", container=True,
-                                      value="*Upload a document or paste text, then press Condense. Every "
-                                            "point cites its pages or sections; open “Sources” for the "
-                                            "quoted passages.*")
+                summary = gr.Markdown(
+                    elem_id="condense-summary",
+                    container=True,
+                    value="*Upload a document or paste text, then press Condense. Every "
+                    "point cites its pages or sections; open “Sources” for the "
+                    "quoted passages.*",
+                )
 
-        def run(file_paths, pasted, length_v, form_v, focus_v, audience_v, language_v, model_v, bid,
-                request: gr.Request, progress=gr.Progress()) -> Iterator:
+        def run(
+            file_paths,
+            pasted,
+            length_v,
+            form_v,
+            focus_v,
+            audience_v,
+            language_v,
+            model_v,
+            bid,
+            request: gr.Request,
+            progress=gr.Progress(),
+        ) -> Iterator:
             user = user_id(bid, request)
             inputs: list[InputFile] = []
             updates = None
@@ -101,9 +145,14 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
                 for p in file_paths or []:
                     inputs.append(uploaded(uploads, caller(request), p))
                 opts = _options(length_v, form_v, focus_v, audience_v, language_v, model_v)
-                updates = service.condense(user, inputs, pasted or "", opts,
-                                           load_progress=lambda f, d: progress(f, desc=d),
-                                           session=request.session_hash or "")
+                updates = service.condense(
+                    user,
+                    inputs,
+                    pasted or "",
+                    opts,
+                    load_progress=lambda f, d: progress(f, desc=d),
+                    session=request.session_hash or "",
+                )
                 first, last = True, 0.0
                 for upd in updates:
                     if upd.result is None and not first and time.monotonic() - last < UPDATE_INTERVAL_S:
@@ -113,9 +162,13 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
                     if upd.result is not None:
                         result = upd.result
                         # the status says so when a full library kept the summary out of the history
-                        yield (safe_markdown(f"**Done.** {upd.status.removeprefix('Done. ')}"),
-                               safe_markdown(result.markdown), None, result.summary_id or None,
-                               gr.Dropdown(choices=history_choices(user), value=result.summary_id or None))
+                        yield (
+                            safe_markdown(f"**Done.** {upd.status.removeprefix('Done. ')}"),
+                            safe_markdown(result.markdown),
+                            None,
+                            result.summary_id or None,
+                            gr.Dropdown(choices=history_choices(user), value=result.summary_id or None),
+                        )
                         return
                     preview = safe_markdown(f"#### Notes so far\n\n{upd.notes}") if upd.notes else gr.update()
                     # The upload box is emptied at once: its files are deleted once read.
@@ -132,8 +185,15 @@ def build_condenser_tab(demo: gr.Blocks, service: CondenseService, browser_id: g
 
         inputs = [files, text, length, form, focus, audience, language, model, browser_id]
         outputs = [status, summary, files, summary_id, history]
-        run_btn.click(run, inputs, outputs, concurrency_limit=service.settings.concurrency_limit,
-                      concurrency_id="condense", show_progress_on=[status], **PRIVATE)
+        run_btn.click(
+            run,
+            inputs,
+            outputs,
+            concurrency_limit=service.settings.concurrency_limit,
+            concurrency_id="condense",
+            show_progress_on=[status],
+            **PRIVATE,
+        )
 
         def stop(bid, request: gr.Request):
             service.stop(user_id(bid, request), request.session_hash or "")  # this tab's run only
@@ -173,9 +233,17 @@ API_TICK_S = 0.25  # while the model works, /condense repeats its status at leas
 
 
 def build_condenser_api(service: CondenseService, uploads: UploadRegistry, jobs: UserSlots) -> None:
-    def condense(file: FileData | list[FileData] | None, text: str = "", length: str = "short",
-                 form: str = "bullets", focus: str = "", audience: str = "", language: str = "",
-                 model: str = "", request: gr.Request = None) -> Iterator[dict]:  # type: ignore[assignment]
+    def condense(
+        file: FileData | list[FileData] | None,
+        text: str = "",
+        length: str = "short",
+        form: str = "bullets",
+        focus: str = "",
+        audience: str = "",
+        language: str = "",
+        model: str = "",
+        request: gr.Request = None,
+    ) -> Iterator[dict]:  # type: ignore[assignment]
         """Condense a document (or several, or pasted text): every point cites its pages or sections.
         Streams progress; the last value holds the summary.
 
@@ -202,11 +270,16 @@ def build_condenser_api(service: CondenseService, uploads: UploadRegistry, jobs:
             # A key of its own: one API caller's runs never stop each other. Ticks let Gradio close
             # this generator (so job.cancel() stops the run) while a request is running.
             with jobs.hold(api_user(request)):  # a few at once per user; more get "busy"
-                for upd in service.condense(api_user(request), inputs, text or "", opts,
-                                            session=uuid.uuid4().hex, tick_s=API_TICK_S):
+                for upd in service.condense(
+                    api_user(request), inputs, text or "", opts, session=uuid.uuid4().hex, tick_s=API_TICK_S
+                ):
                     if upd.result is not None:
-                        yield {"status": "complete", "summary": upd.result.markdown,
-                               "coverage": upd.result.coverage, "id": upd.result.summary_id}
+                        yield {
+                            "status": "complete",
+                            "summary": upd.result.markdown,
+                            "coverage": upd.result.coverage,
+                            "id": upd.result.summary_id,
+                        }
                         return
                     yield {"status": upd.status, "summary": "", "coverage": "", "id": ""}
         except CondenseCancelled:
@@ -216,5 +289,9 @@ def build_condenser_api(service: CondenseService, uploads: UploadRegistry, jobs:
         finally:
             service.discard_unused(inputs)
 
-    gr.api(api_endpoint(condense, title="Not condensed"), api_name="condense",
-           concurrency_limit=service.settings.concurrency_limit, concurrency_id="condense")
+    gr.api(
+        api_endpoint(condense, title="Not condensed"),
+        api_name="condense",
+        concurrency_limit=service.settings.concurrency_limit,
+        concurrency_id="condense",
+    )

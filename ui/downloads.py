@@ -1,5 +1,6 @@
 """Files handed to the browser for download: what a core service exported, written to a fresh temporary
 folder so Gradio can serve it."""
+
 from __future__ import annotations
 
 import tempfile

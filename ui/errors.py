@@ -1,4 +1,5 @@
 """How problems reach the user: a clear gr.Error toast, never a traceback."""
+
 from __future__ import annotations
 
 import html

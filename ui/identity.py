@@ -1,5 +1,6 @@
 """Who is asking: the Gradio login name when credentials are configured, otherwise a random id kept
 in the browser's localStorage (so a reload keeps your conversations, and nobody else sees them)."""
+
 from __future__ import annotations
 
 import re

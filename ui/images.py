@@ -22,8 +22,13 @@ from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, caller, user_id
 
 PRIVATE = dict(api_visibility="private")
-MODE_LABELS = {"txt2img": "Text to image", "img2img": "Image to image", "sketch": "Sketch to image",
-               "inpaint": "Inpaint", "random": "Random faces"}
+MODE_LABELS = {
+    "txt2img": "Text to image",
+    "img2img": "Image to image",
+    "sketch": "Sketch to image",
+    "inpaint": "Inpaint",
+    "random": "Random faces",
+}
 DEFAULT_SCHEDULER = ("Model default", "")
 PREVIEW_SIDE = 384  # previews are shown small: the browser gets a cheap thumbnail, not a full-size image
 GALLERY_LIMIT = 200
@@ -79,14 +84,17 @@ def _files_as_sent(handler, inputs: list, files: list):
         return values
 
     if inspect.isgeneratorfunction(handler):
+
         @functools.wraps(handler)
         def run_stream(*args, **kwargs):
             yield from handler(*prepared(args), **kwargs)
+
         return run_stream
 
     @functools.wraps(handler)
     def run(*args, **kwargs):
         return handler(*prepared(args), **kwargs)
+
     return run
 
 
@@ -108,8 +116,9 @@ def _sketch_path(value: Any) -> Any:
     return value.get("composite") or value.get("background") if isinstance(value, dict) else None
 
 
-def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.BrowserState,
-                     uploads: UploadRegistry) -> None:
+def build_images_tab(
+    demo: gr.Blocks, studio: ImageStudio, browser_id: gr.BrowserState, uploads: UploadRegistry
+) -> None:
     models = studio.models
     labels = {spec: label for label, spec in models.choices()}
     gr.set_static_paths([studio.gallery.images_dir])  # saved PNGs are served as they are, never re-encoded
@@ -119,95 +128,221 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
     with gr.Tab("Images", id="images"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                model = gr.Dropdown(choices=[(lbl, s) for s, lbl in labels.items()], value=models.default,
-                                    label="Model", elem_id="image-model")
-                licence = gr.Markdown(first_caps.licence_note, elem_id="image-licence",
-                                      visible=bool(first_caps.licence_note))
+                model = gr.Dropdown(
+                    choices=[(lbl, s) for s, lbl in labels.items()],
+                    value=models.default,
+                    label="Model",
+                    elem_id="image-model",
+                )
+                licence = gr.Markdown(
+                    first_caps.licence_note, elem_id="image-licence", visible=bool(first_caps.licence_note)
+                )
                 all_modes = [m for m in MODE_LABELS if any(m in studio.capabilities(s).modes for s in models.specs)]
-                mode = gr.Radio(choices=[(MODE_LABELS[m], m) for m in all_modes], value=first_mode,
-                                label="Mode", elem_id="image-mode")
+                mode = gr.Radio(
+                    choices=[(MODE_LABELS[m], m) for m in all_modes],
+                    value=first_mode,
+                    label="Mode",
+                    elem_id="image-mode",
+                )
                 switched = gr.State(False)
                 with gr.Column(visible=first_mode != "random") as prompt_col:
-                    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="image-prompt",
-                                        placeholder="What to make, e.g. a lighthouse on a cliff at dusk, oil painting")
-                    negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="image-negative",
-                                          placeholder="What to avoid, e.g. blurry, text, watermark")
+                    prompt = gr.Textbox(
+                        label="Prompt",
+                        lines=3,
+                        elem_id="image-prompt",
+                        placeholder="What to make, e.g. a lighthouse on a cliff at dusk, oil painting",
+                    )
+                    negative = gr.Textbox(
+                        label="Negative prompt",
+                        lines=1,
+                        elem_id="image-negative",
+                        placeholder="What to avoid, e.g. blurry, text, watermark",
+                    )
                 with gr.Column(visible=first_mode == "img2img") as init_col:
-                    init_image = gr.Image(label="Seed image", type="filepath", image_mode=None,
-                                          sources=["upload", "clipboard"], height=320, elem_id="image-init")
+                    init_image = gr.Image(
+                        label="Seed image",
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "clipboard"],
+                        height=320,
+                        elem_id="image-init",
+                    )
                 with gr.Column(visible=first_mode == "sketch") as sketch_col:
-                    sketch = gr.ImageEditor(value=_blank_canvas(), label="Draw here (or upload a picture to draw on)",
-                                            type="filepath",
-                                            format="png", sources=("upload", "clipboard"), canvas_size=SKETCH_CANVAS,
-                                            brush=gr.Brush(colors=["#000000", "#ffffff", "#d62828", "#f77f00",
-                                                                   "#fcbf49", "#2a9d8f", "#1d3557", "#8ecae6"],
-                                                           color_mode="defaults"),
-                                            layers=False, elem_id="image-sketch")
+                    sketch = gr.ImageEditor(
+                        value=_blank_canvas(),
+                        label="Draw here (or upload a picture to draw on)",
+                        type="filepath",
+                        format="png",
+                        sources=("upload", "clipboard"),
+                        canvas_size=SKETCH_CANVAS,
+                        brush=gr.Brush(
+                            colors=[
+                                "#000000",
+                                "#ffffff",
+                                "#d62828",
+                                "#f77f00",
+                                "#fcbf49",
+                                "#2a9d8f",
+                                "#1d3557",
+                                "#8ecae6",
+                            ],
+                            color_mode="defaults",
+                        ),
+                        layers=False,
+                        elem_id="image-sketch",
+                    )
                 with gr.Column(visible=first_mode == "inpaint") as inpaint_col:
-                    inpaint = gr.ImageEditor(label="Upload an image, then paint over what to change", type="filepath",
-                                             format="png", sources=("upload", "clipboard"),
-                                             brush=gr.Brush(colors=["#ff00ff", "#ffffff"], color_mode="fixed"),
-                                             layers=gr.LayerOptions(allow_additional_layers=False, layers=["Mask"]),
-                                             transforms=(), elem_id="image-inpaint")
-                strength = gr.Slider(0.01, 1.0, value=0.6, step=0.01, label="Strength (denoising)",
-                                     info="How much of the picture may change: low keeps it, 1 repaints it",
-                                     visible=first_mode in IMAGE_MODES, elem_id="image-strength")
+                    inpaint = gr.ImageEditor(
+                        label="Upload an image, then paint over what to change",
+                        type="filepath",
+                        format="png",
+                        sources=("upload", "clipboard"),
+                        brush=gr.Brush(colors=["#ff00ff", "#ffffff"], color_mode="fixed"),
+                        layers=gr.LayerOptions(allow_additional_layers=False, layers=["Mask"]),
+                        transforms=(),
+                        elem_id="image-inpaint",
+                    )
+                strength = gr.Slider(
+                    0.01,
+                    1.0,
+                    value=0.6,
+                    step=0.01,
+                    label="Strength (denoising)",
+                    info="How much of the picture may change: low keeps it, 1 repaints it",
+                    visible=first_mode in IMAGE_MODES,
+                    elem_id="image-strength",
+                )
                 with gr.Row():
-                    seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random; the seed used is shown",
-                                     elem_id="image-seed", scale=4)
+                    seed = gr.Number(
+                        value=-1,
+                        precision=0,
+                        label="Seed",
+                        info="-1 = random; the seed used is shown",
+                        elem_id="image-seed",
+                        scale=4,
+                    )
                     dice = gr.Button("🎲", elem_id="image-dice", scale=1, min_width=48)
                 with gr.Row(visible=first_mode == "random") as interp_row:
-                    seed_b = gr.Number(value=-1, precision=0, label="Second seed (interpolation)",
-                                       info="-1 = random", elem_id="image-seed-b")
-                    frames = gr.Slider(0, MAX_FRAMES, value=0, step=1, label="Interpolation frames",
-                                       info="0 = none; otherwise faces morphing from seed to second seed",
-                                       elem_id="image-frames")
+                    seed_b = gr.Number(
+                        value=-1,
+                        precision=0,
+                        label="Second seed (interpolation)",
+                        info="-1 = random",
+                        elem_id="image-seed-b",
+                    )
+                    frames = gr.Slider(
+                        0,
+                        MAX_FRAMES,
+                        value=0,
+                        step=1,
+                        label="Interpolation frames",
+                        info="0 = none; otherwise faces morphing from seed to second seed",
+                        elem_id="image-frames",
+                    )
                 with gr.Row(visible=first_mode != "random" and first_caps.max_steps > 1) as tuning_row:
-                    steps = gr.Slider(1, MAX_STEPS, value=4, step=1,
-                                      label="Steps", elem_id="image-steps")
-                    guidance = gr.Slider(0.0, 30.0, value=0.0, step=0.5, label="Guidance (CFG)",
-                                         info="0 for SD-Turbo; 5-8 for most other models", elem_id="image-guidance")
-                scheduler = gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(first_caps.schedulers), value="",
-                                        label="Sampler", elem_id="image-scheduler",
-                                        visible=first_mode != "random" and bool(first_caps.schedulers))
+                    steps = gr.Slider(1, MAX_STEPS, value=4, step=1, label="Steps", elem_id="image-steps")
+                    guidance = gr.Slider(
+                        0.0,
+                        30.0,
+                        value=0.0,
+                        step=0.5,
+                        label="Guidance (CFG)",
+                        info="0 for SD-Turbo; 5-8 for most other models",
+                        elem_id="image-guidance",
+                    )
+                scheduler = gr.Dropdown(
+                    choices=[DEFAULT_SCHEDULER] + list(first_caps.schedulers),
+                    value="",
+                    label="Sampler",
+                    elem_id="image-scheduler",
+                    visible=first_mode != "random" and bool(first_caps.schedulers),
+                )
                 with gr.Row(visible=first_mode == "txt2img") as size_row:
-                    width = gr.Slider(64, MAX_SIDE, value=512, step=8, label="Width", elem_id="image-width",
-                                      info="Rounded to what the model needs")
+                    width = gr.Slider(
+                        64,
+                        MAX_SIDE,
+                        value=512,
+                        step=8,
+                        label="Width",
+                        elem_id="image-width",
+                        info="Rounded to what the model needs",
+                    )
                     height = gr.Slider(64, MAX_SIDE, value=512, step=8, label="Height", elem_id="image-height")
-                batch = gr.Slider(1, MAX_BATCH, value=1, step=1, label="Batch count",
-                                  info="Images one after another, seeds seed, seed+1, ...", elem_id="image-batch")
+                batch = gr.Slider(
+                    1,
+                    MAX_BATCH,
+                    value=1,
+                    step=1,
+                    label="Batch count",
+                    info="Images one after another, seeds seed, seed+1, ...",
+                    elem_id="image-batch",
+                )
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="image-stop", scale=1)
             with gr.Column(scale=3):
                 status = gr.Markdown(elem_id="image-status")
-                result = gr.Gallery(label="Result", columns=2, height=520, elem_id="image-result",
-                                    object_fit="contain", buttons=["download", "fullscreen"])
-                result_info = gr.Textbox(label="Parameters (as written into each PNG)", lines=3, interactive=False,
-                                         elem_id="image-result-params")
+                result = gr.Gallery(
+                    label="Result",
+                    columns=2,
+                    height=520,
+                    elem_id="image-result",
+                    object_fit="contain",
+                    buttons=["download", "fullscreen"],
+                )
+                result_info = gr.Textbox(
+                    label="Parameters (as written into each PNG)",
+                    lines=3,
+                    interactive=False,
+                    elem_id="image-result-params",
+                )
         with gr.Accordion("Your images (kept across restarts, newest first)", open=True):
-            gallery = gr.Gallery(label="Your images", columns=6, height=420, elem_id="image-gallery",
-                                 object_fit="cover", fit_columns=False, buttons=["download", "fullscreen"])
+            gallery = gr.Gallery(
+                label="Your images",
+                columns=6,
+                height=420,
+                elem_id="image-gallery",
+                object_fit="cover",
+                fit_columns=False,
+                buttons=["download", "fullscreen"],
+            )
             gallery_ids = gr.State([])
             selected = gr.State(None)
-            selected_info = gr.Textbox(label="Selected image", lines=3, interactive=False,
-                                       elem_id="image-selected-params",
-                                       placeholder="Click an image to see its parameters")
+            selected_info = gr.Textbox(
+                label="Selected image",
+                lines=3,
+                interactive=False,
+                elem_id="image-selected-params",
+                placeholder="Click an image to see its parameters",
+            )
             with gr.Row():
                 reuse_btn = gr.Button("♻ Reuse parameters", elem_id="image-reuse")
                 to_img2img_btn = gr.Button("→ Send to image-to-image", elem_id="image-send-img2img")
                 to_inpaint_btn = gr.Button("→ Send to inpaint", elem_id="image-send-inpaint")
                 delete_btn = gr.Button("Delete", variant="stop", elem_id="image-delete")
             with gr.Row(visible=False) as confirm_row:  # deleting is for good: a second click confirms
-                confirm_btn = gr.Button("Yes, delete this image for good", variant="stop", size="sm",
-                                        elem_id="image-delete-confirm")
+                confirm_btn = gr.Button(
+                    "Yes, delete this image for good", variant="stop", size="sm", elem_id="image-delete-confirm"
+                )
                 keep_btn = gr.Button("Keep it", size="sm", elem_id="image-delete-keep")
 
     # -- how the controls follow the model and the mode --------------------------------------------
     # The mode choices never change (every mode some configured model can do), so a value in flight from the
     # browser is always valid; picking a mode the model lacks switches to a model that has it.
-    mode_outputs = [model, mode, licence, prompt_col, init_col, sketch_col, inpaint_col, strength, interp_row,
-                    tuning_row, scheduler, size_row]
+    mode_outputs = [
+        model,
+        mode,
+        licence,
+        prompt_col,
+        init_col,
+        sketch_col,
+        inpaint_col,
+        strength,
+        interp_row,
+        tuning_row,
+        scheduler,
+        size_row,
+    ]
 
     def controls_for(spec: str, wanted_mode: str | None, new_model: bool = True) -> dict:
         caps = studio.capabilities(spec)
@@ -228,8 +363,9 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
             size_row: gr.Row(visible=m == "txt2img"),
         }
         if new_model:  # the previous model's sampler may not exist here
-            updates[scheduler] = gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(caps.schedulers), value="",
-                                             visible=tunable and bool(caps.schedulers))
+            updates[scheduler] = gr.Dropdown(
+                choices=[DEFAULT_SCHEDULER] + list(caps.schedulers), value="", visible=tunable and bool(caps.schedulers)
+            )
         return updates
 
     def on_mode(spec, m):
@@ -263,9 +399,9 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
             yield from load_model(spec)
 
     for trigger, handler in ((model.input, on_model), (mode.input, on_mode)):
-        trigger(handler, [model, mode], mode_outputs + [switched], **PRIVATE) \
-            .then(load_if_switched, [model, switched], [status], **PRIVATE) \
-            .success(after_load, [model, scheduler], [scheduler], **PRIVATE)
+        trigger(handler, [model, mode], mode_outputs + [switched], **PRIVATE).then(
+            load_if_switched, [model, switched], [status], **PRIVATE
+        ).success(after_load, [model, scheduler], [scheduler], **PRIVATE)
 
     dice.click(random_seed, None, [seed], **PRIVATE)
 
@@ -280,15 +416,43 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
     demo.load(on_load, [browser_id], [gallery, gallery_ids], **PRIVATE)
 
     # -- generating --------------------------------------------------------------------------------
-    def generate(bid, spec, m, prompt_text, negative_text, init_path, sketch_value, inpaint_value, strength_value,
-                 seed_value, steps_value, guidance_value, scheduler_value, width_value, height_value, batch_value,
-                 seed_b_value, frames_value, request: gr.Request) -> Iterator:
+    def generate(
+        bid,
+        spec,
+        m,
+        prompt_text,
+        negative_text,
+        init_path,
+        sketch_value,
+        inpaint_value,
+        strength_value,
+        seed_value,
+        steps_value,
+        guidance_value,
+        scheduler_value,
+        width_value,
+        height_value,
+        batch_value,
+        seed_b_value,
+        frames_value,
+        request: gr.Request,
+    ) -> Iterator:
         user = user_id(bid, request)
         form: dict[str, Any] = dict(
-            prompt=prompt_text, negative_prompt=negative_text, mode=m, seed=seed_value, steps=steps_value,
-            guidance=guidance_value, scheduler=scheduler_value,
-            width=width_value if m == "txt2img" else None, height=height_value if m == "txt2img" else None,
-            batch_count=batch_value, strength=strength_value, seed_b=seed_b_value, interpolation_steps=frames_value)
+            prompt=prompt_text,
+            negative_prompt=negative_text,
+            mode=m,
+            seed=seed_value,
+            steps=steps_value,
+            guidance=guidance_value,
+            scheduler=scheduler_value,
+            width=width_value if m == "txt2img" else None,
+            height=height_value if m == "txt2img" else None,
+            batch_count=batch_value,
+            strength=strength_value,
+            seed_b=seed_b_value,
+            interpolation_steps=frames_value,
+        )
         final: JobUpdate | None = None
         try:
             who = caller(request)
@@ -311,14 +475,43 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
             raise user_error(str(exc), title="No image made") from None
         if final is not None:  # the gallery shifts: any selection would now point at another picture
             values, ids = show_gallery(user)
-            yield (_status(final), _gallery_value(final.images), "\n\n".join(g.infotext for g in final.images),
-                   gr.Gallery(value=values, selected_index=None), ids, None, "")
+            yield (
+                _status(final),
+                _gallery_value(final.images),
+                "\n\n".join(g.infotext for g in final.images),
+                gr.Gallery(value=values, selected_index=None),
+                ids,
+                None,
+                "",
+            )
 
-    gen_inputs = [browser_id, model, mode, prompt, negative, init_image, sketch, inpaint, strength, seed, steps,
-                  guidance, scheduler, width, height, batch, seed_b, frames]
+    gen_inputs = [
+        browser_id,
+        model,
+        mode,
+        prompt,
+        negative,
+        init_image,
+        sketch,
+        inpaint,
+        strength,
+        seed,
+        steps,
+        guidance,
+        scheduler,
+        width,
+        height,
+        batch,
+        seed_b,
+        frames,
+    ]
     gen_outputs = [status, result, result_info, gallery, gallery_ids, selected, selected_info]
-    gen_kwargs = dict(concurrency_limit=studio.settings.concurrency_limit, concurrency_id="image-generate",
-                      show_progress="minimal", **PRIVATE)  # the status line draws its own progress bar
+    gen_kwargs = dict(
+        concurrency_limit=studio.settings.concurrency_limit,
+        concurrency_id="image-generate",
+        show_progress="minimal",
+        **PRIVATE,
+    )  # the status line draws its own progress bar
     generate_sent = _files_as_sent(generate, gen_inputs, [init_image, sketch, inpaint])
     generate_btn.click(generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs)
     prompt.submit(generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs)
@@ -352,8 +545,20 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
         except ImageNotFoundError:
             raise user_error("That image is no longer in your gallery.", title="Not found") from None
 
-    reuse_outputs = mode_outputs + [switched, prompt, negative, seed, steps, guidance, width, height, strength,
-                                    batch, seed_b, frames]
+    reuse_outputs = mode_outputs + [
+        switched,
+        prompt,
+        negative,
+        seed,
+        steps,
+        guidance,
+        width,
+        height,
+        strength,
+        batch,
+        seed_b,
+        frames,
+    ]
 
     def reuse(bid, image_id, current_spec, request: gr.Request):
         """Every control back to how this image was made, read from its PNG's parameters chunk."""
@@ -366,33 +571,46 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
         m = fields.get("mode") if fields.get("mode") in caps.modes else studio.default_mode(spec)
         sampler = fields.get("scheduler", "")
         updates = controls_for(spec, m)
-        updates[scheduler] = gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(caps.schedulers),
-                                         value=sampler if sampler in caps.schedulers else "",
-                                         visible=m != "random" and caps.max_steps > 1 and bool(caps.schedulers))
-        return {**updates, switched: spec != current_spec,
-                prompt: fields.get("prompt", ""), negative: fields.get("negative_prompt", ""),
-                seed: fields.get("seed", -1), steps: fields.get("steps", 4), guidance: fields.get("guidance", 0.0),
-                width: fields.get("width", 512), height: fields.get("height", 512),
-                strength: gr.Slider(value=fields.get("strength", 0.6), visible=m in IMAGE_MODES),
-                batch: fields.get("batch_count", 1), seed_b: fields.get("seed_b", -1),
-                frames: fields.get("interpolation_steps", 0)}
+        updates[scheduler] = gr.Dropdown(
+            choices=[DEFAULT_SCHEDULER] + list(caps.schedulers),
+            value=sampler if sampler in caps.schedulers else "",
+            visible=m != "random" and caps.max_steps > 1 and bool(caps.schedulers),
+        )
+        return {
+            **updates,
+            switched: spec != current_spec,
+            prompt: fields.get("prompt", ""),
+            negative: fields.get("negative_prompt", ""),
+            seed: fields.get("seed", -1),
+            steps: fields.get("steps", 4),
+            guidance: fields.get("guidance", 0.0),
+            width: fields.get("width", 512),
+            height: fields.get("height", 512),
+            strength: gr.Slider(value=fields.get("strength", 0.6), visible=m in IMAGE_MODES),
+            batch: fields.get("batch_count", 1),
+            seed_b: fields.get("seed_b", -1),
+            frames: fields.get("interpolation_steps", 0),
+        }
 
-    reuse_btn.click(reuse, [browser_id, selected, model], reuse_outputs, **PRIVATE) \
-        .then(load_if_switched, [model, switched], [status], **PRIVATE)
+    reuse_btn.click(reuse, [browser_id, selected, model], reuse_outputs, **PRIVATE).then(
+        load_if_switched, [model, switched], [status], **PRIVATE
+    )
 
     def send_to(target: str):
         def run(bid, image_id, current_spec, request: gr.Request):
             _, record = chosen(bid, image_id, request)
             spec = studio.model_for(target, current_spec)
             if spec is None:
-                raise user_error(f"None of the configured models can do {MODE_LABELS[target].lower()}.",
-                                 title="Not available")
+                raise user_error(
+                    f"None of the configured models can do {MODE_LABELS[target].lower()}.", title="Not available"
+                )
             path = str(uploads.adopt(caller(request), record.path))  # inputs only take the caller's uploads
             updates = controls_for(spec, target, new_model=spec != current_spec)
             updates[switched] = spec != current_spec
             updates[init_image] = path if target == "img2img" else gr.skip()
-            updates[inpaint] = {"background": path, "layers": [], "composite": path} if target == "inpaint" \
-                else gr.skip()
+            updates[inpaint] = (
+                {"background": path, "layers": [], "composite": path} if target == "inpaint" else gr.skip()
+            )
             updates[prompt] = record.parameters.get("prompt") or gr.skip()
             return updates
 
@@ -400,8 +618,9 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
 
     send_outputs = mode_outputs + [switched, init_image, inpaint, prompt]
     for button, target in ((to_img2img_btn, "img2img"), (to_inpaint_btn, "inpaint")):
-        button.click(send_to(target), [browser_id, selected, model], send_outputs, **PRIVATE) \
-            .then(load_if_switched, [model, switched], [status], **PRIVATE)
+        button.click(send_to(target), [browser_id, selected, model], send_outputs, **PRIVATE).then(
+            load_if_switched, [model, switched], [status], **PRIVATE
+        )
 
     def ask_delete(bid, image_id, request: gr.Request):
         chosen(bid, image_id, request)  # says so when no image is selected
@@ -413,8 +632,9 @@ def build_images_tab(demo: gr.Blocks, studio: ImageStudio, browser_id: gr.Browse
         return (*show_gallery(user), None, "", gr.Row(visible=False))
 
     delete_btn.click(ask_delete, [browser_id, selected], [confirm_row], **PRIVATE)
-    confirm_btn.click(delete, [browser_id, selected], [gallery, gallery_ids, selected, selected_info, confirm_row],
-                      **PRIVATE)
+    confirm_btn.click(
+        delete, [browser_id, selected], [gallery, gallery_ids, selected, selected_info, confirm_row], **PRIVATE
+    )
     keep_btn.click(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)
     selected.change(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)  # a new choice asks anew
 

@@ -22,12 +22,25 @@ from ui.server.api_args import api_endpoint
 
 
 def build_images_api(studio: ImageStudio, uploads: UploadRegistry, links: FileLinks) -> None:
-    def generate_image(prompt: str, seed: int = -1, negative_prompt: str = "", model: str = "", mode: str = "",
-                       steps: int | None = None, guidance: float | None = None, width: int | None = None,
-                       height: int | None = None, scheduler: str = "", batch_count: int = 1, strength: float = 0.6,
-                       init_image: FileData | None = None, mask_image: FileData | None = None,
-                       seed_b: int | None = None, interpolation_steps: int = 0,
-                       request: gr.Request = None) -> tuple[list[FileData], list[dict]]:  # type: ignore[misc]
+    def generate_image(
+        prompt: str,
+        seed: int = -1,
+        negative_prompt: str = "",
+        model: str = "",
+        mode: str = "",
+        steps: int | None = None,
+        guidance: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        scheduler: str = "",
+        batch_count: int = 1,
+        strength: float = 0.6,
+        init_image: FileData | None = None,
+        mask_image: FileData | None = None,
+        seed_b: int | None = None,
+        interpolation_steps: int = 0,
+        request: gr.Request = None,
+    ) -> tuple[list[FileData], list[dict]]:  # type: ignore[misc]
         # A generator, annotated with what it yields: Gradio takes the outputs from the annotation and
         # does not look inside Iterator[...].
         """Make images and keep them; returns the PNG files (each with its parameters in a `parameters` text
@@ -59,11 +72,23 @@ def build_images_api(studio: ImageStudio, uploads: UploadRegistry, links: FileLi
         shown, last = -1, 0.0
         try:
             who = caller(request)
-            form = dict(prompt=prompt, negative_prompt=negative_prompt, mode=chosen_mode, seed=seed, steps=steps,
-                        guidance=guidance, width=width, height=height, scheduler=scheduler, batch_count=batch_count,
-                        strength=strength, seed_b=seed_b, interpolation_steps=interpolation_steps,
-                        init_image=owned_upload(uploads, who, init_image, "init_image"),
-                        mask_image=owned_upload(uploads, who, mask_image, "mask_image"))
+            form = dict(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                mode=chosen_mode,
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                width=width,
+                height=height,
+                scheduler=scheduler,
+                batch_count=batch_count,
+                strength=strength,
+                seed_b=seed_b,
+                interpolation_steps=interpolation_steps,
+                init_image=owned_upload(uploads, who, init_image, "init_image"),
+                mask_image=owned_upload(uploads, who, mask_image, "mask_image"),
+            )
             for update in studio.generate(user, model or None, form):
                 final = update
                 # Yielding now and then is what lets a cancelled call close this generator (and so stop
@@ -77,8 +102,12 @@ def build_images_api(studio: ImageStudio, uploads: UploadRegistry, links: FileLi
             raise user_error(final.text if final else "No image was made.", title="No image made")
         yield _api_files(links, who, final.images), [dict(g.parameters) for g in final.images]
 
-    gr.api(api_endpoint(generate_image, title="No image made"), api_name="generate_image",
-           concurrency_limit=studio.settings.concurrency_limit, concurrency_id="image-generate")
+    gr.api(
+        api_endpoint(generate_image, title="No image made"),
+        api_name="generate_image",
+        concurrency_limit=studio.settings.concurrency_limit,
+        concurrency_id="image-generate",
+    )
 
 
 API_TICK_S = 0.25  # how often /generate_image sends a value while it works
@@ -90,6 +119,7 @@ def _api_files(links: FileLinks, who: str, images: list[GalleryImage]) -> list[F
     out = []
     for g in images:
         link = links.link(who, g.path, f"{g.seed}.png")
-        out.append(FileData(path=link, url=f"{API_PREFIX}/file={link}", mime_type="image/png",
-                            orig_name=f"{g.seed}.png"))
+        out.append(
+            FileData(path=link, url=f"{API_PREFIX}/file={link}", mime_type="image/png", orig_name=f"{g.seed}.png")
+        )
     return out

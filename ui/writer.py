@@ -1,10 +1,12 @@
 """The writer tab and the /write API: components and event wiring only. Everything it does is a call
 into core.writer.service (briefs, variants, rewrites, analysis, drafts, export)."""
+
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 
@@ -14,12 +16,19 @@ from core.security.limits import UserSlots
 from core.writer.brief import TEXT_LIMIT, TEXTAREA_LIMIT
 from core.writer.service import MAX_VARIANTS, WriteOptions, WriterService
 from core.writer.templates import Template
-from ui.writer_form import (BriefForm, OutputPanel, brief_form, brief_updates, output_panel, stats_markdown,
-                            status_markdown)
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import api_user, user_id
 from ui.server.api_args import api_endpoint
+from ui.writer_form import (
+    BriefForm,
+    OutputPanel,
+    brief_form,
+    brief_updates,
+    output_panel,
+    stats_markdown,
+    status_markdown,
+)
 
 PRIVATE = dict(api_visibility="private")
 MAX_DETAILS = 32  # /write: template fields in `details`
@@ -68,8 +77,9 @@ def build_writer_tab(demo: gr.Blocks, service: WriterService, browser_id: gr.Bro
             with gr.Column(scale=5):
                 out = output_panel(service)
 
-        gen_kwargs = dict(concurrency_limit=service.settings.concurrency_limit, concurrency_id="writer-generate",
-                          **PRIVATE)
+        gen_kwargs = dict(
+            concurrency_limit=service.settings.concurrency_limit, concurrency_id="writer-generate", **PRIVATE
+        )
         t = _Tab(service, browser_id, form, out, draft_id, job_id, undo, gen_kwargs)
 
         def on_template(tpl):
@@ -77,8 +87,9 @@ def build_writer_tab(demo: gr.Blocks, service: WriterService, browser_id: gr.Bro
             long = chosen.kind == "long"
             return [*brief_updates(chosen, None, keep_typed=True), gr.update(visible=long), gr.update(visible=long)]
 
-        form.template.input(on_template, [form.template], [form.info, *form.controls, form.outline_btn, form.outline],
-                            **PRIVATE)
+        form.template.input(
+            on_template, [form.template], [form.info, *form.controls, form.outline_btn, form.outline], **PRIVATE
+        )
         demo.load(lambda: brief_updates(start, None), None, [form.info, *form.controls], **PRIVATE)
         tab.select(t.refresh_drafts, [browser_id, draft_id], [out.drafts], **PRIVATE)
 
@@ -109,10 +120,17 @@ def _wire_writing(t: _Tab) -> None:
         n_shown = options.variants
         if (current_text or "").strip() and (not history or history[-1] != current_text):
             history = (history + [current_text])[-20:]  # Undo brings back what the new piece replaces
-        return (new.id, new.id, history, gr.update(visible=n_shown > 1),
-                *[gr.update(visible=i < n_shown) for i in range(MAX_VARIANTS)],
-                *[gr.update(value="") for _ in range(MAX_VARIANTS)], "", "",
-                status_markdown(brief.notes, progress="Starting"))
+        return (
+            new.id,
+            new.id,
+            history,
+            gr.update(visible=n_shown > 1),
+            *[gr.update(visible=i < n_shown) for i in range(MAX_VARIANTS)],
+            *[gr.update(value="") for _ in range(MAX_VARIANTS)],
+            "",
+            "",
+            status_markdown(brief.notes, progress="Starting"),
+        )
 
     def stream_write(bid, did, request: gr.Request, progress=gr.Progress()) -> Iterator:
         user = user_id(bid, request)
@@ -120,39 +138,61 @@ def _wire_writing(t: _Tab) -> None:
         try:
             for update in service.write_draft(user, did):
                 if update.total_steps:
-                    progress((min(update.done_steps, update.total_steps), update.total_steps),
-                             desc=update.progress or "Writing", unit="parts")
+                    progress(
+                        (min(update.done_steps, update.total_steps), update.total_steps),
+                        desc=update.progress or "Writing",
+                        unit="parts",
+                    )
                 n = len(update.texts)
                 single = n == 1
                 done = update.status != "streaming"
                 texts = update.texts + [""] * (MAX_VARIANTS - n)
                 draft_text = update.texts[0] if (single or done) else gr.skip()
                 stats_md = stats_markdown(service.analyse_draft(user, did, update.texts[0])) if done else gr.skip()
-                yield (update.outline if update.outline else gr.skip(),
-                       status_markdown(update.notes, update.errors,
-                                       update.progress or ("Writing the outline" if update.phase == "outline"
-                                                           else "Writing"), done),
-                       *[gr.skip() if single else x for x in texts], draft_text, stats_md)
+                yield (
+                    update.outline if update.outline else gr.skip(),
+                    status_markdown(
+                        update.notes,
+                        update.errors,
+                        update.progress or ("Writing the outline" if update.phase == "outline" else "Writing"),
+                        done,
+                    ),
+                    *[gr.skip() if single else x for x in texts],
+                    draft_text,
+                    stats_md,
+                )
         except FAILURES as exc:
             raise user_error(_message(exc), title="Writing stopped") from None
         if update is not None and update.status != "streaming":
             if update.errors and not any(x.strip() for x in update.texts):
                 raise user_error(update.errors[0], title="Nothing written")
             if not any(x.strip() for x in update.texts) and update.status == "complete":
-                raise user_error("The model returned no text. Your brief is unchanged: try again, raise the "
-                                 "temperature, or pick another model.", title="Nothing written")
+                raise user_error(
+                    "The model returned no text. Your brief is unchanged: try again, raise the "
+                    "temperature, or pick another model.",
+                    title="Nothing written",
+                )
             if update.errors:
                 gr.Warning(update.errors[0], title="Writing was cut")
             elif update.warnings:
                 gr.Warning(update.warnings[0], title="Check the result")
 
     write_inputs = {t.browser_id, t.draft_id, out.draft, t.undo, form.outline, *form.inputs()}
-    write_outputs = [t.draft_id, t.job_id, t.undo, out.variant_row, *out.variant_cols, *out.variant_boxes, out.draft,
-                     out.stats, form.status]
+    write_outputs = [
+        t.draft_id,
+        t.job_id,
+        t.undo,
+        out.variant_row,
+        *out.variant_cols,
+        *out.variant_boxes,
+        out.draft,
+        out.stats,
+        form.status,
+    ]
     stream_outputs = [form.outline, form.status, *out.variant_boxes, out.draft, out.stats]
-    form.write_btn.click(accept_write, write_inputs, write_outputs, **PRIVATE) \
-        .success(stream_write, [t.browser_id, t.draft_id], stream_outputs, **t.gen_kwargs) \
-        .then(t.refresh_drafts, [t.browser_id, t.draft_id], [out.drafts], **PRIVATE)
+    form.write_btn.click(accept_write, write_inputs, write_outputs, **PRIVATE).success(
+        stream_write, [t.browser_id, t.draft_id], stream_outputs, **t.gen_kwargs
+    ).then(t.refresh_drafts, [t.browser_id, t.draft_id], [out.drafts], **PRIVATE)
 
     def stop(bid, job, request: gr.Request):
         service.stop(user_id(bid, request), job)
@@ -182,14 +222,16 @@ def _wire_outline(t: _Tab) -> None:
             for text in service.job(user, v[t.job_id], lambda cancel: service.stream_outline(brief, options, cancel)):
                 yield text, gr.skip()
             outline, notes = service.resolve_outline(brief, text)
-            yield outline.as_text(), status_markdown(
-                brief.notes + notes + ["Edit the outline if you like, then press Write."])
+            yield (
+                outline.as_text(),
+                status_markdown(brief.notes + notes + ["Edit the outline if you like, then press Write."]),
+            )
         except FAILURES as exc:
             raise user_error(_message(exc), title="No outline") from None
 
-    form.outline_btn.click(accept_outline, {t.browser_id, *form.inputs()}, [t.job_id, form.status], **PRIVATE) \
-        .success(stream_outline, {t.browser_id, t.job_id, *form.inputs()}, [form.outline, form.status],
-                 **t.gen_kwargs)
+    form.outline_btn.click(accept_outline, {t.browser_id, *form.inputs()}, [t.job_id, form.status], **PRIVATE).success(
+        stream_outline, {t.browser_id, t.job_id, *form.inputs()}, [form.outline, form.status], **t.gen_kwargs
+    )
 
 
 def _wire_editing(t: _Tab) -> None:
@@ -207,11 +249,16 @@ def _wire_editing(t: _Tab) -> None:
                 raise user_error(_message(exc), title="Not picked") from None
             history = (history + [current_text])[-20:] if current_text else history
             return chosen.text, history, t.analysed(chosen.text, keywords_v, tpl)
+
         return pick
 
     for i, button in enumerate(out.use_buttons):
-        button.click(picker(i), [t.browser_id, t.draft_id, out.draft, t.undo, form.keywords, form.template],
-                     [out.draft, t.undo, out.stats], **PRIVATE)
+        button.click(
+            picker(i),
+            [t.browser_id, t.draft_id, out.draft, t.undo, form.keywords, form.template],
+            [out.draft, t.undo, out.stats],
+            **PRIVATE,
+        )
 
     def on_edit(text, keywords_v, tpl):
         return t.analysed(text, keywords_v, tpl)
@@ -264,26 +311,52 @@ def _wire_rewrite(t: _Tab) -> None:
         options = form.write_options(v, variants=1)
         update = None
         try:
-            run = service.job(user, v[t.job_id], lambda cancel: service.rewrite(text, sel or "", op, lang, options,
-                                                                                cancel))
+            run = service.job(
+                user, v[t.job_id], lambda cancel: service.rewrite(text, sel or "", op, lang, options, cancel)
+            )
             for update in run:
-                yield update.text, gr.skip(), status_markdown(update.notes, [update.error] if update.error else [],
-                                                              "Rewriting", update.done)
+                yield (
+                    update.text,
+                    gr.skip(),
+                    status_markdown(update.notes, [update.error] if update.error else [], "Rewriting", update.done),
+                )
         except FAILURES as exc:
             raise user_error(_message(exc), title="Not rewritten") from None
         if update is not None:
             if did:
                 service.keep_text(user, did, update.text)
-            yield update.text, t.analysed(update.text, v[form.keywords], v[form.template]), \
-                status_markdown(update.notes, [update.error] if update.error else [], done=True)
+            yield (
+                update.text,
+                t.analysed(update.text, v[form.keywords], v[form.template]),
+                status_markdown(update.notes, [update.error] if update.error else [], done=True),
+            )
             if update.error:
                 gr.Warning(update.error, title="Rewrite cut")
 
-    out.rewrite_btn.click(accept_rewrite, [t.browser_id, out.draft, out.selection, out.rewrite_op, out.rewrite_lang,
-                                           t.undo, form.model], [t.job_id, t.undo], **PRIVATE) \
-        .success(stream_rewrite, {t.browser_id, t.draft_id, t.job_id, out.draft, out.selection, out.rewrite_op,
-                                  out.rewrite_lang, form.model, form.temperature, form.seed,
-                                  form.keywords, form.template}, [out.draft, out.stats, form.status], **t.gen_kwargs)
+    out.rewrite_btn.click(
+        accept_rewrite,
+        [t.browser_id, out.draft, out.selection, out.rewrite_op, out.rewrite_lang, t.undo, form.model],
+        [t.job_id, t.undo],
+        **PRIVATE,
+    ).success(
+        stream_rewrite,
+        {
+            t.browser_id,
+            t.draft_id,
+            t.job_id,
+            out.draft,
+            out.selection,
+            out.rewrite_op,
+            out.rewrite_lang,
+            form.model,
+            form.temperature,
+            form.seed,
+            form.keywords,
+            form.template,
+        },
+        [out.draft, out.stats, form.status],
+        **t.gen_kwargs,
+    )
 
     def undo_last(bid, did, history, keywords_v, tpl, request: gr.Request):
         user = user_id(bid, request)
@@ -294,8 +367,12 @@ def _wire_rewrite(t: _Tab) -> None:
             service.keep_text(user, did, text)
         return text, history[:-1], t.analysed(text, keywords_v, tpl)
 
-    out.undo_btn.click(undo_last, [t.browser_id, t.draft_id, t.undo, form.keywords, form.template],
-                       [out.draft, t.undo, out.stats], **PRIVATE)
+    out.undo_btn.click(
+        undo_last,
+        [t.browser_id, t.draft_id, t.undo, form.keywords, form.template],
+        [out.draft, t.undo, out.stats],
+        **PRIVATE,
+    )
 
 
 def _wire_export(t: _Tab) -> None:
@@ -306,6 +383,7 @@ def _wire_export(t: _Tab) -> None:
                 return download(*t.service.export(user, did, text, topic_v, language_v, fmt))
             except InputError as exc:
                 raise user_error(str(exc), title="Nothing to export") from None
+
         return run
 
     inputs = [t.browser_id, t.draft_id, t.out.draft, t.form.topic, t.form.language]
@@ -328,28 +406,72 @@ def _wire_drafts(t: _Tab, start: Template, labels: dict[str, str]) -> None:
         seed = validate.seed("seed", opts.get("seed"))
         notes = [f"Cut: {d.note}"] if d.status == "cut" and d.note else []
         variant_texts = d.variants + [""] * (MAX_VARIANTS - len(d.variants))
-        return (d.id, d.template, *brief_updates(template, d.brief), gr.update(visible=template.kind == "long"),
-                gr.update(visible=template.kind == "long", value=d.outline),
-                int(opts.get("variants") or 1),
-                opts.get("model") if opts.get("model") in labels else service.models.default,
-                float(opts.get("temperature", 0.7)), -1 if seed is None else seed,
-                gr.update(visible=n > 1), *[gr.update(visible=i < n) for i in range(MAX_VARIANTS)],
-                *variant_texts[:MAX_VARIANTS], d.text,
-                stats_markdown(service.analyse(d.text, d.brief.get("keywords"), d.template)),
-                status_markdown(notes), [])
+        return (
+            d.id,
+            d.template,
+            *brief_updates(template, d.brief),
+            gr.update(visible=template.kind == "long"),
+            gr.update(visible=template.kind == "long", value=d.outline),
+            int(opts.get("variants") or 1),
+            opts.get("model") if opts.get("model") in labels else service.models.default,
+            float(opts.get("temperature", 0.7)),
+            -1 if seed is None else seed,
+            gr.update(visible=n > 1),
+            *[gr.update(visible=i < n) for i in range(MAX_VARIANTS)],
+            *variant_texts[:MAX_VARIANTS],
+            d.text,
+            stats_markdown(service.analyse(d.text, d.brief.get("keywords"), d.template)),
+            status_markdown(notes),
+            [],
+        )
 
-    out.drafts.input(open_draft, [t.browser_id, out.drafts],
-                     [t.draft_id, form.template, form.info, *form.controls, form.outline_btn, form.outline,
-                      *form.options, out.variant_row, *out.variant_cols, *out.variant_boxes, out.draft, out.stats,
-                      form.status, t.undo], **PRIVATE)
+    out.drafts.input(
+        open_draft,
+        [t.browser_id, out.drafts],
+        [
+            t.draft_id,
+            form.template,
+            form.info,
+            *form.controls,
+            form.outline_btn,
+            form.outline,
+            *form.options,
+            out.variant_row,
+            *out.variant_cols,
+            *out.variant_boxes,
+            out.draft,
+            out.stats,
+            form.status,
+            t.undo,
+        ],
+        **PRIVATE,
+    )
 
     def new_draft(bid, request: gr.Request):
         user = user_id(bid, request)
-        return (None, gr.Dropdown(choices=service.draft_choices(user), value=None), gr.update(visible=False),
-                *[gr.update(value="") for _ in range(MAX_VARIANTS)], "", "", "", "", [])
+        return (
+            None,
+            gr.Dropdown(choices=service.draft_choices(user), value=None),
+            gr.update(visible=False),
+            *[gr.update(value="") for _ in range(MAX_VARIANTS)],
+            "",
+            "",
+            "",
+            "",
+            [],
+        )
 
-    cleared = [t.draft_id, out.drafts, out.variant_row, *out.variant_boxes, out.draft, out.stats, form.status,
-               form.outline, t.undo]
+    cleared = [
+        t.draft_id,
+        out.drafts,
+        out.variant_row,
+        *out.variant_boxes,
+        out.draft,
+        out.stats,
+        form.status,
+        form.outline,
+        t.undo,
+    ]
     out.new_btn.click(new_draft, [t.browser_id], cleared, **PRIVATE)
 
     def delete_draft(bid, did, request: gr.Request):
@@ -371,10 +493,23 @@ def _message(exc: BaseException) -> str:
 
 
 def build_writer_api(service: WriterService, jobs: UserSlots) -> None:
-    def write(topic: str, template: str = "blog_post", audience: str = "", tone: str = "", length: int = 0,
-              keywords: str | list | None = None, cta: str = "", language: str = "", details: dict | None = None,
-              outline: str = "", model: str = "", temperature: float = 0.7, top_p: float = 0.95,
-              seed: int = -1, request: gr.Request = None) -> Iterator[str]:  # type: ignore[assignment]
+    def write(
+        topic: str,
+        template: str = "blog_post",
+        audience: str = "",
+        tone: str = "",
+        length: int = 0,
+        keywords: str | list | None = None,
+        cta: str = "",
+        language: str = "",
+        details: dict | None = None,
+        outline: str = "",
+        model: str = "",
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int = -1,
+        request: gr.Request = None,
+    ) -> Iterator[str]:  # type: ignore[assignment]
         """Write a piece from a brief, streaming the text as it grows. Nothing is stored.
 
         Args:
@@ -399,10 +534,19 @@ def build_writer_api(service: WriterService, jobs: UserSlots) -> None:
             if isinstance(keywords, list):
                 keywords = validate.texts("keywords", keywords, max_items=MAX_LIST_ITEMS, max_chars=TEXT_LIMIT)
             extra = validate.fields("details", details, max_items=MAX_DETAILS, max_chars=TEXTAREA_LIMIT)
-            fields: dict[str, Any] = {"topic": topic, "audience": audience, "tone": tone, "length": length or None,
-                                      "keywords": keywords, "cta": cta, "language": language, **extra}
-            options, _ = WriteOptions(model=model or None, variants=1, temperature=temperature, top_p=top_p,
-                                      seed=seed).checked()
+            fields: dict[str, Any] = {
+                "topic": topic,
+                "audience": audience,
+                "tone": tone,
+                "length": length or None,
+                "keywords": keywords,
+                "cta": cta,
+                "language": language,
+                **extra,
+            }
+            options, _ = WriteOptions(
+                model=model or None, variants=1, temperature=temperature, top_p=top_p, seed=seed
+            ).checked()
             brief = service.prepare(template, fields)
             for note in brief.notes:
                 gr.Warning(note)
@@ -419,8 +563,14 @@ def build_writer_api(service: WriterService, jobs: UserSlots) -> None:
             if final.errors:
                 raise user_error(final.errors[0], title="Writing was cut")
             if not text.strip():
-                raise user_error("The model returned no text; try again, raise the temperature, or pick another model.",
-                                 title="Nothing written")
+                raise user_error(
+                    "The model returned no text; try again, raise the temperature, or pick another model.",
+                    title="Nothing written",
+                )
 
-    gr.api(api_endpoint(write, title="Nothing written"), api_name="write",
-           concurrency_limit=service.settings.concurrency_limit, concurrency_id="writer-generate")
+    gr.api(
+        api_endpoint(write, title="Nothing written"),
+        api_name="write",
+        concurrency_limit=service.settings.concurrency_limit,
+        concurrency_id="writer-generate",
+    )

@@ -1,5 +1,6 @@
 """The writer tab's components: the brief form and the output panel as small dataclasses, and the pure
 helpers that move a brief in and out of the controls (no handlers here; ui/writer.py wires them)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,11 +20,19 @@ EXTRA_SLOTS = 4  # template-specific fields beyond the standard brief (facts, pl
 # pure helpers (no gradio state): brief values in and out of the controls
 
 
-def collect_brief(template: Template, topic, audience, tone, length, keywords, cta, language,
-                  slot_texts: list, slot_choices: list) -> dict[str, Any]:
+def collect_brief(
+    template: Template, topic, audience, tone, length, keywords, cta, language, slot_texts: list, slot_choices: list
+) -> dict[str, Any]:
     """Field name -> value, for the fields the template declares."""
-    standard = {"topic": topic, "audience": audience, "tone": tone, "length": length, "keywords": keywords,
-                "cta": cta, "language": language}
+    standard = {
+        "topic": topic,
+        "audience": audience,
+        "tone": tone,
+        "length": length,
+        "keywords": keywords,
+        "cta": cta,
+        "language": language,
+    }
     values = {f.name: standard[f.name] for f in template.fields if f.name in standard}
     for k, f in enumerate(template.extra_fields[:EXTRA_SLOTS]):
         values[f.name] = slot_choices[k] if f.input == "choice" else slot_texts[k]
@@ -47,8 +56,7 @@ def brief_updates(template: Template, values: dict[str, Any] | None, keep_typed:
         if f is None:
             out.append(gr.update(visible=False))
             continue
-        kw: dict[str, Any] = dict(visible=True, label=f.label + (" *" if f.required else ""),
-                                  info=f.help or None)
+        kw: dict[str, Any] = dict(visible=True, label=f.label + (" *" if f.required else ""), info=f.help or None)
         if f.placeholder and f.input in ("text", "textarea", "list"):
             kw["placeholder"] = f.placeholder
         if name in values:
@@ -63,13 +71,24 @@ def brief_updates(template: Template, values: dict[str, Any] | None, keep_typed:
         label = (f.label + (" *" if f.required else "")) if f else ""
         value = _shown(values.get(f.name, f.default)) if f else None
         is_choice = f is not None and f.input == "choice"
-        texts.append(gr.update(visible=f is not None and not is_choice, label=label,
-                               value=value if f is not None and not is_choice else "",
-                               lines=4 if f is not None and f.input == "textarea" else 1,
-                               placeholder=f.placeholder if f else ""))
-        choices.append(gr.update(visible=is_choice, label=label, choices=list(f.choices) if is_choice else [],
-                                 allow_custom_value=bool(f.custom) if is_choice else True,
-                                 value=value if is_choice else None))
+        texts.append(
+            gr.update(
+                visible=f is not None and not is_choice,
+                label=label,
+                value=value if f is not None and not is_choice else "",
+                lines=4 if f is not None and f.input == "textarea" else 1,
+                placeholder=f.placeholder if f else "",
+            )
+        )
+        choices.append(
+            gr.update(
+                visible=is_choice,
+                label=label,
+                choices=list(f.choices) if is_choice else [],
+                allow_custom_value=bool(f.custom) if is_choice else True,
+                value=value if is_choice else None,
+            )
+        )
     return out + texts + choices
 
 
@@ -129,8 +148,17 @@ class BriefForm:
     @property
     def controls(self) -> list[gr.components.Component]:
         """The brief's inputs, in the order brief_updates() fills them."""
-        return [self.topic, self.audience, self.tone, self.length, self.keywords, self.cta, self.language,
-                *self.slot_texts, *self.slot_choices]
+        return [
+            self.topic,
+            self.audience,
+            self.tone,
+            self.length,
+            self.keywords,
+            self.cta,
+            self.language,
+            *self.slot_texts,
+            *self.slot_choices,
+        ]
 
     @property
     def options(self) -> list[gr.components.Component]:
@@ -146,14 +174,27 @@ class BriefForm:
 
     def fields(self, v: dict) -> dict[str, Any]:
         """Brief fields for the template chosen (an unknown one is the service's InputError)."""
-        return collect_brief(self._template(v[self.template]), v[self.topic], v[self.audience], v[self.tone],
-                             v[self.length], v[self.keywords], v[self.cta], v[self.language],
-                             [v[c] for c in self.slot_texts], [v[c] for c in self.slot_choices])
+        return collect_brief(
+            self._template(v[self.template]),
+            v[self.topic],
+            v[self.audience],
+            v[self.tone],
+            v[self.length],
+            v[self.keywords],
+            v[self.cta],
+            v[self.language],
+            [v[c] for c in self.slot_texts],
+            [v[c] for c in self.slot_choices],
+        )
 
     def write_options(self, v: dict, variants: int | None = None) -> WriteOptions:
         """The options as sent; WriteOptions.checked() (run by the service) names a bad one."""
-        return WriteOptions(model=v[self.model] or None, variants=v[self.variants] if variants is None else variants,
-                            temperature=v[self.temperature], seed=v[self.seed])
+        return WriteOptions(
+            model=v[self.model] or None,
+            variants=v[self.variants] if variants is None else variants,
+            temperature=v[self.temperature],
+            seed=v[self.seed],
+        )
 
     _template: Any = None  # service.template, set by the builder
 
@@ -183,38 +224,91 @@ class OutputPanel:
 
 def brief_form(service: WriterService, start: Template, first: str, labels: dict[str, str]) -> BriefForm:
     library, common = service.library, service.library.common
-    template = gr.Dropdown(choices=[(t.label, t.name) for t in library.templates.values()], value=first,
-                           label="Template", elem_id="writer-template")
+    template = gr.Dropdown(
+        choices=[(t.label, t.name) for t in library.templates.values()],
+        value=first,
+        label="Template",
+        elem_id="writer-template",
+    )
     info = gr.Markdown(f"*{start.description}*")
     topic = gr.Textbox(label="Topic *", lines=2, max_lines=6, elem_id="writer-topic")
     audience = gr.Textbox(label="Audience", elem_id="writer-audience")
-    tone = gr.Dropdown(choices=list(common.tones), allow_custom_value=True, label="Tone",
-                       info="A preset, or type your own", elem_id="writer-tone")
+    tone = gr.Dropdown(
+        choices=list(common.tones),
+        allow_custom_value=True,
+        label="Tone",
+        info="A preset, or type your own",
+        elem_id="writer-tone",
+    )
     length = gr.Number(precision=0, label="Target length (words)", elem_id="writer-length")
     keywords = gr.Textbox(label="Keywords that must appear", placeholder="comma-separated", elem_id="writer-keywords")
     cta = gr.Textbox(label="Call to action", elem_id="writer-cta")
-    language = gr.Dropdown(choices=list(common.languages), value="English", allow_custom_value=True,
-                           label="Language", elem_id="writer-language")
+    language = gr.Dropdown(
+        choices=list(common.languages),
+        value="English",
+        allow_custom_value=True,
+        label="Language",
+        elem_id="writer-language",
+    )
     slot_texts = [gr.Textbox(visible=False, elem_id=f"writer-extra-{k + 1}") for k in range(EXTRA_SLOTS)]
-    slot_choices = [gr.Dropdown(visible=False, allow_custom_value=True, elem_id=f"writer-choice-{k + 1}")
-                    for k in range(EXTRA_SLOTS)]
-    variants = gr.Slider(1, MAX_VARIANTS, value=1, step=1, label="Variants",
-                         info="Written side by side; pick one", elem_id="writer-variants")
+    slot_choices = [
+        gr.Dropdown(visible=False, allow_custom_value=True, elem_id=f"writer-choice-{k + 1}")
+        for k in range(EXTRA_SLOTS)
+    ]
+    variants = gr.Slider(
+        1,
+        MAX_VARIANTS,
+        value=1,
+        step=1,
+        label="Variants",
+        info="Written side by side; pick one",
+        elem_id="writer-variants",
+    )
     with gr.Accordion("Model and sampling", open=False):
-        model = gr.Dropdown(choices=[(lbl, s) for s, lbl in labels.items()], value=service.models.default,
-                            label="Model", elem_id="writer-model")
-        temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature",
-                                info="Variants need some randomness (at least 0.3)")
+        model = gr.Dropdown(
+            choices=[(lbl, s) for s, lbl in labels.items()],
+            value=service.models.default,
+            label="Model",
+            elem_id="writer-model",
+        )
+        temperature = gr.Slider(
+            0.0, 1.5, value=0.7, step=0.05, label="Temperature", info="Variants need some randomness (at least 0.3)"
+        )
         seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random; variant i uses seed + i")
     with gr.Row():
         outline_btn = gr.Button("Outline first", visible=start.kind == "long", elem_id="writer-outline-btn")
         write_btn = gr.Button("Write", variant="primary", elem_id="writer-write")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="writer-stop")
-    outline = gr.Textbox(label="Outline: edit it, then Write (empty: one is written first)", lines=8,
-                         max_lines=20, visible=start.kind == "long", elem_id="writer-outline")
+    outline = gr.Textbox(
+        label="Outline: edit it, then Write (empty: one is written first)",
+        lines=8,
+        max_lines=20,
+        visible=start.kind == "long",
+        elem_id="writer-outline",
+    )
     status = gr.Markdown(elem_id="writer-status")
-    form = BriefForm(template, info, topic, audience, tone, length, keywords, cta, language, slot_texts, slot_choices,
-                     variants, model, temperature, seed, outline_btn, write_btn, stop_btn, outline, status)
+    form = BriefForm(
+        template,
+        info,
+        topic,
+        audience,
+        tone,
+        length,
+        keywords,
+        cta,
+        language,
+        slot_texts,
+        slot_choices,
+        variants,
+        model,
+        temperature,
+        seed,
+        outline_btn,
+        write_btn,
+        stop_btn,
+        outline,
+        status,
+    )
     form._template = service.template
     return form
 
@@ -224,8 +318,15 @@ def _variants_row() -> tuple[gr.Row, list[gr.Column], list[gr.Textbox], list[gr.
         cols, boxes, buttons = [], [], []
         for i in range(MAX_VARIANTS):
             with gr.Column(min_width=200, visible=i < 2) as col:
-                boxes.append(gr.Textbox(label=f"Variant {i + 1}", lines=12, max_lines=30, interactive=False,
-                                        elem_id=f"writer-variant-{i + 1}"))
+                boxes.append(
+                    gr.Textbox(
+                        label=f"Variant {i + 1}",
+                        lines=12,
+                        max_lines=30,
+                        interactive=False,
+                        elem_id=f"writer-variant-{i + 1}",
+                    )
+                )
                 buttons.append(gr.Button(f"Use variant {i + 1}", size="sm", elem_id=f"writer-use-{i + 1}"))
             cols.append(col)
     return row, cols, boxes, buttons
@@ -234,23 +335,44 @@ def _variants_row() -> tuple[gr.Row, list[gr.Column], list[gr.Textbox], list[gr.
 def output_panel(service: WriterService) -> OutputPanel:
     library, common = service.library, service.library.common
     row, cols, boxes, buttons = _variants_row()
-    draft = gr.Textbox(label="Draft (edit freely: kept when you click elsewhere)", lines=16, max_lines=60,
-                       buttons=["copy"], elem_id="writer-draft")
+    draft = gr.Textbox(
+        label="Draft (edit freely: kept when you click elsewhere)",
+        lines=16,
+        max_lines=60,
+        buttons=["copy"],
+        elem_id="writer-draft",
+    )
     stats = gr.Markdown(elem_id="writer-stats")
     with gr.Accordion("Rewrite", open=True):
         with gr.Row():
-            rewrite_op = gr.Dropdown(choices=[(op.label, op.name) for op in library.rewrites.values()],
-                                     value=next(iter(library.rewrites)), label="Rewrite",
-                                     elem_id="writer-rewrite-op", scale=2)
-            rewrite_lang = gr.Dropdown(choices=list(common.languages), value="Spanish",
-                                       allow_custom_value=True, label="Into (translate)", scale=2)
+            rewrite_op = gr.Dropdown(
+                choices=[(op.label, op.name) for op in library.rewrites.values()],
+                value=next(iter(library.rewrites)),
+                label="Rewrite",
+                elem_id="writer-rewrite-op",
+                scale=2,
+            )
+            rewrite_lang = gr.Dropdown(
+                choices=list(common.languages),
+                value="Spanish",
+                allow_custom_value=True,
+                label="Into (translate)",
+                scale=2,
+            )
             rewrite_btn = gr.Button("Rewrite", scale=1, elem_id="writer-rewrite")
             undo_btn = gr.Button("Undo", scale=1, elem_id="writer-undo")
-        selection = gr.Textbox(label="Selection (select text in the draft, or paste it; empty = "
-                                     "the whole draft)", lines=2, max_lines=8, elem_id="writer-selection")
+        selection = gr.Textbox(
+            label="Selection (select text in the draft, or paste it; empty = the whole draft)",
+            lines=2,
+            max_lines=8,
+            elem_id="writer-selection",
+        )
     with gr.Row():
-        export_buttons = {"md": gr.Button("Export Markdown", size="sm"), "html": gr.Button("Export HTML", size="sm"),
-                          "docx": gr.Button("Export DOCX", size="sm")}
+        export_buttons = {
+            "md": gr.Button("Export Markdown", size="sm"),
+            "html": gr.Button("Export HTML", size="sm"),
+            "docx": gr.Button("Export DOCX", size="sm"),
+        }
     export_file = gr.File(label="Download", interactive=False, visible=False)
     with gr.Accordion("Drafts", open=False):
         drafts = gr.Dropdown(choices=[], label="Your drafts (newest first)", elem_id="writer-drafts")
@@ -258,5 +380,22 @@ def output_panel(service: WriterService) -> OutputPanel:
             new_btn = gr.Button("New draft", size="sm")
             save_btn = gr.Button("Save", size="sm", elem_id="writer-save")
             delete_btn = gr.Button("Delete draft", variant="stop", size="sm")
-    return OutputPanel(row, cols, boxes, buttons, draft, stats, rewrite_op, rewrite_lang, rewrite_btn, undo_btn,
-                       selection, export_buttons, export_file, drafts, new_btn, save_btn, delete_btn)
+    return OutputPanel(
+        row,
+        cols,
+        boxes,
+        buttons,
+        draft,
+        stats,
+        rewrite_op,
+        rewrite_lang,
+        rewrite_btn,
+        undo_btn,
+        selection,
+        export_buttons,
+        export_file,
+        drafts,
+        new_btn,
+        save_btn,
+        delete_btn,
+    )

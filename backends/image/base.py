@@ -4,6 +4,7 @@ Like text backends: no knowledge of tabs or users, lazy loading behind a lock, h
 methods, and a fresh cancel event per request. One job at a time per loaded pipeline (diffusers
 schedulers are not thread-safe), enforced inside the backend.
 """
+
 from __future__ import annotations
 
 import threading
@@ -71,16 +72,16 @@ class ImageBackend(Protocol):
     spec: str  # e.g. "diffusers:stabilityai/sd-turbo", "gan:faces", "openai:gpt-image-1"
     label: str
 
-    def capabilities(self) -> ImageCapabilities:
-        ...
+    def capabilities(self) -> ImageCapabilities: ...
 
     def load(self, progress: Callable[[float, str], None] | None = None) -> None:
         """Idempotent, thread-safe, lazy. Hub unreachable and nothing cached ->
         backends.text.base.ModelUnavailableError saying exactly that and how to fix it."""
         ...
 
-    def generate(self, request: ImageRequest, cancel: threading.Event,
-                 progress: ImageProgressFn | None = None) -> list[GeneratedImage]:
+    def generate(
+        self, request: ImageRequest, cancel: threading.Event, progress: ImageProgressFn | None = None
+    ) -> list[GeneratedImage]:
         """batch_count images (or interpolation frames). Raises ImageCancelled, or a
         backends.text.base.BackendError subclass with a message the user can act on (out of memory
         included: memory is released before raising)."""

@@ -1,6 +1,7 @@
 """Building a diffusers pipeline for a model reference (a hub id, a diffusers folder or a single .safetensors/.ckpt
 file): the precision for the device and architecture, the fp16 weight variant where it fits, the components
 skipped, onto the device. torch and diffusers are imported only inside methods."""
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,34 @@ from backends.image.diffusers_weights import (
 from backends.text.base import ModelUnavailableError, ProgressFn
 
 # Transformer-based pipelines are published and tested in bf16; fp16 overflows in them.
-BF16_PIPELINES = ("Flux", "StableDiffusion3", "Sana", "PixArt", "Lumina", "HunyuanDiT", "AuraFlow", "Chroma",
-                  "QwenImage", "CogView")
+BF16_PIPELINES = (
+    "Flux",
+    "StableDiffusion3",
+    "Sana",
+    "PixArt",
+    "Lumina",
+    "HunyuanDiT",
+    "AuraFlow",
+    "Chroma",
+    "QwenImage",
+    "CogView",
+)
 
 
 class PipelineLoader:
     """Builds the text-to-image pipeline of one model reference, once, under the backend's load lock; then
     `device`, `dtype_name`, `model_hash` and `licence` say what was built."""
 
-    def __init__(self, model_ref: str, label: str, *, device: str | None, dtype: str | None, config: str | None,
-                 data_dir: Path | None) -> None:
+    def __init__(
+        self,
+        model_ref: str,
+        label: str,
+        *,
+        device: str | None,
+        dtype: str | None,
+        config: str | None,
+        data_dir: Path | None,
+    ) -> None:
         self.model_ref = model_ref
         self.label = label
         self._device_wanted = device
@@ -51,15 +70,17 @@ class PipelineLoader:
         path = Path(self.model_ref).expanduser()
         if self.model_ref.lower().endswith(SINGLE_FILE_SUFFIXES):
             if not path.is_file():
-                raise ModelUnavailableError(f"The model file {path} does not exist. Check the path after "
-                                            "'diffusers:' in STUDIO_IMAGE_MODEL.")
+                raise ModelUnavailableError(
+                    f"The model file {path} does not exist. Check the path after 'diffusers:' in STUDIO_IMAGE_MODEL."
+                )
             pipe = self._load_single_file(path, report)
             weight_files = [path]
         elif path.is_dir() or self.model_ref.startswith(("/", "./", "../", "~")):
             if not (path / "model_index.json").is_file():
                 raise ModelUnavailableError(
                     f"{path} is not a diffusers model folder (it has no model_index.json). Use a folder saved "
-                    "with save_pretrained, a hub id, or a single .safetensors file.")
+                    "with save_pretrained, a hub id, or a single .safetensors file."
+                )
             pipe = self._load_folder(path, report)
             weight_files = denoiser_files(path)
         else:
@@ -115,7 +136,8 @@ class PipelineLoader:
         except (OSError, ValueError) as exc:
             raise ModelUnavailableError(
                 f"Could not load the diffusers model in {folder}: {first_line(exc)}. If it was downloaded, the "
-                "download may be incomplete: delete that folder from the cache and load it again.") from None
+                "download may be incomplete: delete that folder from the cache and load it again."
+            ) from None
         return self._to_device(pipe)
 
     def _load_single_file(self, path: Path, report: ProgressFn) -> Any:
@@ -129,13 +151,16 @@ class PipelineLoader:
         self._pick_dtype_for(class_name)
         pipeline_class = getattr(diffusers, class_name, None)
         if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
-            raise ModelUnavailableError(f"{path.name} is a {class_name} checkpoint, which diffusers cannot load from "
-                                        "a single file. Use its diffusers-format folder or hub id instead.")
+            raise ModelUnavailableError(
+                f"{path.name} is a {class_name} checkpoint, which diffusers cannot load from "
+                "a single file. Use its diffusers-format folder or hub id instead."
+            )
         report(0.3, f"Loading {path.name}")
         kwargs: dict[str, Any] = {"dtype": self._torch_dtype()}
         if self._config:
-            kwargs["config"] = str(Path(self._config).expanduser()) if Path(self._config).expanduser().is_dir() \
-                else self._config
+            kwargs["config"] = (
+                str(Path(self._config).expanduser()) if Path(self._config).expanduser().is_dir() else self._config
+            )
         if "safety_checker" in pipeline_class._optional_components:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         try:
@@ -147,7 +172,8 @@ class PipelineLoader:
                     f"{path.name} needs the configuration files of its base architecture from the Hugging Face hub, "
                     "which could not be reached, and they are not in the local cache. Load this file once on a "
                     "machine with internet (the configs are a few kB and are then cached), or set "
-                    "STUDIO_IMAGE_MODEL_CONFIG to a diffusers folder of the same architecture.") from None
+                    "STUDIO_IMAGE_MODEL_CONFIG to a diffusers folder of the same architecture."
+                ) from None
             raise ModelUnavailableError(f"Could not load {path.name} as a {class_name}: {message}") from None
         return self._to_device(pipe)
 

@@ -3,6 +3,7 @@
 time, seeded, with the derived pipelines) and the out-of-memory ladder. Building the pipeline is
 diffusers_loading.py's, finding and hashing the weights diffusers_weights.py's, and the scheduler, progress,
 previews and cancel of each step diffusers_steps.py's."""
+
 from __future__ import annotations
 
 import gc
@@ -49,9 +50,17 @@ class DiffusersBackend:
     """One diffusers pipeline, loaded lazily and once; jobs run one at a time (schedulers keep per-run state
     and are not thread-safe, diffusers #3672), each with a fresh scheduler and its own generators."""
 
-    def __init__(self, model_ref: str = DEFAULT_MODEL, spec: str = "", label: str = "",
-                 data_dir: Path | None = None, device: str | None = None, *,
-                 dtype: str | None = None, config: str | None = None) -> None:
+    def __init__(
+        self,
+        model_ref: str = DEFAULT_MODEL,
+        spec: str = "",
+        label: str = "",
+        data_dir: Path | None = None,
+        device: str | None = None,
+        *,
+        dtype: str | None = None,
+        config: str | None = None,
+    ) -> None:
         """`model_ref`: hub id, diffusers folder, or .safetensors/.ckpt file. `dtype`: "float16", "bfloat16" or
         "float32" (default: half precision on CUDA, float32 on CPU). `config`: for a single file, a diffusers
         folder or hub id describing its architecture (default: diffusers infers it and fetches the configs)."""
@@ -91,16 +100,30 @@ class DiffusersBackend:
                 compatible.add("LCMScheduler")
             schedulers = tuple(n for n, (cls, _) in SCHEDULERS.items() if cls in compatible)
             previews = latent_rgb(self._pipe) is not None
-        return ImageCapabilities(modes=MODES, schedulers=schedulers, max_width=2048, max_height=2048,
-                                 size_multiple=8, max_steps=150, previews=previews, licence_note=self._licence)
+        return ImageCapabilities(
+            modes=MODES,
+            schedulers=schedulers,
+            max_width=2048,
+            max_height=2048,
+            size_multiple=8,
+            max_steps=150,
+            previews=previews,
+            licence_note=self._licence,
+        )
 
     def load(self, progress: ProgressFn | None = None) -> None:
         with self._load_lock:
             if self._pipe is not None:
                 return
             report = progress or (lambda fraction, text: None)
-            loader = PipelineLoader(self.model_ref, self.label, device=self._device_wanted, dtype=self._dtype_wanted,
-                                    config=self._config, data_dir=self._data_dir)
+            loader = PipelineLoader(
+                self.model_ref,
+                self.label,
+                device=self._device_wanted,
+                dtype=self._dtype_wanted,
+                config=self._config,
+                data_dir=self._data_dir,
+            )
             pipe = loader.load(report)
             self._device, self._dtype_name = loader.device, loader.dtype_name
             self._model_hash, self._licence = loader.model_hash, loader.licence
@@ -111,8 +134,9 @@ class DiffusersBackend:
             self._pipe = pipe
         report(1.0, f"Loaded {self.label} on {self._device} ({self._dtype_name})")
 
-    def generate(self, request: ImageRequest, cancel: threading.Event,
-                 progress: ImageProgressFn | None = None) -> list[GeneratedImage]:
+    def generate(
+        self, request: ImageRequest, cancel: threading.Event, progress: ImageProgressFn | None = None
+    ) -> list[GeneratedImage]:
         self._check(request)
         self.load()
         self._check_scheduler(request.scheduler)
@@ -150,8 +174,10 @@ class DiffusersBackend:
             if not 0.0 < r.strength <= 1.0:
                 raise BackendError(f"Denoising strength must be above 0 and at most 1, not {r.strength}.")
             if int(r.steps * r.strength) < 1:
-                raise BackendError(f"{r.steps} steps at strength {r.strength:g} leave no step to run: "
-                                   "steps × strength must be at least 1.")
+                raise BackendError(
+                    f"{r.steps} steps at strength {r.strength:g} leave no step to run: "
+                    "steps × strength must be at least 1."
+                )
         if r.mode == "inpaint" and r.mask_image is None:
             raise BackendError("Inpainting needs a mask: paint the area to repaint.")
 
@@ -173,8 +199,9 @@ class DiffusersBackend:
                 pipe = auto.from_pipe(self._pipe, dtype=self._pipe.dtype)
             except ValueError:
                 what = "inpainting" if key == "inpaint" else "image-to-image"
-                raise BackendError(f"This model ({type(self._pipe).__name__}) has no {what} pipeline in "
-                                   "diffusers.") from None
+                raise BackendError(
+                    f"This model ({type(self._pipe).__name__}) has no {what} pipeline in diffusers."
+                ) from None
             pipe.set_progress_bar_config(disable=True)
             self._derived[key] = pipe
         return self._derived[key]
@@ -209,7 +236,8 @@ class DiffusersBackend:
                 raise BackendError(
                     f"Out of memory making a {request.width}x{request.height} image, even with "
                     f"{MEMORY_LEVELS[self._memory_level]}. Memory has been released. Try a smaller size, fewer "
-                    "images per batch, or close other programs using the GPU.")
+                    "images per batch, or close other programs using the GPU."
+                )
 
     def _run_once(self, pipe: Any, request: ImageRequest, seed: int, job: Job) -> Any:
         import torch

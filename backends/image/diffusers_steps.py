@@ -1,6 +1,7 @@
 """The steps of a diffusers run: the schedulers offered (stable-diffusion-webui names) and a fresh one per image,
 and the per-step callback that reports progress, draws cheap latent previews and stops on cancel. torch and
 diffusers only inside functions."""
+
 from __future__ import annotations
 
 import threading
@@ -24,8 +25,12 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # Latent -> RGB linear maps for cheap previews (the "Approx cheap" coefficients of stable-diffusion-webui).
 SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
-SDXL_LATENT_RGB = ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250), (0.1074, 0.0886, -0.0163),
-                   (-0.3730, -0.2499, -0.2088))
+SDXL_LATENT_RGB = (
+    (0.3448, 0.4168, 0.4395),
+    (-0.1953, -0.0290, 0.0250),
+    (0.1074, 0.0886, -0.0163),
+    (-0.3730, -0.2499, -0.2088),
+)
 MAX_PREVIEWS = 8  # per image
 
 

@@ -1,6 +1,7 @@
 """Where a diffusers model's weights come from and what they are: the hub download (only the files the pipeline
 loads, with progress; the cached copy when the hub is unreachable), the weight files of a folder and their variant,
 which pipeline a single checkpoint is, and the weights' hash (cached). Heavy libraries only inside functions."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,15 +40,19 @@ def fetch_from_hub(ref: str, report: ProgressFn) -> tuple[Path, str]:
     except GatedRepoError:
         raise ModelUnavailableError(
             f"{ref} is gated on the Hugging Face hub: accept its terms on huggingface.co/{ref}, then log in "
-            "with `hf auth login` or set HF_TOKEN.") from None
+            "with `hf auth login` or set HF_TOKEN."
+        ) from None
     except RepositoryNotFoundError:
         raise ModelUnavailableError(
             f"The Hugging Face hub has no model '{ref}' (or it is private: log in with `hf auth login`). "
-            "Check the id after 'diffusers:' in STUDIO_IMAGE_MODEL.") from None
+            "Check the id after 'diffusers:' in STUDIO_IMAGE_MODEL."
+        ) from None
     except Exception as exc:  # offline mode, DNS, refused, timeout, proxy, 5xx: use the cache if we can
         if isinstance(exc, HfHubHTTPError) and getattr(exc.response, "status_code", 0) == 401:
-            raise ModelUnavailableError(f"The Hugging Face hub refused the token for {ref} (HTTP 401): "
-                                        "check HF_TOKEN or log in again with `hf auth login`.") from None
+            raise ModelUnavailableError(
+                f"The Hugging Face hub refused the token for {ref} (HTTP 401): "
+                "check HF_TOKEN or log in again with `hf auth login`."
+            ) from None
         reason = _offline_reason(exc)
         cached = try_to_load_from_cache(ref, "model_index.json")
         if isinstance(cached, str):
@@ -58,25 +63,34 @@ def fetch_from_hub(ref: str, report: ProgressFn) -> tuple[Path, str]:
             f"cache ({constants.HF_HUB_CACHE}). To fix it: start the studio once on a machine with internet "
             "(it downloads the model) and copy that Hugging Face cache here, pointing HF_HOME at it; or set "
             "STUDIO_IMAGE_MODEL to diffusers:<a local diffusers folder> or diffusers:<a .safetensors file>. "
-            "The GAN face generator (gan:faces) works without the hub.") from None
+            "The GAN face generator (gan:faces) works without the hub."
+        ) from None
     sizes = {s.rfilename: (s.size or 0) for s in info.siblings or ()}
     if "model_index.json" not in sizes:
         raise ModelUnavailableError(
             f"{ref} on the hub is not a diffusers pipeline (it has no model_index.json). Use a diffusers "
-            "repository, or download its .safetensors file and set STUDIO_IMAGE_MODEL=diffusers:<that file>.")
+            "repository, or download its .safetensors file and set STUDIO_IMAGE_MODEL=diffusers:<that file>."
+        )
     licence = getattr(info.card_data, "license", None)
-    licence_note = (f"Model licence: {licence}; read https://huggingface.co/{ref} before commercial use."
-                     if licence else f"Read the licence on https://huggingface.co/{ref} before commercial use.")
+    licence_note = (
+        f"Model licence: {licence}; read https://huggingface.co/{ref} before commercial use."
+        if licence
+        else f"Read the licence on https://huggingface.co/{ref} before commercial use."
+    )
     index_path = hf_hub_download(ref, "model_index.json", revision=info.sha)
     index = json.loads(Path(index_path).read_text(encoding="utf-8"))
-    components = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)
-                  and v and v[0] is not None and k not in SKIPPED_COMPONENTS]
+    components = [
+        k
+        for k, v in index.items()
+        if not k.startswith("_") and isinstance(v, list) and v and v[0] is not None and k not in SKIPPED_COMPONENTS
+    ]
     # The fp16 files whatever the device: half the download, and a CPU upcasts them to fp32 on load.
     files, _ = select_pipeline_files(list(sizes), components, "fp16")
     total = sum(sizes[f] for f in files)
     report(0.01, f"Downloading {ref} ({_gb(total)}) into {constants.HF_HUB_CACHE}")
-    folder = snapshot_download(ref, revision=info.sha, allow_patterns=files,
-                               tqdm_class=_download_bar(ref, total, report))
+    folder = snapshot_download(
+        ref, revision=info.sha, allow_patterns=files, tqdm_class=_download_bar(ref, total, report)
+    )
     return Path(folder), licence_note
 
 
@@ -114,8 +128,9 @@ def hash_files(files: list[Path], data_dir: Path | None) -> str:
     return value
 
 
-def select_pipeline_files(filenames: list[str], components: list[str],
-                          variant: str | None) -> tuple[list[str], str | None]:
+def select_pipeline_files(
+    filenames: list[str], components: list[str], variant: str | None
+) -> tuple[list[str], str | None]:
     """The repository files a diffusers pipeline needs: model_index.json, each component folder's configs
     and tokenizer files, and one set of weights per component (safetensors over .bin; the `variant` files,
     e.g. fp16, only when every weighted component has them, since from_pretrained takes one variant).
@@ -177,8 +192,7 @@ def single_file_pipeline(path: Path) -> str:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as handle:  # not iterable: .keys() it is
-                checkpoint = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta")
-                              for k in handle.keys()}  # noqa: SIM118
+                checkpoint = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}  # noqa: SIM118
         else:
             try:
                 checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -189,8 +203,10 @@ def single_file_pipeline(path: Path) -> str:
             while isinstance(checkpoint, dict) and "state_dict" in checkpoint:
                 checkpoint = checkpoint["state_dict"]
     except Exception as exc:  # truncated file, not a checkpoint, pickled code refused by weights_only
-        raise ModelUnavailableError(f"Could not read {path.name} as a model checkpoint: {first_line(exc)}. "
-                                    "Prefer .safetensors files; re-download it if it may be damaged.") from None
+        raise ModelUnavailableError(
+            f"Could not read {path.name} as a model checkpoint: {first_line(exc)}. "
+            "Prefer .safetensors files; re-download it if it may be damaged."
+        ) from None
     try:
         model_type = infer_diffusers_model_type(checkpoint)
     except Exception:
@@ -211,8 +227,14 @@ def looks_offline(exc: BaseException) -> bool:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         name = type(exc).__name__
-        if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectTimeout",
-                    "ConnectionError", "IncompleteSnapshotError"):
+        if name in (
+            "LocalEntryNotFoundError",
+            "OfflineModeIsEnabled",
+            "ConnectError",
+            "ConnectTimeout",
+            "ConnectionError",
+            "IncompleteSnapshotError",
+        ):
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False

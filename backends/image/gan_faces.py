@@ -2,6 +2,7 @@
 `random-face` wheel, loaded directly (the wheel's own Python code targets an OpenVINO API that no
 longer exists, so it is never imported). Seeds, batches, and interpolation between two seeds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,9 +25,7 @@ from backends.text.base import BackendError, ModelUnavailableError
 PACKAGE = "random_face"
 PACKAGE_VERSION = "2021.7.21.1"
 OPENVINO_VERSION = "2026.4.1"
-INSTALL_COMMAND = (
-    f"pip install --no-deps random-face=={PACKAGE_VERSION} && pip install openvino=={OPENVINO_VERSION}"
-)
+INSTALL_COMMAND = f"pip install --no-deps random-face=={PACKAGE_VERSION} && pip install openvino=={OPENVINO_VERSION}"
 IR_FILES = ("MappingNetwork.xml", "MappingNetwork.bin", "SynthesisNetwork.xml", "SynthesisNetwork.bin")
 
 # Read from the IR itself (MappingNetwork: var [1,512] -> style [1,512]; SynthesisNetwork:
@@ -81,9 +80,14 @@ class GanFacesBackend:
     """`gan:faces`. Output is always 1024x1024 RGB. One network run at a time (two cores gain
     nothing from overlap); concurrent requests interleave image by image."""
 
-    def __init__(self, spec: str = "gan:faces", label: str = "Random faces (MobileStyleGAN, non-commercial)",
-                 device: str = "CPU", truncation: float = DEFAULT_TRUNCATION,
-                 data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        spec: str = "gan:faces",
+        label: str = "Random faces (MobileStyleGAN, non-commercial)",
+        device: str = "CPU",
+        truncation: float = DEFAULT_TRUNCATION,
+        data_dir: Path | None = None,
+    ) -> None:
         if not 0.0 <= truncation <= 2.0:
             raise ValueError("truncation (psi) must be between 0 and 2; 0.5-0.7 gives the cleanest faces")
         self.spec = spec
@@ -164,8 +168,9 @@ class GanFacesBackend:
             if progress:
                 progress(1.0, "Face generator ready")
 
-    def generate(self, request: ImageRequest, cancel: threading.Event,
-                 progress: ImageProgressFn | None = None) -> list[GeneratedImage]:
+    def generate(
+        self, request: ImageRequest, cancel: threading.Event, progress: ImageProgressFn | None = None
+    ) -> list[GeneratedImage]:
         if request.mode != "random":
             raise BackendError(
                 f"The face generator only makes random faces (mode 'random'), not {request.mode!r}; "
@@ -188,8 +193,15 @@ class GanFacesBackend:
         mapping_req = self._mapping.create_infer_request()  # per call: nothing per-request on self
         synthesis_req = self._synthesis.create_infer_request()
         psi = self.truncation
-        base = {"model": self.spec, "model_hash": self.model_hash, "mode": "random",
-                "width": IMAGE_SIZE, "height": IMAGE_SIZE, "truncation": psi, "licence": LICENCE_SHORT}
+        base = {
+            "model": self.spec,
+            "model_hash": self.model_hash,
+            "mode": "random",
+            "width": IMAGE_SIZE,
+            "height": IMAGE_SIZE,
+            "truncation": psi,
+            "licence": LICENCE_SHORT,
+        }
         if interpolating:
             assert request.seed_b is not None
             # Interpolate in w (after the mapping network), linearly: w is what the synthesis
@@ -203,10 +215,26 @@ class GanFacesBackend:
             plan = []
             for k in range(count):
                 t = k / (count - 1)
-                w = w_a if k == 0 else w_b if k == count - 1 else \
-                    ((1.0 - t) * w_a.astype(np.float64) + t * w_b.astype(np.float64)).astype(np.float32)
-                plan.append((request.seed, w, {**base, "seed": request.seed, "seed_b": int(request.seed_b),
-                                               "interpolation_steps": count, "frame": k}))
+                w = (
+                    w_a
+                    if k == 0
+                    else w_b
+                    if k == count - 1
+                    else ((1.0 - t) * w_a.astype(np.float64) + t * w_b.astype(np.float64)).astype(np.float32)
+                )
+                plan.append(
+                    (
+                        request.seed,
+                        w,
+                        {
+                            **base,
+                            "seed": request.seed,
+                            "seed_b": int(request.seed_b),
+                            "interpolation_steps": count,
+                            "frame": k,
+                        },
+                    )
+                )
         else:
             plan = [(request.seed + i, None, {**base, "seed": request.seed + i}) for i in range(count)]
 

@@ -2,6 +2,7 @@
 that speaks it (LocalAI and the like), via the `openai` SDK. Owns the image requests, cancelling one in
 flight, and decoding the images; retries and the mapping of HTTP failures are backends/openai_http.py's. The
 API key stays inside the SDK client and never appears in a message."""
+
 from __future__ import annotations
 
 import base64
@@ -39,9 +40,18 @@ class OpenAIImagesBackend:
     """One image model on one OpenAI-compatible server. Thread-safe: nothing per-request is kept on the
     object; every request gets its own SDK client and event loop, so that cancelling closes its connection."""
 
-    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float = 120.0, max_retries: int = 2, spec: str = "", label: str = "", *,
-                 send_seed: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 2,
+        spec: str = "",
+        label: str = "",
+        *,
+        send_seed: bool | None = None,
+    ) -> None:
         """`send_seed`: pass the seed in the request body (extra_body); default: to every server except
         api.openai.com, whose images API has no seed and rejects unknown parameters."""
         self.model = model
@@ -52,8 +62,9 @@ class OpenAIImagesBackend:
         self._api_key = api_key
         self._timeout_s = float(timeout)
         self._max_retries = max(0, int(max_retries))
-        self._http = OpenAIHttp(self._base_url, api_key, self._timeout_s, no_answer="sent no image",
-                                client_error=self._client_error)
+        self._http = OpenAIHttp(
+            self._base_url, api_key, self._timeout_s, no_answer="sent no image", client_error=self._client_error
+        )
         self._where = self._http.where
         self._host = self._http.host
         self._official = urlsplit(self._base_url).hostname == "api.openai.com"
@@ -67,21 +78,29 @@ class OpenAIImagesBackend:
 
     def capabilities(self) -> ImageCapabilities:
         return ImageCapabilities(
-            modes=("txt2img", "img2img", "sketch", "inpaint"), schedulers=(), max_width=3840, max_height=3840,
-            size_multiple=16 if self._gpt_image else 8, max_steps=1, previews=False,
-            licence_note=f"Images are made by {self._host}; its terms of use apply.")
+            modes=("txt2img", "img2img", "sketch", "inpaint"),
+            schedulers=(),
+            max_width=3840,
+            max_height=3840,
+            size_multiple=16 if self._gpt_image else 8,
+            max_steps=1,
+            previews=False,
+            licence_note=f"Images are made by {self._host}; its terms of use apply.",
+        )
 
     def load(self, progress: ProgressFn | None = None) -> None:
         """Nothing to load; checks that a server is configured (no network)."""
         if not self._configured:
             raise ModelUnavailableError(
                 f"No images server is configured for '{self.model}': set OPENAI_API_KEY (for api.openai.com) "
-                "or OPENAI_BASE_URL (for an OpenAI-compatible images server).")
+                "or OPENAI_BASE_URL (for an OpenAI-compatible images server)."
+            )
         if progress is not None:
             progress(1.0, f"Using {self.model} at {self._where}")
 
-    def generate(self, request: ImageRequest, cancel: threading.Event,
-                 progress: ImageProgressFn | None = None) -> list[GeneratedImage]:
+    def generate(
+        self, request: ImageRequest, cancel: threading.Event, progress: ImageProgressFn | None = None
+    ) -> list[GeneratedImage]:
         self.load()
         if request.mode not in ("txt2img", "img2img", "sketch", "inpaint"):
             raise BackendError(f"The images API does not do '{request.mode}'.")
@@ -104,15 +123,17 @@ class OpenAIImagesBackend:
             call = "edit" if files else "generate"
             try:
                 response = self._http.with_retries(
-                    functools.partial(self._attempt, call, kwargs, cancel), self._max_retries, cancel=cancel)
+                    functools.partial(self._attempt, call, kwargs, cancel), self._max_retries, cancel=cancel
+                )
             except RequestCancelled:
                 raise ImageCancelled("Cancelled; the request to the server was closed.") from None
             item = response.data[0] if response.data else None
             if item is None:
                 raise ServerFailedError(f"The server at {self._host} answered without an image; try again.")
             image = self._decode(item)
-            results.append(GeneratedImage(image=image, seed=seed,
-                                          parameters=self._parameters(request, seed, image, item)))
+            results.append(
+                GeneratedImage(image=image, seed=seed, parameters=self._parameters(request, seed, image, item))
+            )
             if progress is not None:
                 progress(i + 1, request.batch_count, None)
         return results
@@ -189,8 +210,10 @@ class OpenAIImagesBackend:
         try:
             with Image.open(io.BytesIO(data)) as probe:
                 if probe.width * probe.height > MAX_IMAGE_PIXELS:
-                    raise ServerFailedError(f"The server at {self._host} sent a {probe.width}x{probe.height} "
-                                            "image, larger than this app accepts.")
+                    raise ServerFailedError(
+                        f"The server at {self._host} sent a {probe.width}x{probe.height} "
+                        "image, larger than this app accepts."
+                    )
                 probe.load()
                 image = probe.convert("RGBA" if "A" in probe.getbands() else "RGB")
         except ServerFailedError:
@@ -211,8 +234,9 @@ class OpenAIImagesBackend:
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > MAX_DOWNLOAD_BYTES:
-                        raise ServerFailedError(f"The image at {display_url(url)} is larger than "
-                                                f"{MAX_DOWNLOAD_BYTES >> 20} MB.")
+                        raise ServerFailedError(
+                            f"The image at {display_url(url)} is larger than {MAX_DOWNLOAD_BYTES >> 20} MB."
+                        )
                     chunks.append(chunk)
                 return b"".join(chunks)
         except ServerFailedError:
@@ -228,8 +252,12 @@ class OpenAIImagesBackend:
 
         # base_url and api_key always passed: given None the SDK would read the environment. The SDK's
         # own retries are off; OpenAIHttp.with_retries does backoff, Retry-After and the overall deadline.
-        return openai.AsyncOpenAI(api_key=self._api_key or PLACEHOLDER_KEY, base_url=self._base_url,
-                                  timeout=self._http.timeout(self._timeout_s), max_retries=0)
+        return openai.AsyncOpenAI(
+            api_key=self._api_key or PLACEHOLDER_KEY,
+            base_url=self._base_url,
+            timeout=self._http.timeout(self._timeout_s),
+            max_retries=0,
+        )
 
     def _attempt(self, call: str, kwargs: dict[str, Any], cancel: threading.Event, seconds: float) -> Any:
         """One images.generate or images.edit request, given `seconds` to answer."""
@@ -275,10 +303,13 @@ class OpenAIImagesBackend:
             return ModelUnavailableError(
                 f"The server at {self._where} has no image model '{self.model}' or no images endpoint (HTTP 404). "
                 f"Check the name after 'openai:' in STUDIO_IMAGE_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
-                f"{server_said(detail)}")
+                f"{server_said(detail)}"
+            )
         if error_code(exc) in ("content_policy_violation", "moderation_blocked") or "safety" in detail.lower():
-            return BackendError(f"The server at {self._host} refused this prompt or image under its content "
-                                f"policy (HTTP {status}). Rephrase the prompt.{server_said(detail)}")
+            return BackendError(
+                f"The server at {self._host} refused this prompt or image under its content "
+                f"policy (HTTP {status}). Rephrase the prompt.{server_said(detail)}"
+            )
         return None
 
 
@@ -286,4 +317,3 @@ def _png(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-

@@ -3,6 +3,7 @@
 Backends know nothing about tabs or users. Each call takes its own cancel event; nothing per-request
 is stored on the backend object, so one loaded backend serves every user.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,6 +1,7 @@
 """Batched generation for the transformers backend: requests that arrive while generate() runs wait in a queue
 and share the next call, one left-padded row each, with its own sampling, seed, length, stop and cancel, on a
 worker thread that always ends. torch and transformers are imported only inside functions."""
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,9 @@ class BatchScheduler:
     are batched into the next one (at most `batch_size` rows, sharing one padded length that fits the context).
     Every request keeps its own Row; nothing per-request lives on the scheduler."""
 
-    def __init__(self, model: Any, tokenizer: Any, eos_ids: frozenset[int], context_length: int,
-                 batch_size: int) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, eos_ids: frozenset[int], context_length: int, batch_size: int
+    ) -> None:
         self._model = model
         self._tokenizer = tokenizer
         self._eos_ids = eos_ids
@@ -41,7 +43,6 @@ class BatchScheduler:
         """How many generate() calls served how many requests each: {rows: calls}."""
         with self._queue:
             return dict(self._batches)
-
 
     def schedule(self, row: Row) -> bool:
         """Queue the row and wait until a batch takes it. Whoever gets the free model starts the
@@ -149,8 +150,8 @@ class BatchScheduler:
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):  # left padding: every row's next token goes in the same column
-            ids[i, width - len(r.prompt):] = torch.tensor(r.prompt, dtype=torch.long)
-            mask[i, width - len(r.prompt):] = 1
+            ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt, dtype=torch.long)
+            mask[i, width - len(r.prompt) :] = 1
         device = self._model.device
         kwargs: dict[str, Any] = {
             "input_ids": ids.to(device),
@@ -165,7 +166,10 @@ class BatchScheduler:
             # generate() then only takes the chosen token.
             "logits_processor": LogitsProcessorList([_row_sampler()(rows, device)]),
             # None clears sampling values a model's generation_config may carry.
-            "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
         }
         return kwargs
 
@@ -257,7 +261,7 @@ class _RowStreamer:
         text = self.tokenizer.decode(self.cache[i], skip_special_tokens=True)
         if not final and text.endswith("\ufffd"):
             return  # part of a character: wait for the rest of its bytes
-        new = text[self.sent[i]:]
+        new = text[self.sent[i] :]
         if new:
             self.rows[i].deltas.put(new)
         if text.endswith("\n") or final:  # a finished line never changes: decode from here on
@@ -318,10 +322,12 @@ def _row_sampler() -> type:
                     g.seed()  # a fresh non-deterministic seed
                 self.generators.append(g)
             self.sampled = [not r.params.greedy for r in rows]
-            self.temperature = torch.tensor([r.params.temperature if s else 1.0 for r, s in zip(rows, self.sampled)],
-                                            device=device).unsqueeze(1)
-            self.top_p = torch.tensor([r.params.top_p if s else 1.0 for r, s in zip(rows, self.sampled)],
-                                      device=device).unsqueeze(1)
+            self.temperature = torch.tensor(
+                [r.params.temperature if s else 1.0 for r, s in zip(rows, self.sampled)], device=device
+            ).unsqueeze(1)
+            self.top_p = torch.tensor(
+                [r.params.top_p if s else 1.0 for r, s in zip(rows, self.sampled)], device=device
+            ).unsqueeze(1)
 
         def __call__(self, input_ids: Any, scores: Any) -> Any:
             chosen = scores.argmax(dim=-1)

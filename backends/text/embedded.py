@@ -3,6 +3,7 @@
 Owns where that file is found and how any GGUF file's checksum is checked; the package is located,
 never imported (its __init__ pulls in unrelated dependencies).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Owns loading (checksum, context size), the model's own chat template, token counting, and
 serialised, cancellable streaming. llama_cpp is imported only inside methods.
 """
+
 from __future__ import annotations
 
 import random
@@ -28,6 +29,7 @@ from backends.text.embedded import verify_sha256
 
 if TYPE_CHECKING:
     from config import Settings
+
 
 class LlamaCppBackend:
     """One GGUF file served by llama.cpp. A Llama object is not thread-safe, so generation is
@@ -121,9 +123,7 @@ class LlamaCppBackend:
         except Exception as exc:  # jinja2 errors and the template's own raise_exception
             raise BackendError(f"{self.label}'s chat template rejected these messages: {exc}") from exc
         # Same tokenisation as llama-cpp-python's chat handler (the template adds special tokens).
-        return self._llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
+        return self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
     def count_tokens(self, messages: list[Message]) -> int:
         self.load()
@@ -254,9 +254,7 @@ def _open_llama(path: Path, n_ctx: int, n_threads: int | None) -> Any:
     import llama_cpp
 
     try:
-        return llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
-        )
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelUnavailableError(
             f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) could not load {path}: {exc}. "
@@ -290,4 +288,3 @@ def _own_chat_formatter(llm: Any, path: Path) -> Any:
         return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id])
     except Exception as exc:  # jinja2.TemplateSyntaxError
         raise ModelUnavailableError(f"The chat template in {path.name} does not parse: {exc}") from exc
-

@@ -2,6 +2,7 @@
 SDK. Owns the chat requests, streaming and the context-length probe; retries and the mapping of HTTP failures
 are backends/openai_http.py's. The API key stays inside the SDK client and is scrubbed from anything a server
 echoes."""
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,13 @@ class OpenAIBackend:
         self.label = label or f"{model} (OpenAI-compatible API)"
         self._settings = settings
         self._base_url = (settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._http = OpenAIHttp(self._base_url, settings.openai_api_key, settings.request_timeout,
-                                no_answer="gave no answer", client_error=self._client_error)
+        self._http = OpenAIHttp(
+            self._base_url,
+            settings.openai_api_key,
+            settings.request_timeout,
+            no_answer="gave no answer",
+            client_error=self._client_error,
+        )
         self._where = self._http.where  # no user:password@, no query
         self._host = self._http.host
         self._lock = threading.Lock()
@@ -78,8 +84,7 @@ class OpenAIBackend:
                 )
             parts = urlsplit(self._base_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ModelUnavailableError(
-                    f"OPENAI_BASE_URL must look like http://host:port/v1, got {self._where!r}.")
+                raise ModelUnavailableError(f"OPENAI_BASE_URL must look like http://host:port/v1, got {self._where!r}.")
             import openai
 
             # base_url and api_key are always passed: given None the SDK would read the environment.
@@ -113,7 +118,8 @@ class OpenAIBackend:
         kwargs = self._request_kwargs(messages, params)
         response = self._http.with_retries(
             lambda left: self._client.chat.completions.create(**kwargs, timeout=self._http.timeout(left)),
-            self._settings.max_retries)
+            self._settings.max_retries,
+        )
         if not hasattr(response, "choices"):  # the SDK hands back text when the body is not JSON
             raise ServerFailedError(self._not_openai())
         if not response.choices:
@@ -148,8 +154,10 @@ class OpenAIBackend:
         try:
             stream = self._http.with_retries(
                 lambda left: self._client.chat.completions.create(
-                    **kwargs, stream=True, stream_options={"include_usage": True}, timeout=self._http.timeout(left)),
-                self._settings.max_retries, cancel=cancel,
+                    **kwargs, stream=True, stream_options={"include_usage": True}, timeout=self._http.timeout(left)
+                ),
+                self._settings.max_retries,
+                cancel=cancel,
             )
         except RequestCancelled:  # cancelled while waiting to retry
             stats.finish_reason = "cancelled"
@@ -196,7 +204,9 @@ class OpenAIBackend:
         if cut is not None and finish is None:
             raise StreamCutError(
                 f"The reply from {self._host} broke off after {len(partial)} characters ({cut}); "
-                "the partial reply is kept. Try again.", partial=partial)
+                "the partial reply is kept. Try again.",
+                partial=partial,
+            )
         stats.finish_reason = finish
         if usage is not None:
             stats.prompt_tokens = usage.prompt_tokens
@@ -235,18 +245,23 @@ class OpenAIBackend:
             return ModelUnavailableError(
                 f"The server at {self._where} has no model '{self.model}' or no chat endpoint (HTTP 404). "
                 f"Check the name after 'openai:' in STUDIO_TEXT_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
-                f"{server_said(detail)}")
+                f"{server_said(detail)}"
+            )
         lowered = detail.lower()
-        if status in (400, 413, 422) and ("context" in lowered or "too long" in lowered or "maximum" in lowered
-                                           and "token" in lowered):
+        if status in (400, 413, 422) and (
+            "context" in lowered or "too long" in lowered or "maximum" in lowered and "token" in lowered
+        ):
             return ContextOverflowError(
                 f"The conversation is too long for '{self.model}' (HTTP {status}). Shorten it or start a new one."
-                f"{server_said(detail)}")
+                f"{server_said(detail)}"
+            )
         return None
 
     def _not_openai(self) -> str:
-        return (f"The server at {self._where} did not answer like an OpenAI-compatible API. Check "
-                "OPENAI_BASE_URL (it usually ends in /v1).")
+        return (
+            f"The server at {self._where} did not answer like an OpenAI-compatible API. Check "
+            "OPENAI_BASE_URL (it usually ends in /v1)."
+        )
 
     # -- context length from the server ---------------------------------------------------------
 
@@ -271,8 +286,9 @@ class OpenAIBackend:
             except openai.APIStatusError:
                 self._probed = True  # the server answered; it just does not list models
             except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
-                log.info("Could not ask %s for the context length of %s (%s)", self._where, self.model,
-                         type(exc).__name__)
+                log.info(
+                    "Could not ask %s for the context length of %s (%s)", self._where, self.model, type(exc).__name__
+                )
                 self._probe_failed_at = time.monotonic()
             return self._server_context
 

@@ -3,6 +3,7 @@ cached). Owns loading, device/dtype choice, the model's own chat template and ea
 batching of requests into generate() calls is backends/text/batching.py's. torch and transformers are
 imported only inside methods.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,6 +39,7 @@ from backends.text.batching import (
 
 if TYPE_CHECKING:
     from config import Settings
+
 
 class TransformersBackend:
     """One causal LM served by transformers. One generate() runs at a time; requests that arrive
@@ -88,11 +90,13 @@ class TransformersBackend:
                 )
             self._tokenizer = tokenizer
             self._system_ok = accepts_system_role(
-                lambda msgs: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+                lambda msgs: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            )
             self._context_length = self._pick_context_length(model, tokenizer)
             self._eos_ids = frozenset(_as_ids(model.generation_config.eos_token_id) | _as_ids(tokenizer.eos_token_id))
-            self._scheduler = BatchScheduler(model, tokenizer, self._eos_ids, self._context_length,
-                                             self._batch_size(model))
+            self._scheduler = BatchScheduler(
+                model, tokenizer, self._eos_ids, self._context_length, self._batch_size(model)
+            )
             self._model = model
             report(1.0, f"{self.label} ready on {model.device} ({self._context_length}-token context)")
 
@@ -243,8 +247,12 @@ class TransformersBackend:
     def chat(self, messages: list[Message], params: GenerationParams) -> Completion:
         stats = StreamStats()
         text = "".join(self.stream_chat(messages, params, threading.Event(), stats))
-        return Completion(text=text, finish_reason=stats.finish_reason or "stop",
-                          prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens)
+        return Completion(
+            text=text,
+            finish_reason=stats.finish_reason or "stop",
+            prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+        )
 
     def stream_chat(
         self,
@@ -307,9 +315,11 @@ class TransformersBackend:
             message = f"Generation failed in transformers: {first_line(error)}"
             if is_out_of_memory(error):
                 rows = len(batch.rows) if batch is not None else 1
-                message = (f"{self.label} ran out of memory generating {rows} repl{'ies' if rows > 1 else 'y'} at "
-                           f"once ({first_line(error)}). The memory was freed; try again, or lower "
-                           "STUDIO_BATCH_SIZE or STUDIO_N_CTX.")
+                message = (
+                    f"{self.label} ran out of memory generating {rows} repl{'ies' if rows > 1 else 'y'} at "
+                    f"once ({first_line(error)}). The memory was freed; try again, or lower "
+                    "STUDIO_BATCH_SIZE or STUDIO_N_CTX."
+                )
             if parts:
                 raise StreamCutError(message, partial="".join(parts)) from error
             raise BackendError(message) from error
@@ -348,7 +358,7 @@ class _StopTrimmer:
                 if text.endswith(stop[:k]):
                     hold = k
                     break
-        self.pending = text[len(text) - hold:] if hold else ""
+        self.pending = text[len(text) - hold :] if hold else ""
         return text[: len(text) - hold], False
 
     def flush(self) -> str:
@@ -365,4 +375,3 @@ def _as_ids(value: Any) -> set[int]:
     if value is None:
         return set()
     return {int(v) for v in value} if isinstance(value, (list, tuple, set)) else {int(value)}
-

@@ -1,5 +1,6 @@
 """How a stored conversation is shown: chat bubbles with cut replies marked, Markdown made safe to render
 (the stored text is untouched)."""
+
 from __future__ import annotations
 
 from core.chat.store import Conversation, StoredMessage

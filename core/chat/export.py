@@ -1,15 +1,16 @@
 """Conversations as Markdown and JSON files a person can keep or share."""
+
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from core.chat.store import Conversation
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def to_markdown(conv: Conversation) -> str:
@@ -25,19 +26,30 @@ def to_markdown(conv: Conversation) -> str:
 
 
 def to_json(conv: Conversation) -> str:
-    return json.dumps({
-        "id": conv.id,
-        "title": conv.title,
-        "model": conv.model,
-        "system_prompt": conv.system_prompt,
-        "created_at": _iso(conv.created_at),
-        "updated_at": _iso(conv.updated_at),
-        "messages": [
-            {"role": m.role, "content": m.content, "status": m.status, "note": m.note,
-             "model": m.model, "stats": m.stats, "created_at": _iso(m.created_at)}
-            for m in conv.messages
-        ],
-    }, ensure_ascii=False, indent=2)
+    return json.dumps(
+        {
+            "id": conv.id,
+            "title": conv.title,
+            "model": conv.model,
+            "system_prompt": conv.system_prompt,
+            "created_at": _iso(conv.created_at),
+            "updated_at": _iso(conv.updated_at),
+            "messages": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "status": m.status,
+                    "note": m.note,
+                    "model": m.model,
+                    "stats": m.stats,
+                    "created_at": _iso(m.created_at),
+                }
+                for m in conv.messages
+            ],
+        },
+        ensure_ascii=False,
+        indent=2,
+    )
 
 
 def export_filename(conv: Conversation, ext: str) -> str:

@@ -1,5 +1,6 @@
 """Chat's preset system prompts (prompts/chat_presets.toml): loaded and checked at startup, so a malformed file
 fails loudly then, not in the middle of a user's request."""
+
 from __future__ import annotations
 
 import tomllib

@@ -1,22 +1,31 @@
 """What the chat tab does, with no UI: validate a message, keep the conversation in storage, fit the
 history to the model's context, stream a reply while saving it, and stop it on request."""
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
 
-from backends.text.base import (BackendError, ContextOverflowError, GenerationParams, Message,
-                           StreamCutError, StreamStats, TextBackend)
+from backends.text.base import (
+    BackendError,
+    ContextOverflowError,
+    GenerationParams,
+    Message,
+    StreamCutError,
+    StreamStats,
+    TextBackend,
+)
 from config import Settings
-from core.errors import InputError, NotFoundError
 from core import validate
 from core.cancel import CancelRegistry
-from core.models import ModelManager
 from core.chat import export
 from core.chat.store import Conversation, ConversationStore, Status
+from core.errors import InputError, NotFoundError
+from core.models import ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +47,25 @@ class ChatOptions:
     seed: int | None = None
 
     @classmethod
-    def checked(cls, model: object = None, system_prompt: object = "", temperature: object = 0.7,
-                top_p: object = 0.95, max_new_tokens: object = 512, seed: object = None) -> "ChatOptions":
+    def checked(
+        cls,
+        model: object = None,
+        system_prompt: object = "",
+        temperature: object = 0.7,
+        top_p: object = 0.95,
+        max_new_tokens: object = 512,
+        seed: object = None,
+    ) -> ChatOptions:
         """Options from what a caller sent (the chat tab's controls, the /chat API). A value of the
         wrong type or out of range raises InputError naming it; None takes the default."""
-        return cls(model=validate.model_spec("model", model),
-                   system_prompt=validate.text("system_prompt", system_prompt, MAX_SYSTEM_CHARS),
-                   temperature=validate.number("temperature", temperature, 0.0, 2.0, default=0.7),
-                   top_p=validate.number("top_p", top_p, 0.0, 1.0, default=0.95),
-                   max_new_tokens=validate.whole("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, default=512),
-                   seed=validate.seed("seed", seed))
+        return cls(
+            model=validate.model_spec("model", model),
+            system_prompt=validate.text("system_prompt", system_prompt, MAX_SYSTEM_CHARS),
+            temperature=validate.number("temperature", temperature, 0.0, 2.0, default=0.7),
+            top_p=validate.number("top_p", top_p, 0.0, 1.0, default=0.95),
+            max_new_tokens=validate.whole("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, default=512),
+            seed=validate.seed("seed", seed),
+        )
 
     def params(self) -> GenerationParams:
         return GenerationParams(
@@ -102,8 +120,9 @@ def merge_roles(messages: list[Message]) -> list[Message]:
     return merged
 
 
-def fit_to_context(system: list[Message], turns: list[Message], count: Callable[[list[Message]], int],
-                   budget: int) -> tuple[list[Message], int]:
+def fit_to_context(
+    system: list[Message], turns: list[Message], count: Callable[[list[Message]], int], budget: int
+) -> tuple[list[Message], int]:
     """Drop the oldest turns until system + turns fit in `budget` tokens. Returns (messages, number
     of messages dropped). The newest user message is never dropped: if it alone does not fit, that is
     a ContextOverflowError the user must fix."""
@@ -122,10 +141,9 @@ def fit_to_context(system: list[Message], turns: list[Message], count: Callable[
 
 def history_messages(conv: Conversation) -> list[Message]:
     """What the model sees of a stored conversation: user turns and replies with text."""
-    return merge_roles([
-        {"role": m.role, "content": m.content} for m in conv.messages
-        if m.content.strip() and m.status != "streaming"
-    ])
+    return merge_roles(
+        [{"role": m.role, "content": m.content} for m in conv.messages if m.content.strip() and m.status != "streaming"]
+    )
 
 
 def title_from(text: str) -> str:
@@ -157,8 +175,12 @@ class ChatService:
     def check_history(self, history: object) -> list[Message]:
         """Earlier turns sent by an API caller: a list of {role: user|assistant|system, content: text},
         at most MAX_HISTORY_ITEMS of them and 10 messages' worth of characters."""
-        return validate.history("history", history, max_items=MAX_HISTORY_ITEMS,  # type: ignore[return-value]
-                                max_chars=10 * self.settings.max_input_chars)
+        return validate.history(
+            "history",
+            history,
+            max_items=MAX_HISTORY_ITEMS,  # type: ignore[return-value]
+            max_chars=10 * self.settings.max_input_chars,
+        )
 
     def check_fits(self, backend: TextBackend, text: str, options: ChatOptions) -> None:
         """Refuse, before anything is stored, a message that cannot fit the model's context."""
@@ -195,10 +217,8 @@ class ChatService:
         """Stop any reply and delete the conversation; one already gone is not an error."""
         if conversation_id:
             self.stop(user_id, conversation_id)
-            try:
+            with contextlib.suppress(NotFoundError):
                 self.store.delete_conversation(user_id, conversation_id)
-            except NotFoundError:
-                pass
 
     def export(self, user_id: str, conversation_id: str, fmt: str) -> tuple[str, str]:
         """(file name, text) of the conversation as Markdown ("md") or JSON (anything else)."""
@@ -207,8 +227,14 @@ class ChatService:
         return export.export_filename(conv, fmt), text
 
     # -- turns ---------------------------------------------------------------------------------
-    def send(self, user_id: str, conversation_id: str | None, text: str | None, options: ChatOptions,
-             load_progress: Callable[[float, str], None] | None = None) -> str:
+    def send(
+        self,
+        user_id: str,
+        conversation_id: str | None,
+        text: str | None,
+        options: ChatOptions,
+        load_progress: Callable[[float, str], None] | None = None,
+    ) -> str:
         """Accept a message from the tab: check it, load the model (reporting progress), refuse one
         that cannot fit the context, then store it. Returns the conversation id. Nothing is stored
         when it raises (InputError, BackendError, KeyError for an unknown model)."""
@@ -218,15 +244,17 @@ class ChatService:
         self.check_fits(backend, text, options)
         return self.add_user_message(user_id, conversation_id, text, options)
 
-    def add_user_message(self, user_id: str, conversation_id: str | None, text: str,
-                         options: ChatOptions) -> str:
+    def add_user_message(self, user_id: str, conversation_id: str | None, text: str, options: ChatOptions) -> str:
         """Store the user's message (creating the conversation if needed); return its id."""
         text = self.validate(text)
         created = not conversation_id
         if not conversation_id:
-            conv = self.store.create_conversation(user_id, title_from(text),
-                                                  model=options.model or self.models.default,
-                                                  system_prompt=options.system_prompt)
+            conv = self.store.create_conversation(
+                user_id,
+                title_from(text),
+                model=options.model or self.models.default,
+                system_prompt=options.system_prompt,
+            )
             conversation_id = conv.id
         try:
             self.store.add_message(user_id, conversation_id, "user", text)
@@ -254,8 +282,13 @@ class ChatService:
         self.store.delete_messages_from(user_id, conversation_id, users[-1].id)
         return users[-1].content
 
-    def reply(self, user_id: str, conversation_id: str, options: ChatOptions,
-              load_progress: Callable[[float, str], None] | None = None) -> Iterator[ReplyUpdate]:
+    def reply(
+        self,
+        user_id: str,
+        conversation_id: str,
+        options: ChatOptions,
+        load_progress: Callable[[float, str], None] | None = None,
+    ) -> Iterator[ReplyUpdate]:
         """Stream a reply to the conversation's last user message, saving it as it grows. Ends with
         a final update whose status is 'complete' or 'cut'. Backend errors end the stream with
         update.error set; the partial text is kept."""
@@ -265,8 +298,9 @@ class ChatService:
         finally:
             self.active.finish(user_id, conversation_id, cancel)
 
-    def _reply(self, user_id: str, conversation_id: str, options: ChatOptions,
-               cancel: threading.Event, load_progress) -> Iterator[ReplyUpdate]:
+    def _reply(
+        self, user_id: str, conversation_id: str, options: ChatOptions, cancel: threading.Event, load_progress
+    ) -> Iterator[ReplyUpdate]:
         backend = self.models.get(options.model)
         params = options.params()
         backend.load(load_progress)
@@ -304,18 +338,29 @@ class ChatService:
         except GeneratorExit:
             # The consumer went away (page closed, request cancelled): keep what was written.
             cancel.set()
-            self.store.update_message(user_id, conversation_id, msg_id, content=text, status="cut",
-                                      note="interrupted: the reply stopped being read")
+            self.store.update_message(
+                user_id,
+                conversation_id,
+                msg_id,
+                content=text,
+                status="cut",
+                note="interrupted: the reply stopped being read",
+            )
             raise
         except Exception as exc:  # an engine bug must not leave the reply 'streaming' forever
             log.exception("reply failed")
-            status, note, error = "cut", "error", f"The model failed unexpectedly ({type(exc).__name__}). Try again or pick another model."
+            status, note, error = (
+                "cut",
+                "error",
+                f"The model failed unexpectedly ({type(exc).__name__}). Try again or pick another model.",
+            )
         finally:
             stream.close()  # ends the engine's worker promptly, whatever happened above
         end = time.perf_counter()
         final_stats = reply_stats(stats, t0, first, end, spec, text)
-        self.store.update_message(user_id, conversation_id, msg_id, content=text, status=status,
-                                  note=note, stats=final_stats)
+        self.store.update_message(
+            user_id, conversation_id, msg_id, content=text, status=status, note=note, stats=final_stats
+        )
         yield ReplyUpdate(text, status=status, note=note, error=error, notice=notice, stats=final_stats)
 
     def _fit(self, backend: TextBackend, turns: list[Message], options: ChatOptions) -> tuple[list[Message], str]:
@@ -325,34 +370,41 @@ class ChatService:
         params = options.params()
         # Backends whose template has no system role fold it into the first user turn themselves.
         system: list[Message] = (
-            [{"role": "system", "content": options.system_prompt.strip()}] if options.system_prompt.strip() else [])
+            [{"role": "system", "content": options.system_prompt.strip()}] if options.system_prompt.strip() else []
+        )
         budget = caps.context_length - params.max_new_tokens
         try:
             messages, dropped = fit_to_context(system, turns, backend.count_tokens, budget)
         except ContextOverflowError:
             raise InputError(
                 f"The last message does not fit {backend.label}'s context of {caps.context_length:,} "
-                "tokens with room for the reply. Shorten it or lower 'Max new tokens'.") from None
+                "tokens with room for the reply. Shorten it or lower 'Max new tokens'."
+            ) from None
         notice = ""
         if dropped:
-            notice = (f"{dropped} older message{'s' if dropped != 1 else ''} left out so the "
-                      f"conversation fits the model's {caps.context_length:,}-token context.")
+            notice = (
+                f"{dropped} older message{'s' if dropped != 1 else ''} left out so the "
+                f"conversation fits the model's {caps.context_length:,}-token context."
+            )
         return messages, notice
 
-    def stream_once(self, history: list[Message], text: str, options: ChatOptions,
-                    cancel: threading.Event | None = None) -> Iterator[ReplyUpdate]:
+    def stream_once(
+        self, history: list[Message], text: str, options: ChatOptions, cancel: threading.Event | None = None
+    ) -> Iterator[ReplyUpdate]:
         """A reply to `history` + `text` with nothing stored (the /chat API). Backend errors are
         raised; the caller has the partial text it already received."""
         text = self.validate(text)
         items = self.check_history(history)
         system = [m["content"].strip() for m in items if m["role"] == "system" and m["content"].strip()]
         if system:  # system turns in the history join the system prompt, in order
-            options = replace(options, system_prompt="\n\n".join(
-                p for p in (options.system_prompt.strip(), *system) if p))
+            options = replace(
+                options, system_prompt="\n\n".join(p for p in (options.system_prompt.strip(), *system) if p)
+            )
         backend = self.models.get(options.model)
         backend.load(None)
-        turns = merge_roles([m for m in items if m["role"] != "system" and m["content"].strip()]
-                            + [{"role": "user", "content": text}])
+        turns = merge_roles(
+            [m for m in items if m["role"] != "system" and m["content"].strip()] + [{"role": "user", "content": text}]
+        )
         messages, notice = self._fit(backend, turns, options)
         cancel = cancel or threading.Event()
         stats, out = StreamStats(), ""
@@ -366,15 +418,19 @@ class ChatService:
         finally:
             stream.close()
         final = reply_stats(stats, t0, first, time.perf_counter(), options.model or self.models.default, out)
-        yield ReplyUpdate(out, status="cut" if cancel.is_set() else "complete",
-                          note="stopped" if cancel.is_set() else "", notice=notice, stats=final)
+        yield ReplyUpdate(
+            out,
+            status="cut" if cancel.is_set() else "complete",
+            note="stopped" if cancel.is_set() else "",
+            notice=notice,
+            stats=final,
+        )
 
     def stop(self, user_id: str, conversation_id: str | None) -> bool:
         return self.active.stop(user_id, conversation_id or "") > 0
 
 
-def reply_stats(stats: StreamStats, t0: float, first: float | None, end: float, model: str,
-                text: str) -> dict:
+def reply_stats(stats: StreamStats, t0: float, first: float | None, end: float, model: str, text: str) -> dict:
     tokens = stats.completion_tokens or 0
     decode_s = (end - first) if first is not None else 0.0
     return {

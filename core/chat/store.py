@@ -3,6 +3,7 @@ user can never read or change another's conversations even with a guessed id.
 
 WAL with synchronous=NORMAL: each committed write survives a crash or `kill -9` of the server.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,11 +76,11 @@ class ConversationStore(SQLiteDB):
         self.quota: Any = None  # core.quota.StorageQuota, set by StorageQuota.attach
 
     # -- conversations -------------------------------------------------------------------------
-    def create_conversation(self, user_id: str, title: str = "New chat", model: str = "",
-                            system_prompt: str = "") -> Conversation:
+    def create_conversation(
+        self, user_id: str, title: str = "New chat", model: str = "", system_prompt: str = ""
+    ) -> Conversation:
         now = time.time()
-        conv = Conversation(uuid.uuid4().hex, user_id, title.strip() or "New chat", model,
-                            system_prompt, now, now)
+        conv = Conversation(uuid.uuid4().hex, user_id, title.strip() or "New chat", model, system_prompt, now, now)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -98,14 +99,19 @@ class ConversationStore(SQLiteDB):
     def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         db = self._conn()
         row = self._owned(db, user_id, conversation_id)
-        conv = Conversation(**{k: row[k] for k in row.keys()})
+        conv = Conversation(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - iterating a sqlite3.Row yields its values
         conv.messages = [
-            StoredMessage(id=m["id"], role=m["role"], content=m["content"], status=m["status"],
-                          note=m["note"], model=m["model"], stats=json.loads(m["stats"]),
-                          created_at=m["created_at"])
-            for m in db.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            StoredMessage(
+                id=m["id"],
+                role=m["role"],
+                content=m["content"],
+                status=m["status"],
+                note=m["note"],
+                model=m["model"],
+                stats=json.loads(m["stats"]),
+                created_at=m["created_at"],
             )
+            for m in db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
         ]
         return conv
 
@@ -127,7 +133,7 @@ class ConversationStore(SQLiteDB):
                 "SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?",
                 (user_id, limit),
             )
-        return [Conversation(**{k: r[k] for k in r.keys()}) for r in rows]
+        return [Conversation(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118 - a sqlite3.Row iterates values
 
     def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> None:
         title = " ".join(title.split())[:200]
@@ -137,14 +143,18 @@ class ConversationStore(SQLiteDB):
             self._owned(db, user_id, conversation_id)
             db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
 
-    def update_settings(self, user_id: str, conversation_id: str, *, model: str | None = None,
-                        system_prompt: str | None = None) -> None:
+    def update_settings(
+        self, user_id: str, conversation_id: str, *, model: str | None = None, system_prompt: str | None = None
+    ) -> None:
         with self._tx() as db:
             row = self._owned(db, user_id, conversation_id)
             db.execute(
                 "UPDATE conversations SET model = ?, system_prompt = ? WHERE id = ?",
-                (row["model"] if model is None else model,
-                 row["system_prompt"] if system_prompt is None else system_prompt, conversation_id),
+                (
+                    row["model"] if model is None else model,
+                    row["system_prompt"] if system_prompt is None else system_prompt,
+                    conversation_id,
+                ),
             )
 
     def delete_conversation(self, user_id: str, conversation_id: str) -> None:
@@ -155,17 +165,24 @@ class ConversationStore(SQLiteDB):
     # -- messages ------------------------------------------------------------------------------
     # -- quota and retention (core/quota.py) -----------------------------------------------------
     def bytes_used(self, user_id: str) -> int:
-        row = self._conn().execute(
-            "SELECT COALESCE(SUM(LENGTH(CAST(m.content AS BLOB))), 0) FROM messages m "
-            "JOIN conversations c ON c.id = m.conversation_id WHERE c.user_id = ?", (user_id,)).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COALESCE(SUM(LENGTH(CAST(m.content AS BLOB))), 0) FROM messages m "
+                "JOIN conversations c ON c.id = m.conversation_id WHERE c.user_id = ?",
+                (user_id,),
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: conversations last changed before `cutoff`, of one user or (None) of everyone."""
         return self._delete_before("conversations", "updated_at", cutoff, user_id)
 
-    def add_message(self, user_id: str, conversation_id: str, role: str, content: str,
-                    status: Status = "complete", model: str = "") -> int:
+    def add_message(
+        self, user_id: str, conversation_id: str, role: str, content: str, status: Status = "complete", model: str = ""
+    ) -> int:
         """A user's new message counts toward their quota (QuotaExceededError past it: nothing is
         kept); a reply is always kept as it streams, so no answer is ever cut for it."""
         now = time.time()
@@ -180,14 +197,22 @@ class ConversationStore(SQLiteDB):
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             return int(cur.lastrowid or 0)  # always set after an INSERT
 
-    def update_message(self, user_id: str, conversation_id: str, message_id: int, *, content: str,
-                       status: Status, note: str = "", stats: dict | None = None) -> None:
+    def update_message(
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: int,
+        *,
+        content: str,
+        status: Status,
+        note: str = "",
+        stats: dict | None = None,
+    ) -> None:
         """Called as a reply streams (status 'streaming') and once at its end."""
         with self._tx() as db:
             self._owned(db, user_id, conversation_id)
             db.execute(
-                "UPDATE messages SET content = ?, status = ?, note = ?, stats = ?"
-                " WHERE id = ? AND conversation_id = ?",
+                "UPDATE messages SET content = ?, status = ?, note = ?, stats = ? WHERE id = ? AND conversation_id = ?",
                 (content, status, note, json.dumps(stats or {}), message_id, conversation_id),
             )
 
@@ -195,8 +220,7 @@ class ConversationStore(SQLiteDB):
         """Delete a message and everything after it (regenerate, edit-and-resend)."""
         with self._tx() as db:
             self._owned(db, user_id, conversation_id)
-            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
-                       (conversation_id, message_id))
+            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id))
 
     def clear_messages(self, user_id: str, conversation_id: str) -> None:
         with self._tx() as db:
@@ -209,4 +233,3 @@ class ConversationStore(SQLiteDB):
             return db.execute(
                 "UPDATE messages SET status = 'cut', note = ? WHERE status = 'streaming'", (note,)
             ).rowcount
-

@@ -2,6 +2,7 @@
 (backend.count_tokens), cut at segment boundaries where possible, each chunk knowing the pages or
 sections it holds, with a little overlap from the previous chunk as context. Nothing is dropped:
 `account` checks that every character of every segment landed in exactly one chunk."""
+
 from __future__ import annotations
 
 import re
@@ -103,10 +104,14 @@ def split_text(text: str, limit: int, count: Callable[[str], int]) -> list[tuple
         sep_tokens = count(sep)
         for part in parts:
             for sub, sub_tokens in split_text(part, limit, count):
-                if group and (group_tokens + sub_tokens > limit or (
+                if group and (
+                    group_tokens + sub_tokens > limit
+                    or (
                         # the separators joining the group may cost tokens too: count exactly near the limit
                         group_tokens + sub_tokens + sep_tokens * len(group) > limit
-                        and count(sep.join([*group, sub])) > limit)):
+                        and count(sep.join([*group, sub])) > limit
+                    )
+                ):
                     joined = sep.join(group)
                     out.append((joined, count(joined)))
                     group, group_tokens = [], 0
@@ -122,14 +127,13 @@ def split_text(text: str, limit: int, count: Callable[[str], int]) -> list[tuple
     step = max(1, len(text) * limit // max(tokens, 1))
     out = []
     for i in range(0, len(text), step):
-        part = text[i:i + step]
+        part = text[i : i + step]
         n = count(part)
         out += split_text(part, limit, count) if n > limit and 1 < len(part) < len(text) else [(part, n)]
     return out
 
 
-def pieces_of(doc: ExtractedDocument, doc_index: int, count: Callable[[str], int],
-              max_piece: int) -> list[Piece]:
+def pieces_of(doc: ExtractedDocument, doc_index: int, count: Callable[[str], int], max_piece: int) -> list[Piece]:
     pieces = []
     for s_index, segment in enumerate(doc.segments):
         source = Source(doc_index, doc.locator(segment))
@@ -150,8 +154,17 @@ def pack(pieces: Sequence[Piece], budget: int) -> list[list[Piece]]:
     used = 0
     for p in pieces:
         starts_segment = not current or current[-1].segment != p.segment
-        if current and used + p.tokens > budget or (current and starts_segment and used + segment_tokens[p.segment] > budget
-              and segment_tokens[p.segment] <= budget and used >= budget // 2):
+        if (
+            current
+            and used + p.tokens > budget
+            or (
+                current
+                and starts_segment
+                and used + segment_tokens[p.segment] > budget
+                and segment_tokens[p.segment] <= budget
+                and used >= budget // 2
+            )
+        ):
             groups.append(current)
             current, used = [], 0
         current.append(p)
@@ -172,12 +185,17 @@ def tail(text: str, tokens: int, count: Callable[[str], int]) -> str:
     while (total := count(out)) > tokens:
         cut = len(out) - len(out) * tokens // total  # >= 1, since total > tokens
         space = out.find(" ", cut)
-        out = out[space + 1:] if 0 <= space < len(out) - 1 else out[cut:]
+        out = out[space + 1 :] if 0 <= space < len(out) - 1 else out[cut:]
     return out
 
 
-def chunk_documents(docs: Sequence[ExtractedDocument], count: Callable[[str], int], budget: int,
-                    overlap: int, fits: Callable[[Chunk], bool] | None = None) -> list[Chunk]:
+def chunk_documents(
+    docs: Sequence[ExtractedDocument],
+    count: Callable[[str], int],
+    budget: int,
+    overlap: int,
+    fits: Callable[[Chunk], bool] | None = None,
+) -> list[Chunk]:
     """Every document cut into chunks of at most `budget` tokens (overlap context included). `fits`
     checks the real prompt; a chunk that does not fit is halved until it does."""
     overlap = max(0, min(overlap, budget // 4))

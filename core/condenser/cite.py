@@ -4,6 +4,7 @@ itself, so a citation never depends on the model citing correctly. Also: writing
 ([p. 3], [pp. 3-4], [§ Name], [lines 5-94]), matching a point to the passages it rests on (and checking
 the model's own citations), and choosing the quoted passage behind a citation. Replies become points
 in points.py."""
+
 from __future__ import annotations
 
 import math
@@ -38,6 +39,7 @@ class Point:
 
 
 # --- the documents of a run ------------------------------------------------------------------------
+
 
 class Catalog:
     """The documents of one run: which sources exist, their text, and how to cite them."""
@@ -171,7 +173,8 @@ def _bracket_safe(text: str) -> str:
 
 # --- matching a point to the text it came from -------------------------------------------------------
 
-_STOP = frozenset("""
+_STOP = frozenset(
+    """
 the and for are was were with that this from have has had not but they their them its his her she
 you your our which who whom what when where will would can could should into than then there these
 those been being also such about more most other some any each all only very over after before between
@@ -179,7 +182,8 @@ under while during through one two may might must shall how why yes does did don
 der die das und ist nicht mit von den dem des ein eine einer eines auf für sich auch als wie bei oder
 aus nach wird werden sind war zum zur sie wir ihr ihre sein seine kann können durch über unter
 les des une est pas pour dans que qui sur par avec son ses aux ont été amp quot
-""".split())
+""".split()
+)
 WORD = re.compile(r"[^\W\d_]{3,}|\d{2,}")
 
 
@@ -211,8 +215,9 @@ MATCH_SCORE = 0.3  # below this a passage is not taken as the point's support
 MATCH_TERMS = 2
 
 
-def attribute(text: str, candidates: Sequence[tuple[Sequence[Source], str]],
-              fallback: Sequence[Source], limit: int = 3) -> tuple[Source, ...]:
+def attribute(
+    text: str, candidates: Sequence[tuple[Sequence[Source], str]], fallback: Sequence[Source], limit: int = 3
+) -> tuple[Source, ...]:
     """The sources of the candidates (passages or notes, each with its own sources) that `text`
     rests on: the best match and any nearly as good, up to `limit`; `fallback` (the whole input
     the model saw) when nothing matches well enough. Always a subset of what the model was given."""

@@ -1,5 +1,6 @@
 """The upload copies a condense run reads: held while runs use them, deleted (with the folder an
 upload put each one in) when the last run lets go, or at once when no run ever took them."""
+
 from __future__ import annotations
 
 import contextlib

@@ -2,6 +2,7 @@
 (or pasted text) cut into segments that know their page or section. Every file is parsed in a child
 process (core/condenser/worker.py) under a wall-clock timeout and a memory cap, so a hostile or broken
 file costs one request, never the app; each way a file can fail has its own error and message."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,13 +27,21 @@ log = logging.getLogger(__name__)
 Kind = Literal["pdf", "docx", "txt", "markdown", "html"]
 WORKER = Path(document_worker.__file__).resolve()
 EXTENSIONS: dict[str, Kind] = {
-    ".pdf": "pdf", ".docx": "docx", ".txt": "txt", ".text": "txt", ".md": "markdown",
-    ".markdown": "markdown", ".html": "html", ".htm": "html", ".xhtml": "html",
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".txt": "txt",
+    ".text": "txt",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
 }
 KIND_LABELS = {"pdf": "PDF", "docx": "Word (.docx)", "txt": "text", "markdown": "Markdown", "html": "HTML"}
 _WORKER_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TESSDATA_PREFIX", "SYSTEMROOT")
-OCR_INSTALL_HINT = ("Debian/Ubuntu: `sudo apt-get install tesseract-ocr tesseract-ocr-eng`; "
-                    "macOS: `brew install tesseract`")
+OCR_INSTALL_HINT = (
+    "Debian/Ubuntu: `sudo apt-get install tesseract-ocr tesseract-ocr-eng`; macOS: `brew install tesseract`"
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,7 @@ class ExtractionLimits:
 
 # --- errors -----------------------------------------------------------------------------------------
 
+
 class DocumentError(ValueError):
     """A file that cannot be summarised; str(error) tells the user why and what to do about it."""
 
@@ -163,18 +173,39 @@ class ExtractionCancelled(DocumentError):
 # --- file type --------------------------------------------------------------------------------------
 
 _MAGIC: list[tuple[bytes, str]] = [
-    (b"%PDF-", "pdf"), (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole2"), (b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"), (b"GIF89a", "gif"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
-    (b"\x1f\x8b", "gzip"), (b"7z\xbc\xaf\x27\x1c", "7z"), (b"Rar!\x1a\x07", "rar"), (b"{\\rtf", "rtf"),
+    (b"%PDF-", "pdf"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole2"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"\x1f\x8b", "gzip"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+    (b"Rar!\x1a\x07", "rar"),
+    (b"{\\rtf", "rtf"),
     (b"\x7fELF", "executable"),
 ]  # only signatures that plain text cannot start with by accident
 DESCRIPTIONS = {
-    "pdf": "a PDF document", "zip": "a ZIP archive", "ole2": "an old-style Office (OLE2) file",
-    "png": "a PNG image", "jpeg": "a JPEG image", "gif": "a GIF image", "tiff": "a TIFF image",
-    "webp": "a WebP image", "gzip": "a gzip archive", "7z": "a 7-Zip archive",
-    "rar": "a RAR archive", "rtf": "an RTF document", "executable": "a program", "html": "an HTML web page",
-    "text": "plain text", "binary": "unrecognised binary data",
+    "pdf": "a PDF document",
+    "zip": "a ZIP archive",
+    "ole2": "an old-style Office (OLE2) file",
+    "png": "a PNG image",
+    "jpeg": "a JPEG image",
+    "gif": "a GIF image",
+    "tiff": "a TIFF image",
+    "webp": "a WebP image",
+    "gzip": "a gzip archive",
+    "7z": "a 7-Zip archive",
+    "rar": "a RAR archive",
+    "rtf": "an RTF document",
+    "executable": "a program",
+    "html": "an HTML web page",
+    "text": "plain text",
+    "binary": "unrecognised binary data",
 }
 _BINARY = {"pdf", "zip", "ole2", "png", "jpeg", "gif", "tiff", "webp", "gzip", "7z", "rar", "executable"}
 
@@ -185,8 +216,10 @@ def kind_for_name(name: str) -> Kind:
         return EXTENSIONS[suffix]
     shown = suffix or "files without an extension"
     hint = " Save it as .docx first." if suffix == ".doc" else ""
-    raise UnsupportedType(f"“{_short(name)}”: {shown} files cannot be read.{hint} "
-                          "Upload a PDF, Word (.docx), text, Markdown or HTML file.")
+    raise UnsupportedType(
+        f"“{_short(name)}”: {shown} files cannot be read.{hint} "
+        "Upload a PDF, Word (.docx), text, Markdown or HTML file."
+    )
 
 
 def sniff(head: bytes) -> str:
@@ -218,14 +251,22 @@ def _check_content(name: str, kind: Kind, head: bytes) -> None:
         raise MislabelledDocument(
             f"“{_short(name)}” is named {declared} but is actually {what}, so it cannot be read as "
             f"{KIND_LABELS[kind]}. Check that you uploaded the right file, or give it the right extension.",
-            declared=kind, detected=detected)
+            declared=kind,
+            detected=detected,
+        )
 
 
 # --- extraction -------------------------------------------------------------------------------------
 
-def extract_document(path: str | os.PathLike[str], original_name: str,
-                     limits: ExtractionLimits = ExtractionLimits(), *, password: str | None = None,
-                     cancel: threading.Event | None = None) -> ExtractedDocument:
+
+def extract_document(
+    path: str | os.PathLike[str],
+    original_name: str,
+    limits: ExtractionLimits = ExtractionLimits(),
+    *,
+    password: str | None = None,
+    cancel: threading.Event | None = None,
+) -> ExtractedDocument:
     """Read one uploaded file. `original_name` (what the user called it) decides the expected type;
     the content must agree. Raises a DocumentError subclass; never leaves a process or file behind."""
     kind = kind_for_name(original_name)
@@ -237,11 +278,13 @@ def extract_document(path: str | os.PathLike[str], original_name: str,
     except OSError as exc:
         raise DocumentError(f"“{_short(original_name)}” could not be opened.", detail=str(exc)) from None
     if size == 0:
-        raise EmptyDocument(f"“{_short(original_name)}” is empty (0 bytes). Upload the file again; "
-                            "the upload may have failed.")
+        raise EmptyDocument(
+            f"“{_short(original_name)}” is empty (0 bytes). Upload the file again; the upload may have failed."
+        )
     if size > limits.max_bytes:
-        raise OversizeDocument(f"“{_short(original_name)}” is {_mb(size)}; files up to "
-                               f"{_mb(limits.max_bytes)} can be read.")
+        raise OversizeDocument(
+            f"“{_short(original_name)}” is {_mb(size)}; files up to {_mb(limits.max_bytes)} can be read."
+        )
     _check_content(original_name, kind, head)
     request = {"path": os.path.abspath(path), "kind": kind, "password": password, "limits": asdict(limits)}
     reply = _run_worker(request, limits, original_name, cancel)
@@ -251,10 +294,14 @@ def extract_document(path: str | os.PathLike[str], original_name: str,
         raise error
     doc = reply["document"]
     return ExtractedDocument(
-        name=original_name, kind=kind,
+        name=original_name,
+        kind=kind,
         segments=[Segment(text, page, section) for text, page, section in doc["segments"]],
-        page_count=doc["page_count"], encoding=doc["encoding"], ocr_used=doc["ocr_used"],
-        warnings=doc["warnings"])
+        page_count=doc["page_count"],
+        encoding=doc["encoding"],
+        ocr_used=doc["ocr_used"],
+        warnings=doc["warnings"],
+    )
 
 
 def extract_text(text: str, name: str = "Pasted text", *, max_chars: int | None = None) -> ExtractedDocument:
@@ -287,7 +334,7 @@ class _Drain(threading.Thread):
                     self.chunks.append(chunk)
                     self.size += len(chunk)
                 elif self.keep_tail:
-                    self.chunks = [(b"".join(self.chunks) + chunk)[-self.cap:]]
+                    self.chunks = [(b"".join(self.chunks) + chunk)[-self.cap :]]
                     self.size = len(self.chunks[0])
                 else:
                     self.overflow = True
@@ -305,8 +352,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _run_worker(request: dict, limits: ExtractionLimits, name: str,
-                cancel: threading.Event | None) -> dict:
+def _run_worker(request: dict, limits: ExtractionLimits, name: str, cancel: threading.Event | None) -> dict:
     # A private scratch folder, also the child's cwd and TMPDIR: whatever a parser or tesseract
     # writes lands there and goes away with it, even when the child is killed.
     workdir = tempfile.mkdtemp(prefix="studio-extract-")
@@ -317,9 +363,15 @@ def _run_worker(request: dict, limits: ExtractionLimits, name: str,
     drains: list[_Drain] = []
     started = time.monotonic()
     try:
-        proc = subprocess.Popen([sys.executable, "-I", str(WORKER)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+        )
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all three are PIPEs
         out = _Drain(proc.stdout, cap=limits.max_chars * 4 + (1 << 20))
         err = _Drain(proc.stderr, cap=32 * 1024, keep_tail=True)
@@ -352,16 +404,20 @@ def _run_worker(request: dict, limits: ExtractionLimits, name: str,
                 log.warning("document worker sent a bad reply for %r: %s; stderr: %s", name, exc, stderr_tail)
                 raise ParserCrashed(_crash_message(name, "it sent an unreadable reply"), detail=stderr_tail) from None
         if out.overflow:
-            raise OversizeDocument(f"“{_short(name)}” holds more text than can be read "
-                                   f"(over {limits.max_chars:,} characters).")
+            raise OversizeDocument(
+                f"“{_short(name)}” holds more text than can be read (over {limits.max_chars:,} characters)."
+            )
         log.warning("document worker for %r ended with status %s; stderr: %s", name, returncode, stderr_tail)
         if returncode == document_worker.EXIT_OUT_OF_MEMORY:
             raise _out_of_memory(name, limits)
         if returncode < 0:
             sig = signal.Signals(-returncode)
             if sig == signal.SIGXCPU:
-                raise ParserTimeout(f"Reading “{_short(name)}” used more than {limits.timeout_s:g} s of "
-                                    "processor time and was stopped.", detail=stderr_tail)
+                raise ParserTimeout(
+                    f"Reading “{_short(name)}” used more than {limits.timeout_s:g} s of "
+                    "processor time and was stopped.",
+                    detail=stderr_tail,
+                )
             raise ParserCrashed(_crash_message(name, f"signal {sig.name}"), detail=stderr_tail)
         raise ParserCrashed(_crash_message(name, f"exit status {returncode}"), detail=stderr_tail)
     finally:
@@ -376,20 +432,26 @@ def _run_worker(request: dict, limits: ExtractionLimits, name: str,
 
 
 def _crash_message(name: str, why: str) -> str:
-    return (f"The document reader crashed on “{_short(name)}” ({why}); the file is probably damaged. "
-            "Try re-saving it from the program that made it.")
+    return (
+        f"The document reader crashed on “{_short(name)}” ({why}); the file is probably damaged. "
+        "Try re-saving it from the program that made it."
+    )
 
 
 def _timeout(name: str, limits: ExtractionLimits, detail: str | None = None) -> ParserTimeout:
-    return ParserTimeout(f"Reading “{_short(name)}” took longer than {limits.timeout_s:g} s and was stopped. "
-                         "The file may be damaged or unusually complex; try re-saving or splitting it.",
-                         detail=detail)
+    return ParserTimeout(
+        f"Reading “{_short(name)}” took longer than {limits.timeout_s:g} s and was stopped. "
+        "The file may be damaged or unusually complex; try re-saving or splitting it.",
+        detail=detail,
+    )
 
 
 def _out_of_memory(name: str, limits: ExtractionLimits, detail: str | None = None) -> ParserOutOfMemory:
     return ParserOutOfMemory(
         f"Reading “{_short(name)}” needed more than {limits.memory_mb} MB of memory and was stopped. "
-        "The file may be damaged or built to exhaust memory (a decompression bomb).", detail=detail)
+        "The file may be damaged or built to exhaust memory (a decompression bomb).",
+        detail=detail,
+    )
 
 
 def _error_from_reply(reply: dict, name: str, kind: Kind, limits: ExtractionLimits) -> DocumentError:
@@ -400,18 +462,28 @@ def _error_from_reply(reply: dict, name: str, kind: Kind, limits: ExtractionLimi
     if code == "encrypted":
         if info.get("wrong_password"):
             return EncryptedDocument(f"The password for {shown} is not correct.", detail=detail)
-        return EncryptedDocument(f"{shown} is password-protected. Save a copy without the password "
-                                 "(or remove the protection) and upload that.", detail=detail)
+        return EncryptedDocument(
+            f"{shown} is password-protected. Save a copy without the password "
+            "(or remove the protection) and upload that.",
+            detail=detail,
+        )
     if code == "corrupt":
         what = {"pdf": "PDF", "docx": "Word file"}.get(kind, "file")
-        return CorruptDocument(f"{shown} is damaged or incomplete and cannot be read as a {what}. If it was "
-                               "downloaded, download it again; otherwise re-save it from the program that "
-                               "made it.", detail=detail)
+        return CorruptDocument(
+            f"{shown} is damaged or incomplete and cannot be read as a {what}. If it was "
+            "downloaded, download it again; otherwise re-save it from the program that "
+            "made it.",
+            detail=detail,
+        )
     if code == "mislabelled":
         detected = str(info.get("detected", "something else"))
-        return MislabelledDocument(f"{shown} is named {Path(name).suffix.lower() or kind} but is actually "
-                                   f"{detected}, so it cannot be read as {KIND_LABELS[kind]}.",
-                                   declared=kind, detected=detected, detail=detail)
+        return MislabelledDocument(
+            f"{shown} is named {Path(name).suffix.lower() or kind} but is actually "
+            f"{detected}, so it cannot be read as {KIND_LABELS[kind]}.",
+            declared=kind,
+            detected=detected,
+            detail=detail,
+        )
     if code == "unsupported_type":
         return UnsupportedType(f"{shown} uses a feature this server cannot read ({detail}).", detail=detail)
     if code == "oversize":
@@ -419,16 +491,22 @@ def _error_from_reply(reply: dict, name: str, kind: Kind, limits: ExtractionLimi
         if reason == "pages":
             text = f"{shown} has {info.get('pages')} pages; documents up to {limits.max_pages} pages can be read."
         elif reason == "unpacked":
-            text = (f"{shown} expands to more than {_mb(limits.max_unpacked_bytes)} when unpacked, so it was "
-                    "not read (this is how a decompression bomb looks).")
+            text = (
+                f"{shown} expands to more than {_mb(limits.max_unpacked_bytes)} when unpacked, so it was "
+                "not read (this is how a decompression bomb looks)."
+            )
         elif reason == "stream":
-            text = (f"{shown} contains a compressed part that expands beyond the safety limit, so it was "
-                    "not read (this is how a decompression bomb looks).")
+            text = (
+                f"{shown} contains a compressed part that expands beyond the safety limit, so it was "
+                "not read (this is how a decompression bomb looks)."
+            )
         elif reason == "members":
             text = f"{shown} is made of {info.get('members')} parts, more than the {limits.max_zip_members} allowed."
         elif reason == "ocr_pages":
-            text = (f"{shown} has {info.get('pages')} scanned pages; OCR reads up to {limits.ocr_max_pages} "
-                    "pages per document.")
+            text = (
+                f"{shown} has {info.get('pages')} scanned pages; OCR reads up to {limits.ocr_max_pages} "
+                "pages per document."
+            )
         elif reason == "chars":
             text = f"{shown} holds more than {limits.max_chars:,} characters of text."
         else:
@@ -436,14 +514,19 @@ def _error_from_reply(reply: dict, name: str, kind: Kind, limits: ExtractionLimi
         return OversizeDocument(text, detail=detail)
     if code == "image_only":
         if info.get("reason") == "disabled":
-            return ImageOnlyDocument(f"{shown} is a scanned document: its pages are images with no text "
-                                     "layer, and OCR (text recognition) is turned off here. Upload a PDF "
-                                     "with a text layer, or turn OCR on.", detail=detail)
+            return ImageOnlyDocument(
+                f"{shown} is a scanned document: its pages are images with no text "
+                "layer, and OCR (text recognition) is turned off here. Upload a PDF "
+                "with a text layer, or turn OCR on.",
+                detail=detail,
+            )
         return ImageOnlyDocument(
             f"{shown} is a scanned document: its pages are images with no text layer. Reading it needs OCR, "
             f"and the OCR engine tesseract (with the '{info.get('languages', 'eng')}' language data) is "
             f"not installed on this server. Install it ({OCR_INSTALL_HINT}) and try again, or upload a "
-            "PDF with a text layer.", detail=detail)
+            "PDF with a text layer.",
+            detail=detail,
+        )
     if code == "parser_timeout":
         return _timeout(name, limits, detail)
     if code == "parser_out_of_memory":

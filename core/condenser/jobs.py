@@ -1,6 +1,7 @@
 """The model requests of a condense run: run with the backend's concurrency (lowered to one at a time
 when the server cannot keep up), streamed so a cancel stops them within a few tokens, retried when a
 server cuts a stream, ended early when the model loops."""
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,7 @@ class _Slots:
 class JobRunner:
     """Runs a condense run's requests on one backend; `tick_s` as in CondenseService.condense."""
 
-    def __init__(self, backend: TextBackend, cancel: threading.Event, concurrency: int,
-                 tick_s: float | None) -> None:
+    def __init__(self, backend: TextBackend, cancel: threading.Event, concurrency: int, tick_s: float | None) -> None:
         self.backend, self.cancel, self.tick_s = backend, cancel, tick_s
         self.concurrency = concurrency
         self.slots = _Slots(concurrency)

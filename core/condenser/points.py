@@ -1,6 +1,7 @@
 """From a model's reply to points: the reply cleaned (its own citations, links, images, HTML and
 loops removed) and split into bullets and paragraphs, and, for one run, each point given the sources
 it rests on (the places its chunk holds, or the notes it was written from)."""
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,9 @@ _MODEL_CITE = re.compile(
     r"|§[^\])\n]{0,80}"
     r"|lines?\s+\d+(?:\s*[-–]\s*\d+)?"
     r"|(?:notes?\s*)?N\s*\d+(?:\s*[,;/&]\s*(?:N\s*)?\d+)*"
-    r")\s*[\])]", re.IGNORECASE)
+    r")\s*[\])]",
+    re.IGNORECASE,
+)
 _NOTE_REF = re.compile(r"\d+")
 _IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)|!\[[^\]\n]*\]\[[^\]\n]*\]")
 _LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\n]*)\)")
@@ -36,8 +39,11 @@ _AUTOLINK = re.compile(r"<(?:https?|ftp|mailto|data|javascript):[^>\s]*>", re.IG
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 _URL = re.compile(r"\b(?:(?:https?|ftp)://|www\.|(?:data|javascript|mailto):)[^\s<>()\[\]]*", re.IGNORECASE)
-_MARKER_REMNANT = re.compile(r"^[ \t]*(?:<+[ \t]*(?:END OF )?(?:DOCUMENT|NOTES)?|(?:END OF )?(?:DOCUMENT|NOTES))"
-                             r"[ \t>]*$\n?", re.MULTILINE)
+_MARKER_REMNANT = re.compile(
+    r"^[ \t]*(?:<+[ \t]*(?:END OF )?(?:DOCUMENT|NOTES)?|(?:END OF )?(?:DOCUMENT|NOTES))"
+    r"[ \t>]*$\n?",
+    re.MULTILINE,
+)
 _BULLET = re.compile(r"^\s*(?:[-*•·‣▪+–]|\d{1,3}[.)])\s+")
 _NOTE_LINE = re.compile(r"^(?:[-*•]\s*)?N(\d{1,4})[.:)]\s+")
 _HEADING = re.compile(r"^\s*#{1,6}\s*")
@@ -79,7 +85,7 @@ def md_quote(text: str) -> str:
     shown as code (readable, never a clickable link)."""
     out, last = [], 0
     for m in _URL.finditer(text):
-        out.append(md_text(_MD_SPECIAL.sub(r"\\\1", text[last:m.start()])))
+        out.append(md_text(_MD_SPECIAL.sub(r"\\\1", text[last : m.start()])))
         out.append(f"`{m.group(0).replace('`', '')}`")
         last = m.end()
     out.append(md_text(_MD_SPECIAL.sub(r"\\\1", text[last:])))
@@ -128,7 +134,7 @@ def split_blocks(text: str) -> list[tuple[Literal["bullet", "paragraph"], str]]:
         note = _NOTE_LINE.match(line)
         if note:  # "N3. text": the model rewrote note 3; keep that as its citation
             flush()
-            blocks.append(("bullet", f"{line[note.end():].strip()} [N{note.group(1)}]"))
+            blocks.append(("bullet", f"{line[note.end() :].strip()} [N{note.group(1)}]"))
         elif _BULLET.match(raw):
             flush()
             blocks.append(("bullet", _BULLET.sub("", raw, count=1).strip()))
@@ -145,9 +151,15 @@ def _is_label(line: str) -> bool:
     return line.endswith(":") and len(line.split()) <= 10
 
 
-def parse_points(raw: str, *, allow_links: bool = False, markers: Sequence[str] = (),
-                 split_paragraphs: bool = False, complete: bool = True,
-                 instructions: str = "") -> list[tuple[Point, list[str]]]:
+def parse_points(
+    raw: str,
+    *,
+    allow_links: bool = False,
+    markers: Sequence[str] = (),
+    split_paragraphs: bool = False,
+    complete: bool = True,
+    instructions: str = "",
+) -> list[tuple[Point, list[str]]]:
     """Raw model output -> (point, the model's own citations) pairs; sources are attached later.
     Repetition (small models loop) is removed; `split_paragraphs` turns long paragraphs into one
     point per sentence (notes are cited sentence by sentence). `complete=False` (output cut at its
@@ -178,7 +190,7 @@ def _echoes(text: str, instructions: set[str]) -> bool:
 
 def _drop_unfinished(text: str) -> str:
     stripped = text.rstrip()
-    if not stripped or stripped[-1] in ".!?…)\"”»]":
+    if not stripped or stripped[-1] in '.!?…)"”»]':
         return text
     cut = max(stripped.rfind(c) for c in ".!?…\n")
     return stripped[: cut + 1] if cut > 0 else text
@@ -243,8 +255,8 @@ def _repeated_run(words: Sequence[str], times: int = 3) -> int | None:
     low = [re.sub(r"[\d\W_]+", "", w.lower()) for w in words]  # "2.1. RÄUME", "3.1. RÄUME" repeat too
     for size in range(2, 13):
         for start in range(0, len(low) - size * times + 1):
-            phrase = low[start:start + size]
-            if any(phrase) and all(low[start + k * size:start + (k + 1) * size] == phrase for k in range(1, times)):
+            phrase = low[start : start + size]
+            if any(phrase) and all(low[start + k * size : start + (k + 1) * size] == phrase for k in range(1, times)):
                 return start
     return None
 
@@ -256,12 +268,16 @@ def trim_repetition(text: str) -> str:
     if start is None:
         return text
     low = [re.sub(r"[\d\W_]+", "", w.lower()) for w in words]
-    size = next(n for n in range(2, 13) if any(low[start:start + n]) and
-                low[start + n:start + 2 * n] == low[start:start + n])
-    return " ".join(words[:start + size]).rstrip(",;:") + "…"
+    size = next(
+        n
+        for n in range(2, 13)
+        if any(low[start : start + n]) and low[start + n : start + 2 * n] == low[start : start + n]
+    )
+    return " ".join(words[: start + size]).rstrip(",;:") + "…"
 
 
 # --- one run's replies -> cited points ---------------------------------------------------------------
+
 
 class ReplyPoints:
     """The points of one run's replies, each carrying sources among the places the model was shown."""
@@ -286,17 +302,25 @@ class ReplyPoints:
         for point, cites in self.parse_final(job):
             own = self.cited_in_chunk(cites, chunk, point.text)
             sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=3)
-            points.append(replace(point, sources=self.catalog.ordered(sources),
-                                  kind=point.kind if self.form.bullets else "paragraph"))
+            points.append(
+                replace(
+                    point, sources=self.catalog.ordered(sources), kind=point.kind if self.form.bullets else "paragraph"
+                )
+            )
         points = merge_duplicates(points)
         return self.shape(points) if points else [self.quoted(chunk)]
 
     def parse(self, job: Job, split_paragraphs: bool = False) -> list[tuple[Point, list[str]]]:
         """A reply's points, cleaned; sentences that only echo the request's own instructions (small
         models do) are dropped."""
-        return parse_points(job.text, markers=self.markers, allow_links=self.options.allow_links,
-                            complete=job.finish == "stop", split_paragraphs=split_paragraphs,
-                            instructions=job.instructions)
+        return parse_points(
+            job.text,
+            markers=self.markers,
+            allow_links=self.options.allow_links,
+            complete=job.finish == "stop",
+            split_paragraphs=split_paragraphs,
+            instructions=job.instructions,
+        )
 
     def parse_final(self, job: Job) -> list[tuple[Point, list[str]]]:
         """A summary's points; for a bulleted form written as plain paragraphs, one bullet a sentence."""
@@ -317,8 +341,9 @@ class ReplyPoints:
         """A TL;DR is one point, whatever the model wrote."""
         if self.options.length == "tldr" and points:
             first = points[0]
-            return [replace(first, kind="paragraph",
-                            sources=self.catalog.ordered(s for p in points[:1] for s in p.sources))]
+            return [
+                replace(first, kind="paragraph", sources=self.catalog.ordered(s for p in points[:1] for s in p.sources))
+            ]
         return points
 
     def points_from_notes(self, job: Job, notes: Sequence[Point], final: bool) -> list[Point]:
@@ -339,6 +364,11 @@ class ReplyPoints:
                 sources = tuple(s for n in named for s in n.sources)
             else:
                 sources = attribute(point.text, candidates, everything)
-            out.append(replace(point, sources=self.catalog.ordered(sources),
-                               kind="paragraph" if final and not self.form.bullets else point.kind))
+            out.append(
+                replace(
+                    point,
+                    sources=self.catalog.ordered(sources),
+                    kind="paragraph" if final and not self.form.bullets else point.kind,
+                )
+            )
         return merge_duplicates(out)

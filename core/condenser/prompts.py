@@ -1,6 +1,7 @@
 """The condenser's prompts as data (prompts/condense_prompts.toml): loaded and checked once, so a
 malformed file fails at startup, and rendered strictly (a prompt uses only the placeholders declared
 for it, and every value comes from the code, never from a document)."""
+
 from __future__ import annotations
 
 import string
@@ -86,17 +87,25 @@ def load_condense_prompts(path: Path | None = None) -> CondensePrompts:
                 raise ValueError(f"{path}: [{stage}] {part}: {exc}") from None
             unknown = used - ALLOWED[stage][part]
             if unknown:
-                raise ValueError(f"{path}: [{stage}] {part} uses undeclared placeholders {sorted(unknown)}; "
-                                 f"allowed: {sorted(ALLOWED[stage][part])}")
+                raise ValueError(
+                    f"{path}: [{stage}] {part} uses undeclared placeholders {sorted(unknown)}; "
+                    f"allowed: {sorted(ALLOWED[stage][part])}"
+                )
             if part == "user" and not {"begin", "text", "end"} <= used:
                 raise ValueError(f"{path}: [{stage}] user must put {{text}} between {{begin}} and {{end}}")
             templates[stage][part] = text.strip()
     lengths = {}
     for name, entry in (data.get("length") or {}).items():
         try:
-            lengths[name] = Length(name, str(entry["label"]), str(entry["points"]), str(entry["map_points"]),
-                                   str(entry["merge_points"]), int(entry["max_new_tokens"]),
-                                   int(entry["map_max_new_tokens"]))
+            lengths[name] = Length(
+                name,
+                str(entry["label"]),
+                str(entry["points"]),
+                str(entry["map_points"]),
+                str(entry["merge_points"]),
+                int(entry["max_new_tokens"]),
+                int(entry["map_max_new_tokens"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: [length.{name}] is incomplete ({exc})") from None
     forms = {}

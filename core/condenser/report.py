@@ -1,6 +1,7 @@
 """What a finished summary says about itself: the coverage line per document ("23 of 23 pages read,
 nothing truncated"), the chunk accounting, and the Markdown shown and exported (points with their
 citations, then the quoted passage behind every citation)."""
+
 from __future__ import annotations
 
 import time
@@ -46,13 +47,21 @@ class DocumentReport:
 
 def document_report(doc: ExtractedDocument, acc: Accounting, records: Sequence[ChunkRecord]) -> DocumentReport:
     pages = sorted({s.page for s in doc.segments if s.page is not None})
-    unread = ([n for n in range(1, doc.page_count + 1) if n not in set(pages)]
-              if doc.page_count else [])
+    unread = [n for n in range(1, doc.page_count + 1) if n not in set(pages)] if doc.page_count else []
     report = DocumentReport(
-        name=doc.name, kind=doc.kind, page_count=doc.page_count, pages_read=len(pages), unread_pages=unread,
-        sections=len(doc.locators()), chunks=len(records),
-        quoted_chunks=sum(1 for r in records if r.status == "quoted"), complete=acc.complete,
-        missing_chars=acc.chars - acc.chunked_chars, ocr_used=doc.ocr_used, warnings=list(doc.warnings))
+        name=doc.name,
+        kind=doc.kind,
+        page_count=doc.page_count,
+        pages_read=len(pages),
+        unread_pages=unread,
+        sections=len(doc.locators()),
+        chunks=len(records),
+        quoted_chunks=sum(1 for r in records if r.status == "quoted"),
+        complete=acc.complete,
+        missing_chars=acc.chars - acc.chunked_chars,
+        ocr_used=doc.ocr_used,
+        warnings=list(doc.warnings),
+    )
     report.coverage = coverage_line(report)
     return report
 
@@ -70,8 +79,10 @@ def coverage_line(r: DocumentReport) -> str:
     line += ", nothing truncated" if r.complete else f", {r.missing_chars:,} characters NOT read"
     chunks = f"{r.chunks} chunk{'s' if r.chunks != 1 else ''}"
     if r.quoted_chunks:
-        line += (f"; {r.chunks - r.quoted_chunks} of {chunks} summarised, {r.quoted_chunks} quoted because "
-                 "the model returned nothing usable for them")
+        line += (
+            f"; {r.chunks - r.quoted_chunks} of {chunks} summarised, {r.quoted_chunks} quoted because "
+            "the model returned nothing usable for them"
+        )
     elif r.chunks > 1:
         line += f"; all {chunks} summarised"
     return line + "."
@@ -120,23 +131,42 @@ def render_sources(groups: Sequence[Sequence[Point]], catalog: Catalog, with_nam
         return ""
     ordered = catalog.ordered(seen)
     items = [f"- **{catalog.cite([s], with_names)}** “{md_quote(seen[s])}”" for s in ordered]
-    return ("<details><summary>Sources: the passage behind each citation</summary>\n\n" + "\n".join(items)
-            + "\n\n</details>")
+    return (
+        "<details><summary>Sources: the passage behind each citation</summary>\n\n"
+        + "\n".join(items)
+        + "\n\n</details>"
+    )
 
 
-def render_markdown(catalog: Catalog, reports: Sequence[DocumentReport], per_doc: Sequence[Sequence[Point]],
-                    combined: Sequence[Point] | None) -> str:
+def render_markdown(
+    catalog: Catalog,
+    reports: Sequence[DocumentReport],
+    per_doc: Sequence[Sequence[Point]],
+    combined: Sequence[Point] | None,
+) -> str:
     """The summary as shown and stored: for several documents the combined summary first, then each
     document's; every point with its citation; the coverage lines and extraction warnings; then the
     quoted passage behind every citation in a collapsible list."""
     multi = combined is not None
     out: list[str] = []
     if multi:
-        out += ["### Combined summary", "", render_points(combined or [], catalog, True), "",
-                f"*{md_text(combined_coverage(reports))}*", ""]
+        out += [
+            "### Combined summary",
+            "",
+            render_points(combined or [], catalog, True),
+            "",
+            f"*{md_text(combined_coverage(reports))}*",
+            "",
+        ]
         for points, report in zip(per_doc, reports):
-            out += [f"### {md_text(report.name)}", "", render_points(points, catalog, False), "",
-                    f"*{md_text(report.coverage)}*", ""]
+            out += [
+                f"### {md_text(report.name)}",
+                "",
+                render_points(points, catalog, False),
+                "",
+                f"*{md_text(report.coverage)}*",
+                "",
+            ]
             out += [f"> ⚠️ {md_text(w)}" for w in report.warnings]
     else:
         out += [render_points(per_doc[0], catalog, False), "", f"*{md_text(reports[0].coverage)}*", ""]
@@ -150,6 +180,9 @@ def render_markdown(catalog: Catalog, reports: Sequence[DocumentReport], per_doc
 def export_markdown(title: str, markdown: str, settings: dict[str, Any], created_at: float | None = None) -> str:
     """A standalone Markdown file: title, how it was made, then the summary as shown."""
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created_at or time.time()))
-    made = ", ".join(f"{k}: {v}" for k, v in settings.items() if v not in ("", None, 0) and k in
-                     ("length", "form", "focus", "audience", "language", "model"))
+    made = ", ".join(
+        f"{k}: {v}"
+        for k, v in settings.items()
+        if v not in ("", None, 0) and k in ("length", "form", "focus", "audience", "language", "model")
+    )
     return f"# {md_text(title)}\n\n*Condensed {when}. {md_text(made)}*\n\n{markdown}"

@@ -1,5 +1,6 @@
 """What a condense request is made of and what it yields: the options, the input files, the progress
 updates and the result (core/condenser/service.py runs it)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

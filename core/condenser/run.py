@@ -1,6 +1,7 @@
 """One condense run, start to end: read the documents, plan the chunks, summarise every chunk (map),
 combine the notes level by level until they fit the context (reduce), turn the replies into points
 that cite real pages or sections, and keep the result. All per-request state lives here."""
+
 from __future__ import annotations
 
 import functools
@@ -40,9 +41,18 @@ MAX_REDUCE_LEVELS = 8
 class Run:
     """One condense request: all per-request state lives here, never on the service."""
 
-    def __init__(self, service: CondenseService, user_id: str, files: list[InputFile], text: str,
-                 options: CondenseOptions, cancel: threading.Event, save: bool,
-                 load_progress: Callable[[float, str], None] | None, tick_s: float | None = None) -> None:
+    def __init__(
+        self,
+        service: CondenseService,
+        user_id: str,
+        files: list[InputFile],
+        text: str,
+        options: CondenseOptions,
+        cancel: threading.Event,
+        save: bool,
+        load_progress: Callable[[float, str], None] | None,
+        tick_s: float | None = None,
+    ) -> None:
         self.s, self.user_id, self.files, self.text = service, user_id, files, text
         self.options, self.cancel, self.save, self.load_progress = options, cancel, save, load_progress
         self.tick_s = tick_s  # see CondenseService.condense
@@ -50,8 +60,10 @@ class Run:
         self.length = self.prompts.lengths[options.length]
         self.form = self.prompts.forms[options.form]
         nonce = secrets.token_hex(6)  # unguessable: text inside a document cannot close the data block
-        self.markers = {"doc": (f"<document-{nonce}>", f"</document-{nonce}>"),
-                        "notes": (f"<notes-{nonce}>", f"</notes-{nonce}>")}
+        self.markers = {
+            "doc": (f"<document-{nonce}>", f"</document-{nonce}>"),
+            "notes": (f"<notes-{nonce}>", f"</notes-{nonce}>"),
+        }
         self.nonce = nonce
         self.timings = {"extract_s": 0.0, "map_s": 0.0, "reduce_s": 0.0}
         self.notes_md: list[str] = []
@@ -110,8 +122,12 @@ class Run:
 
     def job(self, label: str, stage: str, text: str, points: str, max_new: int, position: str = "") -> Job:
         bare = self.messages(stage, "", points, position)
-        return Job(label, self.messages(stage, text, points, position), self.params(max_new),
-                    "\n".join(m["content"] for m in bare))
+        return Job(
+            label,
+            self.messages(stage, text, points, position),
+            self.params(max_new),
+            "\n".join(m["content"] for m in bare),
+        )
 
     def messages(self, stage: str, text: str, points: str, position: str = "") -> list[Message]:
         begin, end = self.markers["notes" if stage in ("merge", "final") else "doc"]
@@ -122,8 +138,12 @@ class Run:
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def params(self, max_new: int) -> GenerationParams:
-        return GenerationParams(temperature=max(0.0, self.options.temperature), top_p=0.9,
-                                max_new_tokens=max(16, max_new), seed=self.options.seed)
+        return GenerationParams(
+            temperature=max(0.0, self.options.temperature),
+            top_p=0.9,
+            max_new_tokens=max(16, max_new),
+            seed=self.options.seed,
+        )
 
     def all_markers(self) -> list[str]:
         return [*self.markers["doc"], *self.markers["notes"], self.nonce]
@@ -163,16 +183,26 @@ class Run:
             combined = yield from self.reduce(everything, "all documents")
         self.timings["reduce_s"] = time.perf_counter() - t0
 
-        reports = [document_report(doc, accounting[d], [r for r in records if r.doc == d])
-                   for d, doc in enumerate(docs)]
+        reports = [
+            document_report(doc, accounting[d], [r for r in records if r.doc == d]) for d, doc in enumerate(docs)
+        ]
         summaries = [per_doc[d] for d in range(len(docs))]
         for points in summaries + ([combined] if combined else []):
             attach_quotes(points, catalog)
         title = docs[0].name if len(docs) == 1 else f"{docs[0].name} and {len(docs) - 1} more"
         markdown = render_markdown(catalog, reports, summaries, combined)
-        result = CondenseResult(title, markdown, combined_coverage(reports), reports, summaries, combined,
-                                records, {k: round(v, 3) for k, v in self.timings.items()}, backend.spec,
-                                catalog=catalog)
+        result = CondenseResult(
+            title,
+            markdown,
+            combined_coverage(reports),
+            reports,
+            summaries,
+            combined,
+            records,
+            {k: round(v, 3) for k, v in self.timings.items()},
+            backend.spec,
+            catalog=catalog,
+        )
         kept = ""
         if self.save:
             try:
@@ -189,8 +219,13 @@ class Run:
             for i, f in enumerate(self.files):
                 yield self.update(f"Reading “{f.name}” (file {i + 1} of {total})…", 0.01)
                 try:
-                    docs.append((yield from self.ticking(
-                        functools.partial(extract_document, f.path, f.name, self.s.limits, cancel=self.cancel))))
+                    docs.append(
+                        (
+                            yield from self.ticking(
+                                functools.partial(extract_document, f.path, f.name, self.s.limits, cancel=self.cancel)
+                            )
+                        )
+                    )
                 finally:
                     if f.disposable:  # the upload's copy goes as soon as it is read (or refused)
                         self.released.add(f.path)
@@ -213,8 +248,10 @@ class Run:
         room = self.ctx - self.map_new - overhead - self.margin
         budget = min(o.chunk_tokens or DEFAULT_CHUNK_TOKENS, room)
         if budget < 48:
-            raise InputError(f"The model's context ({self.ctx:,} tokens) is too small to summarise in chunks; "
-                             "pick a model with a longer context.")
+            raise InputError(
+                f"The model's context ({self.ctx:,} tokens) is too small to summarise in chunks; "
+                "pick a model with a longer context."
+            )
         limit = self.ctx - self.map_new - self.margin
 
         def fits(chunk: Chunk) -> bool:
@@ -237,8 +274,9 @@ class Run:
         return f"…{chunk.context}\n\n{chunk.text}" if chunk.context else chunk.text
 
     def map_messages(self, chunk: Chunk, docs: Sequence[ExtractedDocument]) -> list[Message]:
-        return self.messages("map", self.map_text(chunk), self.length.map_points,
-                             self.position(docs[chunk.doc], chunk.number, chunk.of))
+        return self.messages(
+            "map", self.map_text(chunk), self.length.map_points, self.position(docs[chunk.doc], chunk.number, chunk.of)
+        )
 
     def direct_messages(self, chunk: Chunk, doc: ExtractedDocument) -> list[Message]:
         return self.messages("direct", chunk.text, self.length.points, self.position(doc, 1, 1))
@@ -275,11 +313,26 @@ class Run:
                 points = self.replies.notes_from(jobs[i], c)
                 notes_by_chunk[c.index] = points
             quoted = any(p.quoted for p in points)
-            records.append(ChunkRecord(c.doc, c.number, c.of, self.catalog.cite(c.sources), c.tokens,
-                                       "quoted" if quoted else "summarised", len(points)))
-            self.notes_md.append("\n".join([f"**{jobs[i].label}**"] + [
-                f"- {md_text(p.text)} {self.catalog.cite(p.sources, multi)}" for p in points]))
-            yield self.update(f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total)
+            records.append(
+                ChunkRecord(
+                    c.doc,
+                    c.number,
+                    c.of,
+                    self.catalog.cite(c.sources),
+                    c.tokens,
+                    "quoted" if quoted else "summarised",
+                    len(points),
+                )
+            )
+            self.notes_md.append(
+                "\n".join(
+                    [f"**{jobs[i].label}**"]
+                    + [f"- {md_text(p.text)} {self.catalog.cite(p.sources, multi)}" for p in points]
+                )
+            )
+            yield self.update(
+                f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total
+            )
         records.sort(key=lambda r: (r.doc, r.number))
         return notes_by_chunk, per_doc, records
 
@@ -304,9 +357,16 @@ class Run:
                 log.warning("reduce for %s did not converge; keeping %d notes as they are", scope, len(notes))
                 return self.replies.shape(notes) if self.options.length == "tldr" else notes
             level += 1
-            jobs = [self.job(f"group {k + 1} of {len(groups)} (level {level}) of {scope}", "merge",
-                             "\n".join(self.note_lines(g)), self.length.merge_points, self.merge_new)
-                    for k, g in enumerate(groups)]
+            jobs = [
+                self.job(
+                    f"group {k + 1} of {len(groups)} (level {level}) of {scope}",
+                    "merge",
+                    "\n".join(self.note_lines(g)),
+                    self.length.merge_points,
+                    self.merge_new,
+                )
+                for k, g in enumerate(groups)
+            ]
             merged: list[list[Point]] = [[] for _ in groups]
             for event, k in self.run_jobs(jobs):
                 if event == "tick":
@@ -320,8 +380,9 @@ class Run:
             if len(new_notes) >= len(notes) and level > 1:
                 log.warning("reduce for %s is not shrinking at level %d", scope, level)
             notes = new_notes
-        job = self.job(f"final summary of {scope}", "final", "\n".join(self.note_lines(notes)), self.length.points,
-                       self.final_new)
+        job = self.job(
+            f"final summary of {scope}", "final", "\n".join(self.note_lines(notes)), self.length.points, self.final_new
+        )
         for event, _ in self.run_jobs([job]):
             if event == "tick":
                 yield self.last
@@ -363,15 +424,32 @@ class Run:
         assert catalog is not None
 
         def points(ps: Sequence[Point]) -> list[dict]:
-            return [{"text": p.text, "kind": p.kind, "quoted": p.quoted, "citation": catalog.cite(p.sources),
-                     "sources": [{"doc": s.doc, "locator": s.locator} for s in p.sources],
-                     "quotes": [{"locator": s.locator, "doc": s.doc, "passage": q} for s, q in p.quotes]}
-                    for p in ps]
+            return [
+                {
+                    "text": p.text,
+                    "kind": p.kind,
+                    "quoted": p.quoted,
+                    "citation": catalog.cite(p.sources),
+                    "sources": [{"doc": s.doc, "locator": s.locator} for s in p.sources],
+                    "quotes": [{"locator": s.locator, "doc": s.doc, "passage": q} for s, q in p.quotes],
+                }
+                for p in ps
+            ]
 
-        details = {"summaries": [points(ps) for ps in result.summaries],
-                   "combined": points(result.combined) if result.combined else None,
-                   "chunks": [asdict(r) for r in result.chunks], "timings": result.timings}
+        details = {
+            "summaries": [points(ps) for ps in result.summaries],
+            "combined": points(result.combined) if result.combined else None,
+            "chunks": [asdict(r) for r in result.chunks],
+            "timings": result.timings,
+        }
         settings = {**self.options.described(), "model": backend.spec, "model_label": backend.label}
-        return self.s.store.save(self.user_id, result.title, result.markdown, model=backend.spec,
-                                 settings=settings, sources=[asdict(r) for r in result.documents],
-                                 coverage=result.coverage, details=details)
+        return self.s.store.save(
+            self.user_id,
+            result.title,
+            result.markdown,
+            model=backend.spec,
+            settings=settings,
+            sources=[asdict(r) for r in result.documents],
+            coverage=result.coverage,
+            details=details,
+        )

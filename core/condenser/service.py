@@ -1,6 +1,7 @@
 """What the condenser tab does, with no UI: check a request, run it (core/condenser/run.py: read the
 documents, summarise every chunk, combine the notes until they fit, cite real pages or sections), keep
 the result, stop a run on request, and hand back kept summaries. Cancellable at any moment."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -28,9 +29,15 @@ _ACTIVE_KEY = "condense"
 
 
 class CondenseService:
-    def __init__(self, settings: Settings, models: ModelManager, store: SummaryStore,
-                 prompts: CondensePrompts | None = None, limits: ExtractionLimits = ExtractionLimits(),
-                 release_upload: Callable[[str, str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelManager,
+        store: SummaryStore,
+        prompts: CondensePrompts | None = None,
+        limits: ExtractionLimits = ExtractionLimits(),
+        release_upload: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.settings = settings
         self.models = models
         self.store = store
@@ -55,19 +62,36 @@ class CondenseService:
         audience = validate.text("audience", options.audience, 200)
         language = validate.text("language", options.language, 40)
         if (text or "") and len(text) > self.settings.max_input_chars:
-            raise InputError(f"The pasted text is {len(text):,} characters; up to "
-                             f"{self.settings.max_input_chars:,} can be pasted. Upload it as a file instead.")
+            raise InputError(
+                f"The pasted text is {len(text):,} characters; up to "
+                f"{self.settings.max_input_chars:,} can be pasted. Upload it as a file instead."
+            )
         model = validate.model_spec("model", options.model)
         if model and model not in self.models.specs:
             raise InputError(f"Unknown model {model!r}; configured: {', '.join(self.models.specs)}")
-        return replace(options, length=length, form=form, model=model, focus=" ".join(focus.split()),
-                       audience=" ".join(audience.split()), language=" ".join(language.split()))
+        return replace(
+            options,
+            length=length,
+            form=form,
+            model=model,
+            focus=" ".join(focus.split()),
+            audience=" ".join(audience.split()),
+            language=" ".join(language.split()),
+        )
 
     # -- the run -------------------------------------------------------------------------------------
-    def condense(self, user_id: str, files: Sequence[InputFile] = (), text: str = "",
-                 options: CondenseOptions = CondenseOptions(), *, save: bool = True,
-                 load_progress: Callable[[float, str], None] | None = None, session: str = "",
-                 tick_s: float | None = None) -> Iterator[CondenseUpdate]:
+    def condense(
+        self,
+        user_id: str,
+        files: Sequence[InputFile] = (),
+        text: str = "",
+        options: CondenseOptions = CondenseOptions(),
+        *,
+        save: bool = True,
+        load_progress: Callable[[float, str], None] | None = None,
+        session: str = "",
+        tick_s: float | None = None,
+    ) -> Iterator[CondenseUpdate]:
         """Stream progress; the last update carries the result (state "complete"). Raises InputError,
         DocumentError (a file that cannot be read), BackendError or CondenseCancelled. Disposable
         input files are deleted as soon as they are read, and in any case before this ends.
@@ -97,7 +121,6 @@ class CondenseService:
 
     def stop(self, user_id: str, session: str = "") -> bool:
         return self.active.stop(user_id, f"{_ACTIVE_KEY}:{session}") > 0
-
 
     # -- kept summaries (the tab's history and export) ----------------------------------------------
     def history(self, user_id: str) -> list[StoredSummary]:

@@ -2,6 +2,7 @@
 documents it read (names, pages, coverage, chunk accounting). Every query is scoped to a user id, so
 nobody can read or delete another user's summaries, even with a guessed id. Same database file as
 the conversations (WAL; each committed write survives a crash)."""
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,11 @@ CREATE TABLE IF NOT EXISTS summaries (
 CREATE INDEX IF NOT EXISTS summaries_by_user ON summaries(user_id, created_at DESC);
 """
 # Bytes a row's text takes (what counts toward the user's quota); kept in `size`, summed from a covering index.
-_SIZE = ("length(CAST(title AS BLOB)) + length(CAST(model AS BLOB)) + length(CAST(settings AS BLOB))"
-         " + length(CAST(sources AS BLOB)) + length(CAST(coverage AS BLOB)) + length(CAST(markdown AS BLOB))"
-         " + length(CAST(details AS BLOB))")
+_SIZE = (
+    "length(CAST(title AS BLOB)) + length(CAST(model AS BLOB)) + length(CAST(settings AS BLOB))"
+    " + length(CAST(sources AS BLOB)) + length(CAST(coverage AS BLOB)) + length(CAST(markdown AS BLOB))"
+    " + length(CAST(details AS BLOB))"
+)
 
 
 @dataclass
@@ -64,19 +67,46 @@ class SummaryStore(SQLiteDB):
                 db.execute(f"UPDATE summaries SET size = {_SIZE}")
         self._conn().execute("CREATE INDEX IF NOT EXISTS summaries_usage ON summaries(user_id, size)")
 
-    def save(self, user_id: str, title: str, markdown: str, *, model: str = "",
-             settings: dict | None = None, sources: list | None = None, coverage: str = "",
-             details: dict | None = None) -> StoredSummary:
+    def save(
+        self,
+        user_id: str,
+        title: str,
+        markdown: str,
+        *,
+        model: str = "",
+        settings: dict | None = None,
+        sources: list | None = None,
+        coverage: str = "",
+        details: dict | None = None,
+    ) -> StoredSummary:
         """Raises QuotaExceededError (past the user's quota) or StorageFullError (disk full); nothing is kept then."""
-        item = StoredSummary(uuid.uuid4().hex, user_id, " ".join(title.split())[:200] or "Summary", markdown,
-                             model, dict(settings or {}), list(sources or []), coverage, dict(details or {}),
-                             time.time())
-        values = (item.title, model, json.dumps(item.settings), json.dumps(item.sources), coverage, markdown,
-                  json.dumps(item.details))
+        item = StoredSummary(
+            uuid.uuid4().hex,
+            user_id,
+            " ".join(title.split())[:200] or "Summary",
+            markdown,
+            model,
+            dict(settings or {}),
+            list(sources or []),
+            coverage,
+            dict(details or {}),
+            time.time(),
+        )
+        values = (
+            item.title,
+            model,
+            json.dumps(item.settings),
+            json.dumps(item.sources),
+            coverage,
+            markdown,
+            json.dumps(item.details),
+        )
         size = sum(len(v.encode("utf-8", "surrogatepass")) for v in values)
         with reserved(self.quota, user_id, size), self._tx() as db:
-            db.execute("INSERT INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (item.id, user_id, *values, item.created_at, size))
+            db.execute(
+                "INSERT INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (item.id, user_id, *values, item.created_at, size),
+            )
         return item
 
     def bytes_used(self, user_id: str) -> int:
@@ -87,8 +117,11 @@ class SummaryStore(SQLiteDB):
         return self._delete_before("summaries", "created_at", cutoff, user_id)
 
     def get(self, user_id: str, summary_id: str) -> StoredSummary:
-        row = self._conn().execute("SELECT * FROM summaries WHERE id = ? AND user_id = ?",
-                                   (summary_id, user_id)).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT * FROM summaries WHERE id = ? AND user_id = ?", (summary_id, user_id))
+            .fetchone()
+        )
         if row is None:
             raise SummaryNotFound("No such summary (it may have been deleted)")
         return _from_row(row)
@@ -97,18 +130,27 @@ class SummaryStore(SQLiteDB):
         """Newest first, without the (possibly large) details."""
         rows = self._conn().execute(
             "SELECT id, user_id, title, model, settings, sources, coverage, '' AS markdown, '{}' AS details,"
-            " created_at FROM summaries WHERE user_id = ? ORDER BY created_at DESC LIMIT ?", (user_id, limit))
+            " created_at FROM summaries WHERE user_id = ? ORDER BY created_at DESC LIMIT ?",
+            (user_id, limit),
+        )
         return [_from_row(r) for r in rows]
 
     def delete(self, user_id: str, summary_id: str) -> None:
         with self._tx() as db:
-            if db.execute("DELETE FROM summaries WHERE id = ? AND user_id = ?",
-                          (summary_id, user_id)).rowcount == 0:
+            if db.execute("DELETE FROM summaries WHERE id = ? AND user_id = ?", (summary_id, user_id)).rowcount == 0:
                 raise SummaryNotFound("No such summary (it may have been deleted)")
 
 
 def _from_row(row: sqlite3.Row) -> StoredSummary:
-    return StoredSummary(id=row["id"], user_id=row["user_id"], title=row["title"], markdown=row["markdown"],
-                         model=row["model"], settings=json.loads(row["settings"]),
-                         sources=json.loads(row["sources"]), coverage=row["coverage"],
-                         details=json.loads(row["details"]), created_at=row["created_at"])
+    return StoredSummary(
+        id=row["id"],
+        user_id=row["user_id"],
+        title=row["title"],
+        markdown=row["markdown"],
+        model=row["model"],
+        settings=json.loads(row["settings"]),
+        sources=json.loads(row["sources"]),
+        coverage=row["coverage"],
+        details=json.loads(row["details"]),
+        created_at=row["created_at"],
+    )

@@ -3,6 +3,7 @@ writes one JSON reply. Run as `python -I core/condenser/worker.py` with a JSON r
 imports nothing from this project, and only the standard library at module top (the parent imports
 it for the plain-text splitters), so a parser crash, hang or memory blow-up costs only this process.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,6 +40,7 @@ class Failure(Exception):
 
 # --- plain text (also used in the parent for pasted text) -------------------------------------------
 
+
 def clean_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     # Control characters are font garbage (math fonts in PDFs) or binary debris; form feeds and
@@ -69,7 +71,7 @@ def split_plain_text(text: str) -> list[tuple[str, int | None, str | None]]:
 
 def _line_segment(lines: list[str], first: int, last: int) -> tuple[str, int | None, str | None]:
     name = f"line {first}" if first == last else f"lines {first}-{last}"
-    return clean_text("\n".join(lines[first - 1:last])), None, name
+    return clean_text("\n".join(lines[first - 1 : last])), None, name
 
 
 def utf16_order(head: bytes) -> str | None:
@@ -91,11 +93,16 @@ def utf16_order(head: bytes) -> str | None:
 
 def decode_text(data: bytes) -> tuple[str, str]:
     """UTF-8 first (it almost never decodes non-UTF-8 text by accident), then charset-normalizer."""
-    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"),
-                       (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+    for bom, codec in (
+        (b"\xef\xbb\xbf", "utf-8"),
+        (b"\xff\xfe\x00\x00", "utf-32-le"),
+        (b"\x00\x00\xfe\xff", "utf-32-be"),
+        (b"\xff\xfe", "utf-16-le"),
+        (b"\xfe\xff", "utf-16-be"),
+    ):
         if data.startswith(bom):
             try:
-                return data[len(bom):].decode(codec), codec
+                return data[len(bom) :].decode(codec), codec
             except UnicodeDecodeError as exc:
                 raise Failure("corrupt", f"{codec} text with invalid bytes: {exc}") from None
     order = utf16_order(data[:4096]) if b"\x00" in data[:4096] else None
@@ -171,8 +178,13 @@ def split_markdown(text: str) -> list[tuple[str, int | None, str | None]]:
         m = _MD_HEADING.match(line)
         if m:
             heading = m.group(2)
-        elif (line.strip() and i < len(lines) and _MD_SETEXT.match(lines[i])
-              and not _MD_LIST.match(line) and (i < 2 or not lines[i - 2].strip())):
+        elif (
+            line.strip()
+            and i < len(lines)
+            and _MD_SETEXT.match(lines[i])
+            and not _MD_LIST.match(line)
+            and (i < 2 or not lines[i - 2].strip())
+        ):
             heading = line.strip()
             i += 1  # skip the underline
         if heading is None:
@@ -228,9 +240,17 @@ def _parse_html(path: str, request: dict) -> dict:
 
     # Main content only: navigation, sidebars, scripts and styles are dropped; headings survive as
     # <head> elements, which become the section names.
-    xml = trafilatura.extract(html, output_format="xml", include_tables=True, include_comments=False,
-                              include_formatting=False, include_links=False, include_images=False,
-                              with_metadata=False, favor_recall=True)
+    xml = trafilatura.extract(
+        html,
+        output_format="xml",
+        include_tables=True,
+        include_comments=False,
+        include_formatting=False,
+        include_links=False,
+        include_images=False,
+        with_metadata=False,
+        favor_recall=True,
+    )
     segments: list[tuple[str, int | None, str | None]] = []
     warnings: list[str] = []
     if xml:
@@ -238,7 +258,7 @@ def _parse_html(path: str, request: dict) -> dict:
         main = root.find("main")
         buf: list[str] = []
         section, only_headings = None, True
-        for el in (main if main is not None else root):
+        for el in main if main is not None else root:
             if el.tag == "head":
                 title = re.sub(r"\s*\[edit\]\s*$", "", _element_text(el))[:120]
                 if not title:
@@ -268,8 +288,9 @@ def _parse_html(path: str, request: dict) -> dict:
         text = trafilatura.html2txt(html) or ""
         segments = [(clean_text(text), None, None)] if text.strip() else []
         if segments:
-            warnings.append("The main content could not be told apart from the page around it, so all "
-                            "visible text was kept.")
+            warnings.append(
+                "The main content could not be told apart from the page around it, so all visible text was kept."
+            )
     return {"segments": [s for s in segments if s[0]], "encoding": encoding, "warnings": warnings}
 
 
@@ -284,6 +305,7 @@ def _element_text(el) -> str:
 
 
 # --- DOCX -------------------------------------------------------------------------------------------
+
 
 def _check_zip(path: str, request: dict) -> None:
     limits = request["limits"]
@@ -301,9 +323,15 @@ def _check_zip(path: str, request: dict) -> None:
         raise Failure("oversize", f"unpacks to {unpacked} bytes", reason="unpacked", unpacked=unpacked)
     names = {i.filename for i in infos}
     if "word/document.xml" not in names:
-        detected = ("an Excel workbook" if "xl/workbook.xml" in names else
-                    "a PowerPoint presentation" if "ppt/presentation.xml" in names else
-                    "an OpenDocument file" if "mimetype" in names else "a ZIP archive")
+        detected = (
+            "an Excel workbook"
+            if "xl/workbook.xml" in names
+            else "a PowerPoint presentation"
+            if "ppt/presentation.xml" in names
+            else "an OpenDocument file"
+            if "mimetype" in names
+            else "a ZIP archive"
+        )
         raise Failure("mislabelled", "no word/document.xml", detected=detected)
 
 
@@ -443,6 +471,7 @@ def _parse_docx(path: str, request: dict) -> dict:
 
 # --- PDF --------------------------------------------------------------------------------------------
 
+
 def _page_has_images(page) -> bool:
     try:
         resources = page.get("/Resources")
@@ -491,20 +520,27 @@ def _ocr_pages(path: str, numbers: list[int], request: dict, exe: str, deadline:
             # Binary PGM: tesseract reads it from stdin, so no image ever touches the disk.
             w, h, stride = bitmap.width, bitmap.height, bitmap.stride
             raw = bytes(bitmap.buffer)
-            rows = raw if stride == w else b"".join(raw[y * stride:y * stride + w] for y in range(h))
+            rows = raw if stride == w else b"".join(raw[y * stride : y * stride + w] for y in range(h))
             pgm = b"P5\n%d %d\n255\n" % (w, h) + rows
             del raw, rows, bitmap
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Failure("parser_timeout", "OCR ran out of time")
             try:
-                done = subprocess.run([exe, "stdin", "stdout", "-l", limits["ocr_languages"]], input=pgm,
-                                      capture_output=True, timeout=remaining, env=env)
+                done = subprocess.run(
+                    [exe, "stdin", "stdout", "-l", limits["ocr_languages"]],
+                    input=pgm,
+                    capture_output=True,
+                    timeout=remaining,
+                    env=env,
+                )
             except subprocess.TimeoutExpired:  # run() has killed and reaped tesseract
                 raise Failure("parser_timeout", f"OCR of page {number} ran out of time") from None
             if done.returncode != 0:
-                raise Failure("parser_crashed", f"tesseract exit {done.returncode}: "
-                              f"{done.stderr.decode('utf-8', 'replace')[-300:]}")
+                raise Failure(
+                    "parser_crashed",
+                    f"tesseract exit {done.returncode}: {done.stderr.decode('utf-8', 'replace')[-300:]}",
+                )
             texts[number] = clean_text(done.stdout.decode("utf-8", "replace"))
     finally:
         pdf.close()
@@ -566,10 +602,10 @@ def _read_pdf(path: str, request: dict) -> dict:
     if failed and len(failed) == page_count:
         raise Failure("corrupt", "no page could be read", pages=page_count)
     if failed:
-        warnings.append(f"{_pages_phrase(failed)} could not be read (damaged content); "
-                        "their text is missing.")
-    blank = [n for n, (t, has_img) in enumerate(zip(texts, images), start=1)
-             if not t and not has_img and n not in failed]
+        warnings.append(f"{_pages_phrase(failed)} could not be read (damaged content); their text is missing.")
+    blank = [
+        n for n, (t, has_img) in enumerate(zip(texts, images), start=1) if not t and not has_img and n not in failed
+    ]
     if blank and any(texts):
         verb = "is" if len(blank) == 1 else "are"
         warnings.append(f"{_pages_phrase(blank)} {verb} blank (no text, no images).")
@@ -581,12 +617,18 @@ def _read_pdf(path: str, request: dict) -> dict:
             if not any(texts):
                 reason = "disabled" if not limits["ocr"] else "no_tesseract"
                 raise Failure("image_only", reason=reason, languages=limits["ocr_languages"], pages=page_count)
-            warnings.append(f"{_pages_phrase(scanned)}: scanned images without a text layer, skipped "
-                            "(OCR is not available).")
+            warnings.append(
+                f"{_pages_phrase(scanned)}: scanned images without a text layer, skipped (OCR is not available)."
+            )
         else:
             if len(scanned) > limits["ocr_max_pages"]:
-                raise Failure("oversize", f"{len(scanned)} scanned pages", reason="ocr_pages",
-                              pages=len(scanned), limit=limits["ocr_max_pages"])
+                raise Failure(
+                    "oversize",
+                    f"{len(scanned)} scanned pages",
+                    reason="ocr_pages",
+                    pages=len(scanned),
+                    limit=limits["ocr_max_pages"],
+                )
             # Stop tesseract (and reap it) a little before the parent would kill this whole process.
             timeout = float(limits["timeout_s"])
             deadline = _PROCESS_START + timeout - min(1.0, 0.2 * timeout)
@@ -607,6 +649,7 @@ def _pages_phrase(numbers: list[int]) -> str:
 
 # --- entry point ------------------------------------------------------------------------------------
 
+
 def _read_limited(path: str, request: dict) -> bytes:
     with open(path, "rb") as fh:
         data = fh.read(request["limits"]["max_bytes"] + 1)
@@ -615,8 +658,7 @@ def _read_limited(path: str, request: dict) -> bytes:
     return data
 
 
-PARSERS = {"pdf": _parse_pdf, "docx": _parse_docx, "txt": _parse_txt, "markdown": _parse_markdown,
-           "html": _parse_html}
+PARSERS = {"pdf": _parse_pdf, "docx": _parse_docx, "txt": _parse_txt, "markdown": _parse_markdown, "html": _parse_html}
 
 
 def parse(request: dict) -> dict:
@@ -627,9 +669,13 @@ def parse(request: dict) -> dict:
     chars = sum(len(s[0]) for s in segments)
     if chars > request["limits"]["max_chars"]:
         raise Failure("oversize", f"{chars} characters", reason="chars", chars=chars)
-    return {"segments": segments, "page_count": result.get("page_count"),
-            "encoding": result.get("encoding"), "ocr_used": bool(result.get("ocr_used")),
-            "warnings": list(result.get("warnings", []))}
+    return {
+        "segments": segments,
+        "page_count": result.get("page_count"),
+        "encoding": result.get("encoding"),
+        "ocr_used": bool(result.get("ocr_used")),
+        "warnings": list(result.get("warnings", [])),
+    }
 
 
 def _limit_resources(limits: dict) -> None:

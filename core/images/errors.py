@@ -1,5 +1,6 @@
 """The image studio's own errors: a request or upload refused before any model runs, and an image that is not in
 the user's gallery. Core raises them; the UI turns them into messages."""
+
 from __future__ import annotations
 
 from core.errors import InputError

@@ -1,5 +1,6 @@
 """Uploaded images, opened without trusting them: sizes are checked before any pixel is decoded, only common
 formats are decoded at all, and every result comes out as RGB (or an L mask)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,11 @@ MIN_UPLOAD_SIDE = 16  # a 1x1 "image" cannot guide anything; 16 still allows sma
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # decoders we let run at all (JPEG covers MPO)
 
 
-def load_user_image(source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Any,
-                    purpose: str = "image", notes: list[str] | None = None) -> Any:
+def load_user_image(
+    source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Any,
+    purpose: str = "image",
+    notes: list[str] | None = None,
+) -> Any:
     """Open an uploaded image without trusting it: the header is checked before any pixel is
     decoded, only common formats are decoded at all, and a damaged file raises instead of giving
     half an image. Returns RGB (alpha composited on white), or L for purpose="mask" (painted =
@@ -45,11 +49,16 @@ def load_user_image(source: str | os.PathLike | bytes | bytearray | memoryview |
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _too_large_from_pil(exc, what) from None
         except Image.UnidentifiedImageError:
-            raise ImageInputError("not_an_image", f"The {what} is not an image this studio can read "
-                                  f"(use PNG, JPEG, WebP, GIF, BMP or TIFF).") from None
+            raise ImageInputError(
+                "not_an_image",
+                f"The {what} is not an image this studio can read (use PNG, JPEG, WebP, GIF, BMP or TIFF).",
+            ) from None
         except ValueError as exc:  # PNG text/ICC chunks that inflate beyond Pillow's caps
-            raise ImageInputError("decompression_bomb", f"The {what} carries metadata that expands to an "
-                                  f"absurd size (a decompression bomb); it was refused. ({exc})") from None
+            raise ImageInputError(
+                "decompression_bomb",
+                f"The {what} carries metadata that expands to an "
+                f"absurd size (a decompression bomb); it was refused. ({exc})",
+            ) from None
         except (OSError, SyntaxError, EOFError, struct.error) as exc:
             raise ImageInputError("corrupt", f"The {what} is damaged and cannot be read ({exc}).") from None
         _check_dimensions(image.size, what)
@@ -63,8 +72,9 @@ def load_user_image(source: str | os.PathLike | bytes | bytearray | memoryview |
             text = str(exc)
             code = "truncated" if "truncat" in text.lower() or isinstance(exc, EOFError) else "corrupt"
             state = "incomplete (the file was cut short)" if code == "truncated" else "damaged"
-            raise ImageInputError(code, f"The {what} is {state} and cannot be used; upload the full file again "
-                                  f"({text}).") from None
+            raise ImageInputError(
+                code, f"The {what} is {state} and cannot be used; upload the full file again ({text})."
+            ) from None
         with contextlib.suppress(Exception):  # a broken EXIF block is no reason to refuse the pixels
             image = ImageOps.exif_transpose(image)  # phone photos: stored sideways, shown upright
     return _normalise_mode(image, purpose, what, notes)
@@ -94,20 +104,26 @@ def _check_dimensions(size: tuple[int, int], what: str) -> None:
     w, h = size
     if w * h > MAX_UPLOAD_PIXELS or max(w, h) > MAX_UPLOAD_SIDE:
         raise ImageInputError(
-            "too_large", f"The {what} is {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is "
+            "too_large",
+            f"The {what} is {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is "
             f"{MAX_UPLOAD_PIXELS // 1_000_000} MP and {MAX_UPLOAD_SIDE} pixels a side. It was refused "
-            "without being decoded: scale it down and upload it again.")
+            "without being decoded: scale it down and upload it again.",
+        )
     if min(w, h) < MIN_UPLOAD_SIDE:
-        raise ImageInputError("too_small", f"The {what} is only {w}x{h} pixels; it needs at least "
-                              f"{MIN_UPLOAD_SIDE} pixels a side to be useful.")
+        raise ImageInputError(
+            "too_small",
+            f"The {what} is only {w}x{h} pixels; it needs at least {MIN_UPLOAD_SIDE} pixels a side to be useful.",
+        )
 
 
 def _too_large_from_pil(exc: Exception, what: str) -> ImageInputError:
     m = re.search(r"\((\d+) pixels\)", str(exc))
     size = f" declares {int(m.group(1)) / 1e6:.0f} MP" if m else " is far too large"
     return ImageInputError(
-        "too_large", f"The {what}{size}; the limit is {MAX_UPLOAD_PIXELS // 1_000_000} MP. It was refused "
-        "without being decoded (a tiny file that declares this many pixels is a decompression bomb).")
+        "too_large",
+        f"The {what}{size}; the limit is {MAX_UPLOAD_PIXELS // 1_000_000} MP. It was refused "
+        "without being decoded (a tiny file that declares this many pixels is a decompression bomb).",
+    )
 
 
 def _normalise_mode(image: Any, purpose: str, what: str, notes: list[str]) -> Any:

@@ -1,4 +1,5 @@
 """One image model's line of jobs: one job at a time on the model, turns shared fairly between users."""
+
 from __future__ import annotations
 
 import itertools
@@ -69,8 +70,9 @@ class ModelQueue:
         self._cond.notify_all()
 
     @contextmanager
-    def slot(self, cancel: threading.Event, on_wait: Callable[[int], None] | None = None,
-             user: str = "") -> Iterator[Turn]:
+    def slot(
+        self, cancel: threading.Event, on_wait: Callable[[int], None] | None = None, user: str = ""
+    ) -> Iterator[Turn]:
         ticket = _Ticket(user, next(self._arrivals))
         with self._cond:
             self._acquire(ticket, cancel, on_wait)

@@ -1,5 +1,6 @@
 """The configured image models (STUDIO_IMAGE_MODEL): the shared lazy registry with the image studio's own error for
 an unknown model, and the lookup from a PNG's `Model:` field back to a configured spec."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -25,8 +26,12 @@ class ImageModelManager(LazyRegistry[ImageBackend]):
         self.settings = settings
         for raw in settings.image_models:
             parse_image_spec(raw)  # fail fast on a mistyped STUDIO_IMAGE_MODEL
-        super().__init__(tuple(s.strip() for s in settings.image_models),
-                         lambda spec: create_image_backend(spec, settings), _unknown, ready=backends)
+        super().__init__(
+            tuple(s.strip() for s in settings.image_models),
+            lambda spec: create_image_backend(spec, settings),
+            _unknown,
+            ready=backends,
+        )
 
     def resolve(self, spec: str | None) -> str:
         """A spec as a form or API caller sends it: text, surrounding spaces ignored."""

@@ -1,5 +1,6 @@
 """The A1111 `parameters` text that stable-diffusion-webui, Forge and Fooocus write into a PNG, and our PNG
 encoder: a parameters dict to infotext and back, written into the PNG and read from its chunks without decoding."""
+
 from __future__ import annotations
 
 import io
@@ -35,7 +36,7 @@ _BY_LABEL = {label: (key, kind) for key, (label, kind) in _FIELDS.items()}
 # a label has no leading \s* and at most 64 characters: otherwise every start position of a long line
 # without pairs scans to its end, and 1 MB of text in a PNG takes hours (quadratic backtracking).
 _LABEL = r"\w[\w \-/]{1,63}"
-_RE_PARAM = re.compile(r'(' + _LABEL + r'):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_RE_PARAM = re.compile(r"(" + _LABEL + r'):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _RE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _RE_INT = re.compile(r"^-?\d+$")
 _RE_FLOAT = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
@@ -99,8 +100,11 @@ def to_infotext(parameters: dict) -> str:
         if not re.fullmatch(_LABEL, label):
             raise ValueError(f"Parameter name {key!r} cannot be written in A1111's format")
         value = params[key]
-        if key not in _FIELDS and isinstance(value, str) and (_RE_INT.match(value) or _RE_FLOAT.match(value)
-                                                              or value in ("True", "False")):
+        if (
+            key not in _FIELDS
+            and isinstance(value, str)
+            and (_RE_INT.match(value) or _RE_FLOAT.match(value) or value in ("True", "False"))
+        ):
             pairs.append(f"{label}: {json.dumps(value)}")  # quoted, so it is read back as text, not a number
         else:
             pairs.append(f"{label}: {_quote(value)}")
@@ -133,7 +137,7 @@ def parse_infotext(text: str) -> dict:
         line = line.strip()
         if line.startswith("Negative prompt:"):
             in_negative = True
-            line = line[len("Negative prompt:"):].strip()
+            line = line[len("Negative prompt:") :].strip()
         (negative if in_negative else prompt).append(line)
     result: dict[str, Any] = {}
     if any(prompt):
@@ -189,8 +193,8 @@ def encode_png(image: Any, parameters: dict, compress_level: int = 1, threads: i
     flat = pixels.reshape(height, width * channels)
     rows = np.empty((height, width * channels + 1), np.uint8)
     rows[:, 0] = 1  # filter type 1 (Sub): each byte minus the same channel of the pixel to its left
-    rows[:, 1:1 + channels] = flat[:, :channels]
-    np.subtract(flat[:, channels:], flat[:, :-channels], out=rows[:, 1 + channels:])  # uint8 wraps, as PNG wants
+    rows[:, 1 : 1 + channels] = flat[:, :channels]
+    np.subtract(flat[:, channels:], flat[:, :-channels], out=rows[:, 1 + channels :])  # uint8 wraps, as PNG wants
     data = _deflate(rows, compress_level, threads)
 
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -201,8 +205,13 @@ def encode_png(image: Any, parameters: dict, compress_level: int = 1, threads: i
     except UnicodeEncodeError:
         text_chunk = chunk(b"iTXt", b"parameters\0\0\0\0\0" + text.encode("utf-8"))
     colour = {1: 0, 3: 2, 4: 6}[channels]  # greyscale, truecolour, truecolour with alpha
-    return (_PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
-            + text_chunk + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return (
+        _PNG_SIGNATURE
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
+        + text_chunk
+        + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )
 
 
 def _deflate(rows: Any, level: int, threads: int) -> bytes:
@@ -225,8 +234,9 @@ def _deflate(rows: Any, level: int, threads: int) -> bytes:
 
     def deflate(i: int) -> None:
         packer = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
-        out[i] = packer.compress(rows[bounds[i]:bounds[i + 1]]) + packer.flush(
-            isal_zlib.Z_FINISH if i == pieces - 1 else isal_zlib.Z_SYNC_FLUSH)
+        out[i] = packer.compress(rows[bounds[i] : bounds[i + 1]]) + packer.flush(
+            isal_zlib.Z_FINISH if i == pieces - 1 else isal_zlib.Z_SYNC_FLUSH
+        )
 
     helpers = [threading.Thread(target=deflate, args=(i,), name="png-deflate") for i in range(1, pieces)]
     for helper in helpers:
@@ -251,8 +261,8 @@ def read_png_text(source: str | os.PathLike | bytes | bytearray) -> str | None:
         raise ImageInputError("not_png", "Only PNG files carry generation parameters here.")
     pos = len(_PNG_SIGNATURE)
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IEND" or len(body) < length:
             break

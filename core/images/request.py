@@ -1,5 +1,6 @@
 """Image requests, with no gradio and no model: the limits of every count and size, and raw form values (or an
 image's parameters) turned into a checked ImageRequest plus notes saying what was changed."""
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def _number(name: str, value: Any, default: float | None = None) -> float:
     except (TypeError, ValueError):
         raise ImageInputError("bad_number", f"{name} must be a number, not {str(value)[:40]!r}.") from None
     except OverflowError:  # an integer too large for a float: JSON allows any number of digits
-        raise ImageInputError("bad_number", f"{name} is far out of range (a number with "
-                              f"{len(str(abs(value)))} digits).") from None
+        raise ImageInputError(
+            "bad_number", f"{name} is far out of range (a number with {len(str(abs(value)))} digits)."
+        ) from None
     if not math.isfinite(number):
         raise ImageInputError("bad_number", f"{name} must be a finite number, not {value!r}.")
     return number
@@ -110,17 +112,32 @@ def _fit_size(name: str, asked: float, multiple: int, limit: int, notes: list[st
     high = max(low, limit // multiple * multiple)
     size = min(high, max(low, int(round(asked / multiple)) * multiple))
     if size != asked:
-        why = (f"the model needs multiples of {multiple}" if low <= asked <= high
-               else f"the model allows {low} to {high}")
+        why = (
+            f"the model needs multiples of {multiple}" if low <= asked <= high else f"the model allows {low} to {high}"
+        )
         notes.append(f"{name} {asked:g} became {size} ({why}).")
     return size
 
 
-def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_prompt: Any = "",
-                      mode: str = "txt2img", seed: Any = -1, steps: Any = 4, guidance: Any = 0.0,
-                      width: Any = None, height: Any = None, scheduler: Any = "", batch_count: Any = 1,
-                      strength: Any = 0.6, init_image: Any = None, mask_image: Any = None,
-                      seed_b: Any = None, interpolation_steps: Any = 0) -> tuple[ImageRequest, list[str]]:
+def normalise_request(
+    *,
+    caps: ImageCapabilities,
+    prompt: Any = "",
+    negative_prompt: Any = "",
+    mode: str = "txt2img",
+    seed: Any = -1,
+    steps: Any = 4,
+    guidance: Any = 0.0,
+    width: Any = None,
+    height: Any = None,
+    scheduler: Any = "",
+    batch_count: Any = 1,
+    strength: Any = 0.6,
+    init_image: Any = None,
+    mask_image: Any = None,
+    seed_b: Any = None,
+    interpolation_steps: Any = 0,
+) -> tuple[ImageRequest, list[str]]:
     """Form values (strings, floats, None) -> a concrete ImageRequest plus notes to show the user
     about anything changed. Raises ImageInputError when a request cannot be made sensible; no model
     ever sees such a request. Images must already come from `load_user_image`."""
@@ -129,16 +146,18 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
         raise ImageInputError("mode_unsupported", f"The mode (mode) must be text, not {type(mode).__name__}.")
     mode = (mode or "txt2img").strip()
     if mode not in caps.modes:
-        raise ImageInputError("mode_unsupported",
-                              f"This model cannot do {mode[:40]!r}; it can do: {', '.join(caps.modes)}.")
+        raise ImageInputError(
+            "mode_unsupported", f"This model cannot do {mode[:40]!r}; it can do: {', '.join(caps.modes)}."
+        )
     prompt = _text("The prompt (prompt)", prompt)
     negative_prompt = _text("The negative prompt (negative_prompt)", negative_prompt)
     if mode in PROMPT_MODES and not prompt:
         raise ImageInputError("empty_prompt", "Write a prompt describing the image you want.")
     for name, text in (("The prompt (prompt)", prompt), ("The negative prompt (negative_prompt)", negative_prompt)):
         if len(text) > MAX_PROMPT_CHARS:
-            raise ImageInputError("prompt_too_long",
-                                  f"{name} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}.")
+            raise ImageInputError(
+                "prompt_too_long", f"{name} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}."
+            )
 
     if mode == "random" and (prompt or negative_prompt):
         notes.append("This model makes random images: the prompt is not used.")
@@ -161,8 +180,11 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
 
     scheduler = _text("The sampler (scheduler)", scheduler)
     if len(scheduler) > MAX_SCHEDULER_CHARS or (scheduler and caps.schedulers and scheduler not in caps.schedulers):
-        raise ImageInputError("unknown_scheduler", f"Unknown sampler {scheduler[:MAX_SCHEDULER_CHARS]!r}; choose one "
-                              f"of: {', '.join(caps.schedulers) or '(this model has no sampler choice)'}.")
+        raise ImageInputError(
+            "unknown_scheduler",
+            f"Unknown sampler {scheduler[:MAX_SCHEDULER_CHARS]!r}; choose one "
+            f"of: {', '.join(caps.schedulers) or '(this model has no sampler choice)'}.",
+        )
 
     strength_value = 0.6
     if mode in IMAGE_MODES:
@@ -176,15 +198,18 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
         if int(steps_value * strength_value) < 1:
             # diffusers runs int(steps * strength) steps and fails on zero.
             needed = min(caps.max_steps, math.ceil(1 / strength_value))
-            notes.append(f"Steps {steps_value} became {needed} so that strength {strength_value:g} "
-                         "runs at least one step.")
+            notes.append(
+                f"Steps {steps_value} became {needed} so that strength {strength_value:g} runs at least one step."
+            )
             steps_value = needed
 
     if mode == "random":
         # The generator's output size is fixed: whatever the form says, record what it makes.
         width_value, height_value = caps.max_width, caps.max_height
-        if any(v is not None and _number("Size (width, height)", v) != fixed
-               for v, fixed in ((width, width_value), (height, height_value))):
+        if any(
+            v is not None and _number("Size (width, height)", v) != fixed
+            for v, fixed in ((width, width_value), (height, height_value))
+        ):
             notes.append(f"Size is fixed at {width_value}x{height_value} for this model.")
     elif mode in IMAGE_MODES:
         # The result has the seed image's shape; only its scale changes (to the model's limits, and MAX_PIXELS).
@@ -193,16 +218,21 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
         width_value = _fit_size("Width", w * scale, caps.size_multiple, caps.max_width, [])
         height_value = _fit_size("Height", h * scale, caps.size_multiple, caps.max_height, [])
         if (width_value, height_value) != (w, h):
-            notes.append(f"The image ({w}x{h}) is used at {width_value}x{height_value} "
-                         f"(the model's limit and multiples of {caps.size_multiple}).")
+            notes.append(
+                f"The image ({w}x{h}) is used at {width_value}x{height_value} "
+                f"(the model's limit and multiples of {caps.size_multiple})."
+            )
     else:
         asked_w = _number("Width (width)", width, 512)
         asked_h = _number("Height (height)", height, 512)
         _refuse_outside("bad_size", "Width (width)", asked_w, MIN_SIZE, MAX_SIDE)
         _refuse_outside("bad_size", "Height (height)", asked_h, MIN_SIZE, MAX_SIDE)
         if asked_w * asked_h > MAX_PIXELS:
-            raise ImageInputError("bad_size", f"Width x height ({asked_w:g}x{asked_h:g}) is {asked_w * asked_h:,.0f} "
-                                  f"pixels; the limit is {MAX_PIXELS:,} (3840x2160).")
+            raise ImageInputError(
+                "bad_size",
+                f"Width x height ({asked_w:g}x{asked_h:g}) is {asked_w * asked_h:,.0f} "
+                f"pixels; the limit is {MAX_PIXELS:,} (3840x2160).",
+            )
         width_value = _fit_size("Width", asked_w, caps.size_multiple, caps.max_width, notes)
         height_value = _fit_size("Height", asked_h, caps.size_multiple, caps.max_height, notes)
 
@@ -218,12 +248,21 @@ def normalise_request(*, caps: ImageCapabilities, prompt: Any = "", negative_pro
             seed_b_value = _seed("Second seed (seed_b)", seed_b, notes)
 
     request = ImageRequest(
-        prompt=prompt, negative_prompt=negative_prompt, mode=mode, seed=seed_value,
-        steps=steps_value, guidance=guidance_value, width=width_value, height=height_value,
-        scheduler=scheduler, batch_count=1 if frames else batch, strength=strength_value,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        mode=mode,
+        seed=seed_value,
+        steps=steps_value,
+        guidance=guidance_value,
+        width=width_value,
+        height=height_value,
+        scheduler=scheduler,
+        batch_count=1 if frames else batch,
+        strength=strength_value,
         init_image=_fit(init_image, width_value, height_value) if mode in IMAGE_MODES else None,
         mask_image=_fit(mask_image, width_value, height_value, mask=True) if mode == "inpaint" else None,
-        seed_b=seed_b_value, interpolation_steps=frames,
+        seed_b=seed_b_value,
+        interpolation_steps=frames,
     )
     return request, notes
 
@@ -243,10 +282,18 @@ def parameters_for(request: ImageRequest, *, seed: int, model: str, **extra: Any
     """The canonical `parameters` dict for one image of `request` (what a backend puts in
     GeneratedImage.parameters). Keys are ImageRequest field names plus model/model_hash and any
     extras (e.g. truncation, licence); `encode_png` turns it into A1111's text format."""
-    params: dict[str, Any] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt,
-                              "mode": request.mode, "steps": request.steps, "scheduler": request.scheduler,
-                              "guidance": request.guidance, "seed": seed, "width": request.width,
-                              "height": request.height, "model": model}
+    params: dict[str, Any] = {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "mode": request.mode,
+        "steps": request.steps,
+        "scheduler": request.scheduler,
+        "guidance": request.guidance,
+        "seed": seed,
+        "width": request.width,
+        "height": request.height,
+        "model": model,
+    }
     if request.mode in IMAGE_MODES:
         params["strength"] = request.strength
     params.update(extra)
@@ -257,8 +304,21 @@ def request_fields(parameters: dict) -> dict:
     """Parameters (ours, or parsed from any A1111 PNG) -> keyword arguments for
     `normalise_request` ("reuse parameters"); `model` is returned too so the picker can follow."""
     fields: dict[str, Any] = {}
-    for key in ("prompt", "negative_prompt", "mode", "seed", "steps", "guidance", "width", "height",
-                "scheduler", "strength", "seed_b", "interpolation_steps", "model"):
+    for key in (
+        "prompt",
+        "negative_prompt",
+        "mode",
+        "seed",
+        "steps",
+        "guidance",
+        "width",
+        "height",
+        "scheduler",
+        "strength",
+        "seed_b",
+        "interpolation_steps",
+        "model",
+    ):
         if key in parameters:
             fields[key] = parameters[key]
     if "mode" not in fields:

@@ -1,6 +1,7 @@
 """What the image studio does, with no UI: a request's whole path (form values -> checked request -> generation
 with progress on the model's fair queue -> PNGs with their parameters in the user's gallery), a cap on each user's
 jobs, per-user cancel, and the gallery's reads for the tab and the API."""
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,21 @@ UPDATE_INTERVAL_S = 0.1  # progress text to the browser/API: at most ~10 a secon
 PREVIEW_INTERVAL_S = 0.25  # previews cost an image encode each in the UI: at most ~4 a second
 # PNGs written after the model is done are deflated in this many slices at once (see core.images.png.encode_png).
 ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
-FORM_KEYS = ("prompt", "negative_prompt", "mode", "seed", "steps", "guidance", "width", "height", "scheduler",
-             "batch_count", "strength", "seed_b", "interpolation_steps")
+FORM_KEYS = (
+    "prompt",
+    "negative_prompt",
+    "mode",
+    "seed",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "scheduler",
+    "batch_count",
+    "strength",
+    "seed_b",
+    "interpolation_steps",
+)
 
 
 @dataclass(frozen=True)
@@ -66,8 +80,11 @@ class TooManyJobsError(BusyError):
     """The user already has STUDIO_USER_JOBS image jobs running or queued; nothing was started."""
 
     def __init__(self, running: int) -> None:
-        super().__init__(f"You already have {running} image job{'s' if running != 1 else ''} running; wait for one "
-                         "to finish or stop one, then try again.", retry_after=10.0)
+        super().__init__(
+            f"You already have {running} image job{'s' if running != 1 else ''} running; wait for one "
+            "to finish or stop one, then try again.",
+            retry_after=10.0,
+        )
         self.running = running
 
 
@@ -136,8 +153,7 @@ class ImageStudio:
         with self._queues_lock:
             return self._queues.setdefault(spec, ModelQueue())
 
-    def generate(self, user_id: str, spec: str | None, form: dict[str, Any],
-                 session: str = "") -> Iterator[JobUpdate]:
+    def generate(self, user_id: str, spec: str | None, form: dict[str, Any], session: str = "") -> Iterator[JobUpdate]:
         """Check the request, then stream the job's updates; the last is `done` (every image saved in the
         user's gallery) or `cancelled` (the images finished before the cancel are kept). Raises
         ImageInputError for refused input (nothing ran) and BackendError for a failure the user can act on."""
@@ -152,8 +168,9 @@ class ImageStudio:
                 self.gallery.quota.check(user_id, 1)  # already full: say so before any work
             cancel = self.active.start(user_id, session)
             updates: queue.Queue = queue.Queue()
-            worker = threading.Thread(target=self._work, args=(user_id, prepared, cancel, updates.put),
-                                      name="image-job", daemon=True)
+            worker = threading.Thread(
+                target=self._work, args=(user_id, prepared, cancel, updates.put), name="image-job", daemon=True
+            )
             worker.start()
             try:
                 yield from _coalesced(updates)
@@ -171,18 +188,30 @@ class ImageStudio:
     def stop(self, user_id: str, session: str | None = None) -> int:
         return self.active.stop(user_id, session)
 
-    def _work(self, user_id: str, prepared: Prepared, cancel: threading.Event,
-              put: Callable[[Any], None]) -> None:
+    def _work(self, user_id: str, prepared: Prepared, cancel: threading.Event, put: Callable[[Any], None]) -> None:
         request, backend = prepared.request, prepared.backend
         notes = prepared.notes
         status = {"text": ""}
-        saver = _Saver(lambda image, threads: self._save(user_id, image, threads), put, lambda saved: JobUpdate(
-            "running", status["text"], images=saved, notes=notes, request=request))
+        saver = _Saver(
+            lambda image, threads: self._save(user_id, image, threads),
+            put,
+            lambda saved: JobUpdate("running", status["text"], images=saved, notes=notes, request=request),
+        )
         saved = saver.saved  # appended by the saver thread only, in the order the images were made
         try:
             # A first use may download the model: its progress is shown like the job's.
-            backend.load(lambda fraction, text: put(JobUpdate("loading", f"{text} ({fraction:.0%})", step=round(
-                fraction * 100), total=100, notes=notes, request=request)))
+            backend.load(
+                lambda fraction, text: put(
+                    JobUpdate(
+                        "loading",
+                        f"{text} ({fraction:.0%})",
+                        step=round(fraction * 100),
+                        total=100,
+                        notes=notes,
+                        request=request,
+                    )
+                )
+            )
             plan = _plan(request)
             total_images = sum(n for _, n in plan)
 
@@ -198,14 +227,26 @@ class ImageStudio:
                     for index, (part, count) in enumerate(plan):
                         saver.check()  # a failed save (disk full...) stops the job before more work is lost
                         if index and turn.share():  # another user's image went first
-                            saver.put(lambda images: JobUpdate("running", status["text"], images=images,
-                                                               notes=notes, request=request))
+                            saver.put(
+                                lambda images: JobUpdate(
+                                    "running", status["text"], images=images, notes=notes, request=request
+                                )
+                            )
 
                         def progress(step: int, total: int, preview: Any, done: int = done) -> None:
                             status["text"] = _progress_text(request, done, step, total, total_images)
-                            saver.put(lambda images: JobUpdate("running", status["text"], step=step, total=total,
-                                                               preview=preview, images=images, notes=notes,
-                                                               request=request))
+                            saver.put(
+                                lambda images: JobUpdate(
+                                    "running",
+                                    status["text"],
+                                    step=step,
+                                    total=total,
+                                    preview=preview,
+                                    images=images,
+                                    notes=notes,
+                                    request=request,
+                                )
+                            )
 
                         # Image k is encoded and written while image k+1 is made: the encoder (isal, numpy)
                         # runs without the GIL and fills the cores the model leaves idle; measured faster
@@ -219,23 +260,38 @@ class ImageStudio:
                 raise ImageCancelled()
             put(JobUpdate("done", _done_text(saved), images=list(saved), notes=notes, request=request))
         except ImageCancelled:
-            kept = f" The {len(saved)} finished image{'s are' if len(saved) != 1 else ' is'} in your gallery." \
-                if saved else ""
-            put(JobUpdate("cancelled", f"Cancelled; memory released.{kept}", images=saved, notes=notes,
-                          request=request))
+            kept = (
+                f" The {len(saved)} finished image{'s are' if len(saved) != 1 else ' is'} in your gallery."
+                if saved
+                else ""
+            )
+            put(
+                JobUpdate("cancelled", f"Cancelled; memory released.{kept}", images=saved, notes=notes, request=request)
+            )
         except (InputError, BusyError, BackendError) as exc:  # ImageInputError, quota, disk full...
             put(exc)
         except MemoryError:
-            put(BackendError("Out of memory making this image. Memory has been released; try a smaller size or "
-                             "fewer images per batch, or close other programs."))
+            put(
+                BackendError(
+                    "Out of memory making this image. Memory has been released; try a smaller size or "
+                    "fewer images per batch, or close other programs."
+                )
+            )
         except Exception as exc:  # an engine bug must not leave the job hanging or show a traceback
             if "out of memory" in str(exc).lower():
-                put(BackendError("Out of memory making this image. Memory has been released; try a smaller "
-                                 "size or fewer images per batch, or close other programs."))
+                put(
+                    BackendError(
+                        "Out of memory making this image. Memory has been released; try a smaller "
+                        "size or fewer images per batch, or close other programs."
+                    )
+                )
                 return
             log.exception("image job failed")
-            put(BackendError(f"The image model failed unexpectedly ({type(exc).__name__}). Try again, or pick "
-                             "another model."))
+            put(
+                BackendError(
+                    f"The image model failed unexpectedly ({type(exc).__name__}). Try again, or pick another model."
+                )
+            )
         finally:
             put(_END)
 
@@ -248,8 +304,10 @@ class ImageStudio:
             if is_disk_full(exc):
                 raise StorageFullError(DISK_FULL_MESSAGE) from None
             log.error("could not save an image: %s", exc)
-            raise BackendError(f"The image was made but could not be saved ({type(exc).__name__}). Tell whoever "
-                               "runs this server to check that its data folder is writable.") from None
+            raise BackendError(
+                f"The image was made but could not be saved ({type(exc).__name__}). Tell whoever "
+                "runs this server to check that its data folder is writable."
+            ) from None
 
     # -- gallery ---------------------------------------------------------------------------------
     def images(self, user_id: str, limit: int = 200) -> list[GalleryImage]:
@@ -262,7 +320,7 @@ class ImageStudio:
         self.gallery.delete(user_id, image_id)
 
     def reuse(self, user_id: str, image_id: str) -> dict[str, Any]:
-        """"Reuse parameters": every control's value, read back from the image's PNG `parameters` chunk (what
+        """ "Reuse parameters": every control's value, read back from the image's PNG `parameters` chunk (what
         any other tool would read), with `model` mapped to a configured spec when one matches and
         `batch_count` 1 (the parameters describe this one image)."""
         record = self.gallery.get(user_id, image_id)
@@ -284,8 +342,12 @@ class _Saver:
     written). Updates that carry the saved images go out through `put` under one lock, so the list a reader
     sees never shrinks."""
 
-    def __init__(self, save: Callable[[GeneratedImage, int], GalleryImage], put: Callable[[Any], None],
-                 saved_update: Callable[[list[GalleryImage]], JobUpdate]) -> None:
+    def __init__(
+        self,
+        save: Callable[[GeneratedImage, int], GalleryImage],
+        put: Callable[[Any], None],
+        saved_update: Callable[[list[GalleryImage]], JobUpdate],
+    ) -> None:
         self.saved: list[GalleryImage] = []
         self._save = save
         self._put = put

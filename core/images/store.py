@@ -1,5 +1,6 @@
 """The per-user image gallery: PNG files (each with its parameters chunk) under the data folder and one SQLite row
 each, kept consistent through a crash or a full disk."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,6 +37,7 @@ CREATE INDEX IF NOT EXISTS images_by_user ON images(user_id, created_at DESC);
 """
 ORPHAN_AGE_S = 3600.0  # a file without its row this old is left over from a crash (a save takes well under this)
 
+
 @dataclass(frozen=True)
 class GalleryImage:
     id: str
@@ -64,8 +66,7 @@ class ImageGallery(SQLiteDB):
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / "images"
         self.quota: Any = None  # core.quota.StorageQuota, set by StorageQuota.attach
-        super().__init__(Path(db_path) if db_path is not None else self.data_dir / "studio.sqlite3",
-                         GALLERY_SCHEMA)
+        super().__init__(Path(db_path) if db_path is not None else self.data_dir / "studio.sqlite3", GALLERY_SCHEMA)
         if self._add_column("images", "bytes", "INTEGER NOT NULL DEFAULT 0"):
             self._backfill_sizes()
 
@@ -117,14 +118,34 @@ class ImageGallery(SQLiteDB):
                 if is_disk_full(exc):
                     raise StorageFullError(DISK_FULL_MESSAGE) from None
                 raise
-            record = GalleryImage(image_id, user_id, path, params, int(generated.seed), image.width, image.height,
-                                  str(params.get("model", "")), time.time())
+            record = GalleryImage(
+                image_id,
+                user_id,
+                path,
+                params,
+                int(generated.seed),
+                image.width,
+                image.height,
+                str(params.get("model", "")),
+                time.time(),
+            )
             try:
                 with self._tx() as db:
-                    db.execute("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (image_id, user_id, str(path.relative_to(self.data_dir)), json.dumps(params),
-                                record.seed, record.width, record.height, record.model, record.created_at,
-                                len(png)))
+                    db.execute(
+                        "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            image_id,
+                            user_id,
+                            str(path.relative_to(self.data_dir)),
+                            json.dumps(params),
+                            record.seed,
+                            record.width,
+                            record.height,
+                            record.model,
+                            record.created_at,
+                            len(png),
+                        ),
+                    )
             except BaseException:
                 path.unlink(missing_ok=True)  # no image without its row
                 raise
@@ -135,8 +156,11 @@ class ImageGallery(SQLiteDB):
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: images made before `cutoff` (of one user, or of everyone); rows first, then files."""
-        where, args = ("created_at < ? AND user_id = ?", (cutoff, user_id)) if user_id is not None \
+        where, args = (
+            ("created_at < ? AND user_id = ?", (cutoff, user_id))
+            if user_id is not None
             else ("created_at < ?", (cutoff,))
+        )
         with self._tx() as db:
             files = [r["file"] for r in db.execute(f"SELECT file FROM images WHERE {where}", args)]
             db.execute(f"DELETE FROM images WHERE {where}", args)
@@ -156,8 +180,9 @@ class ImageGallery(SQLiteDB):
             try:
                 if not path.is_file() or path.stat().st_mtime >= cutoff:
                     continue
-                if path.name.endswith(".part") or (path.suffix == ".png"
-                                                   and str(path.relative_to(self.data_dir)) not in known):
+                if path.name.endswith(".part") or (
+                    path.suffix == ".png" and str(path.relative_to(self.data_dir)) not in known
+                ):
                     path.unlink(missing_ok=True)
                     removed += 1
             except OSError:
@@ -165,19 +190,28 @@ class ImageGallery(SQLiteDB):
         return removed
 
     def _record(self, row: sqlite3.Row) -> GalleryImage:
-        return GalleryImage(row["id"], row["user_id"], self.data_dir / row["file"], json.loads(row["parameters"]),
-                            row["seed"], row["width"], row["height"], row["model"], row["created_at"])
+        return GalleryImage(
+            row["id"],
+            row["user_id"],
+            self.data_dir / row["file"],
+            json.loads(row["parameters"]),
+            row["seed"],
+            row["width"],
+            row["height"],
+            row["model"],
+            row["created_at"],
+        )
 
     def list(self, user_id: str, limit: int = 200, offset: int = 0) -> list[GalleryImage]:
         """Newest first."""
         rows = self._conn().execute(
             "SELECT * FROM images WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
-            (user_id, limit, offset))
+            (user_id, limit, offset),
+        )
         return [self._record(r) for r in rows]
 
     def get(self, user_id: str, image_id: str) -> GalleryImage:
-        row = self._conn().execute("SELECT * FROM images WHERE id = ? AND user_id = ?",
-                                   (image_id, user_id)).fetchone()
+        row = self._conn().execute("SELECT * FROM images WHERE id = ? AND user_id = ?", (image_id, user_id)).fetchone()
         if row is None:
             raise ImageNotFoundError("No such image (it may have been deleted)")
         return self._record(row)

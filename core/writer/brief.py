@@ -1,5 +1,6 @@
 """Briefs for the writer: the generation options and a brief checked against its template's
 declared fields (required, lengths clamped and said so, keyword lists bounded, tones expanded)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -46,8 +47,13 @@ class WriteOptions:
 
     def params(self, variant: int, max_new_tokens: int, stop: tuple[str, ...] = ()) -> GenerationParams:
         seed = None if self.seed is None else self.seed + variant
-        return GenerationParams(temperature=self.temperature, top_p=self.top_p,
-                                max_new_tokens=max(16, int(max_new_tokens)), seed=seed, stop=stop)
+        return GenerationParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=max(16, int(max_new_tokens)),
+            seed=seed,
+            stop=stop,
+        )
 
 
 @dataclass
@@ -85,8 +91,10 @@ def prepare_brief(template: Template, fields: Mapping[str, Any], tones: Mapping[
         if name in STANDARD_FIELDS:
             notes.append(f"The {template.label} template has no '{name}' setting; it was ignored.")
         else:
-            raise InputError(f"The {template.label} template has no field '{name}'. Its fields are: "
-                             f"{', '.join(template.field_names)}.")
+            raise InputError(
+                f"The {template.label} template has no field '{name}'. Its fields are: "
+                f"{', '.join(template.field_names)}."
+            )
     values: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     for f in template.fields:
@@ -104,11 +112,14 @@ def _check_field(template: Template, f: Field, value: Any, notes: list[str], ton
         if len(items) > (f.max_items or 0):
             raise InputError(
                 f"{f.label}: {len(items)} given; the {template.label} template takes at most {f.max_items}. "
-                f"Keep the {f.max_items} that matter most. Nothing was sent, and your list is still in the box.")
+                f"Keep the {f.max_items} that matter most. Nothing was sent, and your list is still in the box."
+            )
         long = [k for k in items if len(k) > KEYWORD_CHARS]
         if long:
-            raise InputError(f"{f.label}: '{long[0][:40]}…' is {len(long[0])} characters; one keyword or "
-                             f"phrase may have at most {KEYWORD_CHARS}. Separate keywords with commas.")
+            raise InputError(
+                f"{f.label}: '{long[0][:40]}…' is {len(long[0])} characters; one keyword or "
+                f"phrase may have at most {KEYWORD_CHARS}. Separate keywords with commas."
+            )
         if f.required and not items:
             raise InputError(f"{f.label} is empty: the {template.label} template needs it.")
         return items
@@ -120,8 +131,10 @@ def _check_field(template: Template, f: Field, value: Any, notes: list[str], ton
         text = str(f.default or "")
     limit = TEXTAREA_LIMIT if f.input == "textarea" else TEXT_LIMIT
     if len(text) > limit:
-        raise InputError(f"{f.label} is {len(text):,} characters; the limit is {limit:,}. Shorten it: "
-                         "nothing was sent, and your text is still in the box.")
+        raise InputError(
+            f"{f.label} is {len(text):,} characters; the limit is {limit:,}. Shorten it: "
+            "nothing was sent, and your text is still in the box."
+        )
     if f.input == "choice" and text and not f.custom and text not in f.choices:
         raise InputError(f"{f.label} must be one of: {', '.join(f.choices)} (got {text!r}).")
     if f.name == "tone" and text:
@@ -130,8 +143,11 @@ def _check_field(template: Template, f: Field, value: Any, notes: list[str], ton
 
 
 def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, list, tuple, dict)) and not value) or \
-        (isinstance(value, str) and not value.strip())
+    return (
+        value is None
+        or (isinstance(value, (str, list, tuple, dict)) and not value)
+        or (isinstance(value, str) and not value.strip())
+    )
 
 
 def _clamp_number(f: Field, value: Any, notes: list[str]) -> int:
@@ -143,8 +159,9 @@ def _clamp_number(f: Field, value: Any, notes: list[str]) -> int:
     except (TypeError, ValueError):
         raise InputError(f"{f.label} must be a number (got {str(value)[:40]!r}).") from None
     except OverflowError:  # an integer too large for a float: JSON allows any number of digits
-        raise InputError(f"{f.label} must be a number from {lo} to {hi:,} (got one with "
-                         f"{len(str(abs(value)))} digits).") from None
+        raise InputError(
+            f"{f.label} must be a number from {lo} to {hi:,} (got one with {len(str(abs(value)))} digits)."
+        ) from None
     if number != number or number in (float("inf"), float("-inf")):
         raise InputError(f"{f.label} must be a number (got {value!r}).")
     if number == 0:  # "0" means "the template's default" (the API's way to leave it out)

@@ -1,5 +1,6 @@
 """Drafts as files: Markdown as written, HTML (every character of model output escaped; only a small
 Markdown subset becomes tags) and DOCX via python-docx (headings, lists, bold and italic kept)."""
+
 from __future__ import annotations
 
 import html
@@ -55,7 +56,9 @@ def blocks(markdown: str) -> Iterator[Block]:
 # --------------------------------------------------------------------------------------------------
 # inline formatting
 
-_INLINE = re.compile(r"\*\*(.+?)\*\*|__(.+?)__|(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])|(?<!\w)_(?!\s)(.+?)(?<!\s)_(?!\w)|`([^`]+)`")
+_INLINE = re.compile(
+    r"\*\*(.+?)\*\*|__(.+?)__|(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])|(?<!\w)_(?!\s)(.+?)(?<!\s)_(?!\w)|`([^`]+)`"
+)
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 
@@ -66,7 +69,7 @@ def runs(text: str) -> list[tuple[str, str]]:
     pos = 0
     for m in _INLINE.finditer(text):
         if m.start() > pos:
-            out.append(("", text[pos:m.start()]))
+            out.append(("", text[pos : m.start()]))
         bold, bold2, ital, ital2, code = m.groups()
         if bold or bold2:
             out.append(("b", bold or bold2))
@@ -124,7 +127,7 @@ def to_html(text: str, title: str = "Draft", lang: str = "en") -> str:
     return (
         "<!doctype html>\n"
         f'<html lang="{safe_lang}">\n<head>\n<meta charset="utf-8">\n'
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">\n'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title or 'Draft')}</title>\n"
         "<style>body{font-family:system-ui,sans-serif;max-width:42em;margin:2em auto;padding:0 1em;"
@@ -167,9 +170,23 @@ def export_filename(title: str, draft_id: str, ext: str) -> str:
     return f"{slug}-{(draft_id or 'new')[:8]}.{ext}"
 
 
-_LANG_CODES = {"english": "en", "spanish": "es", "french": "fr", "german": "de", "italian": "it",
-               "portuguese": "pt", "dutch": "nl", "polish": "pl", "swedish": "sv", "japanese": "ja",
-               "chinese": "zh", "korean": "ko", "arabic": "ar", "hindi": "hi", "turkish": "tr"}
+_LANG_CODES = {
+    "english": "en",
+    "spanish": "es",
+    "french": "fr",
+    "german": "de",
+    "italian": "it",
+    "portuguese": "pt",
+    "dutch": "nl",
+    "polish": "pl",
+    "swedish": "sv",
+    "japanese": "ja",
+    "chinese": "zh",
+    "korean": "ko",
+    "arabic": "ar",
+    "hindi": "hi",
+    "turkish": "tr",
+}
 
 
 def lang_code(language: str | None) -> str:

@@ -1,5 +1,6 @@
 """The messages the writer sends: a brief rendered into its short, outline or section prompt (with a
 different angle per variant), how many tokens a reply may take, and the budget that fits a context."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -34,8 +35,7 @@ def _with_angle(user_text: str, variant: int, n: int, angles: Sequence[str]) -> 
 
 
 def short_prompt(brief: Brief, angles: Sequence[str], variant: int = 0, n: int = 1) -> list[Message]:
-    return _messages(brief.template,
-                     _with_angle(_render(brief, brief.template.prompt, "prompt"), variant, n, angles))
+    return _messages(brief.template, _with_angle(_render(brief, brief.template.prompt, "prompt"), variant, n, angles))
 
 
 def section_count(brief: Brief) -> int:
@@ -44,21 +44,26 @@ def section_count(brief: Brief) -> int:
 
 
 def outline_prompt(brief: Brief) -> list[Message]:
-    return _messages(brief.template, _render(brief, brief.template.outline_prompt, "outline",
-                                             {"sections": section_count(brief)}))
+    return _messages(
+        brief.template, _render(brief, brief.template.outline_prompt, "outline", {"sections": section_count(brief)})
+    )
 
 
-def section_prompt(brief: Brief, outline: Outline, index: int, previous: str, variant: int, n: int,
-                   angles: Sequence[str]) -> list[Message]:
+def section_prompt(
+    brief: Brief, outline: Outline, index: int, previous: str, variant: int, n: int, angles: Sequence[str]
+) -> list[Message]:
     t = brief.template
     count = len(outline.sections)
     role = "first" if index == 0 else "last" if index == count - 1 else "middle"
     note = _render(brief, t.section_notes.get(role, ""), "note") if t.section_notes.get(role) else ""
     extra = {
-        "outline": outline.as_text(), "section_title": outline.sections[index],
-        "section_number": index + 1, "section_count": count,
+        "outline": outline.as_text(),
+        "section_title": outline.sections[index],
+        "section_number": index + 1,
+        "section_count": count,
         "section_words": max(40, (brief.length or 600) // count),
-        "section_note": " ".join(note.split("\n")), "previous_text": tail_words(previous, 40) if previous else "",
+        "section_note": " ".join(note.split("\n")),
+        "previous_text": tail_words(previous, 40) if previous else "",
     }
     return _messages(t, _with_angle(_render(brief, t.section_prompt, "section", extra), variant, n, angles))
 
@@ -76,6 +81,8 @@ def fit(backend: TextBackend, messages: list[Message], max_new: int) -> int:
     context = backend.capabilities().context_length
     room = context - backend.count_tokens(messages)
     if room < min(64, max_new):
-        raise InputError(f"The brief is too long for {backend.label}'s {context:,}-token context. "
-                         "Shorten the longer fields (facts, features, outline).")
+        raise InputError(
+            f"The brief is too long for {backend.label}'s {context:,}-token context. "
+            "Shorten the longer fields (facts, features, outline)."
+        )
     return min(max_new, room)

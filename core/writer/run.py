@@ -1,5 +1,6 @@
 """Running generations for the writer: variants merged into one stream (in a thread pool when the
 backend can serve several at once, else one after another), and the pieces a rewrite works on."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,10 @@ def find_selection(text: str, selection: str) -> tuple[int, int]:
     pattern = r"\s+".join(re.escape(w) for w in selection.split())
     m = re.search(pattern, text)
     if m is None:
-        raise InputError("The selected text is not in the draft (it may have been edited since). Select it again, "
-                         "or clear the selection box to rewrite the whole draft.")
+        raise InputError(
+            "The selected text is not in the draft (it may have been edited since). Select it again, "
+            "or clear the selection box to rewrite the whole draft."
+        )
     return m.start(), m.end()
 
 
@@ -73,13 +76,15 @@ def split_for_rewrite(text: str, max_words: int = REWRITE_CHUNK_WORDS) -> list[s
 _DONE = object()
 
 
-def merge_variants(jobs: Sequence[Generator[Event, None, None]], parallel: int,
-                   cancel: threading.Event) -> Iterator[tuple[int, Event]]:
+def merge_variants(
+    jobs: Sequence[Generator[Event, None, None]], parallel: int, cancel: threading.Event
+) -> Iterator[tuple[int, Event]]:
     """Events of several variant generators, tagged with their index, run by a pool of `parallel`
     threads: 1 runs them one after another in order; more run that many at once (each variant makes
     its own requests; the backend said it can serve that many). Generation never runs in the
     consumer's thread, so a slow consumer (saving to SQLite, sending to a browser) never stalls
     decoding. Unexpected engine errors become error events: one variant failing loses no other."""
+
     def guarded(job: Generator[Event, None, None]) -> Iterator[Event]:
         try:
             yield from job

@@ -2,6 +2,7 @@
 (outline then sections for long pieces; concurrently when the backend can), rewrite a draft or a
 selection, keep drafts in storage, and stop a generation on request. Prompts live in prompts.py and
 the generation itself in writing.py; this is the facade the tab and the API call."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,17 @@ from core.writer.text import (
 )
 from core.writer.writing import RewriteUpdate, WriteUpdate
 
-__all__ = ["MAX_VARIANTS", "Brief", "WriteOptions", "WriteUpdate", "RewriteUpdate", "Analysis", "WriterService",
-           "find_selection", "split_for_rewrite"]
+__all__ = [
+    "MAX_VARIANTS",
+    "Brief",
+    "WriteOptions",
+    "WriteUpdate",
+    "RewriteUpdate",
+    "Analysis",
+    "WriterService",
+    "find_selection",
+    "split_for_rewrite",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +62,7 @@ class Analysis:
 
 
 class WriterService:
-    def __init__(self, settings: Settings, models: ModelManager, drafts: DraftStore,
-                 library: TemplateLibrary) -> None:
+    def __init__(self, settings: Settings, models: ModelManager, drafts: DraftStore, library: TemplateLibrary) -> None:
         self.settings = settings
         self.models = models
         self.drafts = drafts
@@ -88,8 +97,9 @@ class WriterService:
         backend.load(load_progress)
         return backend
 
-    def stream_outline(self, brief: Brief, options: WriteOptions,
-                       cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream_outline(
+        self, brief: Brief, options: WriteOptions, cancel: threading.Event | None = None
+    ) -> Iterator[str]:
         """The outline of a long piece, as it grows (cumulative text)."""
         if brief.template.kind != "long":
             raise InputError(f"{brief.template.label} is a short piece: it is written directly, with no outline.")
@@ -102,8 +112,14 @@ class WriterService:
         when it has no usable headings."""
         return writing.resolve_outline(brief, outline_text)
 
-    def write(self, brief: Brief, options: WriteOptions, outline_text: str | None = None,
-              cancel: threading.Event | None = None, parallel: int | None = None) -> Iterator[WriteUpdate]:
+    def write(
+        self,
+        brief: Brief,
+        options: WriteOptions,
+        outline_text: str | None = None,
+        cancel: threading.Event | None = None,
+        parallel: int | None = None,
+    ) -> Iterator[WriteUpdate]:
         """Write 1-4 variants, streaming every variant's text. A long piece without an outline gets
         one first (phase 'outline'). Ends with an update whose status is 'complete' or 'cut'.
         Variants run concurrently up to the backend's max_concurrency (`parallel` overrides it, for
@@ -112,14 +128,29 @@ class WriterService:
         options, option_notes = options.checked()
         notes = list(brief.notes) + option_notes
         backend = self.backend(options.model)
-        yield from writing.write(backend, brief, options, cancel, notes=notes, angles=self.library.common.angles,
-                                 model=options.model or self.models.default, outline_text=outline_text,
-                                 parallel=parallel)
+        yield from writing.write(
+            backend,
+            brief,
+            options,
+            cancel,
+            notes=notes,
+            angles=self.library.common.angles,
+            model=options.model or self.models.default,
+            outline_text=outline_text,
+            parallel=parallel,
+        )
 
     # -- drafts (the tab) ---------------------------------------------------------------------------
     def start_draft(self, user_id: str, brief: Brief, options: WriteOptions, outline: str = "") -> Draft:
-        return self.drafts.create(user_id, brief.title or brief.template.label, brief.template.name, brief.raw,
-                                  asdict(options), outline=outline, status="streaming")
+        return self.drafts.create(
+            user_id,
+            brief.title or brief.template.label,
+            brief.template.name,
+            brief.raw,
+            asdict(options),
+            outline=outline,
+            status="streaming",
+        )
 
     def brief_of(self, draft: Draft) -> tuple[Brief, WriteOptions]:
         brief = self.prepare(draft.template, draft.brief)
@@ -142,26 +173,49 @@ class WriterService:
                     last_save = now
                 if update.status != "streaming":
                     title = _title_from(update.texts[0]) if brief.template.kind == "long" else None
-                    self.drafts.save_generation(user_id, draft_id, variants=update.texts, outline=update.outline,
-                                                status=update.status, note="; ".join(update.errors)[:500],
-                                                title=title)
+                    self.drafts.save_generation(
+                        user_id,
+                        draft_id,
+                        variants=update.texts,
+                        outline=update.outline,
+                        status=update.status,
+                        note="; ".join(update.errors)[:500],
+                        title=title,
+                    )
                 yield update
         except GeneratorExit:
             cancel.set()
             if update is not None:
-                self.drafts.save_generation(user_id, draft_id, variants=update.texts, outline=update.outline,
-                                            status="cut", note="interrupted: the page stopped reading")
+                self.drafts.save_generation(
+                    user_id,
+                    draft_id,
+                    variants=update.texts,
+                    outline=update.outline,
+                    status="cut",
+                    note="interrupted: the page stopped reading",
+                )
             raise
         except BaseException:
-            self.drafts.save_generation(user_id, draft_id, variants=update.texts if update else [],
-                                        outline=update.outline if update else None, status="cut", note="error")
+            self.drafts.save_generation(
+                user_id,
+                draft_id,
+                variants=update.texts if update else [],
+                outline=update.outline if update else None,
+                status="cut",
+                note="error",
+            )
             raise
         finally:
             self.active.finish(user_id, draft_id, cancel)
 
-    def check_brief(self, template_name: str | None, fields: Mapping[str, Any], options: WriteOptions,
-                    load_progress: Callable[[float, str], None] | None = None,
-                    outline: bool = False) -> tuple[Brief, WriteOptions]:
+    def check_brief(
+        self,
+        template_name: str | None,
+        fields: Mapping[str, Any],
+        options: WriteOptions,
+        load_progress: Callable[[float, str], None] | None = None,
+        outline: bool = False,
+    ) -> tuple[Brief, WriteOptions]:
         """Before writing (or, with `outline`, outlining) from the tab: the brief and options checked
         and the model loaded, so a problem is an InputError (or BackendError) before anything starts."""
         brief = self.prepare(template_name, fields)
@@ -192,8 +246,9 @@ class WriterService:
         except NotFoundError:
             pass
 
-    def save_new_draft(self, user_id: str, text: str, template_name: str | None, fields: Mapping[str, Any],
-                       options: WriteOptions) -> Draft:
+    def save_new_draft(
+        self, user_id: str, text: str, template_name: str | None, fields: Mapping[str, Any], options: WriteOptions
+    ) -> Draft:
         """Keep text typed with no draft open, with the current brief; titled by its topic or first line."""
         template = self.template(template_name)
         checked, _ = options.checked()
@@ -210,8 +265,9 @@ class WriterService:
         with contextlib.suppress(NotFoundError):
             self.drafts.delete(user_id, draft_id)
 
-    def export(self, user_id: str, draft_id: str | None, text: str, topic: str | None, language: str | None,
-               fmt: str) -> tuple[str, bytes | str]:
+    def export(
+        self, user_id: str, draft_id: str | None, text: str, topic: str | None, language: str | None, fmt: str
+    ) -> tuple[str, bytes | str]:
         """(file name, data) of the draft text as Markdown, HTML or DOCX, titled by the stored draft's
         title, else the topic, else "Draft"."""
         if not (text or "").strip():
@@ -245,9 +301,11 @@ class WriterService:
     def analyse(self, text: str, keywords: Any = None, template_name: str | None = None) -> Analysis:
         """Stats of a draft, its keyword coverage, and the template's length checks."""
         template = self.library.templates.get(template_name or "")
-        return Analysis(stats=text_stats(text or ""),
-                        coverage=keyword_coverage(text or "", parse_keywords(keywords)),
-                        checks=run_checks(text or "", template.checks) if template and (text or "").strip() else [])
+        return Analysis(
+            stats=text_stats(text or ""),
+            coverage=keyword_coverage(text or "", parse_keywords(keywords)),
+            checks=run_checks(text or "", template.checks) if template and (text or "").strip() else [],
+        )
 
     # -- rewriting ------------------------------------------------------------------------------------
     def check_rewrite(self, text: str, selection: str, op_name: str, language: str = "") -> tuple[RewriteOp, int, int]:
@@ -265,8 +323,15 @@ class WriterService:
         start, end = find_selection(text, selection or "")
         return op, start, end
 
-    def rewrite(self, text: str, selection: str, op_name: str, language: str = "",
-                options: WriteOptions | None = None, cancel: threading.Event | None = None) -> Iterator[RewriteUpdate]:
+    def rewrite(
+        self,
+        text: str,
+        selection: str,
+        op_name: str,
+        language: str = "",
+        options: WriteOptions | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[RewriteUpdate]:
         """Rewrite `selection` inside `text` (or all of `text` when the selection is empty), a section
         at a time for long text, streaming the whole text with the new part spliced in."""
         cancel = cancel or threading.Event()
@@ -274,8 +339,9 @@ class WriterService:
         op, start, end = self.check_rewrite(text, selection, op_name, language)
         language = (language or "").strip()
         backend = self.backend(options.model)
-        yield from writing.rewrite(backend, text, start, end, op, language, options,
-                                   self.library.common.rewrite_system, cancel)
+        yield from writing.rewrite(
+            backend, text, start, end, op, language, options, self.library.common.rewrite_system, cancel
+        )
 
 
 # ------------------------------------------------------------------------------------------------------

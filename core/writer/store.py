@@ -3,6 +3,7 @@ generation options, the outline, the variants and the chosen text. Every query i
 
 Shares the app's database file (its own table); WAL with synchronous=NORMAL, as core/chat/store.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,11 +69,22 @@ class Draft:
 
 
 def _row_to_draft(row: sqlite3.Row) -> Draft:
-    return Draft(id=row["id"], user_id=row["user_id"], title=row["title"], template=row["template"],
-                 brief=json.loads(row["brief"]), options=json.loads(row["options"]), outline=row["outline"],
-                 variants=json.loads(row["variants"]), chosen=row["chosen"], text=row["text"],
-                 status=row["status"], note=row["note"], created_at=row["created_at"],
-                 updated_at=row["updated_at"])
+    return Draft(
+        id=row["id"],
+        user_id=row["user_id"],
+        title=row["title"],
+        template=row["template"],
+        brief=json.loads(row["brief"]),
+        options=json.loads(row["options"]),
+        outline=row["outline"],
+        variants=json.loads(row["variants"]),
+        chosen=row["chosen"],
+        text=row["text"],
+        status=row["status"],
+        note=row["note"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 class DraftStore(SQLiteDB):
@@ -98,11 +110,34 @@ class DraftStore(SQLiteDB):
         return row
 
     # -- drafts ---------------------------------------------------------------------------------
-    def create(self, user_id: str, title: str, template: str, brief: dict[str, Any], options: dict[str, Any],
-               outline: str = "", text: str = "", status: DraftStatus = "complete") -> Draft:
+    def create(
+        self,
+        user_id: str,
+        title: str,
+        template: str,
+        brief: dict[str, Any],
+        options: dict[str, Any],
+        outline: str = "",
+        text: str = "",
+        status: DraftStatus = "complete",
+    ) -> Draft:
         now = time.time()
-        draft = Draft(uuid.uuid4().hex, user_id, " ".join(title.split())[:200] or "Untitled draft", template,
-                      dict(brief), dict(options), outline, [], 0, text, status, "", now, now)
+        draft = Draft(
+            uuid.uuid4().hex,
+            user_id,
+            " ".join(title.split())[:200] or "Untitled draft",
+            template,
+            dict(brief),
+            dict(options),
+            outline,
+            [],
+            0,
+            text,
+            status,
+            "",
+            now,
+            now,
+        )
         brief_json, options_json = json.dumps(draft.brief), json.dumps(draft.options)
         size = _size(draft.title, template, brief_json, options_json, outline, "[]", text, "")
         with reserved(self.quota, user_id, size), self._tx() as db:
@@ -110,8 +145,23 @@ class DraftStore(SQLiteDB):
                 "INSERT INTO writer_drafts (id, user_id, title, template, brief, options, outline, variants,"
                 " chosen, text, status, note, created_at, updated_at, size)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (draft.id, user_id, draft.title, template, brief_json, options_json,
-                 outline, "[]", 0, text, status, "", now, now, size),
+                (
+                    draft.id,
+                    user_id,
+                    draft.title,
+                    template,
+                    brief_json,
+                    options_json,
+                    outline,
+                    "[]",
+                    0,
+                    text,
+                    status,
+                    "",
+                    now,
+                    now,
+                    size,
+                ),
             )
         return draft
 
@@ -125,14 +175,26 @@ class DraftStore(SQLiteDB):
             pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             rows = db.execute(
                 "SELECT * FROM writer_drafts WHERE user_id = ? AND (title LIKE ? ESCAPE '\\' OR text LIKE ?"
-                " ESCAPE '\\') ORDER BY updated_at DESC LIMIT ?", (user_id, pattern, pattern, limit))
+                " ESCAPE '\\') ORDER BY updated_at DESC LIMIT ?",
+                (user_id, pattern, pattern, limit),
+            )
         else:
-            rows = db.execute("SELECT * FROM writer_drafts WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?",
-                              (user_id, limit))
+            rows = db.execute(
+                "SELECT * FROM writer_drafts WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?", (user_id, limit)
+            )
         return [_row_to_draft(r) for r in rows]
 
-    def save_generation(self, user_id: str, draft_id: str, *, variants: Sequence[str], outline: str | None = None,
-                        status: DraftStatus = "streaming", note: str = "", title: str | None = None) -> None:
+    def save_generation(
+        self,
+        user_id: str,
+        draft_id: str,
+        *,
+        variants: Sequence[str],
+        outline: str | None = None,
+        status: DraftStatus = "streaming",
+        note: str = "",
+        title: str | None = None,
+    ) -> None:
         """Called as variants stream (throttled) and once at the end; the chosen text follows the
         chosen variant until the person picks or edits. Past the user's quota the draft keeps what it had,
         is marked cut with the reason, and QuotaExceededError is raised."""
@@ -140,22 +202,32 @@ class DraftStore(SQLiteDB):
         with self._tx() as db:
             row = self._owned(db, user_id, draft_id)
             chosen = min(row["chosen"], max(0, len(variants) - 1))
-            values = (json.dumps(variants), row["outline"] if outline is None else outline,
-                      variants[chosen] if variants else row["text"], status, note,
-                      row["title"] if not title else " ".join(title.split())[:200])
-            size = _size(values[5], row["template"], row["brief"], row["options"], values[1], values[0], values[2],
-                         note)
+            values = (
+                json.dumps(variants),
+                row["outline"] if outline is None else outline,
+                variants[chosen] if variants else row["text"],
+                status,
+                note,
+                row["title"] if not title else " ".join(title.split())[:200],
+            )
+            size = _size(
+                values[5], row["template"], row["brief"], row["options"], values[1], values[0], values[2], note
+            )
             try:
                 self._check_growth(user_id, row, size)
             except QuotaExceededError as exc:
                 refused = exc
-                db.execute("UPDATE writer_drafts SET status = 'cut', note = ?, updated_at = ? WHERE id = ?",
-                           (str(exc)[:500], time.time(), draft_id))
+                db.execute(
+                    "UPDATE writer_drafts SET status = 'cut', note = ?, updated_at = ? WHERE id = ?",
+                    (str(exc)[:500], time.time(), draft_id),
+                )
                 db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE id = ?", (draft_id,))
             else:
                 db.execute(
                     "UPDATE writer_drafts SET variants = ?, outline = ?, text = ?, status = ?, note = ?, title = ?,"
-                    " updated_at = ?, size = ? WHERE id = ?", (*values, time.time(), size, draft_id))
+                    " updated_at = ?, size = ? WHERE id = ?",
+                    (*values, time.time(), size, draft_id),
+                )
         if refused is not None:
             raise refused
 
@@ -166,8 +238,10 @@ class DraftStore(SQLiteDB):
             if not 0 <= index < len(variants):
                 raise IndexError(f"This draft has {len(variants)} variant(s); there is no variant {index + 1}.")
             self._check_growth(user_id, row, row["size"] - _size(row["text"]) + _size(variants[index]))
-            db.execute("UPDATE writer_drafts SET chosen = ?, text = ?, updated_at = ? WHERE id = ?",
-                       (index, variants[index], time.time(), draft_id))
+            db.execute(
+                "UPDATE writer_drafts SET chosen = ?, text = ?, updated_at = ? WHERE id = ?",
+                (index, variants[index], time.time(), draft_id),
+            )
             db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE id = ?", (draft_id,))
         return self.get(user_id, draft_id)
 
@@ -186,8 +260,9 @@ class DraftStore(SQLiteDB):
     def mark_interrupted(self, note: str = "interrupted: the server stopped while writing") -> int:
         """At startup: drafts left 'streaming' by a crash are kept, marked as cut."""
         with self._tx() as db:
-            count = db.execute("UPDATE writer_drafts SET status = 'cut', note = ? WHERE status = 'streaming'",
-                               (note,)).rowcount
+            count = db.execute(
+                "UPDATE writer_drafts SET status = 'cut', note = ? WHERE status = 'streaming'", (note,)
+            ).rowcount
             db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE status = 'cut' AND note = ?", (note,))
             return count
 

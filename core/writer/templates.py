@@ -1,6 +1,7 @@
 """Writer templates and rewrite operations as data (prompts/writer/*.toml): loading, checking and
 strict rendering. A template declares its fields; a prompt may only use declared fields and the
 few built-in values of its stage, and a malformed file fails at startup, not mid-request."""
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,17 @@ STAGE_BUILTINS: dict[str, frozenset[str]] = {
     "prompt": frozenset(),
     "note": frozenset(),  # a long template's first / middle / last section notes
     "outline": frozenset({"sections"}),
-    "section": frozenset({"outline", "section_title", "section_number", "section_count",
-                          "section_words", "section_note", "previous_text"}),
+    "section": frozenset(
+        {
+            "outline",
+            "section_title",
+            "section_number",
+            "section_count",
+            "section_words",
+            "section_note",
+            "previous_text",
+        }
+    ),
     "rewrite": frozenset({"text", "language", "words"}),
 }
 _NUMBERED = re.compile(r"^(\s*)\d+\.(\s)")
@@ -135,22 +145,30 @@ def placeholders(text: str) -> list[str]:
         if name is None:
             continue
         if not NAME_RE.match(name) or spec or conversion:
-            raise TemplateError(f"placeholder {{{name}{'!' + conversion if conversion else ''}"
-                                f"{':' + spec if spec else ''}}} must be a plain {{field_name}}")
+            raise TemplateError(
+                f"placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} must be a plain {{field_name}}"
+            )
         names.append(name)
     return names
 
 
-def render(text: str, values: Mapping[str, Any], allowed: set[str] | frozenset[str],
-           required: set[str] | frozenset[str] = frozenset()) -> str:
+def render(
+    text: str,
+    values: Mapping[str, Any],
+    allowed: set[str] | frozenset[str],
+    required: set[str] | frozenset[str] = frozenset(),
+) -> str:
     """Fill {placeholders} strictly. Every placeholder must be in `allowed` and have a value; a
     required value may not be empty. A line that uses an optional value left empty is dropped (so
     'Call to action: {cta}' disappears when there is none) and numbered lines are renumbered."""
     names = placeholders(text)
     undeclared = sorted(set(names) - set(allowed))
     if undeclared:
-        raise TemplateError(f"undeclared placeholder(s) {', '.join('{' + n + '}' for n in undeclared)}; "
-                            f"declared: {', '.join(sorted(allowed)) or 'none'}")
+        raise TemplateError(
+            f"undeclared placeholder(s) {', '.join('{' + n + '}' for n in undeclared)}; "
+            f"declared: {', '.join(sorted(allowed)) or 'none'}"
+        )
     missing = sorted(n for n in set(names) if n not in values)
     if missing:
         raise TemplateError(f"no value given for {', '.join(missing)}")
@@ -169,7 +187,7 @@ def render(text: str, values: Mapping[str, Any], allowed: set[str] | frozenset[s
         m = _NUMBERED.match(line)
         if m:
             number += 1
-            line = f"{m.group(1)}{number}.{m.group(2)}" + line[m.end():]
+            line = f"{m.group(1)}{number}.{m.group(2)}" + line[m.end() :]
         elif not line.strip():
             number = 0  # a blank line ends a numbered list
             if blank:
@@ -205,8 +223,20 @@ def _str(data: dict, key: str, where: str, required: bool = True, default: str =
 def _field(raw: dict, where: str, common: WriterCommon) -> Field:
     if not isinstance(raw, dict):
         raise TemplateError(f"{where}: each [[fields]] entry must be a table")
-    known = {"name", "label", "input", "required", "default", "help", "placeholder", "choices", "custom",
-             "min", "max", "max_items"}
+    known = {
+        "name",
+        "label",
+        "input",
+        "required",
+        "default",
+        "help",
+        "placeholder",
+        "choices",
+        "custom",
+        "min",
+        "max",
+        "max_items",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise TemplateError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -223,25 +253,36 @@ def _field(raw: dict, where: str, common: WriterCommon) -> Field:
     elif choices == "languages":
         choices = common.languages
     elif not isinstance(choices, (list, tuple)) or not all(isinstance(c, str) for c in choices):
-        raise TemplateError(f"{where}: choices must be a list of strings, \"tones\" or \"languages\"")
+        raise TemplateError(f'{where}: choices must be a list of strings, "tones" or "languages"')
     if kind == "choice" and not choices:
         raise TemplateError(f"{where}: a choice field needs choices")
     lo, hi = raw.get("min"), raw.get("max")
     if kind == "number" and (not isinstance(lo, int) or not isinstance(hi, int) or not 0 < lo <= hi):
         raise TemplateError(f"{where}: a number field needs integer min and max, 0 < min <= max")
     default = raw.get("default", lo if kind == "number" else "")
-    if kind == "number" and not (isinstance(default, int) and isinstance(lo, int) and isinstance(hi, int)
-                                   and lo <= default <= hi):
+    if kind == "number" and not (
+        isinstance(default, int) and isinstance(lo, int) and isinstance(hi, int) and lo <= default <= hi
+    ):
         raise TemplateError(f"{where}: default must be an integer between min and max")
     if kind == "choice" and default and default not in choices and not raw.get("custom", False):
         raise TemplateError(f"{where}: default {default!r} is not one of the choices")
     max_items = raw.get("max_items")
     if kind == "list" and not (isinstance(max_items, int) and max_items > 0):
         raise TemplateError(f"{where}: a list field needs max_items (a positive integer)")
-    return Field(name=name, label=_str(raw, "label", where), input=kind, required=bool(raw.get("required", False)),
-                 default=default, help=_str(raw, "help", where, False), placeholder=_str(raw, "placeholder", where, False),
-                 choices=tuple(choices), custom=bool(raw.get("custom", False)), min=lo, max=hi,
-                 max_items=max_items)
+    return Field(
+        name=name,
+        label=_str(raw, "label", where),
+        input=kind,
+        required=bool(raw.get("required", False)),
+        default=default,
+        help=_str(raw, "help", where, False),
+        placeholder=_str(raw, "placeholder", where, False),
+        choices=tuple(choices),
+        custom=bool(raw.get("custom", False)),
+        min=lo,
+        max=hi,
+        max_items=max_items,
+    )
 
 
 def load_template(path: Path, common: WriterCommon) -> Template:
@@ -250,14 +291,25 @@ def load_template(path: Path, common: WriterCommon) -> Template:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise TemplateError(f"{where}: not valid TOML: {exc}") from None
-    known = {"label", "kind", "description", "system", "fields", "prompt", "outline", "section", "checks",
-             "max_tokens", "stop"}
+    known = {
+        "label",
+        "kind",
+        "description",
+        "system",
+        "fields",
+        "prompt",
+        "outline",
+        "section",
+        "checks",
+        "max_tokens",
+        "stop",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise TemplateError(f"{where}: unknown key(s) {', '.join(unknown)}")
     kind = data.get("kind")
     if kind not in ("short", "long"):
-        raise TemplateError(f"{where}: kind must be \"short\" or \"long\"")
+        raise TemplateError(f'{where}: kind must be "short" or "long"')
     fields = tuple(_field(f, where, common) for f in data.get("fields", []))
     names = [f.name for f in fields]
     if len(set(names)) != len(names):
@@ -274,20 +326,32 @@ def load_template(path: Path, common: WriterCommon) -> Template:
                     raise TemplateError(f"{where}: check #{i + 1} pattern needs exactly one (group)")
             except re.error as exc:
                 raise TemplateError(f"{where}: check #{i + 1} pattern: {exc}") from None
-        checks.append(Check(label=_str(raw, "label", f"{where} check #{i + 1}"), max_chars=raw.get("max_chars"),
-                            min_chars=raw.get("min_chars"), pattern=pattern))
+        checks.append(
+            Check(
+                label=_str(raw, "label", f"{where} check #{i + 1}"),
+                max_chars=raw.get("max_chars"),
+                min_chars=raw.get("min_chars"),
+                pattern=pattern,
+            )
+        )
     outline, section = data.get("outline", {}), data.get("section", {})
     template = Template(
-        name=path.stem, label=_str(data, "label", where), kind=kind,
-        description=_str(data, "description", where, False), system=_str(data, "system", where),
-        fields=fields, prompt=_str(data, "prompt", where, kind == "short"),
+        name=path.stem,
+        label=_str(data, "label", where),
+        kind=kind,
+        description=_str(data, "description", where, False),
+        system=_str(data, "system", where),
+        fields=fields,
+        prompt=_str(data, "prompt", where, kind == "short"),
         outline_prompt=_str(outline, "prompt", f"{where} [outline]", kind == "long"),
         section_prompt=_str(section, "prompt", f"{where} [section]", kind == "long"),
         section_notes={k: _str(section, k, f"{where} [section]", False) for k in ("first", "middle", "last")},
         default_sections=tuple(outline.get("default_sections", ())),
         words_per_section=int(section.get("words", 180)),
-        max_tokens=int(data.get("max_tokens", 400)), stop=tuple(str(x) for x in data.get("stop", ())),
-        checks=tuple(checks), path=path,
+        max_tokens=int(data.get("max_tokens", 400)),
+        stop=tuple(str(x) for x in data.get("stop", ())),
+        checks=tuple(checks),
+        path=path,
     )
     if kind == "long" and len(template.default_sections) < 2:
         raise TemplateError(f"{where}: a long template needs [outline] default_sections (two or more)")
@@ -309,8 +373,12 @@ def load_common(path: Path | None = None) -> WriterCommon:
     tones = {t["name"]: t.get("describe", t["name"]).strip() for t in data.get("tone", [])}
     if not tones or not data.get("languages") or len(data.get("angles", [])) < 4:
         raise TemplateError(f"{path.name}: needs [[tone]] entries, languages and at least 4 angles")
-    return WriterCommon(tones=tones, languages=tuple(data["languages"]), angles=tuple(data["angles"]),
-                        rewrite_system=str(data.get("rewrite_system", "")).strip())
+    return WriterCommon(
+        tones=tones,
+        languages=tuple(data["languages"]),
+        angles=tuple(data["angles"]),
+        rewrite_system=str(data.get("rewrite_system", "")).strip(),
+    )
 
 
 def load_rewrites(path: Path | None = None) -> dict[str, RewriteOp]:
@@ -319,10 +387,13 @@ def load_rewrites(path: Path | None = None) -> dict[str, RewriteOp]:
     ops: dict[str, RewriteOp] = {}
     for raw in data.get("rewrite", []):
         where = f"{path.name} rewrite {raw.get('name')!r}"
-        op = RewriteOp(name=_str(raw, "name", where), label=_str(raw, "label", where),
-                       instruction=_str(raw, "instruction", where),
-                       needs_language=bool(raw.get("needs_language", False)),
-                       length_factor=float(raw.get("length_factor", 1.3)))
+        op = RewriteOp(
+            name=_str(raw, "name", where),
+            label=_str(raw, "label", where),
+            instruction=_str(raw, "instruction", where),
+            needs_language=bool(raw.get("needs_language", False)),
+            length_factor=float(raw.get("length_factor", 1.3)),
+        )
         try:
             render(op.instruction, {n: "x" for n in STAGE_BUILTINS["rewrite"]}, STAGE_BUILTINS["rewrite"])
         except TemplateError as exc:
@@ -355,5 +426,8 @@ def load_library(folder: Path | None = None) -> TemplateLibrary:
     templates = [load_template(p, common) for p in sorted(folder.glob("*.toml")) if not p.name.startswith("_")]
     if not templates:
         raise TemplateError(f"no templates in {folder}")
-    return TemplateLibrary(templates={t.name: t for t in sorted(templates, key=lambda t: t.label.lower())},
-                           common=common, rewrites=load_rewrites(folder / REWRITES_FILE))
+    return TemplateLibrary(
+        templates={t.name: t for t in sorted(templates, key=lambda t: t.label.lower())},
+        common=common,
+        rewrites=load_rewrites(folder / REWRITES_FILE),
+    )

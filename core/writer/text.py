@@ -1,5 +1,6 @@
 """Text analysis for the writer, with no model involved: word count, reading time, Flesch reading
 ease (syllable heuristic), keyword coverage, outline parsing, output clean-up and length checks."""
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,14 @@ def flesch_reading_ease(text: str) -> float | None:
 def flesch_label(score: float | None) -> str:
     if score is None:
         return ""
-    for floor, label in ((90, "very easy"), (80, "easy"), (70, "fairly easy"), (60, "plain English"),
-                         (50, "fairly difficult"), (30, "difficult")):
+    for floor, label in (
+        (90, "very easy"),
+        (80, "easy"),
+        (70, "fairly easy"),
+        (60, "plain English"),
+        (50, "fairly difficult"),
+        (30, "difficult"),
+    ):
         if score >= floor:
             return label
     return "very difficult"
@@ -102,9 +109,14 @@ def text_stats(markdown: str) -> TextStats:
     text = plain_text(markdown)
     n = len(words(text))
     score = flesch_reading_ease(text)
-    return TextStats(words=n, characters=len((markdown or "").strip()), sentences=sentence_count(text),
-                     reading_minutes=n / READING_WPM, flesch=None if score is None else round(score, 1),
-                     flesch_label=flesch_label(score))
+    return TextStats(
+        words=n,
+        characters=len((markdown or "").strip()),
+        sentences=sentence_count(text),
+        reading_minutes=n / READING_WPM,
+        flesch=None if score is None else round(score, 1),
+        flesch_label=flesch_label(score),
+    )
 
 
 def reading_time_label(minutes: float) -> str:
@@ -243,8 +255,11 @@ def tail_words(text: str, n: int = 40) -> str:
     return ("…" if len(ws) > n else "") + " ".join(ws[-n:])
 
 
-_PREAMBLE = re.compile(r"^(?:sure|certainly|of course|okay|ok|absolutely|great|here(?:'s| is| are)|below is)\b"
-                       r"[^\n]{0,160}?[:!.]\s*\n", re.I)
+_PREAMBLE = re.compile(
+    r"^(?:sure|certainly|of course|okay|ok|absolutely|great|here(?:'s| is| are)|below is)\b"
+    r"[^\n]{0,160}?[:!.]\s*\n",
+    re.I,
+)
 
 
 _LOOP = re.compile(r"(\S.{0,39}?)(?:[\s,;]*\1){4,}")
@@ -287,7 +302,7 @@ def clean_output(text: str, heading: str = "") -> str:
         norm = lambda s: re.sub(r"\W+", " ", s).strip().lower()  # noqa: E731
         if first and norm(_clean_heading(re.sub(r"^\s*(?:#+|\d+[.)])\s*", "", first))) == norm(heading):
             out = rest.strip()
-    if len(out) > 2 and out[0] in "\"“" and out[-1] in "\"”" and out.count('"') + out.count("“") + out.count("”") == 2:
+    if len(out) > 2 and out[0] in '"“' and out[-1] in '"”' and out.count('"') + out.count("“") + out.count("”") == 2:
         out = out[1:-1].strip()
     return out
 
@@ -307,8 +322,9 @@ class CheckResult:
     def ok(self) -> bool:
         if self.chars is None:
             return False
-        return (self.max_chars is None or self.chars <= self.max_chars) and \
-            (self.min_chars is None or self.chars >= self.min_chars)
+        return (self.max_chars is None or self.chars <= self.max_chars) and (
+            self.min_chars is None or self.chars >= self.min_chars
+        )
 
     def message(self) -> str:
         if self.chars is None:

@@ -1,6 +1,7 @@
 """Writing with one loaded model, no storage: the outline of a long piece, 1-4 variants (short, or a
 section at a time) merged into one stream with notes on how each came out, and a rewrite of part of
 a draft a section at a time. WriterService picks the model and keeps the drafts."""
+
 from __future__ import annotations
 
 import threading
@@ -46,8 +47,7 @@ class RewriteUpdate:
     status: DraftStatus = "streaming"
 
 
-def stream_outline(backend: TextBackend, brief: Brief, options: WriteOptions,
-                   cancel: threading.Event) -> Iterator[str]:
+def stream_outline(backend: TextBackend, brief: Brief, options: WriteOptions, cancel: threading.Event) -> Iterator[str]:
     """The outline of a long piece, as it grows (cumulative text); `options` already checked."""
     messages = outline_prompt(brief)
     params = options.params(0, fit(backend, messages, 80 + 30 * section_count(brief)))
@@ -66,25 +66,40 @@ def resolve_outline(brief: Brief, outline_text: str) -> tuple[Outline, list[str]
     when it has no usable headings."""
     notes = []
     if len(outline_text or "") > OUTLINE_LIMIT:
-        raise InputError(f"The outline is {len(outline_text):,} characters; the limit is {OUTLINE_LIMIT:,}. "
-                         "Keep it to a title and a heading per line.")
+        raise InputError(
+            f"The outline is {len(outline_text):,} characters; the limit is {OUTLINE_LIMIT:,}. "
+            "Keep it to a title and a heading per line."
+        )
     outline = parse_outline(outline_text or "")
     if outline.truncated:
-        notes.append(f"The outline has {len(outline.sections) + outline.truncated} sections; the first "
-                     f"{MAX_SECTIONS} are written.")
+        notes.append(
+            f"The outline has {len(outline.sections) + outline.truncated} sections; the first "
+            f"{MAX_SECTIONS} are written."
+        )
     if len(outline.sections) < 1:
         outline = Outline(outline.title, list(brief.template.default_sections))
         if (outline_text or "").strip():
-            notes.append("The outline had no headings I could read (one per line, e.g. '1. Heading'); "
-                         "the template's default sections were used.")
+            notes.append(
+                "The outline had no headings I could read (one per line, e.g. '1. Heading'); "
+                "the template's default sections were used."
+            )
     if not outline.title:
         outline.title = brief.title
     return outline, notes
 
 
-def write(backend: TextBackend, brief: Brief, options: WriteOptions, cancel: threading.Event, *,
-          notes: list[str], angles: Sequence[str], model: str, outline_text: str | None = None,
-          parallel: int | None = None) -> Iterator[WriteUpdate]:
+def write(
+    backend: TextBackend,
+    brief: Brief,
+    options: WriteOptions,
+    cancel: threading.Event,
+    *,
+    notes: list[str],
+    angles: Sequence[str],
+    model: str,
+    outline_text: str | None = None,
+    parallel: int | None = None,
+) -> Iterator[WriteUpdate]:
     """Write options.variants variants (`options` already checked, `notes` the adjustments so far),
     streaming every variant's text. A long piece without an outline gets one first (phase 'outline').
     Ends with an update whose status is 'complete' or 'cut'. Variants run concurrently up to the
@@ -96,8 +111,9 @@ def write(backend: TextBackend, brief: Brief, options: WriteOptions, cancel: thr
     if brief.template.kind == "long":
         if not outline_text.strip():
             for outline_text in stream_outline(backend, brief, options, cancel):
-                yield WriteUpdate("outline", [""] * n, outline=outline_text, progress="Writing the outline",
-                                  notes=notes)
+                yield WriteUpdate(
+                    "outline", [""] * n, outline=outline_text, progress="Writing the outline", notes=notes
+                )
             if cancel.is_set():
                 yield WriteUpdate("done", [""] * n, outline=outline_text, notes=notes, status="cut")
                 return
@@ -127,22 +143,38 @@ def write(backend: TextBackend, brief: Brief, options: WriteOptions, cancel: thr
         elif event.kind == "error":
             errors[i] = f"Variant {i + 1}: {event.error}" if n > 1 else event.error
             texts[i] = event.text or texts[i]
-        yield WriteUpdate("writing", list(texts), outline=outline_text, done_steps=done_steps,
-                          total_steps=total, progress=progress, notes=notes)
+        yield WriteUpdate(
+            "writing",
+            list(texts),
+            outline=outline_text,
+            done_steps=done_steps,
+            total_steps=total,
+            progress=progress,
+            notes=notes,
+        )
     cut = cancel.is_set() or any(errors)
     warnings = _result_notes(brief, texts, finishes, errors, cancel.is_set())
     final_notes = notes + warnings
     if cancel.is_set():
         final_notes.append("Stopped: what was written so far is kept.")
     stats = {"seconds": round(time.perf_counter() - t0, 2), "variants": n, "parallel": parallel, "model": model}
-    yield WriteUpdate("done", list(texts), outline=outline_text, done_steps=total, total_steps=total,
-                      notes=final_notes, errors=[e for e in errors if e], warnings=warnings,
-                      status="cut" if cut else "complete",
-                      stats=stats)
+    yield WriteUpdate(
+        "done",
+        list(texts),
+        outline=outline_text,
+        done_steps=total,
+        total_steps=total,
+        notes=final_notes,
+        errors=[e for e in errors if e],
+        warnings=warnings,
+        status="cut" if cut else "complete",
+        stats=stats,
+    )
 
 
-def _result_notes(brief: Brief, texts: list[str], finishes: Sequence[str | None], errors: list[str],
-                  stopped: bool) -> list[str]:
+def _result_notes(
+    brief: Brief, texts: list[str], finishes: Sequence[str | None], errors: list[str], stopped: bool
+) -> list[str]:
     notes = []
     n = len(texts)
     name = (lambda i: f"Variant {i + 1}") if n > 1 else (lambda i: "The piece")
@@ -152,15 +184,19 @@ def _result_notes(brief: Brief, texts: list[str], finishes: Sequence[str | None]
         count = len(words(plain_text(text)))
         if not text.strip():
             if not stopped:
-                notes.append(f"{name(i)}: the model returned nothing. Generate again, raise the "
-                             "temperature, or pick another model.")
+                notes.append(
+                    f"{name(i)}: the model returned nothing. Generate again, raise the "
+                    "temperature, or pick another model."
+                )
         elif stopped:
             continue
         elif finishes[i] == "length":
             notes.append(f"{name(i)} reached the length limit and may end mid-sentence.")
         elif brief.length and brief.length >= 60 and count < EARLY_STOP_FRACTION * brief.length:
-            notes.append(f"{name(i)} is {count} words, well short of the {brief.length} asked for: the model "
-                         "stopped early. Generate again, or pick a stronger model.")
+            notes.append(
+                f"{name(i)} is {count} words, well short of the {brief.length} asked for: the model "
+                "stopped early. Generate again, or pick a stronger model."
+            )
     seen: dict[str, int] = {}
     for i, text in enumerate(texts):
         if text.strip() and text in seen:
@@ -169,9 +205,14 @@ def _result_notes(brief: Brief, texts: list[str], finishes: Sequence[str | None]
     return notes
 
 
-def _stream_piece(backend: TextBackend, messages: list[Message], params: GenerationParams,
-                  cancel: threading.Event, whole: Callable[[str], str],
-                  got: list[str]) -> Generator[Event, None, str | None]:
+def _stream_piece(
+    backend: TextBackend,
+    messages: list[Message],
+    params: GenerationParams,
+    cancel: threading.Event,
+    whole: Callable[[str], str],
+    got: list[str],
+) -> Generator[Event, None, str | None]:
     """Stream one model reply as text events; whole() turns the reply so far into the variant's
     whole text. `got[0]` holds the reply so far (kept when the stream fails); returns the
     finish reason."""
@@ -187,8 +228,15 @@ def _stream_piece(backend: TextBackend, messages: list[Message], params: Generat
     return stats.finish_reason
 
 
-def _short_variant(backend: TextBackend, brief: Brief, options: WriteOptions, angles: Sequence[str], i: int,
-                   n: int, cancel: threading.Event) -> Generator[Event, None, None]:
+def _short_variant(
+    backend: TextBackend,
+    brief: Brief,
+    options: WriteOptions,
+    angles: Sequence[str],
+    i: int,
+    n: int,
+    cancel: threading.Event,
+) -> Generator[Event, None, None]:
     messages = short_prompt(brief, angles, i, n)
     params = options.params(i, fit(backend, messages, max_tokens(brief)), brief.template.stop)
     got = [""]
@@ -200,8 +248,16 @@ def _short_variant(backend: TextBackend, brief: Brief, options: WriteOptions, an
     yield Event("done", clean_output(got[0]), finish=finish)
 
 
-def _long_variant(backend: TextBackend, brief: Brief, outline: Outline, options: WriteOptions,
-                  angles: Sequence[str], i: int, n: int, cancel: threading.Event) -> Generator[Event, None, None]:
+def _long_variant(
+    backend: TextBackend,
+    brief: Brief,
+    outline: Outline,
+    options: WriteOptions,
+    angles: Sequence[str],
+    i: int,
+    n: int,
+    cancel: threading.Event,
+) -> Generator[Event, None, None]:
     done: list[tuple[str, str]] = []
     count = len(outline.sections)
     section_words = max(40, (brief.length or 600) // count)
@@ -216,18 +272,32 @@ def _long_variant(backend: TextBackend, brief: Brief, outline: Outline, options:
         got = [""]
         try:
             finish = yield from _stream_piece(
-                backend, messages, params, cancel, lambda r: assemble(outline.title, done + [(heading, r)]), got)  # noqa: B023 - called within this iteration
+                backend,
+                messages,
+                params,
+                cancel,
+                lambda r: assemble(outline.title, done + [(heading, r)]),  # noqa: B023 - called within this iteration
+                got,
+            )
         except BackendError as exc:
             done.append((heading, clean_output(got[0] or getattr(exc, "partial", ""), heading)))
-            yield Event("error", assemble(outline.title, done),
-                        error=f"{exc} (stopped at section {k + 1} of {count})")
+            yield Event("error", assemble(outline.title, done), error=f"{exc} (stopped at section {k + 1} of {count})")
             return
         done.append((heading, clean_output(got[0], heading)))
     yield Event("done", assemble(outline.title, done), finish=finish)
 
 
-def rewrite(backend: TextBackend, text: str, start: int, end: int, op: RewriteOp, language: str,
-            options: WriteOptions, system: str, cancel: threading.Event) -> Iterator[RewriteUpdate]:
+def rewrite(
+    backend: TextBackend,
+    text: str,
+    start: int,
+    end: int,
+    op: RewriteOp,
+    language: str,
+    options: WriteOptions,
+    system: str,
+    cancel: threading.Event,
+) -> Iterator[RewriteUpdate]:
     """Rewrite text[start:end] with `op` (`options` already checked, `system` the rewrite system
     prompt), a section at a time for long text, streaming the whole text with the new part spliced in."""
     before, target, after = text[:start], text[start:end], text[end:]
@@ -236,7 +306,7 @@ def rewrite(backend: TextBackend, text: str, start: int, end: int, op: RewriteOp
     notes: list[str] = []
     joiner = "\n\n"
     lead = target[: len(target) - len(target.lstrip())]
-    trail = target[len(target.rstrip()):]
+    trail = target[len(target.rstrip()) :]
 
     def whole(parts: Sequence[str]) -> str:
         return before + lead + joiner.join(p.strip() for p in parts) + trail + after
@@ -250,14 +320,13 @@ def rewrite(backend: TextBackend, text: str, start: int, end: int, op: RewriteOp
         chunk_tokens = backend.count_tokens([{"role": "user", "content": chunk}])
         params = options.params(k, fit(backend, messages, int(chunk_tokens * op.length_factor) + 64))
         got = [""]
-        events = _stream_piece(backend, messages, params, cancel,
-                               lambda r: whole(done + [r] + chunks[k + 1:]), got)  # noqa: B023 - same iteration
+        events = _stream_piece(backend, messages, params, cancel, lambda r: whole(done + [r] + chunks[k + 1 :]), got)  # noqa: B023 - same iteration
         try:
             for event in events:
                 yield RewriteUpdate(event.text, notes=notes)
         except BackendError as exc:
             done.append(clean_output(got[0] or getattr(exc, "partial", "")) or chunk)
-            yield RewriteUpdate(whole(done + chunks[k + 1:]), done=True, notes=notes, error=str(exc), status="cut")
+            yield RewriteUpdate(whole(done + chunks[k + 1 :]), done=True, notes=notes, error=str(exc), status="cut")
             return
         finally:
             events.close()
@@ -267,4 +336,4 @@ def rewrite(backend: TextBackend, text: str, start: int, end: int, op: RewriteOp
             cleaned = chunk
         done.append(cleaned)
     status: DraftStatus = "cut" if cancel.is_set() else "complete"
-    yield RewriteUpdate(whole(done + chunks[len(done):]), done=True, notes=notes, status=status)
+    yield RewriteUpdate(whole(done + chunks[len(done) :]), done=True, notes=notes, status=status)

@@ -1,5 +1,6 @@
 """The app through gradio_client: the named /chat endpoint streams, takes only the message as
 required, refuses bad input with a clear message and keeps serving everyone else."""
+
 from __future__ import annotations
 
 import threading
@@ -41,8 +42,9 @@ def test_chat_endpoint_streams_the_reply(app):
 def test_chat_endpoint_takes_optional_parameters_and_history(app, fake):
     client, _ = app
     history = [{"role": "user", "content": "earlier question"}, {"role": "assistant", "content": "earlier answer"}]
-    out = client.predict("zebra", system_prompt="Be terse", temperature=0.0, max_new_tokens=5, seed=7,
-                         history=history, api_name="/chat")
+    out = client.predict(
+        "zebra", system_prompt="Be terse", temperature=0.0, max_new_tokens=5, seed=7, history=history, api_name="/chat"
+    )
     assert out == "zebra0 zebra1 zebra2 zebra3 zebra4"
     sent = fake.chat_requests[-1].body
     assert sent["messages"][0] == {"role": "system", "content": "Be terse"}
@@ -127,7 +129,6 @@ def test_startup_loads_no_model_and_imports_no_engine(tmp_path):
         f"build_app(Settings(text_models=('embedded', 'hf:some/model', 'openai:x'), data_dir={str(tmp_path)!r})); "
         "print(sorted(m for m in ('torch', 'llama_cpp', 'transformers', 'openai', 'diffusers') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(ROOT))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,5 +1,6 @@
 """The chat tab in real headless Chromium (Debian's chromium, driven by Playwright) against the real
 app process: streaming, persistence across reload and kill -9, stop, and two users at once."""
+
 from __future__ import annotations
 
 import re
@@ -60,8 +61,10 @@ def test_embedded_model_streams_and_conversation_survives_reload(browser, tmp_pa
 
         page.reload()
         page.locator('#chatbot [data-testid="user"]').first.wait_for(timeout=15000)
-        assert page.locator('#chatbot [data-testid="user"]').all_inner_texts()[-1].strip() == \
-            "Tell me a short story about a brave little robot."
+        assert (
+            page.locator('#chatbot [data-testid="user"]').all_inner_texts()[-1].strip()
+            == "Tell me a short story about a brave little robot."
+        )
         assert bot_texts(page)[-1].strip() == final
         assert "Tell me a short story" in page.locator("#chat-conversations").inner_text()
         context.close()
@@ -82,8 +85,9 @@ def test_stop_and_kill_9_keep_the_partial_reply_marked_as_cut(browser, tmp_path)
             assert "alpha0" in cut_text and "alpha399" not in cut_text
 
             send(page, "delta epsilon")
-            wait_for(lambda: len(bot_texts(page)) == 2 and "delta3" in bot_texts(page)[-1], 30,
-                     "the second reply to stream")
+            wait_for(
+                lambda: len(bot_texts(page)) == 2 and "delta3" in bot_texts(page)[-1], 30, "the second reply to stream"
+            )
             time.sleep(0.6)  # past one save interval, so some text is on disk
             app.kill9()
         with app_process(tmp_path, env, port=port) as app:
@@ -105,7 +109,7 @@ def test_two_users_at_once_never_see_each_others_tokens_or_conversations(browser
             send(ann, "apple apricot")
             send(bob, "banana blueberry")
             for page in (ann, bob):
-                wait_for(lambda: "tok/s" in page.locator("#chat-stats").inner_text(), 30, "replies")
+                wait_for(lambda page=page: "tok/s" in page.locator("#chat-stats").inner_text(), 30, "replies")
             ann_text, bob_text = bot_texts(ann)[-1], bot_texts(bob)[-1]
             assert "apple0" in ann_text and "banana" not in ann_text and "blueberry" not in ann_text
             assert "banana0" in bob_text and "apple" not in bob_text and "apricot" not in bob_text
@@ -132,12 +136,18 @@ def test_conversations_switch_search_rename_export_and_delete(browser, tmp_path)
             wait_for(lambda: not bot_texts(page), 10, "an empty chat")
             send(page, "second topic whales")
             wait_for(lambda: "whales2" in " ".join(bot_texts(page)), 20, "second reply")
-            wait_for(lambda: "first topic owls" in convs.inner_text() and "second topic whales" in convs.inner_text(),
-                     10, "both conversations listed")
+            wait_for(
+                lambda: "first topic owls" in convs.inner_text() and "second topic whales" in convs.inner_text(),
+                10,
+                "both conversations listed",
+            )
 
             convs.get_by_text("first topic owls").click()  # switch
-            wait_for(lambda: "owls2" in " ".join(bot_texts(page)) and "whales" not in " ".join(bot_texts(page)),
-                     10, "the first conversation to show")
+            wait_for(
+                lambda: "owls2" in " ".join(bot_texts(page)) and "whales" not in " ".join(bot_texts(page)),
+                10,
+                "the first conversation to show",
+            )
 
             page.locator("#chat-search input, #chat-search textarea").first.fill("whales")
             wait_for(lambda: "owls" not in convs.inner_text() and "whales" in convs.inner_text(), 10, "search")
@@ -176,8 +186,11 @@ def login(page, url: str, user: str, password: str) -> None:
 
 def test_with_login_each_user_has_their_own_conversations_on_any_browser(browser, tmp_path):
     with fake_openai_server(reply_words=6) as fake:
-        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
-               "STUDIO_AUTH": "ann:pw-ann,bob:pw-bob"}
+        env = {
+            "STUDIO_TEXT_MODEL": "openai:fake-model",
+            "OPENAI_BASE_URL": fake.base_url,
+            "STUDIO_AUTH": "ann:pw-ann,bob:pw-bob",
+        }
         with app_process(tmp_path, env) as app:
             first = browser.new_context()
             page = first.new_page()
@@ -196,15 +209,21 @@ def test_with_login_each_user_has_their_own_conversations_on_any_browser(browser
             fresh = browser.new_context()
             page = fresh.new_page()
             login(page, app.url, "ann", "pw-ann")
-            wait_for(lambda: "ann private plans" in page.locator("#chat-conversations").inner_text(), 10,
-                     "ann's conversation")
+            wait_for(
+                lambda: "ann private plans" in page.locator("#chat-conversations").inner_text(),
+                10,
+                "ann's conversation",
+            )
             fresh.close()
 
 
 def test_a_refused_message_keeps_the_conversation_on_screen_and_says_why(browser, tmp_path):
     with fake_openai_server(reply_words=6) as fake:
-        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
-               "STUDIO_MAX_INPUT_CHARS": "50"}
+        env = {
+            "STUDIO_TEXT_MODEL": "openai:fake-model",
+            "OPENAI_BASE_URL": fake.base_url,
+            "STUDIO_MAX_INPUT_CHARS": "50",
+        }
         with app_process(tmp_path, env) as app:
             context = browser.new_context()
             page = open_page(context, app.url)

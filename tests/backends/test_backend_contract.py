@@ -1,6 +1,7 @@
 """The text-backend contract, run over every backend the app ships: llama.cpp with the embedded
 model, transformers (a tiny model built from a config, and the embedded GGUF), and the
 OpenAI-compatible backend against a loopback server and against llama_cpp.server (a real peer)."""
+
 from __future__ import annotations
 
 import threading
@@ -10,11 +11,16 @@ import pytest
 
 from backends.text.base import Capabilities, GenerationParams, StreamStats, TextBackend
 
-LOCAL = ["llamacpp_backend", "tiny_transformers_backend",
-         pytest.param("gguf_transformers_backend", marks=pytest.mark.slow)]
+LOCAL = [
+    "llamacpp_backend",
+    "tiny_transformers_backend",
+    pytest.param("gguf_transformers_backend", marks=pytest.mark.slow),
+]
 HOSTED = ["openai_fake_backend", pytest.param("openai_llamacpp_server_backend", marks=pytest.mark.slow)]
-MESSAGES = [{"role": "system", "content": "You are concise."},
-            {"role": "user", "content": "List three colours of the rainbow."}]
+MESSAGES = [
+    {"role": "system", "content": "You are concise."},
+    {"role": "user", "content": "List three colours of the rainbow."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,9 @@ def openai_llamacpp_server_backend(settings_factory, embedded_gguf):
 
     with llama_cpp_server(embedded_gguf, n_ctx=2048) as server:
         settings = settings_factory(openai_base_url=server.base_url, request_timeout=60.0)
-        backend = OpenAIBackend(model=server.model, settings=settings, spec=f"openai:{server.model}",
-                                label="llama_cpp.server")
+        backend = OpenAIBackend(
+            model=server.model, settings=settings, spec=f"openai:{server.model}", label="llama_cpp.server"
+        )
         backend.load()
         yield backend
 
@@ -101,6 +108,11 @@ def test_max_new_tokens_bounds_the_reply(backend):
 
 def test_token_count_grows_with_the_conversation(backend):
     short = backend.count_tokens(MESSAGES)
-    longer = backend.count_tokens(MESSAGES + [{"role": "assistant", "content": "Red, green, blue."},
-                                              {"role": "user", "content": "And three more, please?"}])
+    longer = backend.count_tokens(
+        MESSAGES
+        + [
+            {"role": "assistant", "content": "Red, green, blue."},
+            {"role": "user", "content": "And three more, please?"},
+        ]
+    )
     assert 0 < short < longer

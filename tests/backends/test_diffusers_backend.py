@@ -1,6 +1,7 @@
 """DiffusersBackend against a tiny, randomly initialised Stable Diffusion pipeline built here from configs
 (the way diffusers' own tests build theirs; tokenizer included, no hub): shapes, seeds, batch, cancel,
 progress, schedulers, inpainting, single-file loading, and the hub-unreachable message."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,17 +19,22 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from backends.text.base import BackendError, ModelUnavailableError
-from backends.image.diffusers_local import DiffusersBackend, select_pipeline_files
 from backends.image.base import ImageCancelled, ImageRequest
+from backends.image.diffusers_local import DiffusersBackend, select_pipeline_files
+from backends.text.base import BackendError, ModelUnavailableError
 from tests.support.paths import ROOT
 from tests.support.tiny_models import UNET_LAYERS, UNET_LEVELS, VAE_LEVELS
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_folder, tmp_path_factory) -> DiffusersBackend:
-    b = DiffusersBackend(str(tiny_folder), spec=f"diffusers:{tiny_folder}", label="tiny",
-                         data_dir=tmp_path_factory.mktemp("data"), device="cpu")
+    b = DiffusersBackend(
+        str(tiny_folder),
+        spec=f"diffusers:{tiny_folder}",
+        label="tiny",
+        data_dir=tmp_path_factory.mktemp("data"),
+        device="cpu",
+    )
     b.load()
     return b
 
@@ -62,8 +68,14 @@ def test_txt2img_size_seed_and_parameters(backend):
     assert not np.array_equal(pixels(first[0].image), pixels(other[0].image))
     p = first[0].parameters
     assert first[0].seed == p["seed"] == 123
-    assert (p["steps"], p["guidance"], p["width"], p["height"], p["mode"], p["scheduler"]) == \
-        (2, 0.0, 48, 32, "txt2img", "Euler")
+    assert (p["steps"], p["guidance"], p["width"], p["height"], p["mode"], p["scheduler"]) == (
+        2,
+        0.0,
+        48,
+        32,
+        "txt2img",
+        "Euler",
+    )
     assert p["model"] == "tiny-sd" and len(p["model_hash"]) == 10
     assert "strength" not in p
 
@@ -152,8 +164,9 @@ def test_progress_reports_every_step_with_previews(backend):
 
 def test_img2img_progress_counts_the_steps_that_run(backend):
     events = []
-    request = ImageRequest(prompt="x", mode="img2img", init_image=seed_image(), strength=0.5, steps=6,
-                           width=32, height=32)
+    request = ImageRequest(
+        prompt="x", mode="img2img", init_image=seed_image(), strength=0.5, steps=6, width=32, height=32
+    )
     backend.generate(request, threading.Event(), lambda s, t, p: events.append((s, t)))
     assert events == [(1, 3), (2, 3), (3, 3)]
 
@@ -170,8 +183,11 @@ def test_cancel_stops_within_a_step_and_the_next_request_is_unaffected(backend):
 
     start = time.perf_counter()
     with pytest.raises(ImageCancelled):
-        backend.generate(ImageRequest(prompt="a red fox in the snow", steps=30, width=32, height=32, seed=11,
-                                      batch_count=3), cancel, progress)
+        backend.generate(
+            ImageRequest(prompt="a red fox in the snow", steps=30, width=32, height=32, seed=11, batch_count=3),
+            cancel,
+            progress,
+        )
     assert seen == [1]
     assert time.perf_counter() - start < 5
     assert np.array_equal(pixels(run(backend, steps=30, seed=11)[0].image), pixels(expected[0].image))
@@ -184,9 +200,10 @@ def test_cancel_from_another_thread_while_waiting_for_the_lock(backend):
         started.set()
         release.wait(10)
 
-    worker = threading.Thread(target=backend.generate,
-                              args=(ImageRequest(prompt="x", steps=2, width=32, height=32), threading.Event(),
-                                    slow_progress))
+    worker = threading.Thread(
+        target=backend.generate,
+        args=(ImageRequest(prompt="x", steps=2, width=32, height=32), threading.Event(), slow_progress),
+    )
     worker.start()
     assert started.wait(30)
     cancel = threading.Event()
@@ -216,15 +233,18 @@ def test_concurrent_requests_get_their_own_images(backend):
 # -- bad requests and memory savers ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(mode="img2img"), "starting image"),
-    (dict(mode="inpaint", init_image=Image.new("RGB", (32, 32))), "mask"),
-    (dict(width=30), "multiples of 8"),
-    (dict(steps=0), "Steps"),
-    (dict(steps=1000), "Steps"),
-    (dict(mode="img2img", init_image=Image.new("RGB", (32, 32)), steps=2, strength=0.3), "steps × strength"),
-    (dict(scheduler="Nonsense"), "Scheduler"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(mode="img2img"), "starting image"),
+        (dict(mode="inpaint", init_image=Image.new("RGB", (32, 32))), "mask"),
+        (dict(width=30), "multiples of 8"),
+        (dict(steps=0), "Steps"),
+        (dict(steps=1000), "Steps"),
+        (dict(mode="img2img", init_image=Image.new("RGB", (32, 32)), steps=2, strength=0.3), "steps × strength"),
+        (dict(scheduler="Nonsense"), "Scheduler"),
+    ],
+)
 def test_bad_requests_are_refused_with_a_message(backend, kwargs, words):
     with pytest.raises(BackendError, match=words):
         run(backend, **kwargs)
@@ -251,10 +271,16 @@ def to_ldm_checkpoint(folder: Path) -> dict:
 
     pipe = StableDiffusionPipeline.from_pretrained(folder)
     L = UNET_LAYERS
-    unet_map = [("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
-                ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
-                ("mid_block.resnets.0.", "middle_block.0."), ("mid_block.attentions.0.", "middle_block.1."),
-                ("mid_block.resnets.1.", "middle_block.2.")]
+    unet_map = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("conv_in.", "input_blocks.0.0."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ]
     for i in range(UNET_LEVELS):
         for j in range(L):
             unet_map.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{(L + 1) * i + j + 1}.0."))
@@ -265,10 +291,17 @@ def to_ldm_checkpoint(folder: Path) -> dict:
         if i < UNET_LEVELS - 1:
             unet_map.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(L + 1) * (i + 1)}.0.op."))
             has_attention = any(k.startswith(f"up_blocks.{i}.attentions.") for k in pipe.unet.state_dict())
-            unet_map.append((f"up_blocks.{i}.upsamplers.0.",
-                             f"output_blocks.{(L + 1) * i + L}.{2 if has_attention else 1}."))
-    resnet = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
-              ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+            unet_map.append(
+                (f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{(L + 1) * i + L}.{2 if has_attention else 1}.")
+            )
+    resnet = [
+        ("norm1", "in_layers.0"),
+        ("conv1", "in_layers.2"),
+        ("norm2", "out_layers.0"),
+        ("conv2", "out_layers.3"),
+        ("time_emb_proj", "emb_layers.1"),
+        ("conv_shortcut", "skip_connection"),
+    ]
     out = {}
     for key, value in pipe.unet.state_dict().items():
         new = key
@@ -278,17 +311,27 @@ def to_ldm_checkpoint(folder: Path) -> dict:
         for a, b in unet_map:
             new = new.replace(a, b)
         out["model.diffusion_model." + new] = value
-    vae_map = [("conv_shortcut", "nin_shortcut"), ("conv_norm_out", "norm_out"),
-               ("mid_block.attentions.0.", "mid.attn_1.")]
+    vae_map = [
+        ("conv_shortcut", "nin_shortcut"),
+        ("conv_norm_out", "norm_out"),
+        ("mid_block.attentions.0.", "mid.attn_1."),
+    ]
     for i in range(VAE_LEVELS):
         top = VAE_LEVELS - 1 - i
-        vae_map += [(f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block."),
-                    (f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{top}.block."),
-                    (f"down_blocks.{i}.downsamplers.0.", f"down.{i}.downsample."),
-                    (f"up_blocks.{i}.upsamplers.0.", f"up.{top}.upsample.")]
+        vae_map += [
+            (f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block."),
+            (f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{top}.block."),
+            (f"down_blocks.{i}.downsamplers.0.", f"down.{i}.downsample."),
+            (f"up_blocks.{i}.upsamplers.0.", f"up.{top}.upsample."),
+        ]
     vae_map += [("mid_block.resnets.0.", "mid.block_1."), ("mid_block.resnets.1.", "mid.block_2.")]
-    attention = [("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."),
-                 ("to_out.0.", "proj_out.")]
+    attention = [
+        ("group_norm.", "norm."),
+        ("to_q.", "q."),
+        ("to_k.", "k."),
+        ("to_v.", "v."),
+        ("to_out.0.", "proj_out."),
+    ]
     for key, value in pipe.vae.state_dict().items():
         new = key
         for a, b in vae_map:
@@ -314,8 +357,7 @@ def tiny_checkpoint(tiny_folder, tmp_path_factory) -> Path:
     return checkpoint
 
 
-def test_single_safetensors_file_gives_the_same_images_as_the_folder(backend, tiny_folder, tiny_checkpoint,
-                                                                     tmp_path):
+def test_single_safetensors_file_gives_the_same_images_as_the_folder(backend, tiny_folder, tiny_checkpoint, tmp_path):
     checkpoint = tiny_checkpoint
     single = DiffusersBackend(str(checkpoint), device="cpu", config=str(tiny_folder), data_dir=tmp_path)
     single.load()
@@ -349,8 +391,9 @@ def _load_in_subprocess(model_ref: str, env: dict) -> subprocess.CompletedProces
     )
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     full_env.update(env, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True,
-                          timeout=180, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=180, cwd=ROOT
+    )
 
 
 def _closed_port() -> int:
@@ -359,10 +402,13 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nothing listens here once the socket is closed
 
 
-@pytest.mark.parametrize("env, reason", [
-    ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE=1"),
-    ({"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}, "no connection"),
-])
+@pytest.mark.parametrize(
+    "env, reason",
+    [
+        ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE=1"),
+        ({"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}, "no connection"),
+    ],
+)
 def test_hub_unreachable_and_not_cached_says_so_and_how_to_fix(tmp_path, env, reason):
     result = _load_in_subprocess("someone/not-cached-model", {"HF_HOME": str(tmp_path / "hf"), **env})
     out = result.stdout
@@ -391,19 +437,35 @@ def test_hub_unreachable_but_cached_loads_from_the_cache(tiny_folder, tmp_path):
 
 
 def test_hub_file_selection_takes_one_weight_set():
-    files = ["model_index.json", "sd_turbo.safetensors", "README.md",
-             "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
-             "text_encoder/config.json", "text_encoder/model.safetensors", "text_encoder/model.fp16.safetensors",
-             "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-             "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.bin",
-             "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
-             "vae/diffusion_pytorch_model.fp16.safetensors", "safety_checker/model.safetensors"]
+    files = [
+        "model_index.json",
+        "sd_turbo.safetensors",
+        "README.md",
+        "scheduler/scheduler_config.json",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "text_encoder/model.fp16.safetensors",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.bin",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.fp16.safetensors",
+        "safety_checker/model.safetensors",
+    ]
     components = ["scheduler", "tokenizer", "text_encoder", "unet", "vae"]
     half, variant = select_pipeline_files(files, components, "fp16")
     assert variant == "fp16"
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in half and "tokenizer/merges.txt" in half
-    assert not {"sd_turbo.safetensors", "unet/diffusion_pytorch_model.safetensors",
-                "unet/diffusion_pytorch_model.bin", "safety_checker/model.safetensors"} & set(half)
+    assert not {
+        "sd_turbo.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.bin",
+        "safety_checker/model.safetensors",
+    } & set(half)
     full, variant = select_pipeline_files(files, components, None)
     assert variant is None and "unet/diffusion_pytorch_model.safetensors" in full
     assert not any(".fp16." in f for f in full)
@@ -425,9 +487,17 @@ def test_reused_parameters_from_the_png_give_the_same_pixels(backend):
     from core.images.png import encode_png, read_png_parameters
     from core.images.request import normalise_request, request_fields
 
-    first, notes = normalise_request(caps=backend.capabilities(), prompt="a red fox, in snow: 1", width=64,
-                                     height=64, negative_prompt="blurry", seed=31337, steps=3, guidance=1.5,
-                                     scheduler="Euler a")
+    first, notes = normalise_request(
+        caps=backend.capabilities(),
+        prompt="a red fox, in snow: 1",
+        width=64,
+        height=64,
+        negative_prompt="blurry",
+        seed=31337,
+        steps=3,
+        guidance=1.5,
+        scheduler="Euler a",
+    )
     assert not notes
     made = backend.generate(first, threading.Event())[0]
     fields = request_fields(read_png_parameters(encode_png(made.image, made.parameters)))

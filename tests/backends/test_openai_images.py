@@ -1,5 +1,6 @@
 """OpenAIImagesBackend against a real HTTP server on loopback that speaks the images API
 (tests/support/openai_images_server.py): decoding, sizes, edits with image and mask, seeds, faults and keys."""
+
 from __future__ import annotations
 
 import threading
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from backends.image.base import ImageBackend, ImageCancelled, ImageRequest
+from backends.image.openai_images import OpenAIImagesBackend
 from backends.text.base import (
     AuthFailedError,
     BackendError,
@@ -19,17 +22,30 @@ from backends.text.base import (
     ServerFailedError,
     TimeoutFailedError,
 )
-from backends.image.base import ImageBackend, ImageCancelled, ImageRequest
-from backends.image.openai_images import OpenAIImagesBackend
 from tests.support.openai_images_server import colour_for, images_server
 
 KEY = "sk-test-IMG-S3CR3T-0123456789"
 
 
-def make(server_url: str | None, *, key: str | None = KEY, timeout: float = 10.0, retries: int = 2,
-         model: str = "sd-compatible", **kw) -> OpenAIImagesBackend:
-    return OpenAIImagesBackend(model=model, base_url=server_url, api_key=key, timeout=timeout,
-                               max_retries=retries, spec=f"openai:{model}", label="test", **kw)
+def make(
+    server_url: str | None,
+    *,
+    key: str | None = KEY,
+    timeout: float = 10.0,
+    retries: int = 2,
+    model: str = "sd-compatible",
+    **kw,
+) -> OpenAIImagesBackend:
+    return OpenAIImagesBackend(
+        model=model,
+        base_url=server_url,
+        api_key=key,
+        timeout=timeout,
+        max_retries=retries,
+        spec=f"openai:{model}",
+        label="test",
+        **kw,
+    )
 
 
 def request(**kw) -> ImageRequest:
@@ -51,8 +67,9 @@ def test_is_an_image_backend():
 def test_generate_decodes_b64_pngs_with_seeds_and_parameters():
     with images_server(require_key=KEY) as server:
         events = []
-        out = make(server.base_url).generate(request(batch_count=2), threading.Event(),
-                                             lambda s, t, p: events.append((s, t)))
+        out = make(server.base_url).generate(
+            request(batch_count=2), threading.Event(), lambda s, t, p: events.append((s, t))
+        )
     assert [g.seed for g in out] == [5, 6]
     for g in out:
         assert g.image.size == (64, 48) and g.image.mode == "RGB"
@@ -95,8 +112,9 @@ def test_inpaint_sends_image_and_mask_and_only_the_mask_changes():
     mask = Image.new("L", (64, 48), 0)
     ImageDraw.Draw(mask).rectangle((0, 0, 31, 47), fill=255)  # white = repaint the left half
     with images_server() as server:
-        out = make(server.base_url).generate(request(mode="inpaint", init_image=start, mask_image=mask),
-                                             threading.Event())
+        out = make(server.base_url).generate(
+            request(mode="inpaint", init_image=start, mask_image=mask), threading.Event()
+        )
     fields = server.requests[0].fields
     assert isinstance(fields["image"], bytes) and isinstance(fields["mask"], bytes)
     result = np.asarray(out[0].image)
@@ -113,9 +131,8 @@ def test_url_answers_are_fetched():
 
 
 def test_401_maps_to_auth_error_without_the_key():
-    with images_server(require_key="sk-the-right-one") as server:
-        with pytest.raises(AuthFailedError) as info:
-            make(server.base_url).generate(request(), threading.Event())
+    with images_server(require_key="sk-the-right-one") as server, pytest.raises(AuthFailedError) as info:
+        make(server.base_url).generate(request(), threading.Event())
     assert "OPENAI_API_KEY" in str(info.value)
     assert_no_key(info.value)
     assert len(server.requests) == 1  # not retried
@@ -136,9 +153,8 @@ def test_persistent_500_gives_server_error_after_bounded_retries():
 
 
 def test_persistent_429_gives_rate_limit_error():
-    with images_server(fail_first=100, fail_status=429) as server:
-        with pytest.raises(RateLimitedError):
-            make(server.base_url, retries=1).generate(request(), threading.Event())
+    with images_server(fail_first=100, fail_status=429) as server, pytest.raises(RateLimitedError):
+        make(server.base_url, retries=1).generate(request(), threading.Event())
     assert len(server.requests) == 2
 
 
@@ -189,8 +205,11 @@ def test_cancel_closes_the_in_flight_request():
 def test_bad_requests_are_refused_before_any_http():
     with images_server() as server:
         backend = make(server.base_url)
-        for kw, words in ((dict(prompt="  "), "needs a prompt"), (dict(mode="img2img"), "starting image"),
-                          (dict(mode="inpaint", init_image=Image.new("RGB", (8, 8))), "mask")):
+        for kw, words in (
+            (dict(prompt="  "), "needs a prompt"),
+            (dict(mode="img2img"), "starting image"),
+            (dict(mode="inpaint", init_image=Image.new("RGB", (8, 8))), "mask"),
+        ):
             with pytest.raises(BackendError, match=words):
                 backend.generate(request(**kw), threading.Event())
     assert server.requests == []

@@ -2,6 +2,7 @@
 real tokenizer): requests that wait while the model is busy share the next generate() call, and each
 still gets exactly the reply it would get alone, its own length, stop strings, cancel and seed. Then the
 condenser's map step against it: its parallel requests really are batched."""
+
 from __future__ import annotations
 
 import threading
@@ -14,8 +15,8 @@ import pytest
 from backends.text.base import GenerationParams, Message, StreamStats
 from config import Settings
 from core.condenser.service import CondenseOptions, CondenseService
-from core.models import ModelManager
 from core.condenser.store import SummaryStore
+from core.models import ModelManager
 from tests.support.paths import CORPUS
 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=12)
@@ -23,8 +24,13 @@ PROMPTS: list[list[Message]] = [
     [{"role": "user", "content": "Hi"}],
     [{"role": "user", "content": "Write a short poem about the sea and the wind over the harbour."}],
     [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three rivers."}],
-    [{"role": "user", "content": "Explain, step by step and with care, how a lock keeper fills a lock "
-                                 "chamber before a boat may pass upstream on a busy canal."}],
+    [
+        {
+            "role": "user",
+            "content": "Explain, step by step and with care, how a lock keeper fills a lock "
+            "chamber before a boat may pass upstream on a busy canal.",
+        }
+    ],
 ]
 
 
@@ -36,8 +42,14 @@ def solo(backend: Any, messages: list[Message], params: GenerationParams) -> tup
 class Request(threading.Thread):
     """One request on its own thread, as each user's (or each condenser chunk's) would be."""
 
-    def __init__(self, backend: Any, messages: list[Message], params: GenerationParams,
-                 cancel_after: int | None = None, close_after: int | None = None) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        messages: list[Message],
+        params: GenerationParams,
+        cancel_after: int | None = None,
+        close_after: int | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.backend, self.messages, self.params, self.cancel_after = backend, messages, params, cancel_after
         self.close_after = close_after
@@ -92,13 +104,19 @@ def test_queued_requests_share_one_generate_and_each_gets_its_own_reply(tiny_tra
     for r, (text, stats) in zip(batched, alone):
         assert text.strip()
         assert r.text == text  # left padding changes nothing a row computes
-        assert (r.stats.finish_reason, r.stats.prompt_tokens, r.stats.completion_tokens) == \
-               (stats.finish_reason, stats.prompt_tokens, stats.completion_tokens)
+        assert (r.stats.finish_reason, r.stats.prompt_tokens, r.stats.completion_tokens) == (
+            stats.finish_reason,
+            stats.prompt_tokens,
+            stats.completion_tokens,
+        )
 
 
 def test_each_row_keeps_its_own_length_and_the_short_one_returns_first(tiny_transformers_backend):
     backend = tiny_transformers_backend
-    short, long = GenerationParams(temperature=0.0, max_new_tokens=3), GenerationParams(temperature=0.0, max_new_tokens=60)
+    short, long = (
+        GenerationParams(temperature=0.0, max_new_tokens=3),
+        GenerationParams(temperature=0.0, max_new_tokens=60),
+    )
     long_alone, _ = solo(backend, PROMPTS[1], long)
     before = backend.batch_counts()
     a, b = while_busy(backend, [Request(backend, PROMPTS[1], short), Request(backend, PROMPTS[1], long)])
@@ -127,7 +145,7 @@ def test_a_stop_string_ends_only_its_own_row(tiny_transformers_backend):
     backend = tiny_transformers_backend
     free = GenerationParams(temperature=0.0, max_new_tokens=30)
     full, _ = solo(backend, PROMPTS[1], free)
-    stop = full[len(full) // 2: len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     assert stop.strip()
     stopped = GenerationParams(temperature=0.0, max_new_tokens=30, stop=(stop,))
     a, b = while_busy(backend, [Request(backend, PROMPTS[1], stopped), Request(backend, PROMPTS[1], free)])
@@ -145,8 +163,15 @@ def test_a_seed_repeats_exactly_whatever_it_is_batched_with(tiny_transformers_ba
     other_alone, _ = solo(backend, PROMPTS[1], other)
     greedy_alone, _ = solo(backend, PROMPTS[3], GREEDY)
     before = backend.batch_counts()
-    rows = while_busy(backend, [Request(backend, PROMPTS[1], other), Request(backend, PROMPTS[2], seeded),
-                                Request(backend, PROMPTS[3], GREEDY), Request(backend, PROMPTS[2], seeded)])
+    rows = while_busy(
+        backend,
+        [
+            Request(backend, PROMPTS[1], other),
+            Request(backend, PROMPTS[2], seeded),
+            Request(backend, PROMPTS[3], GREEDY),
+            Request(backend, PROMPTS[2], seeded),
+        ],
+    )
     assert new_batches(backend, before) == {1: 1, 4: 1}
     assert rows[1].text == rows[3].text == alone
     assert rows[0].text == other_alone and rows[2].text == greedy_alone
@@ -178,14 +203,20 @@ def test_a_temperature_too_small_to_sample_decodes_greedily_beside_normal_rows(t
     greedy_alone, _ = solo(backend, PROMPTS[1], GenerationParams(temperature=0.0, max_new_tokens=15))
     seeded = GenerationParams(temperature=0.9, max_new_tokens=15, seed=5)
     seeded_alone, _ = solo(backend, PROMPTS[2], seeded)
-    tiny, normal = while_busy(backend, [Request(backend, PROMPTS[1], GenerationParams(temperature=1e-39, max_new_tokens=15)),
-                                        Request(backend, PROMPTS[2], seeded)])
+    tiny, normal = while_busy(
+        backend,
+        [
+            Request(backend, PROMPTS[1], GenerationParams(temperature=1e-39, max_new_tokens=15)),
+            Request(backend, PROMPTS[2], seeded),
+        ],
+    )
     assert tiny.text == greedy_alone  # the limit of a vanishing temperature, not a failed batch
     assert normal.text == seeded_alone and normal.stats.finish_reason == "length"
 
 
 def test_a_model_failing_inside_generate_fails_its_batch_clearly_and_frees_the_model(
-        tiny_hf_model_dir: Path, tmp_path: Path, settings_factory):
+    tiny_hf_model_dir: Path, tmp_path: Path, settings_factory
+):
     """A model folder whose embedding table is smaller than its tokenizer (a real mismatch a user can
     make): generate() itself fails, on the worker thread, for every row of the batch."""
     import torch
@@ -196,8 +227,15 @@ def test_a_model_failing_inside_generate_fails_its_batch_clearly_and_frees_the_m
 
     folder = tmp_path / "mismatched"
     tokenizer = AutoTokenizer.from_pretrained(tiny_hf_model_dir)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -209,8 +247,9 @@ def test_a_model_failing_inside_generate_fails_its_batch_clearly_and_frees_the_m
     for r in failing:
         r.join(60)
         assert not r.is_alive()
-    assert all(isinstance(r.error, BackendError) and "Generation failed in transformers" in str(r.error)
-               for r in failing), [r.error for r in failing]
+    assert all(
+        isinstance(r.error, BackendError) and "Generation failed in transformers" in str(r.error) for r in failing
+    ), [r.error for r in failing]
     assert max(backend.batch_counts()) > 1  # they failed together, as one batch
     with pytest.raises(BackendError):  # the model is free again: the next request runs (and fails) at once
         solo(backend, PROMPTS[0], GREEDY)

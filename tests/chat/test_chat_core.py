@@ -1,18 +1,18 @@
 """Pure chat logic: context fitting, role merging, stop registry, input checks, export."""
+
 import json
-import threading
 
 import pytest
 
 from backends.text.base import ContextOverflowError
 from config import Settings
 from core.cancel import CancelRegistry
-from core.chat.service import ChatOptions, ChatService, fit_to_context, merge_roles, title_from
-from core.errors import InputError
 from core.chat.export import export_filename, to_json, to_markdown
-from core.models import ModelManager
 from core.chat.presets import load_chat_presets
+from core.chat.service import ChatOptions, ChatService, fit_to_context, merge_roles, title_from
 from core.chat.store import ConversationStore
+from core.errors import InputError
+from core.models import ModelManager
 
 
 def words(messages):  # a token counter for tests: one token per word plus 3 per message
@@ -20,8 +20,7 @@ def words(messages):  # a token counter for tests: one token per word plus 3 per
 
 
 def turns(n):
-    return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "w " * 8}
-            for i in range(n)]
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "w " * 8} for i in range(n)]
 
 
 def test_fit_keeps_everything_when_it_fits():
@@ -46,8 +45,9 @@ def test_fit_refuses_a_last_message_that_alone_is_too_long():
 
 
 def test_merge_roles_joins_consecutive_same_role_messages():
-    merged = merge_roles([{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
-                          {"role": "assistant", "content": "c"}])
+    merged = merge_roles(
+        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
+    )
     assert merged == [{"role": "user", "content": "a\n\nb"}, {"role": "assistant", "content": "c"}]
 
 
@@ -124,10 +124,17 @@ def test_unknown_model_spec_fails_at_startup(tmp_path):
 
 
 def test_settings_from_env_reads_everything_in_one_place(tmp_path):
-    s = Settings.from_env({"STUDIO_TEXT_MODEL": "embedded, openai:gpt-4o-mini", "STUDIO_DATA_DIR": str(tmp_path),
-                           "GRADIO_SERVER_PORT": "9999", "OPENAI_API_KEY": "sk-secret-123",
-                           "STUDIO_AUTH": "ann:pw1,bob:pw2", "STUDIO_BATCH_SIZE": "6",
-                           "STUDIO_OPENAI_CONCURRENCY": "3"})
+    s = Settings.from_env(
+        {
+            "STUDIO_TEXT_MODEL": "embedded, openai:gpt-4o-mini",
+            "STUDIO_DATA_DIR": str(tmp_path),
+            "GRADIO_SERVER_PORT": "9999",
+            "OPENAI_API_KEY": "sk-secret-123",
+            "STUDIO_AUTH": "ann:pw1,bob:pw2",
+            "STUDIO_BATCH_SIZE": "6",
+            "STUDIO_OPENAI_CONCURRENCY": "3",
+        }
+    )
     assert s.text_models == ("embedded", "openai:gpt-4o-mini")
     assert (s.batch_size, s.openai_concurrency) == (6, 3)
     assert s.server_port == 9999 and s.data_dir == tmp_path

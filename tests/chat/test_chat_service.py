@@ -1,23 +1,29 @@
 """ChatService with a real backend (the OpenAI-compatible one against a loopback server): history
 trimming, saving while streaming, stop, regenerate, faults that keep what was written."""
+
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from config import Settings
 from core.chat.service import ChatOptions, ChatService
+from core.chat.store import ConversationStore
 from core.errors import InputError
 from core.models import ModelManager
-from core.chat.store import ConversationStore
 from tests.support.openai_servers import fake_openai_server, fake_reply
 
 
 def make_service(tmp_path, base_url, **kw) -> ChatService:
-    settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path, openai_base_url=base_url,
-                        request_timeout=kw.pop("request_timeout", 5.0), max_retries=kw.pop("max_retries", 0), **kw)
+    settings = Settings(
+        text_models=("openai:fake-model",),
+        data_dir=tmp_path,
+        openai_base_url=base_url,
+        request_timeout=kw.pop("request_timeout", 5.0),
+        max_retries=kw.pop("max_retries", 0),
+        **kw,
+    )
     return ChatService(settings, ConversationStore(settings.db_path), ModelManager(settings))
 
 

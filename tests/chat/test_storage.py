@@ -1,5 +1,5 @@
 """Conversation storage: users are isolated, replies in progress survive a crash, search works."""
-import json
+
 import os
 import sqlite3
 import subprocess
@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from core.chat.store import ConversationStore
-from core.security.secrets import persistent_secret
 from core.errors import NotFoundError
+from core.security.secrets import persistent_secret
 
 
 @pytest.fixture
@@ -26,7 +26,9 @@ def test_conversation_round_trip_and_order(store):
     store.update_message("u1", a.id, mid, content="hi there", status="complete", stats={"tokens_per_s": 5})
     conv = store.get_conversation("u1", a.id)
     assert [(m.role, m.content, m.status) for m in conv.messages] == [
-        ("user", "hello", "complete"), ("assistant", "hi there", "complete")]
+        ("user", "hello", "complete"),
+        ("assistant", "hi there", "complete"),
+    ]
     assert conv.messages[1].stats == {"tokens_per_s": 5}
     # a conversation with new messages moves to the top
     assert [c.id for c in store.list_conversations("u1")] == [a.id, b.id]

@@ -1,6 +1,7 @@
 """The /condense endpoint through gradio_client against the real app: a file sent with handle_file is
 condensed with citations and coverage, every other parameter is optional, every bad corpus file gives
 its own message, nothing is left in Gradio's upload folder, and the app keeps serving."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,13 @@ def upload_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(upload_dir, tmp_path_factory):
     with fake_openai_server(reply_words=12) as fake:
-        settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path_factory.mktemp("data"),
-                            openai_base_url=fake.base_url, request_timeout=10.0, max_retries=1)
+        settings = Settings(
+            text_models=("openai:fake-model",),
+            data_dir=tmp_path_factory.mktemp("data"),
+            openai_base_url=fake.base_url,
+            request_timeout=10.0,
+            max_retries=1,
+        )
         with running_app(settings) as (client, _):
             yield client
 
@@ -77,9 +83,16 @@ def test_condense_a_file_sent_with_handle_file(client, nothing_left):
 
 
 def test_every_other_parameter_is_optional_and_text_works_alone(client, nothing_left):
-    out = client.predict(None, text="The ferry leaves at noon. Tickets cost five euros.", length="tldr",
-                         form="prose", focus="When does it leave?", audience="tourists", language="German",
-                         api_name="/condense")
+    out = client.predict(
+        None,
+        text="The ferry leaves at noon. Tickets cost five euros.",
+        length="tldr",
+        form="prose",
+        focus="When does it leave?",
+        audience="tourists",
+        language="German",
+        api_name="/condense",
+    )
     assert out["status"] == "complete" and out["summary"].startswith("document0")
     assert "[line 1]" in out["summary"] and out["coverage"].startswith("1 of 1 section read")
 
@@ -124,8 +137,13 @@ def test_cancelling_a_condense_call_stops_the_model_requests(tmp_path):
     from tests.support.apps import running_app
 
     with fake_openai_server(reply_words=400, chunk_delay=0.05, max_model_len=1024) as slow:
-        settings = Settings(text_models=("openai:fake-model",), data_dir=tmp_path, openai_base_url=slow.base_url,
-                            request_timeout=10.0, max_retries=0)
+        settings = Settings(
+            text_models=("openai:fake-model",),
+            data_dir=tmp_path,
+            openai_base_url=slow.base_url,
+            request_timeout=10.0,
+            max_retries=0,
+        )
         with running_app(settings) as (client, _):
             from gradio_client import handle_file
 

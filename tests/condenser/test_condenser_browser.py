@@ -1,13 +1,14 @@
 """The condenser tab in real headless Chromium against the real app process: upload a PDF, watch the
 progress, get the summary with citations and the quoted passage behind them, export it; the uploaded
 copy is gone from the server afterwards; a bad file gets its own message."""
+
 from __future__ import annotations
 
 import pytest
 
 from tests.support.app_process import app_process
-from tests.support.openai_servers import fake_openai_server
 from tests.support.browser import wait_for
+from tests.support.openai_servers import fake_openai_server
 from tests.support.paths import CORPUS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -20,8 +21,11 @@ def test_upload_watch_progress_and_read_the_cited_summary(browser, tmp_path):
     uploads.mkdir()
     # slow enough (about 1 s a request) that the progress is on screen for a few seconds
     with fake_openai_server(reply_words=20, chunk_delay=0.05, max_model_len=1024) as fake:
-        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
-               "GRADIO_TEMP_DIR": str(uploads)}
+        env = {
+            "STUDIO_TEXT_MODEL": "openai:fake-model",
+            "OPENAI_BASE_URL": fake.base_url,
+            "GRADIO_TEMP_DIR": str(uploads),
+        }
         (tmp_path / "data").mkdir()
         with app_process(tmp_path / "data", env) as app:
             context = browser.new_context()

@@ -2,6 +2,7 @@
 path, a document that tries to steer the summary and smuggle links in, and a cancel mid-generation.
 Assertions are properties of the pipeline (coverage, citations, no links, promptness), never golden
 text."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,8 @@ import pytest
 from backends.text.base import GenerationParams
 from config import Settings
 from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
-from core.models import ModelManager
 from core.condenser.store import SummaryStore
+from core.models import ModelManager
 from tests.support.citations import check_citations
 from tests.support.paths import CORPUS
 
@@ -68,8 +69,9 @@ def test_cancel_stops_the_real_model_promptly(tmp_path):
     service = service_for(tmp_path, n_ctx=4096)
     copy = tmp_path / "alice.txt"
     copy.write_bytes((CORPUS / "good-alice-in-wonderland.txt").read_bytes())
-    updates = service.condense("cid", [InputFile(str(copy), "alice.txt", disposable=True)], "",
-                               CondenseOptions(chunk_tokens=400))
+    updates = service.condense(
+        "cid", [InputFile(str(copy), "alice.txt", disposable=True)], "", CondenseOptions(chunk_tokens=400)
+    )
     for update in updates:
         if update.status.startswith("Summarising chunk 2"):
             break

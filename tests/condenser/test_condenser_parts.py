@@ -1,6 +1,7 @@
 """The condenser's pure parts: citations written only from real places, the quoted passage behind a
 citation, model output cleaned of links, images and HTML, repetition removed, chunks that never lose a
 character, and prompts that refuse undeclared placeholders. No model needed."""
+
 from __future__ import annotations
 
 import re
@@ -31,19 +32,25 @@ def words(text: str) -> int:
 
 
 def pdf_doc(pages: dict[int, str], page_count: int | None = None) -> ExtractedDocument:
-    return ExtractedDocument("report.pdf", "pdf", [Segment(t, n, None) for n, t in pages.items()],
-                             page_count=page_count or max(pages))
+    return ExtractedDocument(
+        "report.pdf", "pdf", [Segment(t, n, None) for n, t in pages.items()], page_count=page_count or max(pages)
+    )
 
 
 def sectioned_doc() -> ExtractedDocument:
-    return ExtractedDocument("guide.md", "markdown", [
-        Segment("Opening words before any heading.", None, None),
-        Segment("Install it with the package manager. It takes a minute.", None, "Install [beta]"),
-        Segment("Search recursively. Automatic filtering respects .gitignore files.", None, "Usage"),
-    ])
+    return ExtractedDocument(
+        "guide.md",
+        "markdown",
+        [
+            Segment("Opening words before any heading.", None, None),
+            Segment("Install it with the package manager. It takes a minute.", None, "Install [beta]"),
+            Segment("Search recursively. Automatic filtering respects .gitignore files.", None, "Usage"),
+        ],
+    )
 
 
 # --- citations -----------------------------------------------------------------------------------
+
 
 def test_page_and_line_ranges():
     assert page_ranges([3]) == "p. 3"
@@ -57,30 +64,42 @@ def test_page_and_line_ranges():
 def test_citations_name_only_places_the_document_has():
     doc = pdf_doc({1: "Alpha.", 2: "Beta.", 3: "Gamma.", 5: "Epsilon."}, page_count=6)
     catalog = Catalog([doc])
-    cite = catalog.cite([Source(0, "p. 3"), Source(0, "p. 2"), Source(0, "p. 99"), Source(1, "p. 1"),
-                         Source(0, "p. 5")])
+    cite = catalog.cite(
+        [Source(0, "p. 3"), Source(0, "p. 2"), Source(0, "p. 99"), Source(1, "p. 1"), Source(0, "p. 5")]
+    )
     assert cite == "[pp. 2-3, 5]"  # page 99 and a document that does not exist are dropped
     assert catalog.cite([Source(0, "p. 4")]) == ""  # a blank page has no text to cite
     md = sectioned_doc()
     catalog = Catalog([doc, md])
     assert catalog.cite([Source(1, "guide.md"), Source(1, "Install [beta]")]) == "[§ start; § Install (beta)]"
-    assert catalog.cite([Source(0, "p. 1"), Source(1, "Usage")], with_names=True) == \
-        "[report.pdf, p. 1; guide.md, § Usage]"
+    assert (
+        catalog.cite([Source(0, "p. 1"), Source(1, "Usage")], with_names=True)
+        == "[report.pdf, p. 1; guide.md, § Usage]"
+    )
 
 
 def test_quote_is_the_passage_that_supports_the_point():
-    doc = pdf_doc({4: "The budget was cut by 12 percent in 2021. Staff morale stayed high. "
-                      "The new office opens in Lyon next spring."})
+    doc = pdf_doc(
+        {
+            4: "The budget was cut by 12 percent in 2021. Staff morale stayed high. "
+            "The new office opens in Lyon next spring."
+        }
+    )
     catalog = Catalog([doc])
-    assert catalog.quote("An office in Lyon will open in the spring", Source(0, "p. 4")) == \
-        "The new office opens in Lyon next spring."
+    assert (
+        catalog.quote("An office in Lyon will open in the spring", Source(0, "p. 4"))
+        == "The new office opens in Lyon next spring."
+    )
     assert "12 percent" in catalog.quote("Budget cuts of 12 percent", Source(0, "p. 4"))
 
 
 def test_attribution_picks_matching_places_and_falls_back_to_all_the_model_saw():
     a, b, c = Source(0, "p. 1"), Source(0, "p. 2"), Source(0, "p. 3")
-    candidates = [((a,), "Rivers carry sediment to the delta."), ((b,), "The glacier feeds the river in spring."),
-                  ((c,), "Taxes on imported grain rose sharply.")]
+    candidates = [
+        ((a,), "Rivers carry sediment to the delta."),
+        ((b,), "The glacier feeds the river in spring."),
+        ((c,), "Taxes on imported grain rose sharply."),
+    ]
     assert attribute("Grain import taxes rose", candidates, (a, b, c)) == (c,)
     assert attribute("Completely unrelated claim about violins", candidates, (a, b, c)) == (a, b, c)
 
@@ -96,11 +115,14 @@ def test_a_page_the_model_cites_is_kept_only_if_it_was_shown_and_says_so():
 
 # --- model output --------------------------------------------------------------------------------
 
+
 def test_sanitiser_strips_links_images_html_and_urls():
-    raw = ('- See [the site](http://evil.example/x) and ![tracker](http://evil.example/p.png) now.\n'
-           '- Visit <https://evil.example> or www.evil.example or http://evil.example/a?b=c today.\n'
-           '- <img src=x onerror=alert(1)><a href="http://evil.example">click</a> <script>bad()</script>\n'
-           '- Reference [here][1].\n\n[1]: http://evil.example/ref\n')
+    raw = (
+        "- See [the site](http://evil.example/x) and ![tracker](http://evil.example/p.png) now.\n"
+        "- Visit <https://evil.example> or www.evil.example or http://evil.example/a?b=c today.\n"
+        '- <img src=x onerror=alert(1)><a href="http://evil.example">click</a> <script>bad()</script>\n'
+        "- Reference [here][1].\n\n[1]: http://evil.example/ref\n"
+    )
     cleaned = clean_model_text(raw)
     assert "http" not in cleaned and "www." not in cleaned and "evil.example" not in cleaned
     assert "<" not in cleaned and "](" not in cleaned and "![" not in cleaned
@@ -126,9 +148,11 @@ def test_model_citations_are_taken_out_and_note_numbers_read():
 
 
 def test_parse_points_drops_labels_titles_repeats_and_unfinished_sentences():
-    raw = ("Here are the key points:\n\n## Summary\n\n- The dam holds 3 billion litres.\n"
-           "- The dam holds 3 billion litres.\n* It was built in 1932 [p. 2].\n\nIntroduction\n\n"
-           "The spillway failed twice. The spillway failed twice. It was then rebuilt in")
+    raw = (
+        "Here are the key points:\n\n## Summary\n\n- The dam holds 3 billion litres.\n"
+        "- The dam holds 3 billion litres.\n* It was built in 1932 [p. 2].\n\nIntroduction\n\n"
+        "The spillway failed twice. The spillway failed twice. It was then rebuilt in"
+    )
     parsed = parse_points(raw, complete=False)
     texts = [p.text for p, _ in parsed]
     assert texts == ["The dam holds 3 billion litres.", "It was built in 1932.", "The spillway failed twice."]
@@ -137,9 +161,10 @@ def test_parse_points_drops_labels_titles_repeats_and_unfinished_sentences():
 
 
 def test_points_that_only_echo_the_request_are_dropped():
-    request = 'Summarise this part of the document (part 2 of 4 of “Pasted text”) in 2 or 3 short bullet points.'
-    parsed = parse_points("- Paste text in 2 or 3 short bullet points.\n- The dam holds water for the town.",
-                          instructions=request)
+    request = "Summarise this part of the document (part 2 of 4 of “Pasted text”) in 2 or 3 short bullet points."
+    parsed = parse_points(
+        "- Paste text in 2 or 3 short bullet points.\n- The dam holds water for the town.", instructions=request
+    )
     assert [p.text for p, _ in parsed] == ["The dam holds water for the town."]
 
 
@@ -147,8 +172,10 @@ def test_repetition_is_detected_and_cut():
     assert is_looping("It is big. " * 2 + "Cats purr. It is big. It is big. And")
     assert is_looping("le début de l'épée, " * 5)
     assert not is_looping("The years 2001, 2002, 2003, 2004 and 2005 were good. Then came 2006.")
-    assert parse_points("- Le début de l'épée, le début de l'épée, le début de l'épée, le")[0][0].text == \
-        "Le début de l'épée…"
+    assert (
+        parse_points("- Le début de l'épée, le début de l'épée, le début de l'épée, le")[0][0].text
+        == "Le début de l'épée…"
+    )
 
 
 def test_duplicates_merge_their_sources():
@@ -158,6 +185,7 @@ def test_duplicates_merge_their_sources():
 
 
 # --- chunks --------------------------------------------------------------------------------------
+
 
 def test_split_text_respects_the_limit_and_keeps_every_character():
     text = "\n\n".join(f"Paragraph {i}. " + "word " * (i * 7) for i in range(1, 12)) + " " + "x" * 500
@@ -212,18 +240,31 @@ def test_coverage_names_pages_without_text_and_never_claims_what_was_not_read():
     report = document_report(doc, account([doc], chunks)[0], records)
     assert "nothing truncated" not in report.coverage and "characters NOT read" in report.coverage
     records[0].status = "quoted"
-    assert "quoted because the model returned nothing usable" in document_report(
-        doc, account([doc], chunks)[0], records).coverage
+    assert (
+        "quoted because the model returned nothing usable"
+        in document_report(doc, account([doc], chunks)[0], records).coverage
+    )
 
 
 # --- prompts ---------------------------------------------------------------------------------------
+
 
 def test_prompts_load_and_refuse_undeclared_placeholders(tmp_path: Path):
     prompts = load_condense_prompts()
     assert {"tldr", "short", "detailed"} <= set(prompts.lengths)
     assert {"bullets", "prose", "executive", "takeaways", "actions"} <= set(prompts.forms)
-    user = prompts.render("map", "user", begin="<d>", end="</d>", text="a  {b}\n\n  c", position="part 1",
-                          points="3", language_rule="", audience_rule="", focus_rule="")
+    user = prompts.render(
+        "map",
+        "user",
+        begin="<d>",
+        end="</d>",
+        text="a  {b}\n\n  c",
+        position="part 1",
+        points="3",
+        language_rule="",
+        audience_rule="",
+        focus_rule="",
+    )
     assert "<d>\na  {b}\n\n  c\n</d>" in user  # the data is inserted verbatim, never formatted
     bad = ROOT / "prompts" / "condense_prompts.toml"
     text = bad.read_text(encoding="utf-8").replace("Write only the bullet points.", "{secret}", 1)

@@ -1,6 +1,7 @@
 """Document extraction: every corpus file gives what its manifest expects, and a hostile or broken
 file costs only its own parser process (killed at its time or memory limit, nothing left behind).
 Hostile inputs are built here, small on disk; nothing stands in for the real parsers."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,24 @@ import psutil
 import pytest
 
 from core.condenser import worker as document_worker
-from core.condenser.documents import (CorruptDocument, DocumentError, EmptyDocument, EncryptedDocument,
-                            ExtractionCancelled, ExtractionLimits, ImageOnlyDocument, MislabelledDocument,
-                            OversizeDocument, ParserCrashed, ParserOutOfMemory, ParserTimeout, Segment,
-                            UnsupportedType, extract_document, extract_text)
+from core.condenser.documents import (
+    CorruptDocument,
+    DocumentError,
+    EmptyDocument,
+    EncryptedDocument,
+    ExtractionCancelled,
+    ExtractionLimits,
+    ImageOnlyDocument,
+    MislabelledDocument,
+    OversizeDocument,
+    ParserCrashed,
+    ParserOutOfMemory,
+    ParserTimeout,
+    Segment,
+    UnsupportedType,
+    extract_document,
+    extract_text,
+)
 from tests.support.paths import CORPUS
 
 if not (CORPUS / "manifest.json").is_file():
@@ -85,7 +100,7 @@ class WorkerWatch:
                 pass  # a process ended mid-scan; the next scan sees the rest
             time.sleep(0.01)
 
-    def __enter__(self) -> "WorkerWatch":
+    def __enter__(self) -> WorkerWatch:
         self._thread.start()
         return self
 
@@ -110,6 +125,7 @@ class WorkerWatch:
 
 # --- hostile inputs, built small -----------------------------------------------------------------
 
+
 def make_pdf(*pages: bytes | tuple[bytes, bytes]) -> bytes:
     """A PDF with one page per argument: a content stream (Flate-compressed here), or a
     (stream, filter name) pair whose stream is used as given."""
@@ -117,10 +133,11 @@ def make_pdf(*pages: bytes | tuple[bytes, bytes]) -> bytes:
     kids = []
     for page in pages:
         stream, filter_name = page if isinstance(page, tuple) else (zlib.compress(page, 9), b"/FlateDecode")
-        objects.append(b"<< /Length %d /Filter %s >>\nstream\n" % (len(stream), filter_name) + stream
-                       + b"\nendstream")
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R"
-                       b" >> >> /Contents %d 0 R >>" % (len(objects)))
+        objects.append(b"<< /Length %d /Filter %s >>\nstream\n" % (len(stream), filter_name) + stream + b"\nendstream")
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R"
+            b" >> >> /Contents %d 0 R >>" % (len(objects))
+        )
         kids.append(b"%d 0 R" % len(objects))
     objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(kids), len(kids))
     out = bytearray(b"%PDF-1.4\n")
@@ -145,18 +162,24 @@ def flate_of_repeated(block: bytes, times: int) -> bytes:
     return b"".join(compressor.compress(block) for _ in range(times)) + compressor.flush()
 
 
-DOCX_TYPES = (b'<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/'
-              b'package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.'
-              b'openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="'
-              b'application/xml"/><Default Extension="bin" ContentType="application/octet-stream"/>'
-              b'<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-'
-              b'officedocument.wordprocessingml.document.main+xml"/></Types>')
-DOCX_RELS = (b'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.'
-             b'org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats'
-             b'.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/>'
-             b'</Relationships>')
-DOCX_HEAD = (b'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org'
-             b'/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>')
+DOCX_TYPES = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/'
+    b'package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.'
+    b'openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="'
+    b'application/xml"/><Default Extension="bin" ContentType="application/octet-stream"/>'
+    b'<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-'
+    b'officedocument.wordprocessingml.document.main+xml"/></Types>'
+)
+DOCX_RELS = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.'
+    b'org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats'
+    b'.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/>'
+    b"</Relationships>"
+)
+DOCX_HEAD = (
+    b'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org'
+    b'/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>'
+)
 DOCX_TAIL = b"</w:t></w:r></w:p></w:body></w:document>"
 
 
@@ -188,11 +211,11 @@ def cpu_bomb_pdf(tmp_path_factory) -> Path:
 
 
 def tesseract_required() -> None:
-    assert shutil.which("tesseract"), ("tesseract is a test dependency: apt-get install tesseract-ocr "
-                                       "tesseract-ocr-eng")
+    assert shutil.which("tesseract"), "tesseract is a test dependency: apt-get install tesseract-ocr tesseract-ocr-eng"
 
 
 # --- the corpus ----------------------------------------------------------------------------------
+
 
 def test_every_corpus_file_has_an_expectation_here():
     assert set(GOOD) | {SCANNED} | set(BAD_ERRORS) | set(BAD_READABLE) == set(MANIFEST)
@@ -235,8 +258,10 @@ def test_bad_file_raises_its_specific_error(name):
 
 
 def test_mislabelled_files_say_what_they_really_are():
-    for name, detected, words in [("bad-html-page-named-pdf.pdf", "html", "HTML web page"),
-                                  ("bad-png-image-named-pdf.pdf", "png", "PNG image")]:
+    for name, detected, words in [
+        ("bad-html-page-named-pdf.pdf", "html", "HTML web page"),
+        ("bad-png-image-named-pdf.pdf", "png", "PNG image"),
+    ]:
         with pytest.raises(MislabelledDocument) as caught:
             extract_document(CORPUS / name, name)
         assert (caught.value.declared, caught.value.detected) == ("pdf", detected)
@@ -321,8 +346,14 @@ def test_docx_text_in_nested_tables_is_extracted():
 def test_html_keeps_the_article_and_drops_the_page_around_it():
     doc = extract_document(CORPUS / "good-wikipedia-mozilla-article.html", "mozilla.html")
     text = doc.full_text
-    for boilerplate in ("Navigation menu", "Personal tools", "What links here", "Printable version",
-                        "mw.config", "function("):
+    for boilerplate in (
+        "Navigation menu",
+        "Personal tools",
+        "What links here",
+        "Printable version",
+        "mw.config",
+        "function(",
+    ):
         assert boilerplate not in text
     assert {"History", "Firefox", "Thunderbird", "References"} <= set(doc.locators())
     assert "[edit]" not in " ".join(doc.locators())
@@ -340,14 +371,16 @@ def test_plain_text_segments_name_the_lines_they_come_from():
         assert previous_end < first <= last
         previous_end = last
         # (the file ends in a DOS end-of-file byte, 0x1A, which extraction drops as a control character)
-        assert collapse(segment.text) == collapse(" ".join(lines[first - 1:last]).replace("\x1a", ""))
+        assert collapse(segment.text) == collapse(" ".join(lines[first - 1 : last]).replace("\x1a", ""))
         assert lines[first - 1].strip("\x1a \t") and lines[last - 1].strip("\x1a \t")
         assert doc.locator(segment) == segment.section
 
 
 def test_markdown_sections_ignore_headings_inside_code_and_drop_link_targets():
-    text = ("Intro line\n\n# Title\n\nSee [the docs](https://example.com/x) ![logo](l.png)\n\n"
-            "```sh\n# not a heading\n```\n\nSetext\n------\n\nbody\n\n## Next ##\n\nmore\n")
+    text = (
+        "Intro line\n\n# Title\n\nSee [the docs](https://example.com/x) ![logo](l.png)\n\n"
+        "```sh\n# not a heading\n```\n\nSetext\n------\n\nbody\n\n## Next ##\n\nmore\n"
+    )
     segments = document_worker.split_markdown(text)
     assert [s[2] for s in segments] == [None, "Title", "Setext", "Next"]
     assert "# not a heading" in segments[1][0]
@@ -366,6 +399,7 @@ def test_pasted_text():
 
 
 # --- OCR -----------------------------------------------------------------------------------------
+
 
 def test_scanned_pdf_is_read_with_ocr():
     tesseract_required()
@@ -392,6 +426,7 @@ def test_scanned_pdf_without_tesseract_says_how_to_install_it(tmp_path, monkeypa
 
 
 # --- limits: time, memory, size ------------------------------------------------------------------
+
 
 def test_hostile_pdf_is_killed_at_its_time_limit(cpu_bomb_pdf):
     limits = ExtractionLimits(timeout_s=1.5)
@@ -451,8 +486,7 @@ def test_parser_that_dies_gives_parser_crashed(cpu_bomb_pdf):
     deadline = time.monotonic() + 10
     worker = None
     while worker is None and time.monotonic() < deadline:
-        worker = next((p for p in psutil.Process().children()
-                       if "condenser/worker.py" in " ".join(p.cmdline())), None)
+        worker = next((p for p in psutil.Process().children() if "condenser/worker.py" in " ".join(p.cmdline())), None)
         time.sleep(0.02)
     assert worker is not None
     time.sleep(0.3)  # let it get into the parser
@@ -496,9 +530,8 @@ def test_too_big_a_file_is_refused_before_parsing(tmp_path):
     with open(huge, "wb") as fh:
         fh.truncate(10 * 1024**3)  # 10 GB, sparse: would take minutes to read, let alone parse
     started = time.monotonic()
-    with WorkerWatch() as watch:
-        with pytest.raises(OversizeDocument, match="10240.0 MB"):
-            extract_document(huge, "huge.pdf")
+    with WorkerWatch() as watch, pytest.raises(OversizeDocument, match="10240.0 MB"):
+        extract_document(huge, "huge.pdf")
     assert time.monotonic() - started < 0.5
     assert watch.seen == {}  # no parser process was started
     with pytest.raises(OversizeDocument, match="up to 1000 bytes can be read"):
@@ -512,6 +545,7 @@ def test_page_limit(tmp_path):
 
 # --- file types ----------------------------------------------------------------------------------
 
+
 def test_unsupported_extensions_are_refused_by_name(tmp_path):
     path = tmp_path / "any"
     path.write_text("hello")
@@ -522,9 +556,12 @@ def test_unsupported_extensions_are_refused_by_name(tmp_path):
 
 def test_content_must_match_the_extension(tmp_path):
     png = (CORPUS / "bad-png-image-named-pdf.pdf").read_bytes()
-    cases = [("image.txt", png, "png"), ("page.docx", b"<!DOCTYPE html><html><body>x</body></html>", "html"),
-             ("paper.md", (CORPUS / "good-form-irs-1040-2010.pdf").read_bytes()[:5000], "pdf"),
-             ("notes.txt", (CORPUS / "good-essay-assignment-headings.docx").read_bytes(), "zip")]
+    cases = [
+        ("image.txt", png, "png"),
+        ("page.docx", b"<!DOCTYPE html><html><body>x</body></html>", "html"),
+        ("paper.md", (CORPUS / "good-form-irs-1040-2010.pdf").read_bytes()[:5000], "pdf"),
+        ("notes.txt", (CORPUS / "good-essay-assignment-headings.docx").read_bytes(), "zip"),
+    ]
     for name, data, detected in cases:
         path = tmp_path / name
         path.write_bytes(data)
@@ -541,8 +578,12 @@ def test_whitespace_only_text_file_is_empty(tmp_path):
 
 
 def test_parallel_extractions_do_not_interfere():
-    names = ["good-form-irs-1040-2010.pdf", "good-essay-assignment-headings.docx",
-             "good-ripgrep-user-guide.md", "good-french-moliere-cp1252.txt"]
+    names = [
+        "good-form-irs-1040-2010.pdf",
+        "good-essay-assignment-headings.docx",
+        "good-ripgrep-user-guide.md",
+        "good-french-moliere-cp1252.txt",
+    ]
     with ThreadPoolExecutor(4) as pool:
         docs = list(pool.map(lambda n: extract_document(CORPUS / n, n), names))
     for name, doc in zip(names, docs):

@@ -2,6 +2,7 @@
 every segment's text lands in chunks exactly once and in order, chunks respect their token budget
 (overlap included), the overlap is the end of the previous chunk, and every piece points at a
 segment (page or section) its document has. Token counters are real, if crude, counting rules."""
+
 from __future__ import annotations
 
 import math
@@ -34,9 +35,11 @@ def wordpieces(text: str) -> int:
 
 COUNTERS = {"words": words, "quarter_chars": quarter_chars, "wordpieces": wordpieces}
 
-WORD = st.one_of(st.from_regex(r"[A-Za-z]{1,12}[.,;:!?]?", fullmatch=True),
-                 st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=8),
-                 st.sampled_from(["x" * 700, "https://example.com/" + "a" * 300, "“quoted”", "…", "ß", "日本語"]))
+WORD = st.one_of(
+    st.from_regex(r"[A-Za-z]{1,12}[.,;:!?]?", fullmatch=True),
+    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=8),
+    st.sampled_from(["x" * 700, "https://example.com/" + "a" * 300, "“quoted”", "…", "ß", "日本語"]),
+)
 SEP = st.sampled_from([" ", " ", " ", "\n", "\n\n", "\t", "\u00a0", "  \n \n", "\r\n"])
 
 
@@ -55,10 +58,16 @@ def documents(draw, index=0):
         pages = sorted(draw(st.sets(st.integers(1, 60), min_size=len(texts), max_size=len(texts))))
         segments = [Segment(t, p, None) for t, p in zip(texts, pages)]
         return ExtractedDocument(f"doc{index}.pdf", "pdf", segments, page_count=pages[-1] + draw(st.integers(0, 3)))
-    names = draw(st.lists(st.one_of(st.none(), st.sampled_from(["Intro", "Usage", "Intro", "lines 3-9"])),
-                          min_size=len(texts), max_size=len(texts)))
-    return ExtractedDocument(f"doc{index}.{'md' if kind == 'markdown' else 'txt'}", kind,
-                             [Segment(t, None, n) for t, n in zip(texts, names)])
+    names = draw(
+        st.lists(
+            st.one_of(st.none(), st.sampled_from(["Intro", "Usage", "Intro", "lines 3-9"])),
+            min_size=len(texts),
+            max_size=len(texts),
+        )
+    )
+    return ExtractedDocument(
+        f"doc{index}.{'md' if kind == 'markdown' else 'txt'}", kind, [Segment(t, None, n) for t, n in zip(texts, names)]
+    )
 
 
 def ink(text: str) -> str:
@@ -112,9 +121,28 @@ def test_every_character_is_chunked_once_in_order_with_true_provenance(run):
 
 @FUZZ
 @given(runs())
-@example(([ExtractedDocument("a.txt", "txt", [Segment("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa "
-                                                     + "b " * 30 + "c " * 200, None, None)])],
-          "words", 60, 15))
+@example(
+    (
+        [
+            ExtractedDocument(
+                "a.txt",
+                "txt",
+                [
+                    Segment(
+                        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa "
+                        + "b " * 30
+                        + "c " * 200,
+                        None,
+                        None,
+                    )
+                ],
+            )
+        ],
+        "words",
+        60,
+        15,
+    )
+)
 def test_a_chunk_and_its_overlap_fit_the_budget(run):
     """The documented bound: a chunk holds at most `budget` tokens, overlap context included (as long
     as the budget leaves room for a piece: the condenser never runs with less than 48)."""

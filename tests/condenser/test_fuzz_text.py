@@ -2,6 +2,7 @@
 text): decoding any bytes, cutting plain text into line-named segments, cutting Markdown at its headings.
 Nothing is lost, every segment names lines or a heading that exist, and bad input gives only the
 documented errors. (Whole files through the sandboxed worker: bench/fuzz_documents.py.)"""
+
 from __future__ import annotations
 
 import re
@@ -10,15 +11,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.condenser import worker as document_worker
-from core.condenser.worker import TXT_SEGMENT_CHARS, Failure, clean_text, decode_text, split_markdown
 from core.condenser.documents import DESCRIPTIONS, EmptyDocument, OversizeDocument, extract_text, sniff
+from core.condenser.worker import TXT_SEGMENT_CHARS, Failure, clean_text, decode_text, split_markdown
 
 FUZZ = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 
-LINE = st.one_of(st.text(max_size=30), st.sampled_from(["", " ", "\t", "\x00", "\x1a", "\x0c", "\u2028", "\ufeff",
-                                                         "é", "x" * 900, "# not special here"]))
+LINE = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["", " ", "\t", "\x00", "\x1a", "\x0c", "\u2028", "\ufeff", "é", "x" * 900, "# not special here"]),
+)
 TEXT = st.lists(LINE, max_size=60).flatmap(
-    lambda lines: st.sampled_from(["\n", "\r\n", "\r"]).map(lambda nl: nl.join(lines)))
+    lambda lines: st.sampled_from(["\n", "\r\n", "\r"]).map(lambda nl: nl.join(lines))
+)
 
 
 def blank(line: str) -> bool:
@@ -43,7 +47,7 @@ def test_pasted_text_keeps_every_line_once_under_its_line_numbers(text):
         first, last = (int(m.group(1)),) * 2 if m.group(1) else (int(m.group(2)), int(m.group(3)))
         assert 1 <= first < last <= len(lines) or first == last <= len(lines)
         assert not blank(lines[first - 1]) and not blank(lines[last - 1])
-        assert segment.text == clean_text("\n".join(lines[first - 1:last]))
+        assert segment.text == clean_text("\n".join(lines[first - 1 : last]))
         covered += range(first, last + 1)
     assert covered == sorted(set(covered)), "segments overlap or are out of order"
     assert {n for n, line in enumerate(lines, 1) if not blank(line)} <= set(covered), "a line was lost"
@@ -136,9 +140,12 @@ def test_any_text_splits_as_markdown_without_error(text):
 
 # --- decoding and sniffing ------------------------------------------------------------------------------
 
+
 @FUZZ
-@given(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00\ufeff"), min_size=1, max_size=200),
-       st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32"]))
+@given(
+    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00\ufeff"), min_size=1, max_size=200),
+    st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32"]),
+)
 @example("œuvres, Molière", "utf-8")
 def test_unicode_text_decodes_to_itself(text, codec):
     """UTF-8 (with or without a BOM) and UTF-16/32 with a BOM are read exactly."""
@@ -147,8 +154,10 @@ def test_unicode_text_decodes_to_itself(text, codec):
 
 
 @FUZZ
-@given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), min_size=1, max_size=200),
-       st.sampled_from(["utf-16-le", "utf-16-be"]))
+@given(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=200),
+    st.sampled_from(["utf-16-le", "utf-16-be"]),
+)
 def test_bomless_utf16_latin_text_is_recognised(text, codec):
     decoded, encoding = decode_text(text.encode(codec))
     assert decoded == text and encoding == codec
@@ -171,4 +180,3 @@ def test_any_bytes_decode_or_fail_with_a_verdict(data):
 @given(st.binary(max_size=100))
 def test_sniff_always_names_a_known_kind(head):
     assert sniff(head) in DESCRIPTIONS
-

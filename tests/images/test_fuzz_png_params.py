@@ -1,6 +1,7 @@
 """Property tests for PNG parameter text (stable-diffusion-webui's format): to_infotext/parse_infotext
 round-trip any parameters we write, and the PNG chunk reader takes any bytes (arbitrary, or a real PNG
 mutated) with only its documented error and within a bounded time."""
+
 from __future__ import annotations
 
 import io
@@ -20,17 +21,48 @@ FUZZ = settings(deadline=None, max_examples=80, suppress_health_check=[HealthChe
 # Prompt text as people write it (any unicode, commas, colons, quotes, braces, several lines). Each
 # prompt line is stripped by A1111's parser, and a line that starts with "Negative prompt:" starts the
 # negative prompt there: both are properties of the format, so such lines are not generated.
-LINE = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
-               max_size=40).map(str.strip).filter(lambda s: not s.startswith("Negative prompt:"))
+LINE = (
+    st.text(
+        st.characters(exclude_categories=("Cs",), exclude_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
+        max_size=40,
+    )
+    .map(str.strip)
+    .filter(lambda s: not s.startswith("Negative prompt:"))
+)
 PROMPT = st.lists(LINE, min_size=1, max_size=3).map("\n".join).map(str.strip)
 # Values of the parameter line: text with the characters the format quotes (, : " \ newlines).
 VALUE_TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=30).filter(
-    lambda s: s.strip() == s and s.strip())
+    lambda s: s.strip() == s and s.strip()
+)
 SEED = st.integers(min_value=0, max_value=2**63 - 1)
 EXTRA_KEY = st.from_regex(r"[a-z][a-z0-9]{1,8}(_[a-z0-9]{1,6}){0,2}", fullmatch=True).filter(
-    lambda k: k not in {"prompt", "negative_prompt", "width", "height", "size", "sampler", "cfg_scale",
-                        "denoising_strength", "steps", "scheduler", "guidance", "seed", "model_hash", "model",
-                        "strength", "mode", "seed_b", "interpolation_steps", "frame", "truncation", "licence"})
+    lambda k: (
+        k
+        not in {
+            "prompt",
+            "negative_prompt",
+            "width",
+            "height",
+            "size",
+            "sampler",
+            "cfg_scale",
+            "denoising_strength",
+            "steps",
+            "scheduler",
+            "guidance",
+            "seed",
+            "model_hash",
+            "model",
+            "strength",
+            "mode",
+            "seed_b",
+            "interpolation_steps",
+            "frame",
+            "truncation",
+            "licence",
+        }
+    )
+)
 
 
 @st.composite
@@ -54,8 +86,14 @@ def parameters(draw):
     if draw(st.booleans()):
         params["model_hash"] = draw(st.from_regex(r"[0-9a-f]{10}", fullmatch=True))
     for key in draw(st.lists(EXTRA_KEY, max_size=3, unique=True)):
-        params[key] = draw(st.one_of(VALUE_TEXT, st.integers(-10**12, 10**12),
-                                     st.floats(allow_nan=False, allow_infinity=False), st.booleans()))
+        params[key] = draw(
+            st.one_of(
+                VALUE_TEXT,
+                st.integers(-(10**12), 10**12),
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.booleans(),
+            )
+        )
     return {k: v for k, v in params.items() if v != ""}
 
 
@@ -65,14 +103,35 @@ def same(a, b) -> bool:
 
 @FUZZ
 @given(parameters())
-@example({"prompt": "a cat", "mode": "txt2img", "steps": 4, "seed": 1, "width": 64, "height": 64,
-          "model": 'say "hi", then: go', "guidance": 0.0})
-@example({"prompt": "a cat", "mode": "txt2img", "steps": 4, "seed": 1, "width": 64, "height": 64,
-          "model": "m", "guidance": 0.0, "note": "True"})
+@example(
+    {
+        "prompt": "a cat",
+        "mode": "txt2img",
+        "steps": 4,
+        "seed": 1,
+        "width": 64,
+        "height": 64,
+        "model": 'say "hi", then: go',
+        "guidance": 0.0,
+    }
+)
+@example(
+    {
+        "prompt": "a cat",
+        "mode": "txt2img",
+        "steps": 4,
+        "seed": 1,
+        "width": 64,
+        "height": 64,
+        "model": "m",
+        "guidance": 0.0,
+        "note": "True",
+    }
+)
 def test_infotext_round_trip(params):
     """What we write is what we read back: same keys, same values, same types."""
     back = parse_infotext(to_infotext(params))
-    assert set(back) == set(params), (sorted(set(back) ^ set(params)))
+    assert set(back) == set(params), sorted(set(back) ^ set(params))
     for key, value in params.items():
         if key in ("prompt", "negative_prompt"):
             assert back[key] == value
@@ -93,8 +152,8 @@ def test_png_round_trip_through_the_chunk_reader(params):
 
 @FUZZ
 @given(st.text(max_size=300))
-@example("Steps: 1, Seed: x, Size: 0x0\nSteps: abc, Sampler: \"unterminated, Seed: 1")
-@example('a\nNegative prompt:\nSteps: 4, Seed: 9999999999999999999999999, CFG scale: 1e999')
+@example('Steps: 1, Seed: x, Size: 0x0\nSteps: abc, Sampler: "unterminated, Seed: 1')
+@example("a\nNegative prompt:\nSteps: 4, Seed: 9999999999999999999999999, CFG scale: 1e999")
 def test_parse_infotext_takes_any_text(text):
     """Hand-edited or foreign text never raises: unparseable numbers are kept as text."""
     result = parse_infotext(text)
@@ -107,8 +166,10 @@ def chunk(kind: bytes, body: bytes) -> bytes:
 
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-BASE_PNG = encode_png(Image.new("RGB", (4, 4), "white"),
-                      {"prompt": "a lighthouse, dawn", "seed": 7, "width": 4, "height": 4, "model": "m"})
+BASE_PNG = encode_png(
+    Image.new("RGB", (4, 4), "white"),
+    {"prompt": "a lighthouse, dawn", "seed": 7, "width": 4, "height": 4, "model": "m"},
+)
 
 
 @st.composite
@@ -121,21 +182,25 @@ def png_bytes(draw):
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from([b"tEXt", b"zTXt", b"iTXt", b"IDAT", b"IEND", b"abcd"]))
         text = draw(st.binary(max_size=60))
-        body = draw(st.sampled_from([
-            b"parameters\0" + text,
-            b"parameters\0\0" + zlib.compress(text),
-            b"parameters\0\x01\0\0\0" + zlib.compress(text),
-            b"parameters\0\x01\0" + text,
-            b"parameters",
-            text,
-        ]))
+        body = draw(
+            st.sampled_from(
+                [
+                    b"parameters\0" + text,
+                    b"parameters\0\0" + zlib.compress(text),
+                    b"parameters\0\x01\0\0\0" + zlib.compress(text),
+                    b"parameters\0\x01\0" + text,
+                    b"parameters",
+                    text,
+                ]
+            )
+        )
         at = draw(st.integers(8, len(data)))
         data[at:at] = chunk(kind, body)
     for _ in range(draw(st.integers(0, 4))):
         i = draw(st.integers(8, len(data) - 1))
         data[i] = draw(st.integers(0, 255))
     if draw(st.booleans()):
-        data = data[:draw(st.integers(8, len(data)))]
+        data = data[: draw(st.integers(8, len(data)))]
     if draw(st.booleans()):
         # A length field that claims up to 4 GB.
         data[8:12] = struct.pack(">I", draw(st.integers(0, 2**32 - 1)))

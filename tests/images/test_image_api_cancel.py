@@ -1,5 +1,6 @@
 """Cancelling a /generate_image call from gradio_client stops the job in the server (a plain function
 would run on to the end: Gradio can only stop an endpoint that yields), with the real GAN weights."""
+
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,6 @@
 """Deleting from the image gallery in real headless Chromium: Delete only asks; "Keep it" keeps the image;
 the confirmation removes it for good (also after a reload)."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,11 @@ def test_delete_asks_first_and_keep_it_keeps_the_image(browser, tmp_path):
         assert not confirm.is_visible()
 
         page.locator("#image-gallery img").first.click()
-        wait_for(lambda: "Seed:" in page.locator("#image-selected-params textarea").input_value(), 10,
-                 "the selected image's parameters")
+        wait_for(
+            lambda: "Seed:" in page.locator("#image-selected-params textarea").input_value(),
+            10,
+            "the selected image's parameters",
+        )
         page.locator("#image-delete").click()
         wait_for(confirm.is_visible, 10, "the confirmation")
         page.locator("#image-delete-keep").click()

@@ -1,6 +1,7 @@
 """Image jobs are fair between users: a job hands the model over between images when another user waits
 (round-robin across users, a user's own jobs in arrival order), queue-position messages stay, and each user
 has at most STUDIO_USER_JOBS jobs at once. With a tiny real diffusers pipeline and ModelQueue itself."""
+
 from __future__ import annotations
 
 import queue
@@ -12,6 +13,7 @@ import pytest
 from backends.image.diffusers_local import DiffusersBackend
 from config import Settings
 from core.errors import BusyError
+from core.images.errors import ImageInputError
 from core.images.model_queue import ModelQueue
 from core.images.models import ImageModelManager
 from core.images.service import ImageStudio, TooManyJobsError
@@ -20,8 +22,13 @@ from core.images.store import ImageGallery
 
 @pytest.fixture(scope="module")
 def tiny(tiny_folder, tmp_path_factory):
-    backend = DiffusersBackend(str(tiny_folder), spec=f"diffusers:{tiny_folder}", label="tiny",
-                               data_dir=tmp_path_factory.mktemp("hashes"), device="cpu")
+    backend = DiffusersBackend(
+        str(tiny_folder),
+        spec=f"diffusers:{tiny_folder}",
+        label="tiny",
+        data_dir=tmp_path_factory.mktemp("hashes"),
+        device="cpu",
+    )
     backend.load()
     return backend
 
@@ -117,7 +124,7 @@ def test_each_user_has_at_most_user_jobs_jobs(tiny, tmp_path):
 def test_a_refused_request_does_not_count_as_a_job(tiny, tmp_path):
     studio = make_studio(tiny, tmp_path, user_jobs=1)
     for _ in range(3):
-        with pytest.raises(Exception):
+        with pytest.raises(ImageInputError, match="Steps"):
             list(studio.generate("erin", None, form(steps=0)))
     assert studio.jobs("erin") == 0
     assert list(studio.generate("erin", None, form()))[-1].stage == "done"
@@ -135,7 +142,7 @@ class Holder:
             with q.slot(threading.Event(), user=user) as turn:
                 grants.append(user)
                 self.acquired.set()
-                while (command := self.commands.get()) != "leave":
+                while self.commands.get() != "leave":
                     self.acquired.clear()
                     turn.share()
                     grants.append(user)

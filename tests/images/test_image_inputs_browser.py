@@ -3,6 +3,7 @@ random Stable Diffusion folder): every file input only takes the caller's own up
 page still gets through. A non-image seed file is refused at once by name; an uploaded seed image, a gallery
 image sent to image-to-image, a stroke on the server-made blank canvas and a gallery image sent to inpaint
 with a painted mask each make an image that lands in the gallery, with no refusal on the way."""
+
 from __future__ import annotations
 
 import io
@@ -57,10 +58,15 @@ def generate(page, before: int) -> str:
     started = time.monotonic()
     page.locator("#image-generate").click()
     try:
-        wait_for(lambda: gallery_count(page) > before or any("rror" in t or "No image" in t for t in toasts(page)),
-                 300, "a new image in the gallery (or an error)")  # a 512x512 sketch: 10-25 s idle, minutes on a busy machine
+        wait_for(
+            lambda: gallery_count(page) > before or any("rror" in t or "No image" in t for t in toasts(page)),
+            300,
+            "a new image in the gallery (or an error)",
+        )  # a 512x512 sketch: 10-25 s idle, minutes on a busy machine
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; toasts: {toasts(page)}; status: {page.locator('#image-status').inner_text()}")
+        raise AssertionError(
+            f"{exc}; toasts: {toasts(page)}; status: {page.locator('#image-status').inner_text()}"
+        ) from None
     refused = [t for t in toasts(page) if "No image made" in t or "upload" in t.lower() or "Error" in t]
     assert not refused, refused
     assert gallery_count(page) == before + 1
@@ -89,8 +95,11 @@ def wait_until_settled(page, elem_id: str) -> None:
     event that filled it is still running, Gradio's overlay covers the editor: a stroke then draws nothing,
     and the spinner's own animation would pass for a stroke in `changed_pixels`."""
     tracker = page.locator(f"#{elem_id} [data-testid=status-tracker]").first
-    wait_for(lambda: tracker.count() == 0 or "hide" in (tracker.get_attribute("class") or "").split(), 60,
-             f"{elem_id} to finish loading")
+    wait_for(
+        lambda: tracker.count() == 0 or "hide" in (tracker.get_attribute("class") or "").split(),
+        60,
+        f"{elem_id} to finish loading",
+    )
 
 
 def stroke(page, elem_id: str) -> None:
@@ -117,26 +126,38 @@ def stroke(page, elem_id: str) -> None:
 def select_gallery_image(page, index: int) -> None:
     assert page.locator("#image-selected-params textarea").input_value() == ""  # Generate cleared the selection
     page.locator("#image-gallery img").nth(index if index >= 0 else gallery_count(page) + index).click()
-    wait_for(lambda: "Seed:" in page.locator("#image-selected-params textarea").input_value(), 10,
-             "the selected image's parameters")
+    wait_for(
+        lambda: "Seed:" in page.locator("#image-selected-params textarea").input_value(),
+        10,
+        "the selected image's parameters",
+    )
 
 
 def test_seed_upload_send_to_sketch_and_inpaint_work_through_the_upload_checks(browser, tmp_path, tiny_folder):
     seed = seed_png(tmp_path / "seed.png")
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("these are meeting notes, not a picture\n" * 20)
-    env = {"HF_HOME": str(tmp_path / "hf"), "STUDIO_IMAGE_MODEL": f"diffusers:{tiny_folder},gan:faces",
-           # Gradio's image editor uploads its background, layers and composite again each time the page
-           # snapshots it (every Generate, every mode switch, several times while a job streams): ~250 uploads
-           # in this test. With the default rate limits a person drawing must never be told "busy".
-           "GRADIO_TEMP_DIR": str(tmp_path / "gradio-uploads")}
+    env = {
+        "HF_HOME": str(tmp_path / "hf"),
+        "STUDIO_IMAGE_MODEL": f"diffusers:{tiny_folder},gan:faces",
+        # Gradio's image editor uploads its background, layers and composite again each time the page
+        # snapshots it (every Generate, every mode switch, several times while a job streams): ~250 uploads
+        # in this test. With the default rate limits a person drawing must never be told "busy".
+        "GRADIO_TEMP_DIR": str(tmp_path / "gradio-uploads"),
+    }
     with app_process(tmp_path, env) as app:
         context = browser.new_context(viewport={"width": 1400, "height": 1800})
         context.add_init_script(TOAST_LOG)
         page = context.new_page()
         refused_uploads: list[str] = []  # an editor layer whose upload is refused is silently left out of its value
-        page.on("response", lambda r: refused_uploads.append(f"{r.status} {r.url}")
-                if "/gradio_api/upload" in r.url and r.status != 200 else None)
+        page.on(
+            "response",
+            lambda r: (
+                refused_uploads.append(f"{r.status} {r.url}")
+                if "/gradio_api/upload" in r.url and r.status != 200
+                else None
+            ),
+        )
         try:
             page.goto(app.url)
             page.wait_for_function("() => window.gradio_config !== undefined")
@@ -183,8 +204,11 @@ def test_seed_upload_send_to_sketch_and_inpaint_work_through_the_upload_checks(b
             wait_for(lambda: page.locator("#image-mode input[value=inpaint]").is_checked(), 10, "inpaint mode")
             page.locator("#image-inpaint canvas").first.wait_for()
             # the sent picture (random noise: many colours) is drawn before the person paints on it
-            wait_for(lambda: len(set(canvas_pixels(page, "image-inpaint").getdata())) > 200, 15,
-                     "the sent image in the inpaint editor")
+            wait_for(
+                lambda: len(set(canvas_pixels(page, "image-inpaint").getdata())) > 200,
+                15,
+                "the sent image in the inpaint editor",
+            )
             stroke(page, "image-inpaint")
             generate(page, 3)
             assert "Mode: inpaint" in page.locator("#image-result-params textarea").input_value()

@@ -1,6 +1,7 @@
 """ImageStudio with real backends (a tiny random diffusers pipeline built here, the real MobileStyleGAN): same
 seed same pixels through the whole path, PNG parameters that restore the request, refused input that never
 reaches a model, one image at a time per model with turns between users, cancel, and users kept apart."""
+
 from __future__ import annotations
 
 import io
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from backends.text.base import BackendError
 from backends.image.diffusers_local import DiffusersBackend
 from backends.image.gan_faces import GanFacesBackend
+from backends.text.base import BackendError
 from config import Settings
 from core.images.errors import ImageInputError, ImageNotFoundError
 from core.images.models import ImageModelManager
@@ -42,6 +43,7 @@ class Recording:
         start = time.monotonic()
         with self._calls_lock:
             self.calls.append(request)
+
         def counted(step, total, preview):
             self.steps_run += 1
             if progress is not None:
@@ -75,8 +77,13 @@ class ExhaustedGan(GanFacesBackend):
 
 @pytest.fixture(scope="module")
 def backends(tiny_folder, tmp_path_factory):
-    sd = RecordingDiffusers(str(tiny_folder), spec=f"diffusers:{tiny_folder}", label="tiny",
-                            data_dir=tmp_path_factory.mktemp("hashes"), device="cpu")
+    sd = RecordingDiffusers(
+        str(tiny_folder),
+        spec=f"diffusers:{tiny_folder}",
+        label="tiny",
+        data_dir=tmp_path_factory.mktemp("hashes"),
+        device="cpu",
+    )
     gan = RecordingGan(spec=GAN)
     sd.load()
     gan.load()
@@ -148,8 +155,9 @@ def test_a_batch_is_the_same_as_its_single_images_and_streams_progress(studio, b
     done = updates[-1]
     assert [g.seed for g in done.images] == [40, 41, 42]
     texts = [u.text for u in updates if u.stage == "running"]
-    assert texts and all(re.fullmatch(r"Starting image [123] of 3|Image [123] of 3 · Step [123] of 3", t)
-                         for t in texts), texts
+    assert texts and all(
+        re.fullmatch(r"Starting image [123] of 3|Image [123] of 3 · Step [123] of 3", t) for t in texts
+    ), texts
     single = run(studio, "ann", backends["sd"].spec, **sd_form(seed=41, steps=3))[-1]
     assert np.array_equal(pixels(done.images[1].path), pixels(single.images[0].path))
     assert done.text == "Done: 3 images, seed 40, 41, 42."
@@ -191,12 +199,23 @@ def test_progress_is_thinned_but_no_stage_or_saved_image_is_lost():
 # -- parameters round trip ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("form", [
-    dict(prompt="a red fox, in snow: 1", negative_prompt="blurry", seed=31337, steps=3, guidance=1.5,
-         scheduler="Euler a", width=64, height=72),
-    dict(prompt="plain defaults", seed=5, steps=2, width=64, height=64),  # the model's own sampler
-    dict(prompt="from a picture", mode="img2img", seed=8, steps=4, strength=0.5),
-])
+@pytest.mark.parametrize(
+    "form",
+    [
+        dict(
+            prompt="a red fox, in snow: 1",
+            negative_prompt="blurry",
+            seed=31337,
+            steps=3,
+            guidance=1.5,
+            scheduler="Euler a",
+            width=64,
+            height=72,
+        ),
+        dict(prompt="plain defaults", seed=5, steps=2, width=64, height=64),  # the model's own sampler
+        dict(prompt="from a picture", mode="img2img", seed=8, steps=4, strength=0.5),
+    ],
+)
 def test_saved_png_parameters_restore_the_same_request_and_pixels(studio, backends, form):
     sd = backends["sd"]
     init = seed_picture()
@@ -242,27 +261,31 @@ def bad_files(folder: Path) -> dict[str, Path]:
     return {name: folder / name for name in files}
 
 
-@pytest.mark.parametrize("spec_key, form, code", [
-    ("sd", dict(prompt="   "), "empty_prompt"),
-    ("sd", dict(prompt="x" * 10_001), "prompt_too_long"),
-    ("sd", dict(prompt="x", seed=-5), "bad_seed"),
-    ("sd", dict(prompt="x", steps="lots"), "bad_number"),
-    ("sd", dict(prompt="x", scheduler="Nonsense"), "unknown_scheduler"),
-    ("sd", dict(prompt="x", mode="img2img", init_image="bomb.png"), "too_large"),
-    ("sd", dict(prompt="x", mode="img2img", init_image="huge.png"), "too_large"),
-    ("sd", dict(prompt="x", mode="img2img", init_image="truncated.jpg"), "truncated"),
-    ("sd", dict(prompt="x", mode="img2img", init_image="tiny.png"), "too_small"),
-    ("sd", dict(prompt="x", mode="img2img", init_image="text.png"), "not_an_image"),
-    ("sd", dict(prompt="x", mode="img2img"), "missing_image"),
-    ("sd", dict(prompt="x", mode="sketch", init_image="blank.png"), "missing_image"),
-    ("sd", dict(prompt="x", mode="inpaint", init_image="ok.png", mask_image=["blank.png"]), "missing_mask"),
-    ("sd", dict(prompt="x", mode="inpaint", init_image="ok.png"), "missing_mask"),
-    ("gan", dict(prompt="a cat", mode="txt2img"), "mode_unsupported"),
-    ("gan", dict(seed="abc"), "bad_number"),
-    (None, dict(prompt="x"), "unknown_model"),
-])
-def test_refused_input_never_reaches_a_model_and_the_studio_keeps_serving(studio, backends, tmp_path, spec_key,
-                                                                          form, code):
+@pytest.mark.parametrize(
+    "spec_key, form, code",
+    [
+        ("sd", dict(prompt="   "), "empty_prompt"),
+        ("sd", dict(prompt="x" * 10_001), "prompt_too_long"),
+        ("sd", dict(prompt="x", seed=-5), "bad_seed"),
+        ("sd", dict(prompt="x", steps="lots"), "bad_number"),
+        ("sd", dict(prompt="x", scheduler="Nonsense"), "unknown_scheduler"),
+        ("sd", dict(prompt="x", mode="img2img", init_image="bomb.png"), "too_large"),
+        ("sd", dict(prompt="x", mode="img2img", init_image="huge.png"), "too_large"),
+        ("sd", dict(prompt="x", mode="img2img", init_image="truncated.jpg"), "truncated"),
+        ("sd", dict(prompt="x", mode="img2img", init_image="tiny.png"), "too_small"),
+        ("sd", dict(prompt="x", mode="img2img", init_image="text.png"), "not_an_image"),
+        ("sd", dict(prompt="x", mode="img2img"), "missing_image"),
+        ("sd", dict(prompt="x", mode="sketch", init_image="blank.png"), "missing_image"),
+        ("sd", dict(prompt="x", mode="inpaint", init_image="ok.png", mask_image=["blank.png"]), "missing_mask"),
+        ("sd", dict(prompt="x", mode="inpaint", init_image="ok.png"), "missing_mask"),
+        ("gan", dict(prompt="a cat", mode="txt2img"), "mode_unsupported"),
+        ("gan", dict(seed="abc"), "bad_number"),
+        (None, dict(prompt="x"), "unknown_model"),
+    ],
+)
+def test_refused_input_never_reaches_a_model_and_the_studio_keeps_serving(
+    studio, backends, tmp_path, spec_key, form, code
+):
     files = bad_files(tmp_path)
     for key in ("init_image",):
         if isinstance(form.get(key), str):
@@ -292,8 +315,17 @@ def test_inpaint_mask_from_painted_layers(studio, backends, tmp_path):
     layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     ImageDraw.Draw(layer).rectangle((0, 0, 31, 63), fill=(255, 0, 255, 255))  # painted left half
     (tmp_path / "layer.png").write_bytes(png_bytes(layer))
-    done = run(studio, "ann", backends["sd"].spec, prompt="a door", mode="inpaint", init_image=tmp_path / "bg.png",
-               mask_image=[tmp_path / "layer.png"], strength=1.0, steps=2)[-1]
+    done = run(
+        studio,
+        "ann",
+        backends["sd"].spec,
+        prompt="a door",
+        mode="inpaint",
+        init_image=tmp_path / "bg.png",
+        mask_image=[tmp_path / "layer.png"],
+        strength=1.0,
+        steps=2,
+    )[-1]
     out = pixels(done.images[0].path)
     original = np.asarray(picture, dtype=np.int16)
     assert np.array_equal(out[:, 32:], original[:, 32:]) and not np.array_equal(out[:, :32], original[:, :32])
@@ -380,7 +412,7 @@ def test_batch_images_arrive_in_order_already_saved_with_their_parameters(studio
     done = update
     assert done.stage == "done" and [g.seed for g in done.images] == [70, 71, 72]
     for before, after in zip(shown, shown[1:]):
-        assert [g.id for g in after[:len(before)]] == [g.id for g in before]  # never shrinks or reorders
+        assert [g.id for g in after[: len(before)]] == [g.id for g in before]  # never shrinks or reorders
     assert [g.id for g in shown[-1]] == [g.id for g in done.images]
     assert [g.id for g in reversed(studio.images("ann"))] == [g.id for g in done.images]
     assert not [t for t in threading.enumerate() if t.name == "image-saver" and t.is_alive()]
@@ -459,13 +491,15 @@ def test_a_reader_that_goes_away_stops_the_job(studio, backends):
 
 def test_out_of_memory_is_a_clear_message_and_the_next_job_works(backends, tmp_path):
     settings = Settings(image_models=(GAN,), data_dir=tmp_path)
-    exhausted = ImageStudio(settings, ImageModelManager(settings, backends={GAN: ExhaustedGan()}),
-                            ImageGallery(tmp_path))
+    exhausted = ImageStudio(
+        settings, ImageModelManager(settings, backends={GAN: ExhaustedGan()}), ImageGallery(tmp_path)
+    )
     with pytest.raises(BackendError, match="Out of memory.*released"):
         run(exhausted, "ann", GAN, seed=1)
     assert exhausted.images("ann") == []
-    healthy = ImageStudio(settings, ImageModelManager(settings, backends={GAN: backends["gan"]}),
-                          ImageGallery(tmp_path))
+    healthy = ImageStudio(
+        settings, ImageModelManager(settings, backends={GAN: backends["gan"]}), ImageGallery(tmp_path)
+    )
     assert run(healthy, "ann", GAN, seed=1)[-1].stage == "done"
 
 
@@ -499,8 +533,7 @@ def test_two_users_never_get_each_others_images(studio, backends):
 
 def test_gallery_survives_a_restart_newest_first(backends, tmp_path):
     settings = Settings(image_models=(GAN,), data_dir=tmp_path)
-    first = ImageStudio(settings, ImageModelManager(settings, backends={GAN: backends["gan"]}),
-                        ImageGallery(tmp_path))
+    first = ImageStudio(settings, ImageModelManager(settings, backends={GAN: backends["gan"]}), ImageGallery(tmp_path))
     run(first, "ann", GAN, seed=1)
     run(first, "ann", GAN, seed=2)
     restarted = ImageStudio(settings, ImageModelManager(settings), ImageGallery(tmp_path))

@@ -1,6 +1,7 @@
 """The image studio through the app: the named /generate_image endpoint via gradio_client (files whose PNG
 chunk holds the parameters, only the prompt required, bad input refused with its reason while the app keeps
 serving), and, in a real app process with the hub offline, the diffusers model's message while the GAN works."""
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,9 @@ def tiny_spec(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def app(tiny_spec, tmp_path_factory):
-    settings = Settings(text_models=("embedded",), image_models=(GAN, tiny_spec),
-                        data_dir=tmp_path_factory.mktemp("data"))
+    settings = Settings(
+        text_models=("embedded",), image_models=(GAN, tiny_spec), data_dir=tmp_path_factory.mktemp("data")
+    )
     with running_app(settings) as (client, demo):
         yield client, demo
 
@@ -77,8 +79,9 @@ def test_only_the_prompt_is_needed(app, tiny_spec):
     files, params = client.predict("a lighthouse at dusk", api_name="/generate_image")  # default model: the GAN
     assert len(files) == 1 and read_png_parameters(files[0]) == params[0]
     assert params[0]["mode"] == "random" and 0 <= params[0]["seed"] < 2**32  # a random seed, recorded
-    files, params = client.predict("a lighthouse at dusk", model=tiny_spec, width=64, height=64,
-                                   api_name="/generate_image")
+    files, params = client.predict(
+        "a lighthouse at dusk", model=tiny_spec, width=64, height=64, api_name="/generate_image"
+    )
     parameters = read_png_parameters(files[0])
     assert parameters == params[0] and parameters["prompt"] == "a lighthouse at dusk"
     assert (parameters["mode"], parameters["steps"], parameters["guidance"]) == ("txt2img", 4, 0.0)
@@ -90,29 +93,46 @@ def test_image_to_image_and_inpaint_take_uploaded_files(app, tiny_spec, tmp_path
 
     client, _ = app
     seed_image = picture_file(tmp_path, size=(96, 64))
-    files, params = client.predict("a sunflower", seed=3, model=tiny_spec, init_image=handle_file(seed_image),
-                                   strength=0.5, steps=4, api_name="/generate_image")
+    files, params = client.predict(
+        "a sunflower",
+        seed=3,
+        model=tiny_spec,
+        init_image=handle_file(seed_image),
+        strength=0.5,
+        steps=4,
+        api_name="/generate_image",
+    )
     assert params[0]["mode"] == "img2img" and params[0]["strength"] == 0.5
     assert Image.open(files[0]).size == (96, 64)  # the seed image's shape
     mask = Image.new("L", (96, 64), 0)
     ImageDraw.Draw(mask).rectangle((0, 0, 47, 63), fill=255)
     mask.save(tmp_path / "mask.png")
-    files, params = client.predict("a door", seed=3, model=tiny_spec, init_image=handle_file(seed_image),
-                                   strength=1.0, steps=2, mask_image=handle_file(str(tmp_path / "mask.png")),
-                                   api_name="/generate_image")
+    files, params = client.predict(
+        "a door",
+        seed=3,
+        model=tiny_spec,
+        init_image=handle_file(seed_image),
+        strength=1.0,
+        steps=2,
+        mask_image=handle_file(str(tmp_path / "mask.png")),
+        api_name="/generate_image",
+    )
     assert params[0]["mode"] == "inpaint"
     out, original = pixels(files[0]).astype(int), pixels(seed_image).astype(int)
     assert np.array_equal(out[:, 48:], original[:, 48:])  # only the masked half was repainted
     assert not np.array_equal(out[:, :48], original[:, :48])
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(prompt="x", model="diffusers:not/configured"), "Unknown image model"),
-    (dict(prompt="a cat", model=GAN, mode="txt2img"), "cannot do 'txt2img'"),
-    (dict(prompt="x", seed=-7), "Seed (seed) must be -1"),
-    (dict(prompt="x", mode="inpaint"), "needs an image to paint on"),
-    (dict(prompt="  "), "Write a prompt"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(prompt="x", model="diffusers:not/configured"), "Unknown image model"),
+        (dict(prompt="a cat", model=GAN, mode="txt2img"), "cannot do 'txt2img'"),
+        (dict(prompt="x", seed=-7), "Seed (seed) must be -1"),
+        (dict(prompt="x", mode="inpaint"), "needs an image to paint on"),
+        (dict(prompt="  "), "Write a prompt"),
+    ],
+)
 def test_bad_requests_get_their_reason_and_the_app_keeps_serving(app, tiny_spec, kwargs, words):
     from gradio_client.exceptions import AppError
 
@@ -164,14 +184,14 @@ def test_building_the_app_loads_no_image_model(tmp_path):
     """The tab is built from capabilities alone: no torch, diffusers or OpenVINO is imported (fresh interpreter)."""
     import subprocess
     import sys
+
     code = (
         "import sys; from config import Settings; from app import build_app; "
         f"build_app(Settings(image_models=('diffusers:stabilityai/sd-turbo', 'gan:faces', 'openai:dall-e-3'), "
         f"data_dir={str(tmp_path)!r})); "
         "print(sorted(m for m in ('torch', 'diffusers', 'openvino', 'openai') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(ROOT))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

@@ -1,6 +1,7 @@
 """The image studio tab in real headless Chromium against the real app process, with its default models and
 the hub offline: the GAN makes a face that lands in the gallery and is still there after a reload, "Reuse
 parameters" puts its seed back, and picking the uncached diffusers model says why it cannot load."""
+
 from __future__ import annotations
 
 import re
@@ -35,8 +36,9 @@ def test_gan_face_lands_in_the_gallery_survives_reload_and_reuse_restores_the_se
         assert page.locator("#image-mode input[value=random]").is_checked()
 
         page.locator("#image-generate").click()  # seed -1: a random one, shown when done
-        status = wait_for(lambda: (t := page.locator("#image-status").inner_text()).startswith("Done") and t,
-                          60, "the face")
+        status = wait_for(
+            lambda: (t := page.locator("#image-status").inner_text()).startswith("Done") and t, 60, "the face"
+        )
         seed = int(re.search(r"seed (\d+)", status).group(1))
         assert f"Seed: {seed}" in page.locator("#image-result-params textarea").input_value()
         wait_for(lambda: gallery_count(page) == 1, 15, "the face in the gallery")
@@ -53,8 +55,11 @@ def test_gan_face_lands_in_the_gallery_survives_reload_and_reuse_restores_the_se
         wait_for(lambda: gallery_count(page) == 1, 15, "the gallery after the reload")
         page.locator("#image-seed input").fill("5")
         page.locator("#image-gallery img").first.click()
-        wait_for(lambda: f"Seed: {seed}" in page.locator("#image-selected-params textarea").input_value(), 10,
-                 "the selected image's parameters")
+        wait_for(
+            lambda: f"Seed: {seed}" in page.locator("#image-selected-params textarea").input_value(),
+            10,
+            "the selected image's parameters",
+        )
         page.locator("#image-reuse").click()
         wait_for(lambda: page.locator("#image-seed input").input_value() == str(seed), 10, "the seed restored")
         assert page.locator("#image-mode input[value=random]").is_checked()

@@ -1,5 +1,6 @@
 """Image-studio core: every bad upload or form value is normalised or refused with its own code
 before a model could see it; A1111 `parameters` chunks round-trip; the gallery keeps users apart."""
+
 import io
 import struct
 import time
@@ -18,8 +19,14 @@ from core.images.request import MAX_BATCH, MAX_FRAMES, normalise_request, parame
 from core.images.store import ImageGallery
 from tests.support.pictures import declared_png, png_chunk
 
-SD = ImageCapabilities(modes=("txt2img", "img2img", "sketch", "inpaint"), schedulers=("Euler", "DPM++ 2M"),
-                       max_width=1024, max_height=1024, size_multiple=8, max_steps=50)
+SD = ImageCapabilities(
+    modes=("txt2img", "img2img", "sketch", "inpaint"),
+    schedulers=("Euler", "DPM++ 2M"),
+    max_width=1024,
+    max_height=1024,
+    size_multiple=8,
+    max_steps=50,
+)
 GAN = ImageCapabilities(modes=("random",), max_width=1024, max_height=1024, size_multiple=1024, max_steps=1)
 
 
@@ -58,8 +65,12 @@ def test_20000_square_image_is_refused_before_its_pixels_are_decoded():
     # a complete, valid 20000x20000 PNG (1-bit: zero rows compress to a few kB)
     rows = b"".join(b"\0" + b"\0" * 2500 for _ in range(20000))
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 1, 0, 0, 0, 0)
-    png = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows, 9))
-           + png_chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(rows, 9))
+        + png_chunk(b"IEND", b"")
+    )
     del rows
     tracemalloc.start()
     message = refused(png, "too_large")
@@ -112,7 +123,11 @@ def test_alpha_is_composited_on_white():
     # palette image with a transparent index, and grey + alpha
     pal = rgba.convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
     pal.info["transparency"] = pal.getpixel((28, 4))
-    assert load_user_image(encoded(pal, "PNG", transparency=pal.info["transparency"])).getpixel((28, 4)) == (255, 255, 255)
+    assert load_user_image(encoded(pal, "PNG", transparency=pal.info["transparency"])).getpixel((28, 4)) == (
+        255,
+        255,
+        255,
+    )
     assert load_user_image(encoded(rgba.convert("LA"), "PNG")).getpixel((28, 4)) == (255, 255, 255)
 
 
@@ -186,8 +201,15 @@ def test_absurd_steps_guidance_and_batch():
     for fields in (dict(steps=10**9), dict(guidance=1e6), dict(guidance=-4), dict(batch_count=10**4)):
         with pytest.raises(ImageInputError):
             normalise_request(caps=SD, prompt="x", seed=1, **fields)
-    for bad, code in ((0, "bad_steps"), (-5, "bad_steps"), ("lots", "bad_number"), (float("nan"), "bad_number"),
-                      (float("inf"), "bad_number"), (1e300, "bad_number"), (True, "bad_number")):
+    for bad, code in (
+        (0, "bad_steps"),
+        (-5, "bad_steps"),
+        ("lots", "bad_number"),
+        (float("nan"), "bad_number"),
+        (float("inf"), "bad_number"),
+        (1e300, "bad_number"),
+        (True, "bad_number"),
+    ):
         with pytest.raises(ImageInputError) as info:
             normalise_request(caps=SD, prompt="x", steps=bad, seed=1)
         assert info.value.code == code, bad
@@ -233,22 +255,32 @@ def test_modes_schedulers_and_images():
     assert info.value.code == "missing_mask"
 
     # the seed image's shape is kept; its scale fits the model; the mask follows it
-    request, notes = normalise_request(caps=SD, mode="inpaint", prompt="a cat", seed=1, init_image=seed_image,
-                                       mask_image=Image.new("RGB", (500, 350), "white"), strength=1, steps=1)
+    request, notes = normalise_request(
+        caps=SD,
+        mode="inpaint",
+        prompt="a cat",
+        seed=1,
+        init_image=seed_image,
+        mask_image=Image.new("RGB", (500, 350), "white"),
+        strength=1,
+        steps=1,
+    )
     assert (request.width, request.height) == (1000, 704) and request.init_image.size == (1000, 704)
     assert request.mask_image.mode == "L" and request.mask_image.size == (1000, 704)
     assert request.strength == 1.0
     request, notes = normalise_request(caps=SD, mode="sketch", prompt="a cat", seed=1, init_image=noise(2000, 1400))
     assert (request.width, request.height) == (1024, 720) and any("2000x1400" in n for n in notes)
     # int(steps * strength) must be >= 1 or diffusers runs no step at all
-    request, notes = normalise_request(caps=SD, mode="img2img", prompt="a cat", seed=1, init_image=noise(512, 512),
-                                       steps=2, strength=0.3)
+    request, notes = normalise_request(
+        caps=SD, mode="img2img", prompt="a cat", seed=1, init_image=noise(512, 512), steps=2, strength=0.3
+    )
     assert request.steps == 4 and int(request.steps * request.strength) >= 1
 
 
 def test_gan_requests_fixed_size_and_interpolation():
-    request, notes = normalise_request(caps=GAN, mode="random", seed=1, width=512, height=512,
-                                       prompt="ignored", batch_count=3)
+    request, notes = normalise_request(
+        caps=GAN, mode="random", seed=1, width=512, height=512, prompt="ignored", batch_count=3
+    )
     assert (request.width, request.height, request.batch_count, request.prompt) == (1024, 1024, 3, "")
     assert any("fixed" in n for n in notes) and any("prompt is not used" in n for n in notes)
     request, notes = normalise_request(caps=GAN, mode="random", seed=1, seed_b=-1, interpolation_steps=1)
@@ -262,7 +294,7 @@ def test_gan_requests_fixed_size_and_interpolation():
 
 # -- (c) PNG parameters ----------------------------------------------------------------------------
 FULL = {
-    "prompt": "a lighthouse, at dusk\n(oil painting:1.2), \"quoted\" words",
+    "prompt": 'a lighthouse, at dusk\n(oil painting:1.2), "quoted" words',
     "negative_prompt": "blurry, lowres\nwatermark",
     "mode": "img2img",
     "steps": 20,
@@ -289,17 +321,37 @@ def test_png_parameters_round_trip():
     params = {**FULL, "prompt": "夕暮れの灯台 🌅, 油絵"}
     assert read_png_parameters(encode_png(noise(32, 32), params)) == params
     # GAN images have no prompt at all
-    gan = {"model": "gan:faces", "mode": "random", "seed": 3, "width": 1024, "height": 1024, "truncation": 0.7,
-           "seed_b": 4, "interpolation_steps": 5, "frame": 2}
+    gan = {
+        "model": "gan:faces",
+        "mode": "random",
+        "seed": 3,
+        "width": 1024,
+        "height": 1024,
+        "truncation": 0.7,
+        "seed_b": 4,
+        "interpolation_steps": 5,
+        "frame": 2,
+    }
     assert read_png_parameters(encode_png(noise(32, 32), gan)) == gan
     assert read_png_parameters(encoded(noise(32, 32), "PNG")) == {}
 
 
 def test_infotext_is_written_the_way_a1111_writes_it():
-    params = {"prompt": "a cat", "negative_prompt": "blurry", "steps": 4, "scheduler": "Euler a",
-              "guidance": 7.0, "seed": 42, "width": 512, "height": 512, "model": "sd-turbo"}
-    assert to_infotext(params) == ("a cat\nNegative prompt: blurry\n"
-                                   "Steps: 4, Sampler: Euler a, CFG scale: 7.0, Seed: 42, Size: 512x512, Model: sd-turbo")
+    params = {
+        "prompt": "a cat",
+        "negative_prompt": "blurry",
+        "steps": 4,
+        "scheduler": "Euler a",
+        "guidance": 7.0,
+        "seed": 42,
+        "width": 512,
+        "height": 512,
+        "model": "sd-turbo",
+    }
+    assert to_infotext(params) == (
+        "a cat\nNegative prompt: blurry\n"
+        "Steps: 4, Sampler: Euler a, CFG scale: 7.0, Seed: 42, Size: 512x512, Model: sd-turbo"
+    )
 
 
 def test_parse_a_literal_a1111_infotext():
@@ -315,23 +367,48 @@ def test_parse_a_literal_a1111_infotext():
     assert parsed == {
         "prompt": "masterpiece, best quality, (lighthouse:1.2)\nstormy sea",
         "negative_prompt": "lowres, bad anatomy",
-        "steps": 28, "scheduler": "DPM++ 2M", "schedule_type": "Karras", "guidance": 6.5, "seed": 3312,
-        "width": 640, "height": 832, "model_hash": "6ce0161689", "model": "v1-5-pruned-emaonly",
-        "strength": 0.45, "clip_skip": 2, "lora_hashes": "add_detail: 7c6bad76eb54, film: 0a1b2c3d4e5f",
+        "steps": 28,
+        "scheduler": "DPM++ 2M",
+        "schedule_type": "Karras",
+        "guidance": 6.5,
+        "seed": 3312,
+        "width": 640,
+        "height": 832,
+        "model_hash": "6ce0161689",
+        "model": "v1-5-pruned-emaonly",
+        "strength": 0.45,
+        "clip_skip": 2,
+        "lora_hashes": "add_detail: 7c6bad76eb54, film: 0a1b2c3d4e5f",
         "version": "v1.10.1",
     }
     fields = request_fields(parsed)
     assert fields["mode"] == "img2img" and fields["steps"] == 28 and fields["model"] == "v1-5-pruned-emaonly"
     # "reuse parameters" gives back the request that made the image
-    request, _ = normalise_request(caps=SD, **{k: v for k, v in fields.items() if k != "model"},
-                                   init_image=noise(640, 832))
+    request, _ = normalise_request(
+        caps=SD, **{k: v for k, v in fields.items() if k != "model"}, init_image=noise(640, 832)
+    )
     assert (request.prompt, request.seed, request.steps, request.guidance, request.width, request.height) == (
-        parsed["prompt"], 3312, 28, 6.5, 640, 832)
+        parsed["prompt"],
+        3312,
+        28,
+        6.5,
+        640,
+        832,
+    )
 
 
 def test_parameters_for_request_round_trip():
-    request = ImageRequest(prompt="a red fox,\nsnow", negative_prompt="", mode="txt2img", seed=10, steps=4,
-                           guidance=0.0, width=512, height=512, scheduler="Euler")
+    request = ImageRequest(
+        prompt="a red fox,\nsnow",
+        negative_prompt="",
+        mode="txt2img",
+        seed=10,
+        steps=4,
+        guidance=0.0,
+        width=512,
+        height=512,
+        scheduler="Euler",
+    )
     params = parameters_for(request, seed=11, model="diffusers:stabilityai/sd-turbo", model_hash="abc1234567")
     assert "negative_prompt" not in params and params["seed"] == 11
     restored = read_png_parameters(encode_png(noise(32, 32), params))
@@ -342,15 +419,39 @@ def test_parameters_for_request_round_trip():
 
 def test_a1111_style_key_names_are_accepted_and_written_as_a1111_labels():
     # the names a backend may use (as the diffusers backend does) map onto A1111's labels
-    params = {"prompt": "a cat", "steps": 4, "sampler": "Euler", "cfg_scale": 1.5, "seed": 3, "size": "512x640",
-              "width": 512, "height": 640, "model": "sd-turbo", "denoising_strength": 0.5, "backend": "diffusers"}
+    params = {
+        "prompt": "a cat",
+        "steps": 4,
+        "sampler": "Euler",
+        "cfg_scale": 1.5,
+        "seed": 3,
+        "size": "512x640",
+        "width": 512,
+        "height": 640,
+        "model": "sd-turbo",
+        "denoising_strength": 0.5,
+        "backend": "diffusers",
+    }
     text = to_infotext(params)
     assert "Sampler: Euler, CFG scale: 1.5, Seed: 3, Size: 512x640" in text and "Denoising strength: 0.5" in text
     assert text.count("Size:") == 1
     restored = read_png_parameters(encode_png(noise(32, 32), params))
-    assert restored == canonical_parameters(params) == {
-        "prompt": "a cat", "steps": 4, "scheduler": "Euler", "guidance": 1.5, "seed": 3, "width": 512,
-        "height": 640, "model": "sd-turbo", "strength": 0.5, "backend": "diffusers"}
+    assert (
+        restored
+        == canonical_parameters(params)
+        == {
+            "prompt": "a cat",
+            "steps": 4,
+            "scheduler": "Euler",
+            "guidance": 1.5,
+            "seed": 3,
+            "width": 512,
+            "height": 640,
+            "model": "sd-turbo",
+            "strength": 0.5,
+            "backend": "diffusers",
+        }
+    )
 
 
 def test_too_few_fields_cannot_be_written():
@@ -360,8 +461,9 @@ def test_too_few_fields_cannot_be_written():
 
 # -- (d) gallery -----------------------------------------------------------------------------------
 def made(seed: int, model="gan:faces") -> GeneratedImage:
-    return GeneratedImage(noise(48, 32, seed), seed, {"model": model, "mode": "random", "seed": seed,
-                                                       "width": 48, "height": 32})
+    return GeneratedImage(
+        noise(48, 32, seed), seed, {"model": model, "mode": "random", "seed": seed, "width": 48, "height": 32}
+    )
 
 
 def test_gallery_keeps_users_apart_and_survives_restart(tmp_path):
@@ -430,9 +532,9 @@ def test_encode_png_in_slices_is_one_valid_zlib_stream(threads):
     def idat(png: bytes) -> bytes:
         pos, body = 8, b""
         while pos < len(png):
-            length, kind = struct.unpack(">I4s", png[pos:pos + 8])
+            length, kind = struct.unpack(">I4s", png[pos : pos + 8])
             if kind == b"IDAT":
-                body += png[pos + 8:pos + 8 + length]
+                body += png[pos + 8 : pos + 8 + length]
             pos += 12 + length
         return body
 

@@ -1,6 +1,7 @@
 """An API caller is a real person: a token made in the page ("API access") makes gradio_client calls
 act as that browser's user, so the image a script makes shows in that person's gallery and nobody
 else's; revoking the token refuses the next call."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,11 @@ def test_a_token_made_in_the_page_makes_api_calls_act_as_that_user(browser, tmp_
             p.wait_for_timeout(1000)  # the load events give each browser its identity
         page.locator("#api-access").click()
         page.get_by_role("button", name="Create a token").click()
-        token = wait_for(lambda: page.locator("#api-new-token textarea, #api-new-token input").first.input_value(),
-                         20, "the new token")
+        token = wait_for(
+            lambda: page.locator("#api-new-token textarea, #api-new-token input").first.input_value(),
+            20,
+            "the new token",
+        )
         assert token.startswith("gs_")
         wait_for(lambda: "1 API token" in page.locator("#api-tokens").inner_text(), 10, "the token listed")
         assert token not in page.locator("#api-tokens").inner_text()  # listed by its last characters only

@@ -3,6 +3,7 @@
 message naming the parameter (never {"error": null}); Gradio's REST route takes only the leading
 arguments, the rest taking their defaults as through gradio_client; and a UI event sent through
 /gradio_api/queue/join with a control value of the wrong type is refused naming the control."""
+
 from __future__ import annotations
 
 import inspect
@@ -10,13 +11,14 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 import pytest
 
-from core.errors import InputError
 from core import validate
+from core.errors import InputError
 from tests.support.app_process import app_process
 from tests.support.openai_servers import fake_openai_server, fake_reply
 from tests.support.rest_client import final_event
@@ -32,8 +34,13 @@ def fake():
 
 @pytest.fixture(scope="module")
 def app(fake, tmp_path_factory):
-    env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
-           "STUDIO_IMAGE_MODEL": "gan:faces", "STUDIO_REQUEST_TIMEOUT": "10", "STUDIO_MAX_RETRIES": "0"}
+    env = {
+        "STUDIO_TEXT_MODEL": "openai:fake-model",
+        "OPENAI_BASE_URL": fake.base_url,
+        "STUDIO_IMAGE_MODEL": "gan:faces",
+        "STUDIO_REQUEST_TIMEOUT": "10",
+        "STUDIO_MAX_RETRIES": "0",
+    }
     with app_process(tmp_path_factory.mktemp("data"), env) as running:
         yield running
 
@@ -41,11 +48,16 @@ def app(fake, tmp_path_factory):
 # -- plain HTTP ---------------------------------------------------------------------------------------
 
 
-def request(app, path: str, body: Any = None, data: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def request(
+    app, path: str, body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     raw = data if data is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(app.url.rstrip("/") + path, data=raw, method="POST" if raw is not None else "GET",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        app.url.rstrip("/") + path,
+        data=raw,
+        method="POST" if raw is not None else "GET",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.read()
@@ -88,10 +100,17 @@ def error_message(outcome: tuple[str, Any]) -> str:
 
 def upload(app, name: str, content: bytes) -> dict:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
-            "Content-Type: text/plain\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
-    status, raw = request(app, "/gradio_api/upload", data=body,
-                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: text/plain\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, raw = request(
+        app, "/gradio_api/upload", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     assert status == 200, raw
     (path,) = json.loads(raw)
     return {"path": path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}
@@ -101,11 +120,41 @@ def upload(app, name: str, content: bytes) -> dict:
 
 # Positional data: only the arguments up to the bad one are sent; the rest take their defaults.
 CHAT = ["message", "system_prompt", "model", "temperature", "top_p", "max_new_tokens", "seed", "history"]
-WRITE = ["topic", "template", "audience", "tone", "length", "keywords", "cta", "language", "details", "outline",
-         "model", "temperature", "top_p", "seed"]
+WRITE = [
+    "topic",
+    "template",
+    "audience",
+    "tone",
+    "length",
+    "keywords",
+    "cta",
+    "language",
+    "details",
+    "outline",
+    "model",
+    "temperature",
+    "top_p",
+    "seed",
+]
 CONDENSE = ["file", "text", "length", "form", "focus", "audience", "language", "model"]
-IMAGE = ["prompt", "seed", "negative_prompt", "model", "mode", "steps", "guidance", "width", "height", "scheduler",
-         "batch_count", "strength", "init_image", "mask_image", "seed_b", "interpolation_steps"]
+IMAGE = [
+    "prompt",
+    "seed",
+    "negative_prompt",
+    "model",
+    "mode",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "scheduler",
+    "batch_count",
+    "strength",
+    "init_image",
+    "mask_image",
+    "seed_b",
+    "interpolation_steps",
+]
 
 
 def args(names: list[str], first: Any, **given: Any) -> list:
@@ -237,8 +286,11 @@ def test_rest_chat_with_a_null_optional_argument_takes_its_default(app, fake):
 
 
 def test_rest_chat_history_with_a_system_turn(app, fake):
-    history = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "earlier"},
-               {"role": "assistant", "content": "answer", "metadata": None}]
+    history = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "earlier"},
+        {"role": "assistant", "content": "answer", "metadata": None},
+    ]
     event, outputs = call(app, "chat", args(CHAT, "now", history=history))
     assert event == "complete", outputs
     sent = fake.chat_requests[-1].body["messages"]
@@ -284,9 +336,11 @@ def event_for(ui, elem_id: str, trigger: str) -> tuple[int, list[dict]]:
 
 def join(app, fn_index: int, data: list) -> tuple[int, Any, str]:
     session = uuid.uuid4().hex
-    status, raw = request(app, "/gradio_api/queue/join",
-                          {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None,
-                           "trigger_id": None})
+    status, raw = request(
+        app,
+        "/gradio_api/queue/join",
+        {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None},
+    )
     return status, json.loads(raw), session
 
 
@@ -304,9 +358,20 @@ def chat_send_values(inputs: list[dict], **by_label: Any) -> list:
     return values
 
 
-@pytest.mark.parametrize("label,bad", [("Temperature", "hot"), ("Max new tokens", "abc"), ("Seed", "x"),
-                                       ("Top-p", None), ("Temperature", -1), ("Seed", float("nan")),
-                                       ("Max new tokens", 10**400), ("Model", ["a", "b"]), ("System prompt", 42)])
+@pytest.mark.parametrize(
+    "label,bad",
+    [
+        ("Temperature", "hot"),
+        ("Max new tokens", "abc"),
+        ("Seed", "x"),
+        ("Top-p", None),
+        ("Temperature", -1),
+        ("Seed", float("nan")),
+        ("Max new tokens", 10**400),
+        ("Model", ["a", "b"]),
+        ("System prompt", 42),
+    ],
+)
 def test_ui_event_with_a_bad_control_value_is_refused_by_name(app, ui, fake, label, bad):
     before = len(fake.chat_requests)
     fn_index, inputs = event_for(ui, "chat-send", "click")
@@ -334,8 +399,9 @@ def test_unqueued_ui_event_with_a_bad_value_is_refused(app, ui):
     fn_index, inputs = event_for(ui, "writer-draft", "input")
     props = [c.get("props", {}) for c in inputs]
     values = [{"text": 1} if p.get("elem_id") == "writer-draft" else p.get("value") for p in props]
-    status, raw = request(app, "/gradio_api/run/predict", {"data": values, "fn_index": fn_index,
-                                                           "session_hash": uuid.uuid4().hex})
+    status, raw = request(
+        app, "/gradio_api/run/predict", {"data": values, "fn_index": fn_index, "session_hash": uuid.uuid4().hex}
+    )
     assert status == 422 and "Draft" in json.loads(raw)["detail"]
 
 
@@ -368,8 +434,9 @@ def test_api_endpoint_keeps_signature_docstring_and_generator():
 
     from ui.server.api_args import api_endpoint
 
-    def reply(message: str, temperature: float = 0.7, history: list | None = None,
-              request: gr.Request = None) -> Iterator[str]:
+    def reply(
+        message: str, temperature: float = 0.7, history: list | None = None, request: gr.Request = None
+    ) -> Iterator[str]:
         """Say something."""
         yield f"{message} {temperature} {history}"
 
@@ -383,19 +450,26 @@ def test_api_endpoint_keeps_signature_docstring_and_generator():
         list(wrapped("hi", "hot"))
 
 
-@pytest.mark.parametrize("call_, message", [
-    (lambda: validate.number("temperature", "hot", 0, 2), "temperature must be a number from 0 to 2, got 'hot'"),
-    (lambda: validate.number("top_p", float("nan"), 0, 1), "top_p must be a number"),
-    (lambda: validate.whole("max_new_tokens", 10**400, 1, 100), "max_new_tokens must be a whole number"),
-    (lambda: validate.seed("seed", 2**40), "seed must be -1 (random)"),
-    (lambda: validate.choice("form", "poem", ["bullets", "prose"]), "form must be one of: bullets, prose"),
-    (lambda: validate.text("audience", "x" * 300, 200), "audience is 300 characters"),
-    (lambda: validate.history("history", [{"role": "tool", "content": ""}], max_items=5, max_chars=100),
-     "history[0].role"),
-    (lambda: validate.history("history", [{"role": "user", "content": "x"}] * 6, max_items=5, max_chars=100),
-     "history has 6 items"),
-    (lambda: validate.fields("details", {"a": float("inf")}, max_items=5, max_chars=10), "details.a"),
-])
+@pytest.mark.parametrize(
+    "call_, message",
+    [
+        (lambda: validate.number("temperature", "hot", 0, 2), "temperature must be a number from 0 to 2, got 'hot'"),
+        (lambda: validate.number("top_p", float("nan"), 0, 1), "top_p must be a number"),
+        (lambda: validate.whole("max_new_tokens", 10**400, 1, 100), "max_new_tokens must be a whole number"),
+        (lambda: validate.seed("seed", 2**40), "seed must be -1 (random)"),
+        (lambda: validate.choice("form", "poem", ["bullets", "prose"]), "form must be one of: bullets, prose"),
+        (lambda: validate.text("audience", "x" * 300, 200), "audience is 300 characters"),
+        (
+            lambda: validate.history("history", [{"role": "tool", "content": ""}], max_items=5, max_chars=100),
+            "history[0].role",
+        ),
+        (
+            lambda: validate.history("history", [{"role": "user", "content": "x"}] * 6, max_items=5, max_chars=100),
+            "history has 6 items",
+        ),
+        (lambda: validate.fields("details", {"a": float("inf")}, max_items=5, max_chars=10), "details.a"),
+    ],
+)
 def test_core_checks_name_what_they_refuse(call_, message):
     with pytest.raises(InputError) as exc:
         call_()
@@ -407,5 +481,6 @@ def test_core_checks_coerce_what_they_accept():
     assert validate.whole("n", 16.0, 1, 32) == 16 and validate.whole("n", "8", 1, 32) == 8
     assert validate.seed("seed", -1) is None and validate.seed("seed", "") is None
     assert validate.seed("seed", 7) == 7
-    assert validate.history("h", [{"role": "user", "content": "a", "metadata": {}}], max_items=2, max_chars=9) \
-        == [{"role": "user", "content": "a"}]
+    assert validate.history("h", [{"role": "user", "content": "a", "metadata": {}}], max_items=2, max_chars=9) == [
+        {"role": "user", "content": "a"}
+    ]

@@ -9,6 +9,7 @@ real app process with logins (STUDIO_AUTH=alice,bob). Each test is a request tha
   cancelled their job (`POST /gradio_api/cancel`);
 - deeply nested JSON answered 500 with a RecursionError traceback in the log.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,28 @@ def served(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     tokens = TokenStore(data / "studio.sqlite3")
     alice, bob = tokens.create("user:alice"), tokens.create("user:bob")
-    with fake_openai_server(reply_words=12, chunk_delay=0.15) as fake, app_process(data, {
-        "STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url, "STUDIO_IMAGE_MODEL": "gan:faces",
-        "HF_HOME": str(data / "hf"), "GRADIO_TEMP_DIR": str(data / "uploads"), "STUDIO_RATE_LIMIT": "600",
-        "STUDIO_AUTH": "alice:alice-pw,bob:bob-pw",
-    }) as app, httpx.Client(timeout=60) as client:
-        yield app, client, tokens, {"alice": {"Authorization": f"Bearer {alice}"},
-                                    "bob": {"Authorization": f"Bearer {bob}"}}
+    with (
+        fake_openai_server(reply_words=12, chunk_delay=0.15) as fake,
+        app_process(
+            data,
+            {
+                "STUDIO_TEXT_MODEL": "openai:fake-model",
+                "OPENAI_BASE_URL": fake.base_url,
+                "STUDIO_IMAGE_MODEL": "gan:faces",
+                "HF_HOME": str(data / "hf"),
+                "GRADIO_TEMP_DIR": str(data / "uploads"),
+                "STUDIO_RATE_LIMIT": "600",
+                "STUDIO_AUTH": "alice:alice-pw,bob:bob-pw",
+            },
+        ) as app,
+        httpx.Client(timeout=60) as client,
+    ):
+        yield (
+            app,
+            client,
+            tokens,
+            {"alice": {"Authorization": f"Bearer {alice}"}, "bob": {"Authorization": f"Bearer {bob}"}},
+        )
 
 
 def _login_cookie(client: httpx.Client, base: str, user: str, password: str) -> str:
@@ -58,16 +74,32 @@ def test_a_forged_x_forwarded_host_does_not_pass_the_origin_check(served):
     make = _fn_index(client, app.url, cookie, "make")
     before = len(tokens.list("user:alice"))
     forged = {"Cookie": cookie, "Host": HOST, "Origin": EVIL, "X-Forwarded-Host": "evil.example"}
-    r = client.post(f"{app.url}gradio_api/queue/join", headers=forged,
-                    json={"data": [""], "fn_index": make, "session_hash": "evil-page-session-1",
-                          "event_data": None, "trigger_id": None})
+    r = client.post(
+        f"{app.url}gradio_api/queue/join",
+        headers=forged,
+        json={
+            "data": [""],
+            "fn_index": make,
+            "session_hash": "evil-page-session-1",
+            "event_data": None,
+            "trigger_id": None,
+        },
+    )
     assert r.status_code == 403, r.text
     assert len(tokens.list("user:alice")) == before
     # alice's own page (same origin, no X-Forwarded-Host) still works
     own = {"Cookie": cookie, "Host": HOST, "Origin": f"http://{HOST}"}
-    r = client.post(f"{app.url}gradio_api/queue/join", headers=own,
-                    json={"data": [""], "fn_index": make, "session_hash": "alice-own-session-1",
-                          "event_data": None, "trigger_id": None})
+    r = client.post(
+        f"{app.url}gradio_api/queue/join",
+        headers=own,
+        json={
+            "data": [""],
+            "fn_index": make,
+            "session_hash": "alice-own-session-1",
+            "event_data": None,
+            "trigger_id": None,
+        },
+    )
     assert r.status_code == 200, r.text
 
 
@@ -95,15 +127,19 @@ def _events(text: str) -> list[tuple[str, object]]:
 
 def test_another_users_event_id_reads_nothing_and_cancels_nothing(served):
     app, client, _, users = served
-    r = client.post(f"{app.url}gradio_api/call/chat", json={"data": ["alice's private question"]},
-                    headers=users["alice"])
+    r = client.post(
+        f"{app.url}gradio_api/call/chat", json={"data": ["alice's private question"]}, headers=users["alice"]
+    )
     assert r.status_code == 200, r.text
     event_id = r.json()["event_id"]
     r = client.get(f"{app.url}gradio_api/call/chat/{event_id}", headers=users["bob"])
     assert r.status_code == 403, r.text[:300]
     assert "private" not in r.text
-    r = client.post(f"{app.url}gradio_api/cancel", headers=users["bob"],
-                    json={"session_hash": "bob-session-1", "fn_index": 0, "event_id": event_id})
+    r = client.post(
+        f"{app.url}gradio_api/cancel",
+        headers=users["bob"],
+        json={"session_hash": "bob-session-1", "fn_index": 0, "event_id": event_id},
+    )
     assert r.status_code == 403, r.text
     r = client.post(f"{app.url}gradio_api/stream/{event_id}/close", headers=users["bob"])
     assert r.status_code == 403, r.text
@@ -114,13 +150,20 @@ def test_another_users_event_id_reads_nothing_and_cancels_nothing(served):
     assert "private" in json.dumps(events[-1][1])
 
 
-@pytest.mark.parametrize("route", ["gradio_api/queue/join", "gradio_api/call/chat", "gradio_api/run/chat",
-                                   "gradio_api/cancel", "gradio_api/stream/abc"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "gradio_api/queue/join",
+        "gradio_api/call/chat",
+        "gradio_api/run/chat",
+        "gradio_api/cancel",
+        "gradio_api/stream/abc",
+    ],
+)
 def test_deeply_nested_json_is_refused_not_a_server_error(served, route):
     app, client, _, users = served
     body = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b', "fn_index": 0, "session_hash": "deep-1"}'
-    r = client.post(f"{app.url}{route}", content=body,
-                    headers={**users["alice"], "Content-Type": "application/json"})
+    r = client.post(f"{app.url}{route}", content=body, headers={**users["alice"], "Content-Type": "application/json"})
     assert r.status_code == 400, (r.status_code, r.text[:300])
     assert "nested" in r.text
     assert "RecursionError" not in app.log()

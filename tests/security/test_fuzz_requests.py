@@ -1,6 +1,7 @@
 """Property tests for the request normalisers: any JSON an API caller (or a forged UI event) sends as
 image request values, chat options, chat history items or writer options gives a request within every
 documented bound, or the normaliser's own user-facing error (InputError), never another exception."""
+
 from __future__ import annotations
 
 import math
@@ -16,18 +17,55 @@ from core import validate
 from core.chat.service import MAX_NEW_TOKENS, ChatOptions
 from core.errors import InputError
 from core.images.errors import ImageInputError
-from core.images.request import (IMAGE_MODES, MAX_BATCH, MAX_FRAMES, MAX_GUIDANCE, MAX_PIXELS, MAX_PROMPT_CHARS, MAX_SEED,
-                                 PROMPT_MODES, normalise_request, parameters_for, request_fields)
+from core.images.request import (
+    IMAGE_MODES,
+    MAX_BATCH,
+    MAX_FRAMES,
+    MAX_GUIDANCE,
+    MAX_PIXELS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    PROMPT_MODES,
+    normalise_request,
+    parameters_for,
+    request_fields,
+)
 from core.writer.brief import MAX_VARIANTS, WriteOptions
 
 FUZZ = settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 
-BIG = st.sampled_from([10**400, -10**400, 2**63, 2**64, -1, 0, 1e308, -1e308, float("inf"), float("nan"),
-                       "1e999", "nan", "-inf", "", " ", "12", "12.5", "0x10", "1_000", "٣", True, False])
+BIG = st.sampled_from(
+    [
+        10**400,
+        -(10**400),
+        2**63,
+        2**64,
+        -1,
+        0,
+        1e308,
+        -1e308,
+        float("inf"),
+        float("nan"),
+        "1e999",
+        "nan",
+        "-inf",
+        "",
+        " ",
+        "12",
+        "12.5",
+        "0x10",
+        "1_000",
+        "٣",
+        True,
+        False,
+    ]
+)
 SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12), BIG)
-JSON = st.recursive(SCALAR, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                    st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                    max_leaves=6)
+JSON = st.recursive(
+    SCALAR,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 def mostly(plausible, other):
@@ -36,8 +74,12 @@ def mostly(plausible, other):
 
 def number_like(lo, hi):
     """Numbers in a range (as JSON numbers or numeric strings), sometimes just outside it."""
-    return st.one_of(st.integers(math.ceil(lo), int(hi)), st.integers(math.ceil(lo), int(hi)).map(str),
-                     st.floats(float(lo), float(hi)), st.integers(math.floor(lo) - 10, int(hi) + 10))
+    return st.one_of(
+        st.integers(math.ceil(lo), int(hi)),
+        st.integers(math.ceil(lo), int(hi)).map(str),
+        st.floats(float(lo), float(hi)),
+        st.integers(math.floor(lo) - 10, int(hi) + 10),
+    )
 
 
 def anything_like(lo, hi):
@@ -47,15 +89,28 @@ def anything_like(lo, hi):
 
 # --- images -----------------------------------------------------------------------------------------
 
+
 @st.composite
 def capabilities(draw):
-    modes = tuple(draw(st.lists(st.sampled_from(["txt2img", "img2img", "sketch", "inpaint", "random"]),
-                                min_size=1, max_size=5, unique=True)))
+    modes = tuple(
+        draw(
+            st.lists(
+                st.sampled_from(["txt2img", "img2img", "sketch", "inpaint", "random"]),
+                min_size=1,
+                max_size=5,
+                unique=True,
+            )
+        )
+    )
     multiple = draw(st.sampled_from([1, 8, 16, 64]))
-    return ImageCapabilities(modes=modes, schedulers=tuple(draw(st.lists(st.sampled_from(["Euler", "DPM++ 2M"]),
-                                                                          unique=True))),
-                             max_width=draw(st.integers(64, 2048)), max_height=draw(st.integers(64, 2048)),
-                             size_multiple=multiple, max_steps=draw(st.integers(1, 150)))
+    return ImageCapabilities(
+        modes=modes,
+        schedulers=tuple(draw(st.lists(st.sampled_from(["Euler", "DPM++ 2M"]), unique=True))),
+        max_width=draw(st.integers(64, 2048)),
+        max_height=draw(st.integers(64, 2048)),
+        size_multiple=multiple,
+        max_steps=draw(st.integers(1, 150)),
+    )
 
 
 TEXT = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=40)
@@ -70,18 +125,26 @@ def image_requests(draw):
     if draw(st.booleans()):
         image = Image.new("RGB", (draw(st.integers(16, 300)), draw(st.integers(16, 300))), "white")
     values = {
-        "mode": draw(st.sampled_from(caps.modes)), "prompt": draw(TEXT.filter(str.strip)),
-        "negative_prompt": draw(TEXT), "seed": draw(number_like(-1, 2**63 - 1)), "steps": draw(number_like(1, 150)),
-        "guidance": draw(number_like(0, 30)), "width": draw(number_like(64, 2048)),
-        "height": draw(number_like(64, 2048)), "scheduler": draw(st.sampled_from(["", "Euler"])),
-        "batch_count": draw(number_like(1, 16)), "strength": draw(number_like(0.01, 1)),
-        "seed_b": draw(number_like(-1, 2**63 - 1)), "interpolation_steps": draw(number_like(0, 60)),
+        "mode": draw(st.sampled_from(caps.modes)),
+        "prompt": draw(TEXT.filter(str.strip)),
+        "negative_prompt": draw(TEXT),
+        "seed": draw(number_like(-1, 2**63 - 1)),
+        "steps": draw(number_like(1, 150)),
+        "guidance": draw(number_like(0, 30)),
+        "width": draw(number_like(64, 2048)),
+        "height": draw(number_like(64, 2048)),
+        "scheduler": draw(st.sampled_from(["", "Euler"])),
+        "batch_count": draw(number_like(1, 16)),
+        "strength": draw(number_like(0.01, 1)),
+        "seed_b": draw(number_like(-1, 2**63 - 1)),
+        "interpolation_steps": draw(number_like(0, 60)),
     }
     for key in draw(st.sets(st.sampled_from(sorted(set(values) - {"mode"})), max_size=4)):
         del values[key]  # left out: the default applies
     if draw(st.booleans()):
-        values[draw(st.sampled_from(sorted(values)))] = draw(st.one_of(
-            BIG, JSON, st.sampled_from(["random", "", " inpaint ", "x" * (MAX_PROMPT_CHARS + 1), "a\x00b"])))
+        values[draw(st.sampled_from(sorted(values)))] = draw(
+            st.one_of(BIG, JSON, st.sampled_from(["random", "", " inpaint ", "x" * (MAX_PROMPT_CHARS + 1), "a\x00b"]))
+        )
     return caps, values.pop("mode"), image, values
 
 
@@ -92,8 +155,7 @@ def image_requests(draw):
 def test_image_request_is_within_bounds_or_refused(case):
     caps, mode, image, values = case
     try:
-        request, notes = normalise_request(caps=caps, mode=mode, init_image=image,
-                                           mask_image=image, **values)
+        request, notes = normalise_request(caps=caps, mode=mode, init_image=image, mask_image=image, **values)
     except ImageInputError as exc:
         assert exc.code and str(exc).strip()
         event(f"refused: {exc.code}")
@@ -133,20 +195,33 @@ def test_reused_parameters_give_the_same_request(case):
         return
     fields = request_fields(parameters_for(request, seed=request.seed, model="m"))
     fields.pop("model")
-    again, notes = normalise_request(caps=caps, init_image=request.init_image, mask_image=request.mask_image,
-                                     **{**fields, "seed_b": request.seed_b,
-                                        "interpolation_steps": request.interpolation_steps})
+    again, notes = normalise_request(
+        caps=caps,
+        init_image=request.init_image,
+        mask_image=request.mask_image,
+        **{**fields, "seed_b": request.seed_b, "interpolation_steps": request.interpolation_steps},
+    )
     assert again == replace(request, batch_count=1)  # an image's parameters describe that one image
     assert not [n for n in notes if "random" not in n]
 
 
 # --- chat ---------------------------------------------------------------------------------------------
 
+
 @FUZZ
-@given(st.fixed_dictionaries({}, optional={
-    "model": st.one_of(st.text(max_size=20), JSON), "system_prompt": st.one_of(st.text(max_size=20), JSON),
-    "temperature": anything_like(0, 2), "top_p": anything_like(0, 1),
-    "max_new_tokens": anything_like(1, MAX_NEW_TOKENS), "seed": anything_like(-5, 2**32 + 5)}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model": st.one_of(st.text(max_size=20), JSON),
+            "system_prompt": st.one_of(st.text(max_size=20), JSON),
+            "temperature": anything_like(0, 2),
+            "top_p": anything_like(0, 1),
+            "max_new_tokens": anything_like(1, MAX_NEW_TOKENS),
+            "seed": anything_like(-5, 2**32 + 5),
+        },
+    )
+)
 @example({"max_new_tokens": 10**400})
 @example({"temperature": "hot", "seed": "x"})
 def test_chat_options_are_within_bounds_or_name_the_bad_one(values):
@@ -161,15 +236,28 @@ def test_chat_options_are_within_bounds_or_name_the_bad_one(values):
     assert isinstance(options.system_prompt, str) and (options.model is None or options.model.strip())
     params = options.params()  # what the backend gets: the same values
     assert (params.temperature, params.max_new_tokens, params.seed) == (
-        options.temperature, options.max_new_tokens, options.seed)
-    assert ChatOptions.checked(options.model, options.system_prompt, options.temperature, options.top_p,
-                               options.max_new_tokens, options.seed) == options  # checking twice changes nothing
+        options.temperature,
+        options.max_new_tokens,
+        options.seed,
+    )
+    assert (
+        ChatOptions.checked(
+            options.model,
+            options.system_prompt,
+            options.temperature,
+            options.top_p,
+            options.max_new_tokens,
+            options.seed,
+        )
+        == options
+    )  # checking twice changes nothing
 
 
 ITEM = st.one_of(
-    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]),
-                           "content": st.text(max_size=30)},
-                          optional={"metadata": JSON, "options": JSON}),
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system"]), "content": st.text(max_size=30)},
+        optional={"metadata": JSON, "options": JSON},
+    ),
     st.fixed_dictionaries({}, optional={"role": JSON, "content": JSON}),
     JSON,
 )
@@ -179,8 +267,8 @@ ITEM = st.one_of(
 def chat_service(tmp_path_factory):
     from config import Settings
     from core.chat.service import ChatService
-    from core.models import ModelManager
     from core.chat.store import ConversationStore
+    from core.models import ModelManager
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("chat"), max_input_chars=2_000)
     return ChatService(settings, ConversationStore(settings.db_path), ModelManager(settings))
@@ -207,10 +295,19 @@ def test_history_items_are_turns_or_a_named_error(chat_service, history):
 
 # --- writer options -------------------------------------------------------------------------------------
 
+
 @FUZZ
-@given(st.fixed_dictionaries({}, optional={
-    "variants": anything_like(-2, 10), "temperature": anything_like(0, 2), "top_p": anything_like(0, 1),
-    "seed": anything_like(-5, 2**32 + 5)}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "variants": anything_like(-2, 10),
+            "temperature": anything_like(0, 2),
+            "top_p": anything_like(0, 1),
+            "seed": anything_like(-5, 2**32 + 5),
+        },
+    )
+)
 @example({"variants": 10**400})
 @example({"temperature": "hot"})
 def test_write_options_are_within_bounds_or_name_the_bad_one(values):
@@ -221,7 +318,7 @@ def test_write_options_are_within_bounds_or_name_the_bad_one(values):
         return
     assert 1 <= options.variants <= MAX_VARIANTS
     assert 0.0 <= options.temperature <= 2.0 and 0.0 < options.top_p <= 1.0
-    assert options.seed is None or 0 <= options.seed
+    assert options.seed is None or options.seed >= 0
     assert not math.isnan(options.temperature)
     params = options.params(options.variants - 1, 100)
     assert params.max_new_tokens >= 16

@@ -1,6 +1,7 @@
 """A model reply full of hostile HTML, in real Chromium against the real app process: nothing of it
 becomes markup (while it streams, when it is done, and after a reload from storage), it shows as text,
 and nothing from it covers the page."""
+
 from __future__ import annotations
 
 import tempfile
@@ -18,17 +19,24 @@ HOSTILE = (
     'Hello <div id="cover" style="position:fixed;top:0;left:0;width:100vw;height:100vh;z-index:99999;'
     'background:rgb(200,0,0)">COVERED</div>\n\n'
     '<form action="http://127.0.0.1:9/steal"><input type="password" name="pw" placeholder="Password">'
-    '<button>Log in</button></form>\n\n'
+    "<button>Log in</button></form>\n\n"
     '<iframe src="http://127.0.0.1:9/"></iframe> <img src=x onerror="document.title=\'pwned\'"> '
     '<style>body{background:rgb(0,255,0)}</style> <svg onload="document.title=\'pwned\'"><circle r="40"/></svg>\n\n'
-    '<details open ontoggle="document.title=\'pwned\'"><summary>sum</summary>det</details> '
+    "<details open ontoggle=\"document.title='pwned'\"><summary>sum</summary>det</details> "
     '<marquee>MARQUEE</marquee> <p style="position:fixed;inset:0">para</p> <b>bold ok</b> '
-    '[click](javascript:alert(1)) ![pic](data:image/png;base64,AAAA)\n\n'
+    "[click](javascript:alert(1)) ![pic](data:image/png;base64,AAAA)\n\n"
     '```mermaid\ngraph TD; A["<div style=position:fixed>x</div>"]\n```\n\nEND-OF-REPLY'
 )
-SHOWN_AS_TEXT = ['<div id="cover" style="position:fixed', '<form action="http://127.0.0.1:9/steal">',
-                 '<input type="password"', '<iframe src=', '<style>body{background:rgb(0,255,0)}</style>',
-                 '<svg onload=', '<marquee>MARQUEE</marquee>', '[click](javascript:alert(1))']
+SHOWN_AS_TEXT = [
+    '<div id="cover" style="position:fixed',
+    '<form action="http://127.0.0.1:9/steal">',
+    '<input type="password"',
+    "<iframe src=",
+    "<style>body{background:rgb(0,255,0)}</style>",
+    "<svg onload=",
+    "<marquee>MARQUEE</marquee>",
+    "[click](javascript:alert(1))",
+]
 
 REPLY = '#chatbot [data-testid="bot"] .md'
 FORBIDDEN = "form, input, button, iframe, style, svg, img, marquee, object, embed, video, audio, link, meta, base, div"
@@ -105,8 +113,11 @@ def test_hostile_html_in_a_reply_renders_as_text(browser, tmp_path):
             box = page.locator("#chat-input textarea")
             box.fill("Say something hostile")
             box.press("Enter")
-            wait_for(lambda: "tok/s" in page.locator("#chat-stats").inner_text() and
-                     "END-OF-REPLY" in reply_text(page), 120, "the reply to finish")
+            wait_for(
+                lambda: "tok/s" in page.locator("#chat-stats").inner_text() and "END-OF-REPLY" in reply_text(page),
+                120,
+                "the reply to finish",
+            )
             page.wait_for_timeout(500)
             shot = Path(tempfile.gettempdir()) / "hostile_html_chat.png"
             page.screenshot(path=str(shot))

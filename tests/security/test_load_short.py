@@ -1,11 +1,13 @@
 """The load scenario, short: bench/load_bench.py --ci (10 API users for ~30 s mixing chat, writer,
 condenser uploads and GAN images against a real app process and a streaming fake model server). No
 5xx, no failure other than a clear "busy" answer, and every kind of request succeeded at least once."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+
 import pytest
 
 from tests.support.paths import ROOT
@@ -14,8 +16,13 @@ from tests.support.paths import ROOT
 @pytest.mark.slow
 def test_short_mixed_load_has_no_5xx_and_no_errors(tmp_path):
     out = tmp_path / "load.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "load_bench.py"), "--ci", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=420)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load_bench.py"), "--ci", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     report = proc.stdout[-4000:]

@@ -2,6 +2,7 @@
 the quota is refused with a clear message and writes nothing; an image job that reaches it stops cleanly;
 old items (and anonymous API callers' after a day) are deleted at startup and hourly. Real stores on one
 SQLite file, real PNGs, the real GAN behind a real app process for the HTTP test."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ import time
 import pytest
 from PIL import Image
 
-from core.writer.store import DraftStore
+from core.condenser.store import SummaryStore
 from core.errors import InputError, QuotaExceededError
 from core.images.png import encode_png
 from core.images.store import ImageGallery
 from core.quota import ANONYMOUS_API_USER, Retention, StorageQuota
-from core.condenser.store import SummaryStore
+from core.writer.store import DraftStore
 from tests.support.app_process import app_process
 from tests.support.pictures import noise_image
 from tests.support.rest_client import call_by_name
@@ -95,8 +96,10 @@ def test_sizes_of_rows_from_an_older_version_are_counted(tmp_path):
                 parameters TEXT NOT NULL, seed INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
                 model TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL);
         """)
-        conn.execute("INSERT INTO summaries (id, user_id, title, markdown, created_at) VALUES ('s', 'old', 't', ?, 1)",
-                     ("é" * 1000,))
+        conn.execute(
+            "INSERT INTO summaries (id, user_id, title, markdown, created_at) VALUES ('s', 'old', 't', ?, 1)",
+            ("é" * 1000,),
+        )
         (tmp_path / "images" / "u").mkdir(parents=True)
         (tmp_path / "images" / "u" / "i.png").write_bytes(b"\x89PNG" + b"0" * 4996)
         conn.execute("INSERT INTO images VALUES ('i', 'old', 'images/u/i.png', '{}', 1, 64, 64, 'm', 1)")
@@ -157,8 +160,11 @@ def test_http_an_image_batch_stops_cleanly_at_the_quota_and_old_items_go_at_star
     data.mkdir()
     env = {"STUDIO_IMAGE_MODEL": "gan:faces", "STUDIO_USER_QUOTA_MB": "2", "STUDIO_RETENTION_DAYS": "1"}
     with app_process(data, env) as app:
-        event, payload = sse_end(app.url.rstrip("/"), "generate_image",
-                                 [("prompt", ""), ("model", "gan:faces"), ("seed", 1), ("batch_count", 3)])
+        event, payload = sse_end(
+            app.url.rstrip("/"),
+            "generate_image",
+            [("prompt", ""), ("model", "gan:faces"), ("seed", 1), ("batch_count", 3)],
+        )
         assert event == "error", payload
         message = json.dumps(payload)
         assert "Your library is full" in message and "of 2.0 MB used" in message, message
@@ -175,7 +181,6 @@ def test_http_an_image_batch_stops_cleanly_at_the_quota_and_old_items_go_at_star
         assert not list(data.rglob("*.png"))
         with sqlite3.connect(data / "studio.sqlite3") as conn:
             assert conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
-
 
 
 def test_conversations_count_toward_the_quota_and_a_reply_is_never_cut_for_it(stores, tmp_path):
@@ -211,8 +216,8 @@ def test_retention_removes_old_conversations_too(tmp_path):
 def test_a_message_past_the_quota_is_refused_and_leaves_no_empty_conversation(tmp_path):
     from config import Settings
     from core.chat.service import ChatOptions, ChatService
-    from core.models import ModelManager
     from core.chat.store import ConversationStore
+    from core.models import ModelManager
 
     settings = Settings(data_dir=tmp_path)
     chats = ConversationStore(settings.db_path)

@@ -3,6 +3,7 @@ and renamed when complete, its row only after that; ENOSPC/EDQUOT and SQLite's "
 become StorageFullError ("The server's disk is full..."); no partial PNG, no orphan row, no server path in the
 message. Faults injected into a real store (a writer that fails mid-file, SQLite's max_page_count) and, where
 this machine lets root mount one, a real 2-3 MB tmpfs under a real app process."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,12 +21,12 @@ from PIL import Image
 
 from backends.image.gan_faces import GanFacesBackend
 from config import Settings
-from core.writer.store import DraftStore
+from core.condenser.store import SummaryStore
 from core.errors import StorageFullError
 from core.images.models import ImageModelManager
 from core.images.service import ImageStudio
 from core.images.store import ImageGallery
-from core.condenser.store import SummaryStore
+from core.writer.store import DraftStore
 from tests.support.app_process import app_process
 from tests.support.pictures import noise_image
 
@@ -46,8 +47,9 @@ class DiskFullAfter(ImageGallery):
             return super()._write_file(path, data)
         with open(path, "xb") as f:
             f.write(data[: len(data) // 2])
-        raise OSError(self.code, "No space left on device" if self.code == errno.ENOSPC else "Disk quota exceeded",
-                      str(path))
+        raise OSError(
+            self.code, "No space left on device" if self.code == errno.ENOSPC else "Disk quota exceeded", str(path)
+        )
 
 
 def leftovers(folder: Path) -> list[Path]:
@@ -135,13 +137,19 @@ def test_an_image_job_on_a_full_disk_stops_with_the_clear_message(gan, tmp_path)
 def tmpfs(folder: Path, size: str):
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"cannot mount a tmpfs here ({exc}); the fault-injection tests above cover the logic")
     if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here ({done.stderr.strip()}); the fault-injection tests "
-                    "above cover the logic")
+        pytest.skip(
+            f"mounting a tmpfs is not permitted here ({done.stderr.strip()}); the fault-injection tests "
+            "above cover the logic"
+        )
     try:
         yield folder
     finally:

@@ -1,6 +1,7 @@
 """Issue 9's findings, tried from the outside as an attacker would: plain HTTP against a real app
 process (python app.py). Each test sends the kind of request that got through before the HTTP guard
 (ui/server/guard.py) and the upload registry (core/security/uploads.py) existed."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ TEXT = CORPUS / "good-french-moliere-utf8.txt"
 def _image_args(init=None, mask=None, **kw) -> list:
     """/generate_image's 16 arguments in order (prompt, seed, negative, model, mode, steps, guidance, width,
     height, scheduler, batch_count, strength, init_image, mask_image, seed_b, interpolation_steps)."""
-    args = ["", kw.get("seed", 1), "", GAN, kw.get("mode", ""), None, None, None, None, "", 1, 0.6, init, mask,
-            None, 0]
+    args = ["", kw.get("seed", 1), "", GAN, kw.get("mode", ""), None, None, None, None, "", 1, 0.6, init, mask, None, 0]
     return args
 
 
@@ -47,8 +47,9 @@ def call(client: httpx.Client, base: str, name: str, data: list, headers: dict |
 
 
 def upload(client: httpx.Client, base: str, name: str, data: bytes, headers: dict | None = None) -> httpx.Response:
-    return client.post(f"{base}gradio_api/upload", files={"files": (name, data, "application/octet-stream")},
-                       headers=headers or {})
+    return client.post(
+        f"{base}gradio_api/upload", files={"files": (name, data, "application/octet-stream")}, headers=headers or {}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +57,49 @@ def served(tmp_path_factory):
     """An open app (no login) with two API tokens made beforehand, like a team's scripts would have."""
     data = tmp_path_factory.mktemp("data")
     tokens = TokenStore(data / "studio.sqlite3")
-    alice, bob = tokens.create("browser:alice-browser-id-000000000"), tokens.create("browser:bob-browser-id-00000000000")
-    with fake_openai_server(reply_words=8, chunk_delay=0.1) as fake, app_process(data, {
-        "STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url, "STUDIO_IMAGE_MODEL": GAN,
-        "HF_HOME": str(data / "hf"), "STUDIO_MAX_UPLOAD_MB": "1", "STUDIO_RATE_LIMIT": "600",
-        "STUDIO_USER_TEXT_JOBS": "1",
-        "GRADIO_TEMP_DIR": str(data / "uploads"),
-    }) as app, httpx.Client(timeout=60) as client:
-        yield app, client, {"alice": {"Authorization": f"Bearer {alice}"}, "bob": {"Authorization": f"Bearer {bob}"}}, data
+    alice, bob = (
+        tokens.create("browser:alice-browser-id-000000000"),
+        tokens.create("browser:bob-browser-id-00000000000"),
+    )
+    with (
+        fake_openai_server(reply_words=8, chunk_delay=0.1) as fake,
+        app_process(
+            data,
+            {
+                "STUDIO_TEXT_MODEL": "openai:fake-model",
+                "OPENAI_BASE_URL": fake.base_url,
+                "STUDIO_IMAGE_MODEL": GAN,
+                "HF_HOME": str(data / "hf"),
+                "STUDIO_MAX_UPLOAD_MB": "1",
+                "STUDIO_RATE_LIMIT": "600",
+                "STUDIO_USER_TEXT_JOBS": "1",
+                "GRADIO_TEMP_DIR": str(data / "uploads"),
+            },
+        ) as app,
+        httpx.Client(timeout=60) as client,
+    ):
+        yield (
+            app,
+            client,
+            {"alice": {"Authorization": f"Bearer {alice}"}, "bob": {"Authorization": f"Bearer {bob}"}},
+            data,
+        )
 
 
 # -- 1. server paths as inputs -------------------------------------------------------------------------------
-@pytest.mark.parametrize("value", ["/etc/passwd", "/root", "/nonexistent/x.png", "../../../../etc/passwd",
-                                   {"path": "/etc/passwd"}, {"path": "/etc/hostname", "orig_name": "x.png"}, 42,
-                                   ["/etc/passwd"]])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/etc/passwd",
+        "/root",
+        "/nonexistent/x.png",
+        "../../../../etc/passwd",
+        {"path": "/etc/passwd"},
+        {"path": "/etc/hostname", "orig_name": "x.png"},
+        42,
+        ["/etc/passwd"],
+    ],
+)
 @pytest.mark.parametrize("field", ["init", "mask"])
 def test_a_server_path_is_never_opened_as_an_image_input(served, value, field):
     app, client, who, _ = served
@@ -113,8 +143,13 @@ def test_condense_refuses_server_paths_and_takes_the_callers_upload(served):
         outcome, payload = call(client, app.url, "condense", [value], who["alice"])
         assert outcome in ("error", "refused") and "upload" in str(payload), payload
     stored = upload(client, app.url, TEXT.name, TEXT.read_bytes(), who["alice"]).json()[0]
-    outcome, payload = call(client, app.url, "condense", [{"path": stored, "orig_name": TEXT.name,
-                                                           "meta": {"_type": "gradio.FileData"}}], who["alice"])
+    outcome, payload = call(
+        client,
+        app.url,
+        "condense",
+        [{"path": stored, "orig_name": TEXT.name, "meta": {"_type": "gradio.FileData"}}],
+        who["alice"],
+    )
     assert outcome == "complete", payload
 
 
@@ -147,8 +182,11 @@ def test_cross_origin_writes_are_refused(served, path):
     else:
         r = client.post(app.url + path, json={"data": ["hi"]}, headers=headers)
     assert r.status_code == 403 and "Cross-origin" in r.text
-    same = client.post(app.url + "gradio_api/upload", files={"files": ("a.txt", b"x", "text/plain")},
-                       headers={"Origin": app.url.rstrip("/")})
+    same = client.post(
+        app.url + "gradio_api/upload",
+        files={"files": ("a.txt", b"x", "text/plain")},
+        headers={"Origin": app.url.rstrip("/")},
+    )
     assert same.status_code == 200
 
 
@@ -169,8 +207,9 @@ def test_image_replies_carry_links_not_server_paths_and_land_in_the_token_owners
 
 def test_a_bad_token_is_refused(served):
     app, client, _, _ = served
-    r = client.post(app.url + "gradio_api/call/chat", json={"data": ["hi"]},
-                    headers={"Authorization": "Bearer gs_not-a-token"})
+    r = client.post(
+        app.url + "gradio_api/call/chat", json={"data": ["hi"]}, headers={"Authorization": "Bearer gs_not-a-token"}
+    )
     assert r.status_code == 401
 
 
@@ -181,11 +220,15 @@ def test_a_session_id_belongs_to_its_first_caller(served):
     assert client.post(app.url + "gradio_api/queue/join", json=body, headers=who["alice"]).status_code == 200
     r = client.post(app.url + "gradio_api/queue/join", json=body, headers=who["bob"])
     assert r.status_code == 403 and "alice" not in r.text
-    r = client.get(app.url + "gradio_api/queue/data", params={"session_hash": "replayed-session-0001"},
-                   headers=who["bob"])
+    r = client.get(
+        app.url + "gradio_api/queue/data", params={"session_hash": "replayed-session-0001"}, headers=who["bob"]
+    )
     assert r.status_code == 403
-    r = client.post(app.url + "gradio_api/cancel", json={"session_hash": "replayed-session-0001", "fn_index": 0,
-                                                         "event_id": "x"}, headers=who["bob"])
+    r = client.post(
+        app.url + "gradio_api/cancel",
+        json={"session_hash": "replayed-session-0001", "fn_index": 0, "event_id": "x"},
+        headers=who["bob"],
+    )
     assert r.status_code == 403
 
 
@@ -206,11 +249,23 @@ def team(tmp_path_factory):
     users = data / "users.txt"
     users.write_text(f"# made with python -m core.security.passwords\nalice:{hash_password('correct horse 1')}\n")
     token = TokenStore(data / "studio.sqlite3").create("user:alice")
-    with fake_openai_server(reply_words=8) as fake, app_process(data, {
-        "STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url, "STUDIO_IMAGE_MODEL": GAN,
-        "HF_HOME": str(data / "hf"), "STUDIO_AUTH_FILE": str(users), "STUDIO_AUTH": "bob:plain-password-2",
-        "STUDIO_RATE_LIMIT": "20", "STUDIO_UPLOAD_TTL_HOURS": "0.001",  # uploads live 3.6 s here
-    }) as app, httpx.Client(timeout=60) as client:
+    with (
+        fake_openai_server(reply_words=8) as fake,
+        app_process(
+            data,
+            {
+                "STUDIO_TEXT_MODEL": "openai:fake-model",
+                "OPENAI_BASE_URL": fake.base_url,
+                "STUDIO_IMAGE_MODEL": GAN,
+                "HF_HOME": str(data / "hf"),
+                "STUDIO_AUTH_FILE": str(users),
+                "STUDIO_AUTH": "bob:plain-password-2",
+                "STUDIO_RATE_LIMIT": "20",
+                "STUDIO_UPLOAD_TTL_HOURS": "0.001",  # uploads live 3.6 s here
+            },
+        ) as app,
+        httpx.Client(timeout=60) as client,
+    ):
         yield app, client, {"Authorization": f"Bearer {token}"}
 
 
@@ -232,8 +287,10 @@ def test_passwords_from_the_users_file_and_the_env_both_log_in(team):
 
 def test_failed_logins_are_limited(team):
     app, client, _ = team
-    codes = [client.post(app.url + "login", data={"username": "carol", "password": f"guess{i}"}).status_code
-             for i in range(7)]
+    codes = [
+        client.post(app.url + "login", data={"username": "carol", "password": f"guess{i}"}).status_code
+        for i in range(7)
+    ]
     assert codes[:5] == [400] * 5 and codes[5:] == [429, 429]
     r = client.post(app.url + "login", data={"username": "carol", "password": "guess"})
     assert int(r.headers["retry-after"]) > 0
@@ -338,10 +395,21 @@ def test_a_full_queue_answers_busy_with_retry_after(tmp_path):
 
     tokens = TokenStore(tmp_path / "studio.sqlite3")
     keys = [{"Authorization": f"Bearer {tokens.create(f'user:u{i}')}"} for i in range(8)]
-    with fake_openai_server(reply_words=10, chunk_delay=0.3) as fake, app_process(tmp_path, {
-        "STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url, "STUDIO_IMAGE_MODEL": GAN,
-        "HF_HOME": str(tmp_path / "hf"), "STUDIO_CONCURRENCY": "1", "STUDIO_MAX_QUEUE": "2",
-    }) as app:
+    with (
+        fake_openai_server(reply_words=10, chunk_delay=0.3) as fake,
+        app_process(
+            tmp_path,
+            {
+                "STUDIO_TEXT_MODEL": "openai:fake-model",
+                "OPENAI_BASE_URL": fake.base_url,
+                "STUDIO_IMAGE_MODEL": GAN,
+                "HF_HOME": str(tmp_path / "hf"),
+                "STUDIO_CONCURRENCY": "1",
+                "STUDIO_MAX_QUEUE": "2",
+            },
+        ) as app,
+    ):
+
         def chat(headers: dict) -> tuple[str, object]:
             with httpx.Client(timeout=120) as own:
                 return call(own, app.url, "chat", ["Say hi."], headers)
@@ -354,8 +422,14 @@ def test_a_full_queue_answers_busy_with_retry_after(tmp_path):
     assert all(o in ("complete", "refused") for o, _ in results), results
 
 
-@pytest.mark.parametrize("body, expected", [({"data": ["hi"]}, "Unknown argument 'data'"),
-                                            (["hi"], "JSON object"), ({"mesage": "hi"}, "Unknown argument 'mesage'")])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"data": ["hi"]}, "Unknown argument 'data'"),
+        (["hi"], "JSON object"),
+        ({"mesage": "hi"}, "Unknown argument 'mesage'"),
+    ],
+)
 def test_call_v2_with_unknown_arguments_names_them_instead_of_failing(served, body, expected):
     app, client, who, _ = served
     r = client.post(app.url + "gradio_api/call/v2/chat", json=body, headers=who["alice"])
@@ -364,6 +438,7 @@ def test_call_v2_with_unknown_arguments_names_them_instead_of_failing(served, bo
 
 def test_call_v2_by_name_works(served):
     app, client, who, _ = served
-    r = client.post(app.url + "gradio_api/call/v2/chat", json={"message": "hi", "temperature": 0.1},
-                    headers=who["alice"])
+    r = client.post(
+        app.url + "gradio_api/call/v2/chat", json={"message": "hi", "temperature": 0.1}, headers=who["alice"]
+    )
     assert r.status_code == 200 and r.json()["event_id"]

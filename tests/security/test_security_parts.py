@@ -1,5 +1,6 @@
 """The parts the HTTP guard decides with (core/security/): passwords, tokens, limits, the upload
 registry and file links, each on its own with real files, a real SQLite file and a fake clock."""
+
 from __future__ import annotations
 
 import os
@@ -9,12 +10,12 @@ import time
 
 import pytest
 
+from core.errors import BusyError
 from core.security.limits import LoginLimiter, RateLimiter, SessionOwners, UserSlots
 from core.security.links import FileLinks
 from core.security.passwords import PasswordCheck, hash_password, load_users_file, verify_password
 from core.security.tokens import TokenStore
 from core.security.uploads import UploadError, UploadRegistry, read_capped
-from core.errors import BusyError
 
 
 class Clock:
@@ -122,9 +123,16 @@ def test_only_the_callers_own_upload_resolves(uploads, tmp_path):
     assert uploads.resolve("ip:1", str(mine)) == mine
     outside = tmp_path / "secret.txt"
     outside.write_text("secret")
-    for caller, value in [("ip:2", str(mine)), ("ip:1", str(outside)), ("ip:1", "/etc/passwd"),
-                          ("ip:1", str(uploads.root / "h1" / ".." / ".." / "secret.txt")), ("ip:1", None),
-                          ("ip:1", 7), ("ip:1", {"path": ["x"]}), ("ip:1", "a\0b")]:
+    for caller, value in [
+        ("ip:2", str(mine)),
+        ("ip:1", str(outside)),
+        ("ip:1", "/etc/passwd"),
+        ("ip:1", str(uploads.root / "h1" / ".." / ".." / "secret.txt")),
+        ("ip:1", None),
+        ("ip:1", 7),
+        ("ip:1", {"path": ["x"]}),
+        ("ip:1", "a\0b"),
+    ]:
         with pytest.raises(UploadError) as caught:
             uploads.resolve(caller, value)
         assert "secret" not in str(caught.value)

@@ -1,6 +1,7 @@
 """Issue 9, finding 2: Gradio sessions are bounded (ui/server/sessions.py). Over HTTP against the real app
 process: API calls leave no session behind and RSS stays flat, and an open browser tab keeps its
 session state while sessions past a tiny cap are dropped. And a sweep on Gradio's own objects."""
+
 from __future__ import annotations
 
 import asyncio
@@ -69,11 +70,17 @@ def session_held(url: str, session_hash: str) -> bool:
 def chat_app(tmp_path):
     """chat_app(**env) -> the app process, its text model a fast fake OpenAI server."""
     with contextlib.ExitStack() as stack:
+
         def start(**env):
             fake = stack.enter_context(fake_openai_server(reply_words=3))
-            env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url,
-                   # one caller making many calls, a few at once, on purpose
-                   "STUDIO_RATE_LIMIT": "0", "STUDIO_USER_TEXT_JOBS": "16", **env}
+            env = {
+                "STUDIO_TEXT_MODEL": "openai:fake-model",
+                "OPENAI_BASE_URL": fake.base_url,
+                # one caller making many calls, a few at once, on purpose
+                "STUDIO_RATE_LIMIT": "0",
+                "STUDIO_USER_TEXT_JOBS": "16",
+                **env,
+            }
             return stack.enter_context(app_process(tmp_path, env))
 
         yield start
@@ -102,15 +109,23 @@ def stateful_sessions(url: str, count: int) -> list[str]:
     tab's page-load event (it sets the open conversation's id) joined with a fresh session hash."""
     config = json.loads(urllib.request.urlopen(f"{url}config", timeout=30).read())
     types = {c["id"]: c["type"] for c in config["components"]}
-    fn_index = next(d["id"] for d in config["dependencies"]
-                    if any(t[1] == "load" for t in d["targets"]) and [types[i] for i in d["inputs"]] == ["browserstate"]
-                    and {"state", "chatbot"} <= {types[i] for i in d["outputs"]})
+    fn_index = next(
+        d["id"]
+        for d in config["dependencies"]
+        if any(t[1] == "load" for t in d["targets"])
+        and [types[i] for i in d["inputs"]] == ["browserstate"]
+        and {"state", "chatbot"} <= {types[i] for i in d["outputs"]}
+    )
     sessions = []
     for _ in range(count):
         sid = secrets.token_hex(8)
         body = json.dumps({"data": [""], "fn_index": fn_index, "session_hash": sid, "trigger_id": None}).encode()
-        urllib.request.urlopen(urllib.request.Request(f"{url}gradio_api/queue/join", data=body,
-                               headers={"Content-Type": "application/json"}), timeout=30).read()
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{url}gradio_api/queue/join", data=body, headers={"Content-Type": "application/json"}
+            ),
+            timeout=30,
+        ).read()
         with urllib.request.urlopen(f"{url}gradio_api/queue/data?session_hash={sid}", timeout=30) as r:
             assert b"process_completed" in r.read()
         sessions.append(sid)
@@ -138,13 +153,16 @@ def test_an_open_tab_keeps_its_state_while_other_sessions_are_dropped(browser, c
     time.sleep(1.0)
     held = [sid for sid in others if session_held(app.url, sid)]
     assert len(held) <= 15, f"{len(held)} of 60 sessions with State held, above the sweep's 15"
-    assert held == others[len(others) - len(held):], "the most recently used were not the ones kept"
+    assert held == others[len(others) - len(held) :], "the most recently used were not the ones kept"
     # A second message continues the same conversation only if the tab's State (the open
     # conversation's id) survived; a dropped session would start a new conversation.
     box.fill("banana blueberry")
     box.press("Enter")
-    wait_for(lambda: replies() and "banana0" in replies()[-1] and "tok/s" in page.locator("#chat-stats").inner_text(),
-             30, "the second reply")
+    wait_for(
+        lambda: replies() and "banana0" in replies()[-1] and "tok/s" in page.locator("#chat-stats").inner_text(),
+        30,
+        "the second reply",
+    )
     conversations = page.locator("#chat-conversations").inner_text()
     assert "apple apricot" in conversations and "banana blueberry" not in conversations, conversations
     assert len(replies()) == 2 and "apple0" in replies()[0], replies()

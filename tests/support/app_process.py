@@ -1,5 +1,6 @@
 """Run the real app (`python app.py`) as a subprocess on a free loopback port, for tests that need a
 whole server: the browser test, kill -9 recovery, gradio_client calls."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,9 @@ class AppProcess:
 
     def start(self, timeout: float = 60.0) -> AppProcess:
         with open(self.log_path, "ab") as log:  # the child writes to its own copy of the descriptor
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -61,12 +63,20 @@ class AppProcess:
 
 
 @contextlib.contextmanager
-def app_process(data_dir: Path, extra_env: dict[str, str] | None = None,
-                port: int | None = None) -> Iterator[AppProcess]:
+def app_process(
+    data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[AppProcess]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDIO_", "OPENAI_", "GRADIO_"))}
-    env.update({"STUDIO_DATA_DIR": str(data_dir), "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_SERVER_PORT": str(port or free_port()), "GRADIO_ANALYTICS_ENABLED": "False",
-                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "STUDIO_DATA_DIR": str(data_dir),
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(port or free_port()),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra_env or {})
     if port is not None:  # a restart on the port of an app just stopped or killed: start once it is free
         wait_until_bindable(port)

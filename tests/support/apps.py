@@ -1,5 +1,6 @@
 """The app built and launched in this test process (the same `launch` users meet) on a free loopback port, with
 a gradio_client Client for it, and the Settings most API tests use: one fake OpenAI-compatible model."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,5 +29,11 @@ def running_app(settings: Settings) -> Iterator[tuple[Any, Any]]:
 
 def settings_for(tmp_path: Path, base_url: str, **kw: Any) -> Settings:
     """Settings with only the fake model `openai:fake-model` served at base_url, short timeouts, one retry."""
-    return Settings(text_models=("openai:fake-model",), data_dir=tmp_path, openai_base_url=base_url,
-                    request_timeout=kw.pop("request_timeout", 5.0), max_retries=kw.pop("max_retries", 1), **kw)
+    return Settings(
+        text_models=("openai:fake-model",),
+        data_dir=tmp_path,
+        openai_base_url=base_url,
+        request_timeout=kw.pop("request_timeout", 5.0),
+        max_retries=kw.pop("max_retries", 1),
+        **kw,
+    )

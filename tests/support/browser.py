@@ -1,13 +1,22 @@
 """What the browser tests share: Debian's Chromium with the flags this closed network needs, polling, and opening
 the Images tab (two image test modules start there)."""
+
 from __future__ import annotations
 
 import shutil
 import time
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 
 
 def wait_for(predicate, timeout: float, what: str):

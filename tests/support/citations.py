@@ -1,5 +1,6 @@
 """What a rendered summary cites, read from the text the user sees, and the check that every cited page,
 line range or section exists in the document it names."""
+
 from __future__ import annotations
 
 import re
@@ -36,6 +37,9 @@ def check_citations(markdown: str, doc: ExtractedDocument) -> int:
                 assert any(s[0] == lo for s in spans) and any(s[-1] == hi for s in spans), place
         else:
             name = place.removeprefix("§ ")
-            assert name == "start" or name.endswith(" more sections") or \
-                name in {loc.replace("[", "(").replace("]", ")") for loc in locators}, place
+            assert (
+                name == "start"
+                or name.endswith(" more sections")
+                or name in {loc.replace("[", "(").replace("]", ")") for loc in locators}
+            ), place
     return count

@@ -7,6 +7,7 @@ POST /v1/images/edits with multipart form data), answering deterministic base64 
 Generations: a solid image of the requested size whose colour is `colour_for(prompt, seed)`.
 Edits: the uploaded image, with the pixels the mask leaves transparent painted that colour (no mask: all).
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,7 +66,8 @@ def _png_b64(image: Image.Image) -> str:
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
-        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
     fields: dict[str, Any] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -87,8 +89,13 @@ def images_server(**options: Any) -> Iterator[ImagesServer]:
         def log_message(self, *args: Any) -> None:
             pass
 
-        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None,
-                  content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            payload: Any,
+            headers: dict[str, str] | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -118,13 +125,22 @@ def images_server(**options: Any) -> Iterator[ImagesServer]:
                 state["image_requests"] += 1
             sent_key = self.headers.get("Authorization", "").removeprefix("Bearer ")
             if opts.require_key is not None and sent_key != opts.require_key:
-                self._send(401, {"error": {"message": f"Incorrect API key provided: {sent_key}.",
-                                           "type": "invalid_request_error", "code": "invalid_api_key"}})
+                self._send(
+                    401,
+                    {
+                        "error": {
+                            "message": f"Incorrect API key provided: {sent_key}.",
+                            "type": "invalid_request_error",
+                            "code": "invalid_api_key",
+                        }
+                    },
+                )
                 return
             if number < opts.fail_first:
                 headers = {"retry-after-ms": str(opts.retry_after_ms)} if opts.retry_after_ms is not None else {}
-                self._send(opts.fail_status, opts.error_body or {"error": {"message": f"fault {opts.fail_status}"}},
-                           headers)
+                self._send(
+                    opts.fail_status, opts.error_body or {"error": {"message": f"fault {opts.fail_status}"}}, headers
+                )
                 return
             if opts.slow and self._hung_up_within(opts.slow):
                 server.hangups += 1

@@ -6,6 +6,7 @@ Stable API (tests/backends/test_backend_contract.py relies on it):
     llama_cpp_server(model_path, n_ctx=2048, ...) -> LlamaCppServer
     fake_reply(messages, max_tokens=None, stop=(), reply_words=8) -> (text, finish_reason)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,13 @@ from urllib.parse import unquote, urlsplit
 from tests.support.ports import free_port
 
 __all__ = [
-    "FakeOptions", "FakeOpenAIServer", "RecordedRequest", "fake_openai_server", "fake_reply",
-    "LlamaCppServer", "llama_cpp_server",
+    "FakeOptions",
+    "FakeOpenAIServer",
+    "RecordedRequest",
+    "fake_openai_server",
+    "fake_reply",
+    "LlamaCppServer",
+    "llama_cpp_server",
 ]
 
 
@@ -79,7 +85,9 @@ class RecordedRequest:
 
 
 def fake_reply(
-    messages: Sequence[dict], max_tokens: int | None = None, stop: Sequence[str] | str | None = (),
+    messages: Sequence[dict],
+    max_tokens: int | None = None,
+    stop: Sequence[str] | str | None = (),
     reply_words: int = 8,
 ) -> tuple[str, str]:
     """The reply the fake gives: words of the last user message numbered in turn ("hello0 world1
@@ -204,10 +212,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self._write(body)
 
-    def _error(self, status: int, message: str, type_: str, code: str | None = None,
-               headers: dict[str, str] | None = None) -> None:
-        self._send_json(status, {"error": {"message": message, "type": type_, "param": None, "code": code}},
-                        headers)
+    def _error(
+        self, status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        self._send_json(status, {"error": {"message": message, "type": type_, "param": None, "code": code}}, headers)
 
     def _hang_up(self) -> None:
         self.close_connection = True
@@ -228,9 +236,13 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         key = sent.removeprefix("Bearer ").strip()
         # OpenAI quotes (part of) the key it rejected; quote all of it so a leak is easy to catch.
-        self._error(401, f"Incorrect API key provided: {key}. You can find your API key at "
-                         "https://platform.openai.com/account/api-keys.", "invalid_request_error",
-                    "invalid_api_key")
+        self._error(
+            401,
+            f"Incorrect API key provided: {key}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
         return False
 
     # -- endpoints ----------------------------------------------------------------------------
@@ -247,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["max_model_len"] = opts.max_model_len
             if path == "/v1/models":
                 self._send_json(200, {"object": "list", "data": [entry]})
-            elif path.startswith("/v1/models/") and unquote(path[len("/v1/models/"):]) == opts.model:
+            elif path.startswith("/v1/models/") and unquote(path[len("/v1/models/") :]) == opts.model:
                 self._send_json(200, entry)
             else:
                 self._error(404, f"Not found: {path}", "invalid_request_error", "not_found")
@@ -280,12 +292,18 @@ class _Handler(BaseHTTPRequestHandler):
         opts = self.fake.options
         if n < opts.rate_limit_first:
             headers = {} if opts.retry_after is None else {"Retry-After": f"{opts.retry_after:g}"}
-            self._error(429, "Rate limit reached for requests. Please try again later.", "requests",
-                        "rate_limit_exceeded", headers)
+            self._error(
+                429,
+                "Rate limit reached for requests. Please try again later.",
+                "requests",
+                "rate_limit_exceeded",
+                headers,
+            )
             return
         if n < opts.server_error_first:
-            self._error(opts.server_error_status, "The server had an error while processing your request.",
-                        "server_error")
+            self._error(
+                opts.server_error_status, "The server had an error while processing your request.", "server_error"
+            )
             return
         if opts.slow:
             self._wait(opts.slow)  # raises _ClientGone when the client gave up meanwhile
@@ -297,8 +315,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self._write(page)
             return
-        text, finish = fake_reply(body["messages"], body.get("max_tokens", body.get("max_completion_tokens")),
-                                  body.get("stop"), opts.reply_words)
+        text, finish = fake_reply(
+            body["messages"],
+            body.get("max_tokens", body.get("max_completion_tokens")),
+            body.get("stop"),
+            opts.reply_words,
+        )
         if opts.reply_text is not None:
             text, finish = opts.reply_text, "stop"
         if opts.serial:
@@ -322,7 +344,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _complete(self, body: dict, text: str, finish: str) -> None:
         opts = self.fake.options
         payload: dict[str, Any] = {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": opts.model,
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": opts.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
         }
         if opts.usage:
@@ -347,8 +372,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": opts.model}
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": opts.model,
+        }
 
         def event(payload: Any) -> None:
             data = b"data: " + (payload if isinstance(payload, bytes) else json.dumps(payload).encode()) + b"\n\n"
@@ -359,8 +388,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         event(choice({"role": "assistant", "content": ""}, None))
         pieces = re.findall(r"\s*\S+", text)
-        if text[len("".join(pieces)):]:  # trailing spaces left by a stop string
-            pieces.append(text[len("".join(pieces)):])
+        if text[len("".join(pieces)) :]:  # trailing spaces left by a stop string
+            pieces.append(text[len("".join(pieces)) :])
         for i, piece in enumerate(pieces):
             if opts.cut_after is not None and i >= opts.cut_after:
                 self._hang_up()
@@ -391,8 +420,9 @@ def fake_openai_server(**options: Any) -> Iterator[FakeOpenAIServer]:
     fake = FakeOpenAIServer(FakeOptions(**options))
     httpd = _HTTPServer(fake)
     fake.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="fake-openai-server", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai-server", daemon=True
+    )
     thread.start()
     try:
         yield fake
@@ -426,23 +456,47 @@ class LlamaCppServer:
 
 @contextlib.contextmanager
 def llama_cpp_server(
-    model_path: str | os.PathLike[str], n_ctx: int = 2048, *, model_alias: str = "local-gguf",
-    n_threads: int | None = None, startup_timeout: float = 120.0, extra_args: Sequence[str] = (),
+    model_path: str | os.PathLike[str],
+    n_ctx: int = 2048,
+    *,
+    model_alias: str = "local-gguf",
+    n_threads: int | None = None,
+    startup_timeout: float = 120.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[LlamaCppServer]:
     """Run `python -m llama_cpp.server` on a free loopback port serving `model_path`; yields once
     /v1/models answers, and terminates (then kills) the process on exit. Raises RuntimeError with
     the server's output if it dies or does not answer within `startup_timeout` seconds."""
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", model_alias, *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--model_alias",
+        model_alias,
+        *extra_args,
+    ]
     if n_threads is not None:
         cmd += ["--n_threads", str(n_threads)]
     log_dir = Path(tempfile.mkdtemp(prefix="llama-cpp-server-"))
     log_path = log_dir / "server.log"
     base_url = f"http://127.0.0.1:{port}/v1"
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     server = LlamaCppServer(base_url=base_url, model=model_alias, process=proc, log_path=log_path)
     try:
         deadline = time.monotonic() + startup_timeout
@@ -460,8 +514,9 @@ def llama_cpp_server(
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not answer on {base_url} within "
-                                   f"{startup_timeout:g} s:\n{server.log_text()}")
+                raise RuntimeError(
+                    f"llama_cpp.server did not answer on {base_url} within {startup_timeout:g} s:\n{server.log_text()}"
+                )
             time.sleep(0.1)
         yield server
     finally:

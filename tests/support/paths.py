@@ -1,4 +1,5 @@
 """Where the repository and the shared corpus are, for tests at any depth."""
+
 from __future__ import annotations
 
 from pathlib import Path

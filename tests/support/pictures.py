@@ -1,5 +1,6 @@
 """Pictures the image tests build: PNG bytes written chunk by chunk (a header may claim any size), an image
 of noise that does not compress, and the count of PNGs left in a folder."""
+
 from __future__ import annotations
 
 import struct
@@ -19,8 +20,12 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def declared_png(width: int, height: int, body: bytes = b"\0" * 64) -> bytes:
     """A PNG header that claims width x height RGB pixels, followed by a tiny compressed body."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(body, 9)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(body, 9))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def noise_image(seed: int, side: int = 256, prompt: str = "x") -> GeneratedImage:

@@ -1,5 +1,6 @@
 """Loopback ports for servers the tests start in another process: picked where the kernel never hands out
 ports on its own, and waited for until a killed server's port can be bound again."""
+
 from __future__ import annotations
 
 import random

@@ -1,6 +1,7 @@
 """Gradio's documented REST API as a plain HTTP client uses it: POST /gradio_api/call/<name> {"data": [...]} for an
 event id, then GET /gradio_api/call/<name>/<id> and read the server-sent events to the end. RestClient does it over
 one kept-alive connection (for tests and benchmarks that make many calls); call_by_name fills in the parameters."""
+
 from __future__ import annotations
 
 import http.client

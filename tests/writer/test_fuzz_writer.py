@@ -1,6 +1,7 @@
 """Property tests for the writer's parsers of user input: strict template rendering with hostile values
 (braces, placeholders, numbered lines, unicode, huge text) and brief preparation with arbitrary JSON
 field values (the /write API sends whatever the caller likes)."""
+
 from __future__ import annotations
 
 import re
@@ -18,9 +19,38 @@ TEMPLATES = sorted(LIBRARY.templates)
 
 # Text a person may type, weighted towards what breaks formatters: braces, placeholders of real
 # fields, numbered-list starts, blank-line runs, CR/LF variants, line separators and non-ASCII.
-HOSTILE = st.sampled_from(["{", "}", "{{", "}}", "{topic}", "{0}", "{topic!r}", "{x:>10}", "%s", "\\", "\n",
-                           "\n\n\n", "\r\n", "\r", "\u2028", "\x0b", "\x1c", "1. ", "2024. ", "  3.\t", "#",
-                           "\"", "“", "é", "𝔘", "\u200b", "\ufeff", "\x00"])
+HOSTILE = st.sampled_from(
+    [
+        "{",
+        "}",
+        "{{",
+        "}}",
+        "{topic}",
+        "{0}",
+        "{topic!r}",
+        "{x:>10}",
+        "%s",
+        "\\",
+        "\n",
+        "\n\n\n",
+        "\r\n",
+        "\r",
+        "\u2028",
+        "\x0b",
+        "\x1c",
+        "1. ",
+        "2024. ",
+        "  3.\t",
+        "#",
+        '"',
+        "“",
+        "é",
+        "𝔘",
+        "\u200b",
+        "\ufeff",
+        "\x00",
+    ]
+)
 USER_TEXT = st.lists(st.one_of(HOSTILE, st.text(max_size=20)), max_size=12).map("".join)
 
 
@@ -29,6 +59,7 @@ def builtin_values(stage: str, draw_text) -> dict:
 
 
 # --- render -----------------------------------------------------------------------------------------
+
 
 @FUZZ
 @given(st.sampled_from(TEMPLATES), st.data())
@@ -66,11 +97,12 @@ def test_template_structure_survives_any_values(name, data):
     for stage, text in template.prompts().items():
         names = set(template.field_names) | STAGE_BUILTINS[stage]
         # A marker per value that cannot occur in the template, so lines can be traced back.
-        values = {n: "" if n not in required and data.draw(st.booleans(), label=f"{n} empty")
-                  else f"\x00{n}\x00" for n in sorted(names)}
+        values = {
+            n: "" if n not in required and data.draw(st.booleans(), label=f"{n} empty") else f"\x00{n}\x00"
+            for n in sorted(names)
+        }
         out = render(text, values, names, required)
-        kept = [line for line in text.splitlines()
-                if all(values[n] for n in placeholders(line))]
+        kept = [line for line in text.splitlines() if all(values[n] for n in placeholders(line))]
         numbered = [line for line in kept if re.match(r"^\s*\d+\.\s", line)]
         got = [int(m) for m in re.findall(r"(?m)^\s*(\d+)\.\s", out)]
         assert len(got) == len(numbered)
@@ -119,18 +151,30 @@ def test_huge_values_render_whole(name, size):
 
 # --- prepare_brief ----------------------------------------------------------------------------------
 
-JSON_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-                        USER_TEXT, st.text(max_size=30))
-JSON = st.recursive(JSON_SCALAR, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                         st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                    max_leaves=8)
+JSON_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    USER_TEXT,
+    st.text(max_size=30),
+)
+JSON = st.recursive(
+    JSON_SCALAR,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 def field_value(f):
     """Values a caller could send for field `f`: plausible ones of its kind, and arbitrary JSON."""
     plausible = {
-        "number": st.one_of(st.integers(-10**6, 10**6), st.floats(), st.text(max_size=8),
-                            st.sampled_from([10**400, -10**400, "1e999", "nan", "0", ""])),
+        "number": st.one_of(
+            st.integers(-(10**6), 10**6),
+            st.floats(),
+            st.text(max_size=8),
+            st.sampled_from([10**400, -(10**400), "1e999", "nan", "0", ""]),
+        ),
         "list": st.one_of(USER_TEXT, st.lists(st.one_of(USER_TEXT, JSON_SCALAR), max_size=12)),
         "choice": st.one_of(st.sampled_from(f.choices or ("",)), USER_TEXT),
     }.get(f.input, USER_TEXT)
@@ -140,8 +184,11 @@ def field_value(f):
 @st.composite
 def briefs(draw):
     template = LIBRARY.templates[draw(st.sampled_from(TEMPLATES))]
-    fields = {f.name: draw(field_value(f), label=f.name) for f in template.fields
-              if draw(st.booleans(), label=f"send {f.name}")}
+    fields = {
+        f.name: draw(field_value(f), label=f.name)
+        for f in template.fields
+        if draw(st.booleans(), label=f"send {f.name}")
+    }
     if draw(st.booleans()):
         fields[draw(st.sampled_from(["bogus", "tone", "length", "Topic", "{topic}"]))] = draw(JSON)
     return template, fields
@@ -177,9 +224,23 @@ def test_prepare_brief_gives_a_checked_brief_or_input_error(case):
             if f.input == "choice" and not f.custom and value and f.name != "tone":
                 assert value in f.choices
     # A checked brief always fills its template's prompts.
-    builtins = {"sections": 3, "outline": "Title\n1. A\n2. B", "section_title": "A", "section_number": 1,
-                "section_count": 2, "section_words": 100, "section_note": "n", "previous_text": "p",
-                "text": "t", "words": 1, "language": "English"}
+    builtins = {
+        "sections": 3,
+        "outline": "Title\n1. A\n2. B",
+        "section_title": "A",
+        "section_number": 1,
+        "section_count": 2,
+        "section_words": 100,
+        "section_note": "n",
+        "previous_text": "p",
+        "text": "t",
+        "words": 1,
+        "language": "English",
+    }
     for stage, text in template.prompts().items():
-        render(text, {**builtins, **brief.values}, set(template.field_names) | STAGE_BUILTINS[stage],
-               {f.name for f in template.fields if f.required})
+        render(
+            text,
+            {**builtins, **brief.values},
+            set(template.field_names) | STAGE_BUILTINS[stage],
+            {f.name for f in template.fields if f.required},
+        )

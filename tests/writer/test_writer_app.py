@@ -1,12 +1,13 @@
 """The /write endpoint through gradio_client: streams the text, takes only the topic as required,
 passes every optional brief field through, refuses bad input with a clear message, reports models
 that return nothing or break off, and keeps serving."""
+
 from __future__ import annotations
 
 import pytest
 
-from tests.support.openai_servers import fake_openai_server
 from tests.support.apps import running_app, settings_for
+from tests.support.openai_servers import fake_openai_server
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +45,33 @@ def test_write_endpoint_needs_only_the_topic(app, fake):
 
 def test_write_endpoint_passes_every_optional_field(app, fake):
     client, _ = app
-    client.predict("Bamboo mug", template="product_description", audience="commuters", tone="Luxury", length=90,
-                   keywords=["bamboo", "leak-proof"], cta="Buy now", language="Spanish",
-                   details={"features": "350 ml, lid"}, temperature=0.4, top_p=0.9, seed=5, api_name="/write")
+    client.predict(
+        "Bamboo mug",
+        template="product_description",
+        audience="commuters",
+        tone="Luxury",
+        length=90,
+        keywords=["bamboo", "leak-proof"],
+        cta="Buy now",
+        language="Spanish",
+        details={"features": "350 ml, lid"},
+        temperature=0.4,
+        top_p=0.9,
+        seed=5,
+        api_name="/write",
+    )
     body = fake.chat_requests[-1].body
     prompt = body["messages"][-1]["content"]
-    for needle in ("Bamboo mug", "commuters", "luxurious", "about 90 words", '"bamboo", "leak-proof"', "Buy now",
-                   "Write in Spanish", "350 ml, lid"):
+    for needle in (
+        "Bamboo mug",
+        "commuters",
+        "luxurious",
+        "about 90 words",
+        '"bamboo", "leak-proof"',
+        "Buy now",
+        "Write in Spanish",
+        "350 ml, lid",
+    ):
         assert needle in prompt, needle
     assert body["seed"] == 5 and body["temperature"] == 0.4 and body["top_p"] == 0.9
     assert body["max_tokens"] == int(90 * 1.7) + 64
@@ -59,8 +80,9 @@ def test_write_endpoint_passes_every_optional_field(app, fake):
 def test_write_endpoint_writes_a_long_piece_from_a_given_outline(app, fake):
     client, _ = app
     before = len(fake.chat_requests)
-    text = client.predict("Tea", template="blog_post", outline="Title: All about tea\n1. Green\n2. Black",
-                          api_name="/write")
+    text = client.predict(
+        "Tea", template="blog_post", outline="Title: All about tea\n1. Green\n2. Black", api_name="/write"
+    )
     assert text.startswith("# All about tea\n\n## Green\n\n") and "\n\n## Black\n\n" in text
     assert len(fake.chat_requests) - before == 2  # no outline request: one per section
 
@@ -72,12 +94,15 @@ def test_absurd_length_is_clamped(app, fake):
     assert "about 400 words" in body["messages"][-1]["content"] and body["max_tokens"] == int(400 * 1.7) + 64
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(template="sonnet"), "Unknown template 'sonnet'. Valid templates: ad_aida, ad_pas, blog_post"),
-    (dict(template="blog_post", keywords=", ".join(f"k{i}" for i in range(500))), "500 given"),
-    (dict(template="press_release", details={"company": "Acme", "colour": "red"}), "no field 'colour'"),
-    (dict(template="press_release"), "Company is empty"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(template="sonnet"), "Unknown template 'sonnet'. Valid templates: ad_aida, ad_pas, blog_post"),
+        (dict(template="blog_post", keywords=", ".join(f"k{i}" for i in range(500))), "500 given"),
+        (dict(template="press_release", details={"company": "Acme", "colour": "red"}), "no field 'colour'"),
+        (dict(template="press_release"), "Company is empty"),
+    ],
+)
 def test_bad_input_gets_a_clear_error(app, kwargs, message):
     from gradio_client.exceptions import AppError
 

@@ -1,5 +1,6 @@
 """The writer tab in real headless Chromium against the real app process: fill a brief, write, see
 the text stream in and the stats appear; reload and reopen the draft with its brief restored."""
+
 from __future__ import annotations
 
 import re
@@ -7,8 +8,8 @@ import re
 import pytest
 
 from tests.support.app_process import app_process
-from tests.support.openai_servers import fake_openai_server
 from tests.support.browser import wait_for
+from tests.support.openai_servers import fake_openai_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -75,8 +76,9 @@ def test_fill_a_brief_write_see_it_stream_with_stats_and_reopen_it(browser, tmp_
             box(page, "writer-topic").fill("something else")
             page.get_by_text("Drafts", exact=True).click()
             pick(page, "writer-drafts", "Bamboo travel mug · Product description")
-            wait_for(lambda: box(page, "writer-topic").input_value() == "Bamboo travel mug", 10,
-                     "the brief to be restored")
+            wait_for(
+                lambda: box(page, "writer-topic").input_value() == "Bamboo travel mug", 10, "the brief to be restored"
+            )
             assert page.locator("#writer-template input").input_value() == "Product description"
             assert box(page, "writer-keywords").input_value() == "bamboo, travel, teapot"
             assert box(page, "writer-cta").input_value() == "Add to cart"

@@ -1,12 +1,13 @@
 """Draft storage: kept with its brief, scoped to its user, saved while streaming, picked, edited,
 marked as cut after a crash; and the tab's brief controls restore every stored field."""
+
 from __future__ import annotations
 
 import pytest
 
-from core.writer.store import DraftStore
 from core.chat.store import ConversationStore
 from core.errors import NotFoundError
+from core.writer.store import DraftStore
 from core.writer.templates import STANDARD_FIELDS, load_library
 from ui.writer_form import EXTRA_SLOTS, brief_updates, collect_brief
 
@@ -14,8 +15,9 @@ from ui.writer_form import EXTRA_SLOTS, brief_updates, collect_brief
 def test_draft_round_trip_with_brief_and_user_scoping(tmp_path):
     store = DraftStore(tmp_path / "studio.sqlite3")
     brief = {"topic": "Bamboo mug", "keywords": "bamboo, eco", "length": 120, "features": "350 ml\nlid"}
-    draft = store.create("ann", "Bamboo mug", "product_description", brief, {"variants": 2, "seed": 5},
-                         status="streaming")
+    draft = store.create(
+        "ann", "Bamboo mug", "product_description", brief, {"variants": 2, "seed": 5}, status="streaming"
+    )
     store.save_generation("ann", draft.id, variants=["first text", "second text"])
     got = store.get("ann", draft.id)
     assert got.brief == brief and got.options == {"variants": 2, "seed": 5}
@@ -75,17 +77,24 @@ def test_brief_controls_restore_every_stored_field(name):
     template = LIBRARY.templates[name]
     stored = {}
     for f in template.fields:
-        stored[f.name] = (700 if f.input == "number" else f.choices[-1] if f.input == "choice"
-                          else "kw one, kw two" if f.input == "list" else f"text for {f.name}")
+        stored[f.name] = (
+            700
+            if f.input == "number"
+            else f.choices[-1]
+            if f.input == "choice"
+            else "kw one, kw two"
+            if f.input == "list"
+            else f"text for {f.name}"
+        )
     updates = brief_updates(template, stored)
     controls = updates[1:]  # [template_info, *standard, *slot_texts, *slot_choices]
     assert len(controls) == len(STANDARD_FIELDS) + 2 * EXTRA_SLOTS
     value = lambda u: u.get("value") if isinstance(u, dict) else u.value  # noqa: E731
     standard = {name_: value(u) for name_, u in zip(STANDARD_FIELDS, controls)}
-    texts = [value(u) for u in controls[len(STANDARD_FIELDS):len(STANDARD_FIELDS) + EXTRA_SLOTS]]
-    choices = [value(u) for u in controls[len(STANDARD_FIELDS) + EXTRA_SLOTS:]]
+    texts = [value(u) for u in controls[len(STANDARD_FIELDS) : len(STANDARD_FIELDS) + EXTRA_SLOTS]]
+    choices = [value(u) for u in controls[len(STANDARD_FIELDS) + EXTRA_SLOTS :]]
     collected = collect_brief(template, *(standard[n] for n in STANDARD_FIELDS), texts, choices)
     assert collected == stored
-    visible = [u.get("visible") for u in controls[:len(STANDARD_FIELDS)]]
+    visible = [u.get("visible") for u in controls[: len(STANDARD_FIELDS)]]
     assert visible == [template.field(n) is not None for n in STANDARD_FIELDS]
     assert len(template.extra_fields) <= EXTRA_SLOTS

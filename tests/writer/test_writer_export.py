@@ -1,5 +1,6 @@
 """Draft exports: the DOCX opens with python-docx and holds the draft with its headings; the HTML
 escapes everything a model writes (no script injection); Markdown is the text as written."""
+
 from __future__ import annotations
 
 import io
@@ -65,7 +66,7 @@ def test_docx_survives_control_characters_from_a_model():
 def test_html_escapes_model_output_so_nothing_can_run():
     page = to_html(EVIL, title="<script>t</script>")
     body = page.split("<body>", 1)[1]
-    for needle in ("<script", "<img", "onerror=\"", "<b ", "javascript:alert(3)\"", "href="):
+    for needle in ("<script", "<img", 'onerror="', "<b ", 'javascript:alert(3)"', "href="):
         assert needle not in body, needle
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in body
@@ -75,7 +76,7 @@ def test_html_escapes_model_output_so_nothing_can_run():
 
 
 def test_html_keeps_the_structure():
-    page = to_html(DRAFT, title="Composting", lang="de\"><script>")
+    page = to_html(DRAFT, title="Composting", lang='de"><script>')
     assert '<html lang="descript">' in page  # the attribute cannot be broken out of
     assert "<h1>Composting at home</h1>" in page and "<h2>Getting started</h2>" in page
     assert "<ul>\n<li>Buy a small bin</li>\n<li>Add <strong>greens</strong> and browns</li>\n</ul>" in page
@@ -87,8 +88,15 @@ def test_markdown_export_is_the_text_and_blocks_parse_the_subset():
     assert to_markdown("  # T\n\nbody  ") == "# T\n\nbody\n"
     kinds = [b.kind for b in blocks(DRAFT)]
     assert kinds == ["heading", "paragraph", "heading", "bullet", "bullet", "number", "number", "rule", "paragraph"]
-    assert runs("a **b** *c* `d` [e](http://x)") == [("", "a "), ("b", "b"), ("", " "), ("i", "c"), ("", " "),
-                                                    ("code", "d"), ("", " e")]
+    assert runs("a **b** *c* `d` [e](http://x)") == [
+        ("", "a "),
+        ("b", "b"),
+        ("", " "),
+        ("i", "c"),
+        ("", " "),
+        ("code", "d"),
+        ("", " e"),
+    ]
     assert runs("2 * 3 * 4 and snake_case_name") == [("", "2 * 3 * 4 and snake_case_name")]
 
 

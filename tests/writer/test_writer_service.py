@@ -2,6 +2,7 @@
 most properties, and the embedded llama.cpp model for the real-model path. Briefs, variants
 (distinct; concurrent where the backend allows), long pieces, bad input, faults, stop, drafts,
 rewrites."""
+
 from __future__ import annotations
 
 import threading
@@ -10,9 +11,9 @@ import pytest
 
 from config import Settings
 from core.errors import InputError
-from core.writer.store import DraftStore
 from core.models import ModelManager
 from core.writer.service import WriteOptions, WriterService, find_selection, split_for_rewrite
+from core.writer.store import DraftStore
 from core.writer.templates import load_library
 from tests.support.openai_servers import fake_openai_server
 
@@ -20,8 +21,9 @@ LIBRARY = load_library()
 
 
 def make_service(tmp_path, base_url: str = "http://127.0.0.1:9/v1", models=("openai:fake-model",)) -> WriterService:
-    settings = Settings(text_models=models, data_dir=tmp_path, openai_base_url=base_url, request_timeout=5.0,
-                        max_retries=0)
+    settings = Settings(
+        text_models=models, data_dir=tmp_path, openai_base_url=base_url, request_timeout=5.0, max_retries=0
+    )
     return WriterService(settings, ModelManager(settings), DraftStore(settings.db_path), LIBRARY)
 
 
@@ -41,17 +43,34 @@ def user_messages(fake) -> list[str]:
 def test_prompt_restates_the_brief_with_the_models_chat_roles(tmp_path):
     with fake_openai_server(reply_words=30) as fake:
         service = make_service(tmp_path, fake.base_url)
-        brief = service.prepare("product_description", {
-            "topic": "Bamboo travel mug", "features": "350 ml\nleak-proof lid", "audience": "commuters",
-            "tone": "Friendly", "length": 120, "keywords": "bamboo, leak-proof", "cta": "Add to cart"})
+        brief = service.prepare(
+            "product_description",
+            {
+                "topic": "Bamboo travel mug",
+                "features": "350 ml\nleak-proof lid",
+                "audience": "commuters",
+                "tone": "Friendly",
+                "length": 120,
+                "keywords": "bamboo, leak-proof",
+                "cta": "Add to cart",
+            },
+        )
         updates = list(service.write(brief, WriteOptions(seed=3)))
         assert len(updates) >= 30 and updates[-1].status == "complete"
         body = fake.chat_requests[-1].body
         assert [m["role"] for m in body["messages"]] == ["system", "user"]
         assert body["messages"][0]["content"] == LIBRARY.get("product_description").system
         prompt = body["messages"][1]["content"]
-        for needle in ("Bamboo travel mug", "350 ml\nleak-proof lid", "commuters", "friendly: warm",
-                       "about 120 words", '"bamboo", "leak-proof"', "Add to cart", "Write in English"):
+        for needle in (
+            "Bamboo travel mug",
+            "350 ml\nleak-proof lid",
+            "commuters",
+            "friendly: warm",
+            "about 120 words",
+            '"bamboo", "leak-proof"',
+            "Add to cart",
+            "Write in English",
+        ):
             assert needle in prompt, needle
         assert body["max_tokens"] == int(120 * 1.7) + 64 and body["seed"] == 3
 
@@ -65,18 +84,24 @@ def test_optional_fields_left_empty_leave_no_empty_lines_in_the_prompt(tmp_path)
     assert numbers == [str(i) for i in range(1, len(numbers) + 1)]
 
 
-@pytest.mark.parametrize("template, fields, message", [
-    ("blog_post", {"topic": "   "}, "Topic is empty"),
-    ("press_release", {"topic": "Launch"}, "Company is empty"),
-    ("blog_post", {"topic": "t", "keywords": ", ".join(f"kw{i}" for i in range(500))},
-     "500 given; the Blog post template takes at most 20"),
-    ("blog_post", {"topic": "t", "keywords": "x" * 81}, "at most 80"),
-    ("nope", {"topic": "t"}, "Valid templates: ad_aida, ad_pas, blog_post"),
-    ("press_release", {"topic": "t", "company": "c", "bogus": "1"}, "no field 'bogus'"),
-    ("blog_post", {"topic": "t", "length": "lots"}, "must be a number"),
-    ("blog_post", {"topic": "t" * 1001}, "1,001 characters; the limit is 1,000"),
-    ("ad_aida", {"topic": "t", "channel": "x"}, None),  # custom choices are allowed where declared
-])
+@pytest.mark.parametrize(
+    "template, fields, message",
+    [
+        ("blog_post", {"topic": "   "}, "Topic is empty"),
+        ("press_release", {"topic": "Launch"}, "Company is empty"),
+        (
+            "blog_post",
+            {"topic": "t", "keywords": ", ".join(f"kw{i}" for i in range(500))},
+            "500 given; the Blog post template takes at most 20",
+        ),
+        ("blog_post", {"topic": "t", "keywords": "x" * 81}, "at most 80"),
+        ("nope", {"topic": "t"}, "Valid templates: ad_aida, ad_pas, blog_post"),
+        ("press_release", {"topic": "t", "company": "c", "bogus": "1"}, "no field 'bogus'"),
+        ("blog_post", {"topic": "t", "length": "lots"}, "must be a number"),
+        ("blog_post", {"topic": "t" * 1001}, "1,001 characters; the limit is 1,000"),
+        ("ad_aida", {"topic": "t", "channel": "x"}, None),  # custom choices are allowed where declared
+    ],
+)
 def test_bad_briefs_are_refused_with_a_clear_message(tmp_path, template, fields, message):
     service = make_service(tmp_path)
     if message is None:
@@ -128,8 +153,9 @@ def embedded_service(tmp_path_factory):
 
 
 def test_embedded_model_writes_distinct_variants_one_after_another(embedded_service):
-    brief = embedded_service.prepare("social_x", {"topic": "Our note-taking app now works offline",
-                                                  "cta": "Update today", "keywords": "offline"})
+    brief = embedded_service.prepare(
+        "social_x", {"topic": "Our note-taking app now works offline", "cta": "Update today", "keywords": "offline"}
+    )
     updates = list(embedded_service.write(brief, WriteOptions(variants=2, seed=11)))
     final = updates[-1]
     assert final.stats["parallel"] == 1  # llama.cpp serves one request at a time
@@ -146,7 +172,7 @@ def test_embedded_model_rewrites_a_selection(embedded_service):
     final = last(embedded_service.rewrite(draft, selection, "formal", options=WriteOptions(seed=2)))
     assert final.status == "complete" and not final.error
     assert final.text.startswith("Intro line stays.\n\n") and final.text.endswith("\n\nOutro stays.")
-    middle = final.text[len("Intro line stays.\n\n"):-len("\n\nOutro stays.")]
+    middle = final.text[len("Intro line stays.\n\n") : -len("\n\nOutro stays.")]
     assert middle.strip() and middle != selection
 
 
@@ -197,14 +223,18 @@ def test_long_piece_without_outline_streams_one_first_and_falls_back_to_default_
 
 def test_a_model_that_returns_nothing_or_stops_early_gets_a_note(tmp_path):
     with fake_openai_server(reply_words=0) as fake:
-        final = last(make_service(tmp_path, fake.base_url).write(
-            make_service(tmp_path).prepare("product_description", {"topic": "mug"}), WriteOptions()))
+        final = last(
+            make_service(tmp_path, fake.base_url).write(
+                make_service(tmp_path).prepare("product_description", {"topic": "mug"}), WriteOptions()
+            )
+        )
         assert final.texts == [""] and any("returned nothing" in n for n in final.warnings)
         assert final.warnings[0] in final.notes
     with fake_openai_server(reply_words=5) as fake:
         service = make_service(tmp_path / "b", fake.base_url)
-        final = last(service.write(service.prepare("product_description", {"topic": "mug", "length": 300}),
-                                   WriteOptions()))
+        final = last(
+            service.write(service.prepare("product_description", {"topic": "mug", "length": 300}), WriteOptions())
+        )
         assert any("5 words, well short of the 300 asked for" in n for n in final.warnings)
 
 
@@ -237,8 +267,14 @@ def test_stop_ends_a_draft_and_keeps_what_was_written(tmp_path):
 def test_a_written_draft_is_stored_with_its_brief_and_reopens_with_it(tmp_path):
     with fake_openai_server(reply_words=20) as fake:
         service = make_service(tmp_path, fake.base_url)
-        raw = {"topic": "Offline mode", "audience": "travellers", "tone": "my own quirky tone", "keywords": "offline, sync",
-               "cta": "Update now", "language": "German"}
+        raw = {
+            "topic": "Offline mode",
+            "audience": "travellers",
+            "tone": "my own quirky tone",
+            "keywords": "offline, sync",
+            "cta": "Update now",
+            "language": "German",
+        }
         brief = service.prepare("social_x", raw)
         options = WriteOptions(variants=3, temperature=0.9, seed=42)
         draft = service.start_draft("ann", brief, options)
@@ -293,8 +329,11 @@ def test_find_selection_tolerates_whitespace_differences():
 
 def test_analysis_counts_keywords_and_checks_limits(tmp_path):
     service = make_service(tmp_path)
-    analysis = service.analyse("Title: Sourdough for beginners\nMeta description: Bake sourdough bread at home.",
-                               "sourdough, starter", "seo_meta")
+    analysis = service.analyse(
+        "Title: Sourdough for beginners\nMeta description: Bake sourdough bread at home.",
+        "sourdough, starter",
+        "seo_meta",
+    )
     assert analysis.coverage.counts == {"sourdough": 2, "starter": 0}
     assert [c.ok for c in analysis.checks] == [True, True]
     assert analysis.stats.words == 11
