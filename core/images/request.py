@@ -300,25 +300,29 @@ def parameters_for(request: ImageRequest, *, seed: int, model: str, **extra: Any
     return {k: v for k, v in params.items() if v is not None and v != ""}
 
 
+# The form fields of an image request, as the tab, the API and stored parameters name them.
+FORM_KEYS = (
+    "prompt",
+    "negative_prompt",
+    "mode",
+    "seed",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "scheduler",
+    "batch_count",
+    "strength",
+    "seed_b",
+    "interpolation_steps",
+)
+
+
 def request_fields(parameters: dict) -> dict:
     """Parameters (ours, or parsed from any A1111 PNG) -> keyword arguments for
     `normalise_request` ("reuse parameters"); `model` is returned too so the picker can follow."""
     fields: dict[str, Any] = {}
-    for key in (
-        "prompt",
-        "negative_prompt",
-        "mode",
-        "seed",
-        "steps",
-        "guidance",
-        "width",
-        "height",
-        "scheduler",
-        "strength",
-        "seed_b",
-        "interpolation_steps",
-        "model",
-    ):
+    for key in (*(k for k in FORM_KEYS if k != "batch_count"), "model"):  # a reused picture is one picture
         if key in parameters:
             fields[key] = parameters[key]
     if "mode" not in fields:

@@ -24,7 +24,7 @@ from core.images.inputs import is_blank, load_user_image, merged_mask
 from core.images.model_queue import ModelQueue
 from core.images.models import ImageModelManager
 from core.images.png import read_png_parameters
-from core.images.request import IMAGE_MODES, normalise_request, request_fields
+from core.images.request import FORM_KEYS, IMAGE_MODES, normalise_request, request_fields
 from core.images.store import GalleryImage, ImageGallery
 from core.security.limits import UserSlots
 
@@ -34,21 +34,6 @@ UPDATE_INTERVAL_S = 0.1  # progress text to the browser/API: at most ~10 a secon
 PREVIEW_INTERVAL_S = 0.25  # previews cost an image encode each in the UI: at most ~4 a second
 # PNGs written after the model is done are deflated in this many slices at once (see core.images.png.encode_png).
 ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
-FORM_KEYS = (
-    "prompt",
-    "negative_prompt",
-    "mode",
-    "seed",
-    "steps",
-    "guidance",
-    "width",
-    "height",
-    "scheduler",
-    "batch_count",
-    "strength",
-    "seed_b",
-    "interpolation_steps",
-)
 
 
 @dataclass(frozen=True)
