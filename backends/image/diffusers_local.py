@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.engine_errors import first_line, is_out_of_memory
-from backends.image.base import (
-    GeneratedImage,
-    ImageCancelled,
-    ImageCapabilities,
-    ImageProgressFn,
-    ImageRequest,
-    Mode,
-)
+from backends.image.base import GeneratedImage, ImageCancelled, ImageCapabilities, ImageProgressFn, ImageRequest, Mode
 from backends.image.diffusers_loading import PipelineLoader
 from backends.image.diffusers_steps import (
     SCHEDULERS,

@@ -13,13 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backends.image.base import (
-    GeneratedImage,
-    ImageCancelled,
-    ImageCapabilities,
-    ImageProgressFn,
-    ImageRequest,
-)
+from backends.image.base import GeneratedImage, ImageCancelled, ImageCapabilities, ImageProgressFn, ImageRequest
 from backends.text.base import BackendError, ModelUnavailableError
 
 PACKAGE = "random_face"

@@ -130,8 +130,7 @@ class ConversationStore(SQLiteDB):
             )
         else:
             rows = db.execute(
-                "SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?",
-                (user_id, limit),
+                "SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?", (user_id, limit)
             )
         return [Conversation(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118 - a sqlite3.Row iterates values
 

@@ -85,10 +85,7 @@ class RecordedRequest:
 
 
 def fake_reply(
-    messages: Sequence[dict],
-    max_tokens: int | None = None,
-    stop: Sequence[str] | str | None = (),
-    reply_words: int = 8,
+    messages: Sequence[dict], max_tokens: int | None = None, stop: Sequence[str] | str | None = (), reply_words: int = 8
 ) -> tuple[str, str]:
     """The reply the fake gives: words of the last user message numbered in turn ("hello0 world1
     hello2 ..."), `reply_words` of them or `max_tokens` if fewer, cut at the first stop string."""

@@ -125,13 +125,7 @@ def test_keyword_coverage_allows_light_inflection(keyword, text):
 
 
 @pytest.mark.parametrize(
-    "keyword, text",
-    [
-        ("go", "This is good."),
-        ("art", "Start here."),
-        ("ai", "Said the man."),
-        ("pro", "A process."),
-    ],
+    "keyword, text", [("go", "This is good."), ("art", "Start here."), ("ai", "Said the man."), ("pro", "A process.")]
 )
 def test_keyword_coverage_does_not_match_inside_other_words(keyword, text):
     assert keyword_coverage(text, [keyword]).counts[keyword] == 0
