@@ -19,7 +19,7 @@ from core.condenser.store import SummaryStore
 from core.images.models import ImageModelManager
 from core.images.service import ImageStudio
 from core.images.store import ImageGallery
-from core.models import ModelManager
+from core.models.text import ModelManager
 from core.quota import attach_storage
 from core.security.limits import RateLimiter, UserSlots
 from core.security.passwords import PasswordCheck, hash_password, load_users_file

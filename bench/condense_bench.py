@@ -53,7 +53,7 @@ def condense(service, files, text, progress: bool = False, **options):
 def service_for(settings):
     from core.condenser.service import CondenseService
     from core.condenser.store import SummaryStore
-    from core.models import ModelManager
+    from core.models.text import ModelManager
 
     return CondenseService(settings, ModelManager(settings), SummaryStore(settings.db_path))
 

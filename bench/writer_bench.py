@@ -42,7 +42,7 @@ BRIEF = {
 
 def make_service(models: tuple[str, ...], base_url: str | None = None):
     from config import Settings
-    from core.models import ModelManager
+    from core.models.text import ModelManager
     from core.writer.service import WriterService
     from core.writer.store import DraftStore
     from core.writer.templates import load_library

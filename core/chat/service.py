@@ -25,7 +25,7 @@ from core.cancel import CancelRegistry
 from core.chat import export
 from core.chat.store import Conversation, ConversationStore, Status
 from core.errors import InputError, NotFoundError
-from core.models import ModelManager
+from core.models.text import ModelManager
 
 log = logging.getLogger(__name__)
 

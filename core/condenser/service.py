@@ -19,7 +19,7 @@ from core.condenser.request import CondenseCancelled, CondenseOptions, CondenseR
 from core.condenser.run import Run
 from core.condenser.store import StoredSummary, SummaryStore
 from core.errors import InputError
-from core.models import ModelManager
+from core.models.text import ModelManager
 
 __all__ = ["CondenseCancelled", "CondenseOptions", "CondenseResult", "CondenseService", "CondenseUpdate", "InputFile"]
 

@@ -18,7 +18,7 @@ from backends.text.base import Message, TextBackend
 from config import Settings
 from core.cancel import CancelRegistry
 from core.errors import InputError, NotFoundError
-from core.models import ModelManager
+from core.models.text import ModelManager
 from core.writer import prompts, writing
 from core.writer.brief import MAX_VARIANTS, Brief, WriteOptions, prepare_brief
 from core.writer.export import export_filename, exported

@@ -16,7 +16,7 @@ from backends.text.base import GenerationParams, Message, StreamStats
 from config import Settings
 from core.condenser.service import CondenseOptions, CondenseService
 from core.condenser.store import SummaryStore
-from core.models import ModelManager
+from core.models.text import ModelManager
 from tests.support.paths import CORPUS
 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=12)

@@ -12,7 +12,7 @@ from core.chat.presets import load_chat_presets
 from core.chat.service import ChatOptions, ChatService, fit_to_context, merge_roles, title_from
 from core.chat.store import ConversationStore
 from core.errors import InputError
-from core.models import ModelManager
+from core.models.text import ModelManager
 
 
 def words(messages):  # a token counter for tests: one token per word plus 3 per message

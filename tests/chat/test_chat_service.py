@@ -11,7 +11,7 @@ from config import Settings
 from core.chat.service import ChatOptions, ChatService
 from core.chat.store import ConversationStore
 from core.errors import InputError
-from core.models import ModelManager
+from core.models.text import ModelManager
 from tests.support.openai_servers import fake_openai_server, fake_reply
 
 

@@ -29,7 +29,7 @@ from core.condenser.report import export_markdown
 from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
 from core.condenser.store import SummaryNotFound, SummaryStore
 from core.errors import InputError
-from core.models import ModelManager
+from core.models.text import ModelManager
 from tests.support.citations import check_citations
 from tests.support.openai_servers import fake_openai_server
 from tests.support.paths import CORPUS

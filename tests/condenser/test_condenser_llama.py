@@ -15,7 +15,7 @@ from backends.text.base import GenerationParams
 from config import Settings
 from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
 from core.condenser.store import SummaryStore
-from core.models import ModelManager
+from core.models.text import ModelManager
 from tests.support.citations import check_citations
 from tests.support.paths import CORPUS
 

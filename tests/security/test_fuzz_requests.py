@@ -268,7 +268,7 @@ def chat_service(tmp_path_factory):
     from config import Settings
     from core.chat.service import ChatService
     from core.chat.store import ConversationStore
-    from core.models import ModelManager
+    from core.models.text import ModelManager
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("chat"), max_input_chars=2_000)
     return ChatService(settings, ConversationStore(settings.db_path), ModelManager(settings))

@@ -217,7 +217,7 @@ def test_a_message_past_the_quota_is_refused_and_leaves_no_empty_conversation(tm
     from config import Settings
     from core.chat.service import ChatOptions, ChatService
     from core.chat.store import ConversationStore
-    from core.models import ModelManager
+    from core.models.text import ModelManager
 
     settings = Settings(data_dir=tmp_path)
     chats = ConversationStore(settings.db_path)

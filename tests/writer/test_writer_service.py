@@ -11,7 +11,7 @@ import pytest
 
 from config import Settings
 from core.errors import InputError
-from core.models import ModelManager
+from core.models.text import ModelManager
 from core.writer.service import WriteOptions, WriterService, find_selection, split_for_rewrite
 from core.writer.store import DraftStore
 from core.writer.templates import load_library
