@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 
 class Message(TypedDict):
@@ -50,6 +50,10 @@ class GenerationParams:
     max_new_tokens: int = 512
     seed: int | None = None  # None: random
     stop: tuple[str, ...] = ()
+    # A JSON schema the reply must follow, where a step needs structure (writer outlines, condenser notes). Each
+    # engine enforces it its own way (llama.cpp grammar, transformers logits processor, response_format); the
+    # reply is then the JSON text. None: free text.
+    json_schema: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def greedy(self) -> bool:

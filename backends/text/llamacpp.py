@@ -6,6 +6,8 @@ serialised, cancellable streaming. llama_cpp is imported only inside methods.
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 import threading
 from collections.abc import Callable, Generator
@@ -149,6 +151,7 @@ class LlamaCppBackend:
             # "random" must be chosen here.
             "seed": params.seed if params.seed is not None else random.randrange(2**31),
             "stop": list(params.stop),
+            "grammar": _grammar(params.json_schema) if params.json_schema is not None else None,
         }
 
     # ------------------------------------------------------------------ generation
@@ -260,6 +263,25 @@ def _open_llama(path: Path, n_ctx: int, n_threads: int | None) -> Any:
             f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) could not load {path}: {exc}. "
             "Is it a complete GGUF model file of an architecture this version supports?"
         ) from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _gbnf(schema_json: str) -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(schema_json)
+
+
+def _grammar(schema: dict[str, Any]) -> Any:
+    """A llama.cpp grammar that only lets the model write JSON of `schema` (a fresh object per request: the grammar
+    sampler keeps per-generation state). Unlike llama-cpp-python's response_format, an unsupported schema is an error
+    here, never a silent fallback to any JSON."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_string(_gbnf(json.dumps(schema, sort_keys=True)), verbose=False)
+    except Exception as exc:  # the converter raises ValueError/NotImplementedError/KeyError on what it cannot do
+        raise BackendError(f"llama.cpp cannot enforce this output schema: {exc}") from exc
 
 
 def _trained_context(llm: Any) -> int:
