@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,18 @@ from pathlib import Path
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "genai-studio"
+
+
+def _default_hf_home(env: Mapping[str, str] | None = None) -> Path:
+    found = os.environ if env is None else env
+    if found.get("HF_HOME"):
+        return Path(found["HF_HOME"]).expanduser()
+    base = found.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "huggingface"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _float(env: dict, key: str, default: float) -> float:
@@ -74,9 +87,18 @@ class Settings:
     anon_retention_hours: float = 24.0  # the same for API callers without a token ("api:anonymous"); 0 = keep
     user_jobs: int = 2  # image jobs one user may have running or queued at once
     user_text_jobs: int = 8  # text requests (chat, write, condense) one API user may have running at once
+    # The model manager (core/models/service.py) and Hugging Face hub downloads, read the way huggingface_hub reads them.
+    hf_endpoint: str = "https://huggingface.co"  # HF_ENDPOINT: a mirror or a local hub
+    hf_token: str | None = field(default=None, repr=False)  # HF_TOKEN: for gated or private repos; never shown
+    hf_cache_dir: Path = field(default_factory=lambda: _default_hf_home() / "hub")  # HF_HUB_CACHE, else HF_HOME/hub
+    hf_offline: bool = False  # HF_HUB_OFFLINE: downloads are off, only what is cached runs
+    model_admins: tuple[str, ...] = ()  # STUDIO_MODEL_ADMINS: logins that may download and delete models
+    model_catalogue: Path | None = None  # STUDIO_MODEL_CATALOGUE; None = prompts/model_catalogue.toml
+    model_disk_reserve_mb: float = 1024.0  # free disk a download must leave in the hub cache
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        object.__setattr__(self, "hf_cache_dir", Path(self.hf_cache_dir).expanduser())
 
     @property
     def db_path(self) -> Path:
@@ -131,4 +153,15 @@ class Settings:
             anon_retention_hours=_float(env, "STUDIO_ANON_RETENTION_HOURS", 24.0),
             user_jobs=_int(env, "STUDIO_USER_JOBS", 2),
             user_text_jobs=_int(env, "STUDIO_USER_TEXT_JOBS", 8),
+            hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
+            hf_token=env.get("HF_TOKEN") or None,
+            hf_cache_dir=Path(env["HF_HUB_CACHE"]).expanduser()
+            if env.get("HF_HUB_CACHE")
+            else _default_hf_home(env) / "hub",
+            hf_offline=_truthy(env.get("HF_HUB_OFFLINE")),
+            model_admins=tuple(u.strip() for u in env.get("STUDIO_MODEL_ADMINS", "").split(",") if u.strip()),
+            model_catalogue=Path(env["STUDIO_MODEL_CATALOGUE"]).expanduser()
+            if env.get("STUDIO_MODEL_CATALOGUE")
+            else None,
+            model_disk_reserve_mb=_float(env, "STUDIO_MODEL_DISK_RESERVE_MB", 1024.0),
         )

@@ -28,3 +28,12 @@ class QuotaExceededError(InputError):
 class StorageFullError(InputError):
     """The server's disk (or its SQLite database) is full. Not the user's doing, but shown the same way: a clear
     message, no traceback; nothing already saved was harmed and no partial item was kept."""
+
+
+class ModelDownloadError(InputError):
+    """A model download that cannot start or did not finish (hub offline, short disk, corrupt file, already
+    downloading); the message says why and what to do."""
+
+
+class ModelPermissionError(InputError):
+    """This caller may not download or delete models on this server; the message says who may."""

@@ -58,10 +58,30 @@ class LazyRegistry(Generic[T]):
         configured = tuple(specs)
         self.specs: tuple[str, ...] = configured + tuple(s for s in self._items if s not in configured)
         self._lock = threading.Lock()
+        # The spec to use when a caller names none, where the first configured one may not run (the model manager
+        # sets it: the first model that runs now); None or a spec not listed here falls back to the first.
+        self.preferred: Callable[[], str | None] | None = None
 
     @property
     def default(self) -> str:
+        if self.preferred is not None:
+            chosen = self.preferred()
+            if chosen in self.specs:
+                return chosen
         return self.specs[0]
+
+    def add(self, spec: str) -> None:
+        """Offer one more spec (a model just downloaded); nothing is created until it is asked for."""
+        with self._lock:
+            if spec not in self.specs:
+                self.specs = (*self.specs, spec)
+
+    def remove(self, spec: str) -> None:
+        """Stop offering a spec (a model deleted) and drop its object; the last spec stays."""
+        with self._lock:
+            if spec in self.specs and len(self.specs) > 1:
+                self.specs = tuple(s for s in self.specs if s != spec)
+                self._items.pop(spec, None)
 
     def resolve(self, spec: str | None) -> str:
         """The configured spec that `spec` asks for (None or "" for the default)."""
