@@ -44,11 +44,27 @@ def _embedded(target: str, spec: str, settings: Settings) -> TextBackend:
 
 
 def _gguf(target: str, spec: str, settings: Settings) -> TextBackend:
+    from backends.text.hub_gguf import parse_hub_gguf, resolve_hub_gguf
     from backends.text.llamacpp import LlamaCppBackend
 
+    hub = parse_hub_gguf(target)
+    if hub is None:
+        return LlamaCppBackend(
+            model_path=target, settings=settings, spec=spec, label=f"{target.rsplit('/', 1)[-1]} (llama.cpp)"
+        )
+    # gguf:hf.co/<owner>/<repo>/<file>: from the hub cache only, found at load (the Models tab downloads it).
     return LlamaCppBackend(
-        model_path=target, settings=settings, spec=spec, label=f"{target.rsplit('/', 1)[-1]} (llama.cpp)"
+        model_path=lambda: resolve_hub_gguf(target, settings.hf_cache_dir),
+        settings=settings,
+        spec=spec,
+        label=f"{hub[1].rsplit('/', 1)[-1]} (llama.cpp)",
     )
+
+
+def _check_gguf(target: str) -> None:
+    from backends.text.hub_gguf import parse_hub_gguf
+
+    parse_hub_gguf(target)  # ValueError for a malformed hf.co/ target
 
 
 def _hf(target: str, spec: str, settings: Settings) -> TextBackend:
@@ -66,7 +82,7 @@ def _openai_text(target: str, spec: str, settings: Settings) -> TextBackend:
 TEXT_ENGINES: Mapping[str, Engine[TextBackend]] = {
     "embedded": Engine("'embedded'", _embedded, takes_target=False),
     "hf": Engine("'hf:<hub id or folder>'", _hf),
-    "gguf": Engine("'gguf:<path to .gguf>'", _gguf),
+    "gguf": Engine("'gguf:<path to .gguf>', 'gguf:hf.co/<owner>/<repo>/<file.gguf>'", _gguf, check=_check_gguf),
     "openai": Engine("'openai:<model name>'", _openai_text),
 }
 
