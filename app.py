@@ -19,6 +19,7 @@ from core.condenser.store import SummaryStore
 from core.images.models import ImageModelManager
 from core.images.service import ImageStudio
 from core.images.store import ImageGallery
+from core.models.service import ModelsService
 from core.models.text import ModelManager
 from core.quota import attach_storage
 from core.security.limits import RateLimiter, UserSlots
@@ -36,6 +37,7 @@ from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
 from ui.images import build_images_tab
 from ui.images_api import build_images_api
+from ui.models import ModelPickers, build_models_tab
 from ui.server.api_args import ArgumentCheck
 from ui.server.guard import Guard, StudioGuard
 from ui.server.sessions import install_session_bounds, session_reaper
@@ -89,17 +91,20 @@ def build_app(settings: Settings) -> gr.Blocks:
     condenser = CondenseService(
         settings, service.models, SummaryStore(settings.db_path), release_upload=guard.uploads.release
     )
+    models = ModelsService(settings, service.models, images.models)  # the model manager: lists, downloads, pickers
+    pickers = ModelPickers(models)
     # Everything a user keeps counts toward one quota; old items (and anonymous API callers') are swept hourly.
     _, retention = attach_storage(settings, images.gallery, writer.drafts, condenser.store, store)
     ttl = max(1, int(settings.upload_ttl_hours * 3600))
     with gr.Blocks(title="GenAI Studio", delete_cache=(min(ttl, 900), ttl)) as demo:
         gr.Markdown("## GenAI Studio")
         browser_id = browser_state(persistent_secret(settings.data_dir / "browser-state.secret"))
-        with gr.Tabs():
-            build_chat_tab(demo, service, presets, browser_id)
-            build_writer_tab(demo, writer, browser_id)
-            build_condenser_tab(demo, condenser, browser_id, guard.uploads)
-            build_images_tab(demo, images, browser_id, guard.uploads)
+        with gr.Tabs() as tabs:
+            build_chat_tab(demo, service, presets, browser_id, pickers)
+            build_writer_tab(demo, writer, browser_id, pickers)
+            build_condenser_tab(demo, condenser, browser_id, guard.uploads, pickers)
+            build_images_tab(demo, images, browser_id, guard.uploads, pickers)
+            build_models_tab(demo, models, pickers, browser_id, tabs)
         build_access_panel(demo, ApiAccess(guard.tokens), browser_id)
         build_api(service, text_jobs)
         build_writer_api(writer, text_jobs)
@@ -111,6 +116,7 @@ def build_app(settings: Settings) -> gr.Blocks:
     demo.writer_service = writer
     demo.condense_service = condenser
     demo.image_studio = images
+    demo.models_service = models
     demo.retention = retention
     return demo
 

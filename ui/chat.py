@@ -12,6 +12,7 @@ from core.errors import BackendError, InputError, NotFoundError
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import ensure_browser_id, user_id
+from ui.models import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
 
@@ -45,9 +46,12 @@ def _stats_markdown(stats: dict, label: str, notice: str = "", note: str = "") -
     return line
 
 
-def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str], browser_id: gr.BrowserState) -> None:
+def build_chat_tab(
+    demo: gr.Blocks, service: ChatService, presets: dict[str, str], browser_id: gr.BrowserState, pickers: ModelPickers
+) -> None:
+    """`pickers` makes the model picker (only what runs now) and the line above the chat that says which model
+    answers and offers the recommended download."""
     models = service.models
-    labels = dict((spec, label) for label, spec in models.choices())
     default_preset = next(iter(presets))
 
     def conv_choices(user: str, query: str = "") -> list[tuple[str, str]]:
@@ -69,12 +73,10 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                         json_btn = gr.Button("Export JSON")
                     export_file = gr.File(label="Download", interactive=False, visible=False)
             with gr.Column(scale=4):
-                model = gr.Dropdown(
-                    choices=[(lbl, s) for s, lbl in labels.items()],
-                    value=models.default,
-                    label="Model",
-                    elem_id="chat-model",
-                )
+                with gr.Row(equal_height=False):
+                    model = pickers.picker("text", elem_id="chat-model", scale=4)
+                    pickers.get_more_button(elem_id="chat-get-more")
+                pickers.offer("text", model, browser_id, elem_prefix="chat")
                 chatbot = gr.Chatbot(
                     label="Conversation",
                     height=520,
@@ -182,7 +184,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
             except InputError as exc:
                 raise user_error(str(exc), title="No reply") from None
             history, _ = load_conversation(user, cid)
-            label = labels.get(opts.model or models.default, opts.model or "")
+            label = pickers.label("text", opts.model or models.default)
             try:
                 updates = service.reply(user, cid, opts, load_progress=lambda f, d: progress(f, desc=d))
                 for upd in throttled(updates):
@@ -266,7 +268,7 @@ def build_chat_tab(demo: gr.Blocks, service: ChatService, presets: dict[str, str
                 conv = service.conversation(user, cid)
             except NotFoundError:
                 raise user_error("That conversation no longer exists.", title="Not found") from None
-            model_value = conv.model if conv.model in labels else gr.Dropdown()
+            model_value = conv.model if pickers.offered("text", conv.model) else gr.Dropdown()
             return (
                 cid,
                 display_messages(conv),

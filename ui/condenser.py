@@ -23,6 +23,7 @@ from core.security.uploads import UploadRegistry
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import api_user, caller, user_id
+from ui.models import ModelPickers
 from ui.server.api_args import api_endpoint
 
 PRIVATE = dict(api_visibility="private")
@@ -58,10 +59,14 @@ def _message(exc: Exception) -> str:
 
 
 def build_condenser_tab(
-    demo: gr.Blocks, service: CondenseService, browser_id: gr.BrowserState, uploads: UploadRegistry
+    demo: gr.Blocks,
+    service: CondenseService,
+    browser_id: gr.BrowserState,
+    uploads: UploadRegistry,
+    pickers: ModelPickers,
 ) -> None:
+    """`pickers` makes the model picker: only what runs now, with "Get more models"."""
     prompts = service.prompts
-    models = service.models
 
     def history_choices(user: str) -> list[tuple[str, str]]:
         return [
@@ -105,9 +110,9 @@ def build_condenser_tab(
                         allow_custom_value=True,
                         label="Output language",
                     )
-                model = gr.Dropdown(
-                    [(label, spec) for label, spec in models.choices()], value=models.default, label="Model"
-                )
+                with gr.Row(equal_height=False):
+                    model = pickers.picker("text", elem_id="condense-model", scale=4)
+                    pickers.get_more_button(elem_id="condense-get-more")
                 with gr.Row():
                     run_btn = gr.Button("Condense", variant="primary", elem_id="condense-run")
                     stop_btn = gr.Button("Cancel", variant="stop", elem_id="condense-stop")

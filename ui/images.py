@@ -20,6 +20,7 @@ from core.safe_html import safe_markdown
 from core.security.uploads import UploadRegistry
 from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, caller, user_id
+from ui.models import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
 MODE_LABELS = {
@@ -117,23 +118,23 @@ def _sketch_path(value: Any) -> Any:
 
 
 def build_images_tab(
-    demo: gr.Blocks, studio: ImageStudio, browser_id: gr.BrowserState, uploads: UploadRegistry
+    demo: gr.Blocks, studio: ImageStudio, browser_id: gr.BrowserState, uploads: UploadRegistry, pickers: ModelPickers
 ) -> None:
+    """`pickers` makes the model picker (only what runs now: the GAN when no diffusion model is on this machine),
+    the line above it saying how to get one, and "Get more models"."""
     models = studio.models
-    labels = {spec: label for label, spec in models.choices()}
     gr.set_static_paths([studio.gallery.images_dir])  # saved PNGs are served as they are, never re-encoded
-    first_caps = studio.capabilities(models.default)
-    first_mode = studio.default_mode(models.default)
+    first = pickers.service.default("image") or models.default
+    first_caps = studio.capabilities(first)
+    first_mode = studio.default_mode(first)
 
     with gr.Tab("Images", id="images"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                model = gr.Dropdown(
-                    choices=[(lbl, s) for s, lbl in labels.items()],
-                    value=models.default,
-                    label="Model",
-                    elem_id="image-model",
-                )
+                pickers.note("image", elem_id="image-model-note")
+                with gr.Row(equal_height=False):
+                    model = pickers.picker("image", elem_id="image-model", scale=4)
+                    pickers.get_more_button(elem_id="image-get-more")
                 licence = gr.Markdown(
                     first_caps.licence_note, elem_id="image-licence", visible=bool(first_caps.licence_note)
                 )
@@ -372,7 +373,13 @@ def build_images_tab(
         if m in studio.capabilities(spec).modes:
             return {**controls_for(spec, m, new_model=False), switched: False}
         other = studio.model_for(m, spec) or spec
-        gr.Info(f"{MODE_LABELS.get(m, m)} uses {labels[other]}.")
+        if not pickers.offered("image", other):  # configured, but not on this machine (or not reachable) yet
+            gr.Warning(
+                f"{MODE_LABELS.get(m, m)} needs {pickers.label('image', other)}, which is not ready here: "
+                "get it in the Models tab."
+            )
+            return {**controls_for(spec, None, new_model=False), switched: False}
+        gr.Info(f"{MODE_LABELS.get(m, m)} uses {pickers.label('image', other)}.")
         return {**controls_for(other, m), switched: other != spec}
 
     def on_model(spec, m):

@@ -19,6 +19,7 @@ from core.writer.templates import Template
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import api_user, user_id
+from ui.models import ModelPickers
 from ui.server.api_args import api_endpoint
 from ui.writer_form import (
     BriefForm,
@@ -63,9 +64,11 @@ class _Tab:
             return gr.Dropdown()
 
 
-def build_writer_tab(demo: gr.Blocks, service: WriterService, browser_id: gr.BrowserState) -> None:
+def build_writer_tab(
+    demo: gr.Blocks, service: WriterService, browser_id: gr.BrowserState, pickers: ModelPickers
+) -> None:
+    """`pickers` makes the model picker: only what runs now, with "Get more models"."""
     library = service.library
-    labels = dict((spec, label) for label, spec in service.models.choices())
     first = "blog_post" if "blog_post" in library.templates else next(iter(library.templates))
     start = library.templates[first]
 
@@ -73,7 +76,7 @@ def build_writer_tab(demo: gr.Blocks, service: WriterService, browser_id: gr.Bro
         draft_id, job_id, undo = gr.State(None), gr.State(None), gr.State([])
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                form = brief_form(service, start, first, labels)
+                form = brief_form(service, start, first, pickers)
             with gr.Column(scale=5):
                 out = output_panel(service)
 
@@ -98,7 +101,7 @@ def build_writer_tab(demo: gr.Blocks, service: WriterService, browser_id: gr.Bro
         _wire_editing(t)
         _wire_rewrite(t)
         _wire_export(t)
-        _wire_drafts(t, start, labels)
+        _wire_drafts(t, start, pickers)
 
 
 def _wire_writing(t: _Tab) -> None:
@@ -391,7 +394,7 @@ def _wire_export(t: _Tab) -> None:
         button.click(exporter(fmt), inputs, [t.out.export_file], **PRIVATE)
 
 
-def _wire_drafts(t: _Tab, start: Template, labels: dict[str, str]) -> None:
+def _wire_drafts(t: _Tab, start: Template, pickers: ModelPickers) -> None:
     service, form, out = t.service, t.form, t.out
 
     def open_draft(bid, did, request: gr.Request):
@@ -413,7 +416,7 @@ def _wire_drafts(t: _Tab, start: Template, labels: dict[str, str]) -> None:
             gr.update(visible=template.kind == "long"),
             gr.update(visible=template.kind == "long", value=d.outline),
             int(opts.get("variants") or 1),
-            opts.get("model") if opts.get("model") in labels else service.models.default,
+            opts.get("model") if pickers.offered("text", opts.get("model")) else pickers.service.default("text"),
             float(opts.get("temperature", 0.7)),
             -1 if seed is None else seed,
             gr.update(visible=n > 1),

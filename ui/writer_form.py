@@ -12,6 +12,7 @@ from core.safe_html import safe_markdown
 from core.writer.service import MAX_VARIANTS, Analysis, WriteOptions, WriterService
 from core.writer.templates import STANDARD_FIELDS, Template
 from core.writer.text import reading_time_label
+from ui.models import ModelPickers
 
 EXTRA_SLOTS = 4  # template-specific fields beyond the standard brief (facts, platform, brand...)
 
@@ -222,7 +223,7 @@ class OutputPanel:
     delete_btn: gr.Button
 
 
-def brief_form(service: WriterService, start: Template, first: str, labels: dict[str, str]) -> BriefForm:
+def brief_form(service: WriterService, start: Template, first: str, pickers: ModelPickers) -> BriefForm:
     library, common = service.library, service.library.common
     template = gr.Dropdown(
         choices=[(t.label, t.name) for t in library.templates.values()],
@@ -265,12 +266,9 @@ def brief_form(service: WriterService, start: Template, first: str, labels: dict
         elem_id="writer-variants",
     )
     with gr.Accordion("Model and sampling", open=False):
-        model = gr.Dropdown(
-            choices=[(lbl, s) for s, lbl in labels.items()],
-            value=service.models.default,
-            label="Model",
-            elem_id="writer-model",
-        )
+        with gr.Row(equal_height=False):
+            model = pickers.picker("text", elem_id="writer-model", scale=4)
+            pickers.get_more_button(elem_id="writer-get-more")
         temperature = gr.Slider(
             0.0, 1.5, value=0.7, step=0.05, label="Temperature", info="Variants need some randomness (at least 0.3)"
         )
