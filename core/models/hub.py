@@ -149,8 +149,11 @@ class Hub:
                         f"The download of {remote.filename} stopped ({_first_line(exc)}); "
                         f"{_mb(sink.position)} kept, download again to continue."
                     ) from None
-                except Exception as exc:
-                    raise ModelDownloadError(_hub_error(exc, remote.repo_id, remote.filename)) from None
+                except Exception as exc:  # the connection failed again and again: keep what came
+                    raise ModelDownloadError(
+                        f"{_hub_error(exc, remote.repo_id, remote.filename)} {_mb(sink.position)} kept, download "
+                        "again to continue."
+                    ) from None
             _verify(partial, remote)
             os.replace(partial, blob)
         _link(blob, pointer)

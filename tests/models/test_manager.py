@@ -142,3 +142,53 @@ def test_a_hub_gguf_spec_loads_from_the_cache_only(manager_settings: Callable, h
     assert hub.log.requests == [], "loading never downloads"
     with pytest.raises(ValueError, match="hf.co/<owner>/<repo>/<file.gguf>"):
         parse_text_spec(f"gguf:hf.co/{GGUF_REPO}")
+
+
+def test_hub_settings_are_read_the_way_huggingface_hub_reads_them(tmp_path: Path) -> None:
+    from config import Settings
+
+    env = {
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": "http://127.0.0.1:9/",
+        "HF_TOKEN": "hf_secret_value",
+        "HF_HUB_OFFLINE": "1",
+        "STUDIO_MODEL_ADMINS": "ann, bob",
+        "STUDIO_MODEL_DISK_RESERVE_MB": "10",
+    }
+    s = Settings.from_env(env)
+    assert s.hf_cache_dir == tmp_path / "hf" / "hub" and s.hf_endpoint == "http://127.0.0.1:9"
+    assert s.hf_offline and s.model_admins == ("ann", "bob") and s.model_disk_reserve_mb == 10.0
+    assert s.hf_token == "hf_secret_value" and "hf_secret_value" not in repr(s)
+    assert Settings.from_env({**env, "HF_HUB_CACHE": str(tmp_path / "c")}).hf_cache_dir == tmp_path / "c"
+    assert not Settings.from_env({"HF_HUB_OFFLINE": "0"}).hf_offline
+
+
+def test_a_registry_learns_and_forgets_specs_and_prefers_what_runs() -> None:
+    from core.registry import LazyRegistry
+
+    made: list[str] = []
+
+    class Item:
+        def __init__(self, spec: str) -> None:
+            self.label = spec
+            made.append(spec)
+
+        def load(self, progress=None) -> None:  # noqa: ANN001
+            pass
+
+    registry: LazyRegistry = LazyRegistry(("a", "b"), Item, lambda s, specs: KeyError(s))
+    threads = [threading.Thread(target=registry.add, args=(f"x{i % 5}",)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(registry.specs) == ["a", "b", "x0", "x1", "x2", "x3", "x4"]
+    registry.get("x1")
+    registry.remove("x1")
+    with pytest.raises(KeyError):
+        registry.get("x1")
+    assert registry.default == "a"
+    registry.preferred = lambda: "b"
+    assert registry.default == "b" and registry.get(None).label == "b"
+    registry.preferred = lambda: None  # nothing runs: the first configured one, whose error says why
+    assert registry.default == "a"
