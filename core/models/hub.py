@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from core.errors import ModelDownloadError
 
@@ -37,6 +38,7 @@ class RemoteFile:
     commit: str
     url: str  # where the bytes are (the hub's resolve URL, or the CDN it redirects to)
     revision: str = "main"
+    send_token: bool = True  # False for a CDN on another host: the token never follows a redirect off the hub
 
     @property
     def sha256(self) -> str | None:
@@ -68,10 +70,11 @@ class Hub:
             reason = getattr(exc, "reason", None) or exc
             return f"the hub is unreachable at {self.endpoint} ({reason})"
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, send_token: bool = True) -> dict[str, str]:
         from huggingface_hub.utils import build_hf_headers
 
-        return build_hf_headers(token=self.token if self.token else False)
+        # None: huggingface_hub's own token (HF_TOKEN, `hf auth login`); False: none at all, for a host off the hub
+        return build_hf_headers(token=(self.token or None) if send_token else False)
 
     def file(self, repo_id: str, filename: str, revision: str = "main") -> RemoteFile:
         """A file's size, etag, commit and download URL (one HEAD request)."""
@@ -79,19 +82,23 @@ class Hub:
 
         url = hf_hub_url(repo_id, filename, revision=revision, endpoint=self.endpoint)
         try:
-            meta = get_hf_file_metadata(url, token=self.token or False, endpoint=self.endpoint)
+            meta = get_hf_file_metadata(url, token=self.token or None, endpoint=self.endpoint)
         except Exception as exc:
             raise ModelDownloadError(_hub_error(exc, repo_id, filename)) from None
         if not meta.commit_hash or not meta.etag or meta.size is None:
             raise ModelDownloadError(f"The hub gave no size or version for {filename} in {repo_id}; try again later.")
-        return RemoteFile(repo_id, filename, meta.size, meta.etag, meta.commit_hash, meta.location, revision)
+        # As hf_hub_download does: Xet-backed files are fetched through the resolve URL (it redirects), others from
+        # the location the HEAD named; the token goes only to the hub's own host.
+        where = url if meta.xet_file_data is not None else meta.location
+        same_host = urlparse(where).netloc == urlparse(self.endpoint).netloc
+        return RemoteFile(repo_id, filename, meta.size, meta.etag, meta.commit_hash, where, revision, same_host)
 
     def listing(self, repo_id: str, revision: str = "main") -> dict[str, int]:
         """The repo's files and their sizes."""
         from huggingface_hub import HfApi
 
         try:
-            info = HfApi(endpoint=self.endpoint, token=self.token or False).model_info(
+            info = HfApi(endpoint=self.endpoint, token=self.token or None).model_info(
                 repo_id, revision=revision, files_metadata=True
             )
         except Exception as exc:
@@ -136,7 +143,7 @@ class Hub:
                             remote.url,
                             sink,  # type: ignore[arg-type]
                             resume_size=sink.position,
-                            headers=self._headers(),
+                            headers=self._headers(remote.send_token),
                             expected_size=remote.size,
                             tqdm_class=_Silent,
                         )

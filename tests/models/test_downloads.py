@@ -162,3 +162,19 @@ def test_a_diffusers_pipeline_downloads_only_what_it_loads_and_is_listed_ready(
     served = {p.relative_to(pipe_repo_dir).as_posix() for p in pipe_repo_dir.rglob("*") if p.is_file()}
     assert "model_index.json" in fetched and fetched <= served
     assert {f for f in fetched if f.endswith((".safetensors", ".bin"))}, "the weights came"
+
+
+def test_the_token_goes_to_the_hub_and_never_to_a_cdn_on_another_host(
+    make_service: Callable[..., ModelsService], hub: LocalHub, embedded_gguf: Path
+) -> None:
+    hub.cdn_redirect = True
+    service = make_service(hf_token="hf_local_test_token")
+    assert list(service.download(USER, "smol", threading.Event()))[-1].finished
+    sent = {path: auth for path, auth in hub.log.authorization}
+    resolve = [p for p in sent if "/resolve/" in p]
+    cdn = [p for p in sent if p.startswith("/cdn/")]
+    assert resolve and cdn, sent
+    assert all(sent[p] == "Bearer hf_local_test_token" for p in resolve)
+    assert all(sent[p] is None for p in cdn)
+    local = service.hub_client.snapshot_path(service.hub_client.file(GGUF_REPO, GGUF))
+    assert sha256(local) == sha256(embedded_gguf)

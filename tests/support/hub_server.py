@@ -39,6 +39,7 @@ class HubLog:
     """What the server saw: (method, path, Range header or None) in order."""
 
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    authorization: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Authorization header)
 
     def gets(self, filename: str) -> list[str | None]:
         """The Range headers of the GETs of a file (None for a whole-file GET)."""
@@ -56,6 +57,7 @@ class LocalHub:
         self.corrupt: set[str] = set()  # filenames served with one byte flipped
         self.advertised_size: dict[str, int] = {}  # filename -> size claimed in headers and model info
         self.bytes_per_s: float | None = None  # throttle every body
+        self.cdn_redirect = False  # LFS files answer 302 to http://localhost:<port>/cdn/...: another host, as a CDN
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -142,8 +144,12 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
         def _serve(self, body: bool) -> None:
             path = unquote(urlparse(self.path).path)
             hub.log.requests.append((self.command, path, self.headers.get("Range")))
+            hub.log.authorization.append((path, self.headers.get("Authorization")))
             if path.startswith("/api/models"):
                 return self._api(path)
+            cdn = re.match(r"^/cdn/([^/]+/[^/]+)/([0-9a-f]{40})/(.+)$", path)
+            if cdn is not None and cdn.group(1) in hub.repos and cdn.group(3) in hub.repos[cdn.group(1)]:
+                return self._file(cdn.group(1), cdn.group(3), hub.repos[cdn.group(1)][cdn.group(3)], body)
             match = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
             if match is None:
                 return self._error(404, "EntryNotFound", f"no route {path}")
@@ -156,6 +162,19 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             entry = files.get(filename)
             if entry is None:
                 return self._error(404, "EntryNotFound", f"{filename} not found in {repo_id}")
+            if hub.cdn_redirect and entry.lfs:
+                size = hub.advertised_size.get(filename, entry.size)
+                location = f"http://localhost:{hub.port}/cdn/{repo_id}/{hub.commits[repo_id]}/{filename}"
+                return self._send(
+                    302,
+                    {
+                        "Location": location,
+                        "X-Repo-Commit": hub.commits[repo_id],
+                        "X-Linked-Etag": f'"{entry.sha256}"',
+                        "X-Linked-Size": str(size),
+                        "ETag": f'"{entry.git_sha}"',
+                    },
+                )
             self._file(repo_id, filename, entry, body)
 
         def _api(self, path: str) -> None:
