@@ -13,7 +13,8 @@ from collections import Counter
 from typing import Any
 
 from backends.engine_errors import is_out_of_memory
-from backends.text.base import GenerationParams
+from backends.text.base import BackendError, GenerationParams
+from backends.text.json_constraint import SchemaConstraint, row_constraint
 
 WORKER_THREAD_PREFIX = "transformers-generate"  # tests look for leftover workers by this name
 END = object()  # a row's stream is over
@@ -27,9 +28,16 @@ class BatchScheduler:
     Every request keeps its own Row; nothing per-request lives on the scheduler."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, eos_ids: frozenset[int], context_length: int, batch_size: int
+        self,
+        model: Any,
+        tokenizer: Any,
+        eos_ids: frozenset[int],
+        context_length: int,
+        batch_size: int,
+        constraint: SchemaConstraint | None = None,
     ) -> None:
         self._model = model
+        self._constraint = constraint  # makes the matchers of rows with a JSON schema
         self._tokenizer = tokenizer
         self._eos_ids = eos_ids
         self._context_length = context_length
@@ -43,6 +51,12 @@ class BatchScheduler:
         """How many generate() calls served how many requests each: {rows: calls}."""
         with self._queue:
             return dict(self._batches)
+
+    def grammar(self, schema: dict[str, Any]) -> str:
+        """The compiled grammar of a row's JSON schema; BackendError when it cannot be enforced."""
+        if self._constraint is None:
+            raise BackendError("This model was loaded without structured-output support.")
+        return self._constraint.grammar(schema)
 
     def schedule(self, row: Row) -> bool:
         """Queue the row and wait until a batch takes it. Whoever gets the free model starts the
@@ -153,6 +167,15 @@ class BatchScheduler:
             ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt, dtype=torch.long)
             mask[i, width - len(r.prompt) :] = 1
         device = self._model.device
+        processors: list[Any] = []
+        if any(r.grammar is not None for r in rows):
+            assert self._constraint is not None, "a row with a grammar needs the model's SchemaConstraint"
+            constraint = self._constraint
+            matchers = [constraint.matcher(r.grammar) if r.grammar is not None else None for r in rows]
+            processors.append(
+                row_constraint()(rows, matchers, constraint)
+            )  # first: the sampler picks from what is left
+        processors.append(_row_sampler()(rows, device))
         kwargs: dict[str, Any] = {
             "input_ids": ids.to(device),
             "attention_mask": mask.to(device),
@@ -164,7 +187,7 @@ class BatchScheduler:
             # depend on what it is batched with (in fp32 on CPU the text is identical; in half precision
             # on a GPU padded batches can move logits in the last bits, and rarely a token with them);
             # generate() then only takes the chosen token.
-            "logits_processor": LogitsProcessorList([_row_sampler()(rows, device)]),
+            "logits_processor": LogitsProcessorList(processors),
             # None clears sampling values a model's generation_config may carry.
             "do_sample": False,
             "temperature": None,
@@ -178,8 +201,16 @@ class Row:
     """One request inside a batched generate(): its prompt, limits, own cancel and stop events, and
     the queue its text arrives on."""
 
-    def __init__(self, prompt: list[int], max_new: int, params: GenerationParams, cancel: threading.Event) -> None:
+    def __init__(
+        self,
+        prompt: list[int],
+        max_new: int,
+        params: GenerationParams,
+        cancel: threading.Event,
+        grammar: str | None = None,
+    ) -> None:
         self.prompt, self.max_new, self.params, self.cancel = prompt, max_new, params, cancel
+        self.grammar = grammar  # llguidance grammar of params.json_schema (compiled before the row is queued)
         self.stop = threading.Event()  # the consumer is done with this row (stop string, gone)
         self.released = threading.Event()  # generate() no longer works for this row
         self.deltas: queue.SimpleQueue = queue.SimpleQueue()

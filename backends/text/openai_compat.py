@@ -5,8 +5,11 @@ echoes."""
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Generator
@@ -37,6 +40,15 @@ PROBE_TIMEOUT_S = 5.0  # the /models look-up for the context length is best-effo
 PROBE_RETRY_S = 60.0  # after an unreachable server, wait this long before probing again
 # Keys under which servers report the context window on a /v1/models entry (vLLM: max_model_len).
 CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length", "context_window")
+# How a reply is held to GenerationParams.json_schema, strongest first: OpenAI's json_schema; json_object with the
+# schema beside it (llama_cpp.server and Anyscale-style servers enforce it, others ignore the extra key); any JSON;
+# free text (the pipelines parse leniently). A server that refuses or ignores one gets the next, and keeps it.
+FORMATS = ("json_schema", "json_object+schema", "json_object", "text")
+TEXT_ONLY = len(FORMATS) - 1
+
+
+class _FormatRefused(Exception):
+    """The server rejected the request's response_format (raised inside an attempt, so it is never retried)."""
 
 
 class OpenAIBackend:
@@ -64,6 +76,7 @@ class OpenAIBackend:
         self._server_context: int | None = None
         self._probed = False
         self._probe_failed_at: float | None = None
+        self._format_level = 0  # index into FORMATS: the strongest this server has not refused or ignored
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self._where!r})"
@@ -115,20 +128,26 @@ class OpenAIBackend:
 
     def chat(self, messages: list[Message], params: GenerationParams) -> Completion:
         self.load()
-        kwargs = self._request_kwargs(messages, params)
-        response = self._http.with_retries(
-            lambda left: self._client.chat.completions.create(**kwargs, timeout=self._http.timeout(left)),
-            self._settings.max_retries,
-        )
+        level = self._format_level if params.json_schema is not None else TEXT_ONLY
+        while True:
+            kwargs = self._request_kwargs(messages, params, level)
+            try:
+                response = self._http.with_retries(functools.partial(self._create, kwargs), self._settings.max_retries)
+                break
+            except _FormatRefused as exc:
+                level = self._lower_format(level, str(exc))
         if not hasattr(response, "choices"):  # the SDK hands back text when the body is not JSON
             raise ServerFailedError(self._not_openai())
         if not response.choices:
             raise ServerFailedError(f"The server at {self._host} answered without a reply; try again.")
         choice = response.choices[0]
         usage = response.usage
+        text = (choice.message.content if choice.message else None) or ""
+        finish = _finish(choice.finish_reason) or "stop"
+        self._check_format(level, text, finish)
         return Completion(
-            text=(choice.message.content if choice.message else None) or "",
-            finish_reason=_finish(choice.finish_reason) or "stop",
+            text=text,
+            finish_reason=finish,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
         )
@@ -150,18 +169,21 @@ class OpenAIBackend:
         if cancel.is_set():
             stats.finish_reason = "cancelled"
             return
-        kwargs = self._request_kwargs(messages, params)
-        try:
-            stream = self._http.with_retries(
-                lambda left: self._client.chat.completions.create(
-                    **kwargs, stream=True, stream_options={"include_usage": True}, timeout=self._http.timeout(left)
-                ),
-                self._settings.max_retries,
-                cancel=cancel,
-            )
-        except RequestCancelled:  # cancelled while waiting to retry
-            stats.finish_reason = "cancelled"
-            return
+        level = self._format_level if params.json_schema is not None else TEXT_ONLY
+        while True:
+            kwargs = self._request_kwargs(messages, params, level)
+            try:
+                stream = self._http.with_retries(
+                    functools.partial(self._create, kwargs, stream=True, stream_options={"include_usage": True}),
+                    self._settings.max_retries,
+                    cancel=cancel,
+                )
+                break
+            except _FormatRefused as exc:
+                level = self._lower_format(level, str(exc))
+            except RequestCancelled:  # cancelled while waiting to retry
+                stats.finish_reason = "cancelled"
+                return
         self._set_stall_limit(stream)
         parts: list[str] = []
         chunks = 0
@@ -208,13 +230,14 @@ class OpenAIBackend:
                 partial=partial,
             )
         stats.finish_reason = finish
+        self._check_format(level, partial, finish)
         if usage is not None:
             stats.prompt_tokens = usage.prompt_tokens
             stats.completion_tokens = usage.completion_tokens or len(parts)
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _request_kwargs(self, messages: list[Message], params: GenerationParams) -> dict[str, Any]:
+    def _request_kwargs(self, messages: list[Message], params: GenerationParams, level: int) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
@@ -226,7 +249,49 @@ class OpenAIBackend:
             kwargs["seed"] = params.seed
         if params.stop:
             kwargs["stop"] = list(params.stop)
+        if params.json_schema is not None and level < TEXT_ONLY:
+            kwargs["response_format"] = _response_format(params.json_schema, FORMATS[level])
         return kwargs
+
+    # -- structured output ----------------------------------------------------------------------
+
+    def _create(self, kwargs: dict[str, Any], left: float, **extra: Any) -> Any:
+        """One chat request; a refusal of its response_format becomes _FormatRefused. Servers say so with a 400 or
+        422 (OpenAI, vLLM, FastAPI validation), or a 500 (llama_cpp.server's validation error); the text names
+        response_format or json_schema either way."""
+        import openai
+
+        try:
+            return self._client.chat.completions.create(**kwargs, **extra, timeout=self._http.timeout(left))
+        except openai.APIStatusError as exc:
+            if "response_format" in kwargs and exc.status_code in (400, 422, 500) and _names_format(exc):
+                raise _FormatRefused(self._http.server_message(exc) or f"HTTP {exc.status_code}") from None
+            raise
+
+    def _lower_format(self, level: int, why: str) -> int:
+        """The next weaker format after `level`, remembered for this backend (never raised again)."""
+        with self._lock:
+            self._format_level = max(self._format_level, level + 1)
+        if level + 1 <= TEXT_ONLY:
+            log.info(
+                "%s refused response_format %s (%s); using %s from now on",
+                self._where,
+                FORMATS[level],
+                why,
+                FORMATS[level + 1],
+            )
+        return min(level + 1, TEXT_ONLY)
+
+    def _check_format(self, level: int, text: str, finish: str | None) -> None:
+        """A complete reply that is not JSON although a JSON format was asked for: the server ignores that format,
+        so the next request asks for the next one. (A reply cut at its length is JSON cut short, and proves
+        nothing.)"""
+        if level >= TEXT_ONLY or finish != "stop":
+            return
+        try:
+            json.loads(text)
+        except ValueError:
+            self._lower_format(level, "the reply was not JSON")
 
     def _set_stall_limit(self, stream: Any) -> None:
         """Once the headers are in, a chunk may take up to request_timeout however much of the
@@ -291,6 +356,27 @@ class OpenAIBackend:
                 )
                 self._probe_failed_at = time.monotonic()
             return self._server_context
+
+
+def _response_format(schema: dict[str, Any], kind: str) -> dict[str, Any]:
+    if kind == "json_schema":
+        title = schema.get("title")
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", title)[:64] if isinstance(title, str) and title.strip() else "reply"
+        return {"type": "json_schema", "json_schema": {"name": name or "reply", "schema": schema, "strict": True}}
+    if kind == "json_object+schema":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_object"}
+
+
+def _names_format(exc: Any) -> bool:
+    """Whether an error response is about the response_format (its message, or a validation error's location)."""
+    body = getattr(exc, "body", None)
+    try:
+        text = json.dumps(body) if body is not None else ""
+    except (TypeError, ValueError):
+        text = str(body)
+    text = f"{text} {getattr(exc, 'message', '')}".lower()
+    return "response_format" in text or "json_schema" in text or "response format" in text
 
 
 def _context_from_entry(entry: Any) -> int | None:

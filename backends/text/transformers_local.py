@@ -36,6 +36,7 @@ from backends.text.batching import (
     BatchScheduler,
     Row,
 )
+from backends.text.json_constraint import SchemaConstraint
 
 if TYPE_CHECKING:
     from config import Settings
@@ -94,8 +95,14 @@ class TransformersBackend:
             )
             self._context_length = self._pick_context_length(model, tokenizer)
             self._eos_ids = frozenset(_as_ids(model.generation_config.eos_token_id) | _as_ids(tokenizer.eos_token_id))
+            vocab = int(getattr(model.config.get_text_config(), "vocab_size", 0) or 0)
             self._scheduler = BatchScheduler(
-                model, tokenizer, self._eos_ids, self._context_length, self._batch_size(model)
+                model,
+                tokenizer,
+                self._eos_ids,
+                self._context_length,
+                self._batch_size(model),
+                SchemaConstraint(tokenizer, self._eos_ids, vocab),
             )
             self._model = model
             report(1.0, f"{self.label} ready on {model.device} ({self._context_length}-token context)")
@@ -240,7 +247,11 @@ class TransformersBackend:
                 "shorten it or start a new chat."
             )
         max_new = min(params.max_new_tokens, room) if params.max_new_tokens > 0 else room
-        return Row(ids, max_new, params, cancel)
+        grammar = None
+        if params.json_schema is not None:
+            assert self._scheduler is not None
+            grammar = self._scheduler.grammar(params.json_schema)
+        return Row(ids, max_new, params, cancel, grammar)
 
     # ------------------------------------------------------------------ generation
 
