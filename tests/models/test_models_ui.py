@@ -1,0 +1,244 @@
+"""The Models tab and the pickers through the app over HTTP, as the browser drives them (Gradio's queue routes, the
+events' `.then` chains run like the frontend runs them), against a local hub: the list, a download with progress, the
+pickers of every tab refreshed, the chat's one-click offer, delete, and the offline state."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from config import Settings
+from tests.models.conftest import GGUF_REPO
+from tests.support.apps import running_app
+from tests.support.hub_server import LocalHub
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SPEC = f"gguf:hf.co/{GGUF_REPO}/{GGUF}"
+PICKERS = ("chat-model", "writer-model", "condense-model")
+
+
+class Page:
+    """One open tab of the app: its components' values, kept as the frontend keeps them, and events run through
+    /gradio_api/queue/join with their .then/.success follow-ups."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
+        self.components = {c["id"]: c for c in self.config["components"]}
+        self.values: dict[int, Any] = {i: c.get("props", {}).get("value") for i, c in self.components.items()}
+        self.props: dict[int, dict[str, Any]] = {i: dict(c.get("props", {})) for i, c in self.components.items()}
+        self.session = secrets.token_hex(8)
+        for i, c in self.components.items():
+            if c["type"] == "browserstate":
+                self.values[i] = secrets.token_urlsafe(24)  # this browser's id, as the chat tab's load stores it
+
+    def id(self, elem_id: str) -> int:
+        return next(i for i, c in self.components.items() if c.get("props", {}).get("elem_id") == elem_id)
+
+    def value(self, elem_id: str) -> Any:
+        return self.values[self.id(elem_id)]
+
+    def prop(self, elem_id: str, name: str) -> Any:
+        return self.props[self.id(elem_id)].get(name)
+
+    def load(self) -> None:
+        for dep in self.config["dependencies"]:
+            if any(t[1] == "load" for t in dep["targets"]):
+                self._run_chain(dep)
+
+    def trigger(self, elem_id: str, event: str = "click") -> dict[str, Any]:
+        target = self.id(elem_id)
+        dep = next(d for d in self.config["dependencies"] if [target, event] in [list(t) for t in d["targets"]])
+        return self._run_chain(dep)
+
+    def set(self, elem_id: str, value: Any) -> None:
+        self.values[self.id(elem_id)] = value
+
+    def _run_chain(self, dep: dict[str, Any]) -> dict[str, Any]:
+        result = self._run(dep)
+        for follow in self.config["dependencies"]:
+            if follow.get("trigger_after") == dep["id"] and (
+                result["success"] or not follow["trigger_only_on_success"]
+            ):
+                self._run_chain(follow)
+        return result
+
+    def _run(self, dep: dict[str, Any]) -> dict[str, Any]:
+        data = [None if self.components[i]["type"] == "state" else self.values[i] for i in dep["inputs"]]
+        body = {"data": data, "fn_index": dep["id"], "session_hash": self.session, "trigger_id": None}
+        request = urllib.request.Request(
+            self.url + "gradio_api/queue/join",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+        progress: list[dict[str, Any]] = []  # every progress message
+        streamed: list[list[Any]] = []  # every intermediate output
+        pending: list[Any] | None = None
+        stream = urllib.request.urlopen(f"{self.url}gradio_api/queue/data?session_hash={self.session}", timeout=120)
+        with stream:
+            for raw in stream:
+                line = raw.decode().strip()
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                if msg.get("event_id") != event_id:
+                    continue
+                if msg["msg"] == "progress":
+                    progress.extend(msg.get("progress_data") or [])
+                elif msg["msg"] == "process_generating":
+                    out = msg["output"]["data"]
+                    if pending is None:
+                        pending = list(out)
+                    else:
+                        from gradio_client.utils import apply_diff
+
+                        pending = [apply_diff(p, d) for p, d in zip(pending, out, strict=False)]
+                    streamed.append(pending)
+                    self._apply(dep, pending)
+                elif msg["msg"] == "process_completed":
+                    output = msg.get("output") or {}
+                    if msg.get("success") and pending is None and output.get("data") is not None:
+                        self._apply(dep, output["data"])
+                    return {
+                        "success": bool(msg.get("success")),
+                        "error": output.get("error"),
+                        "progress": progress,
+                        "streamed": streamed,
+                    }
+        raise AssertionError("the event's stream ended without process_completed")
+
+    def _apply(self, dep: dict[str, Any], data: list[Any]) -> None:
+        for i, value in zip(dep["outputs"], data, strict=False):
+            if isinstance(value, dict) and value.get("__type__") == "update":
+                for key, v in value.items():
+                    if key == "value":
+                        self.values[i] = v
+                    elif key != "__type__":
+                        self.props[i][key] = v
+            elif self.components[i]["type"] != "state":
+                self.values[i] = value
+
+
+def table_rows(page: Page) -> list[list[str]]:
+    table = page.value("models-table")
+    return table["data"] if isinstance(table, dict) else table
+
+
+def row(page: Page, name: str) -> list[str]:
+    return next(r for r in table_rows(page) if r[0].startswith(name))
+
+
+def picker_specs(page: Page, elem_id: str) -> list[str]:
+    return [choice[1] for choice in page.prop(elem_id, "choices")]
+
+
+@pytest.fixture
+def open_page(manager_settings: Callable[..., Settings]):
+    started = []
+
+    def start(**overrides: Any) -> Page:
+        context = running_app(manager_settings(**overrides))
+        started.append(context)
+        _, demo = context.__enter__()
+        page = Page(demo.local_url)
+        page.load()
+        return page
+
+    yield start
+    for context in started:
+        context.__exit__(None, None, None)
+
+
+def test_models_tab_lists_downloads_with_progress_and_every_picker_follows(open_page, hub: LocalHub) -> None:
+    hub.bytes_per_s = 50e6  # about 2 s: several progress events
+    page = open_page()
+    assert "Downloads from the Hugging Face hub are on" in page.value("models-hub")
+    smol = row(page, "SmolLM2 from the local hub")
+    assert smol[1:3] == ["text", "can download"] and "to download" in smol[3]
+    assert row(page, "SmolLM2-135M-Instruct (embedded)")[2] == "ready"
+    for picker in PICKERS:  # only what runs now
+        assert picker_specs(page, picker) == ["embedded"], picker
+    assert picker_specs(page, "image-model") == ["gan:faces"]
+
+    tabs = next(i for i, c in page.components.items() if c["type"] == "tabs")
+    for button in ("chat-get-more", "writer-get-more", "condense-get-more", "image-get-more"):
+        page.props[tabs]["selected"] = "chat"
+        page.trigger(button)
+        assert page.props[tabs]["selected"] == "models", button
+
+    page.set("models-pick", "smol")
+    page.trigger("models-pick", "input")
+    assert "SmolLM2 from the local hub" in page.value("models-details")
+    assert page.prop("models-download", "interactive") is True
+    assert page.prop("models-delete", "interactive") is False  # nothing to delete yet
+
+    result = page.trigger("models-download")
+    assert result["success"], result
+    fractions = [p["progress"] for p in result["progress"] if p.get("progress") is not None]
+    assert fractions == sorted(fractions) and len([f for f in fractions if 0 < f < 1]) >= 3, fractions
+    lines = [out[0] for out in result["streamed"]]
+    assert any("MB/s" in line and " of " in line for line in lines), lines
+    assert lines[-1].startswith("**SmolLM2 from the local hub is ready")
+
+    # the .then after the download: the list and every picker refreshed
+    assert row(page, "SmolLM2 from the local hub")[2] == "ready"
+    for picker in PICKERS:
+        assert picker_specs(page, picker) == ["embedded", SPEC], picker
+        assert page.value(picker) == "embedded"  # a picker keeps what its user chose
+    assert page.prop("models-delete", "interactive") is True
+
+    # another browser opening the app later sees the new model at once
+    other = Page(page.url)
+    other.load()
+    assert SPEC in picker_specs(other, "chat-model")
+
+    page.trigger("models-delete")
+    page.trigger("models-delete-yes")
+    assert "freed" in page.value("models-status")
+    assert row(page, "SmolLM2 from the local hub")[2] == "can download"
+    for picker in PICKERS:
+        assert picker_specs(page, picker) == ["embedded"], picker
+
+
+def test_chat_offer_downloads_the_recommended_model_and_selects_it(open_page, hub: LocalHub) -> None:
+    page = open_page()
+    note = page.value("chat-model-note")
+    assert "SmolLM2-135M-Instruct (embedded)" in note and "rough drafts" in note
+    assert page.prop("chat-get-recommended", "visible") is True
+    assert page.prop("chat-get-recommended", "interactive") is True
+    assert page.props[page.id("chat-get-recommended")]["value"].startswith("Get SmolLM2 from the local hub (")
+
+    result = page.trigger("chat-get-recommended")
+    assert result["success"], result
+    assert page.value("chat-model") == SPEC  # selected
+    assert SPEC in picker_specs(page, "writer-model")  # and offered everywhere
+    assert "is ready and selected" in page.value("chat-get-status")
+    assert page.prop("chat-get-recommended", "visible") is False  # nothing left to offer
+    note = page.value("chat-model-note")
+    assert note.startswith("Answering: **") and "rough drafts" not in note and "(embedded)" not in note, note
+
+
+def test_offline_the_downloads_are_off_and_say_why(open_page) -> None:
+    page = open_page(hf_offline=True)
+    assert "HF\\_HUB\\_OFFLINE" in page.value("models-hub")
+    assert row(page, "SmolLM2 from the local hub")[2] == "unavailable"
+    page.set("models-pick", "smol")
+    page.trigger("models-pick", "input")
+    assert page.prop("models-download", "interactive") is False
+    assert "HF\\_HUB\\_OFFLINE" in page.value("models-details")
+    # the chat's offer is shown, switched off, with the reason
+    assert page.prop("chat-get-recommended", "visible") is True
+    assert page.prop("chat-get-recommended", "interactive") is False
+    assert "Downloads are off" in page.value("chat-model-note")
+    # a download asked for anyway is refused with a message, not a traceback
+    result = page.trigger("models-download")
+    assert not result["success"] and "Downloads are off" in (result["error"] or ""), result
+    # images open on what runs, and say how to get a diffusion model
+    assert page.value("image-model") == "gan:faces"
+    assert "Models tab" in page.value("image-model-note") and page.prop("image-model-note", "visible") is not False
