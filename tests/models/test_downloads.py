@@ -178,3 +178,22 @@ def test_the_token_goes_to_the_hub_and_never_to_a_cdn_on_another_host(
     assert all(sent[p] is None for p in cdn)
     local = service.hub_client.snapshot_path(service.hub_client.file(GGUF_REPO, GGUF))
     assert sha256(local) == sha256(embedded_gguf)
+
+
+def test_a_configured_transformers_model_downloads_configs_tokenizer_and_weights(
+    make_service: Callable[..., ModelsService], hub: LocalHub, tiny_hf_model_dir: Path
+) -> None:
+    hub.add_repo("test-org/tiny-llama", tiny_hf_model_dir)
+    service = make_service(text_models=("embedded", "hf:test-org/tiny-llama"))
+    before = entry(service, "hf:test-org/tiny-llama")
+    assert before.source == "configured" and before.state == "downloadable"
+    assert "hf:test-org/tiny-llama" not in [s for _, s in service.choices("text")]
+    assert list(service.download(USER, "hf:test-org/tiny-llama", threading.Event()))[-1].finished
+    assert entry(service, "hf:test-org/tiny-llama").state == "ready"
+    assert [s for _, s in service.choices("text")] == ["embedded", "hf:test-org/tiny-llama"]
+    fetched = {p.rsplit("/", 1)[-1] for _, p, _ in hub.log.requests if "/resolve/" in p}
+    assert {"config.json", "tokenizer.json"} <= fetched and any(f.endswith(".safetensors") for f in fetched)
+    freed = service.delete(USER, "hf:test-org/tiny-llama")
+    assert freed > 0 and entry(service, "hf:test-org/tiny-llama").state == "downloadable"
+    assert "hf:test-org/tiny-llama" in service._registries["text"].specs  # configured: stays, not offered
+    assert "hf:test-org/tiny-llama" not in [s for _, s in service.choices("text")]
