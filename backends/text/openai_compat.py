@@ -255,6 +255,11 @@ class OpenAIBackend:
 
     # -- structured output ----------------------------------------------------------------------
 
+    @property
+    def output_format(self) -> str:
+        """How a reply with a JSON schema is asked for now: one of FORMATS (lowered as the server refuses some)."""
+        return FORMATS[self._format_level]
+
     def _create(self, kwargs: dict[str, Any], left: float, **extra: Any) -> Any:
         """One chat request; a refusal of its response_format becomes _FormatRefused. Servers say so with a 400 or
         422 (OpenAI, vLLM, FastAPI validation), or a 500 (llama_cpp.server's validation error); the text names

@@ -37,6 +37,7 @@ __all__ = [
     "RecordedRequest",
     "fake_openai_server",
     "fake_reply",
+    "schema_instance",
     "LlamaCppServer",
     "llama_cpp_server",
 ]
@@ -74,6 +75,9 @@ class FakeOptions:
     reply_text: str | None = None  # reply with exactly this text (streamed a word at a time)
     serial: bool = False  # one chat reply at a time, the rest wait unanswered (one model, no parallel
     # slots, as llama_cpp.server); a waiting request whose client hangs up leaves the queue
+    response_formats: tuple[str, ...] = ("json_schema", "json_object")  # response_format types it honours:
+    # the reply is then JSON (an instance of the schema sent, or {"reply": text}); "text" is always fine
+    response_format_refusal: int = 400  # the status for a type it does not honour (0: ignore it, reply text)
 
 
 @dataclass
@@ -101,6 +105,30 @@ def fake_reply(
     if cuts:
         text, finish = text[: min(cuts)], "stop"
     return text, finish
+
+
+def schema_instance(schema: Any, words: Sequence[str]) -> Any:
+    """A value of the JSON schema `schema` made of `words` (objects, arrays, strings with their length and count
+    limits, enum, numbers, booleans): what the fake replies when it honours a response_format."""
+    if not isinstance(schema, dict):
+        return " ".join(words)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if kind == "object":
+        return {
+            k: schema_instance(v, words[i:] or words) for i, (k, v) in enumerate(schema.get("properties", {}).items())
+        }
+    if kind == "array":
+        n = min(max(int(schema.get("minItems", 0)), 2), int(schema.get("maxItems", 2)))
+        return [schema_instance(schema.get("items", {}), words[i:] or words) for i in range(n)]
+    if kind in ("integer", "number"):
+        return len(words)
+    if kind == "boolean":
+        return True
+    text = " ".join(words) or "empty"
+    text = text.ljust(int(schema.get("minLength", 0)), ".")
+    return text[: int(schema["maxLength"])] if "maxLength" in schema else text
 
 
 class FakeOpenAIServer:
@@ -320,6 +348,22 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if opts.reply_text is not None:
             text, finish = opts.reply_text, "stop"
+        fmt = body.get("response_format")
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind not in (None, "text"):
+            assert isinstance(fmt, dict)
+            if kind in opts.response_formats:
+                spec = fmt.get("json_schema") if kind == "json_schema" else fmt
+                schema = spec.get("schema") if isinstance(spec, dict) else None
+                value = schema_instance(schema, text.split()) if isinstance(schema, dict) else {"reply": text}
+                text, finish = json.dumps(value), "stop"
+            elif opts.response_format_refusal:
+                self._error(
+                    opts.response_format_refusal,
+                    f"response_format type '{kind}' is not supported by this server",
+                    "invalid_request_error",
+                )
+                return
         if opts.serial:
             while not self.fake._serial.acquire(timeout=0.02):
                 if self._peer_gone() or self.fake._stopping.is_set():
