@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from core.errors import BackendError, InputError, NotFoundError
+from core.models.hub import DownloadCancelled
 from core.models.service import DownloadProgress, ModelEntry, ModelsService
 from core.safe_html import safe_markdown
 from ui.errors import user_error
@@ -21,7 +22,6 @@ PRIVATE = dict(api_visibility="private")
 MODELS_TAB = "models"
 HEADERS = ["Model", "Kind", "State", "Size", "RAM needed", "Licence", "Good for"]
 STATES = {"ready": "ready", "downloadable": "can download", "downloading": "downloading…", "unavailable": "unavailable"}
-PROGRESS_CELLS = 24
 MD_SPECIAL = re.compile(r"[\\`*_\[\]<>#|~]")
 COLUMN_WIDTHS = ["24%", "6%", "11%", "13%", "8%", "16%", "22%"]
 STARTER_SPEC = "embedded"  # the small built-in model: it answers, but writes rough drafts
@@ -67,15 +67,13 @@ def _rows(entries: list[ModelEntry]) -> list[list[str]]:
     ]
 
 
-def _bar(done: int, total: int) -> str:
-    if total <= 0:
+def progress_line(p: DownloadProgress, progress: Any) -> str:
+    """The status line while a download runs. With a size known, gr.Progress draws the bar and its text over the
+    line (which stays empty so the two never overlap); otherwise the line says how far it got."""
+    if p.total_bytes:
+        progress(min(1.0, p.done_bytes / p.total_bytes), desc=p.text)
         return ""
-    filled = round(PROGRESS_CELLS * min(done, total) / total)
-    return "▰" * filled + "▱" * (PROGRESS_CELLS - filled) + " "
-
-
-def progress_line(p: DownloadProgress) -> str:
-    return f"{_bar(p.done_bytes, p.total_bytes)}**{md(p.text)}**"
+    return f"**{md(p.text)}**"
 
 
 class ModelPickers:
@@ -210,9 +208,7 @@ class ModelPickers:
             last: DownloadProgress | None = None
             try:
                 for last in self.download(user, rec.key):
-                    if last.total_bytes:
-                        progress(last.done_bytes / last.total_bytes, desc=last.text)
-                    yield progress_line(last), gr.Button(interactive=False)
+                    yield progress_line(last, progress), gr.Button(interactive=False)
             except MODEL_ERRORS as exc:
                 raise user_error(str(exc), title="Not downloaded") from None
             done = last is not None and last.finished
@@ -324,7 +320,12 @@ def build_models_tab(
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=2):
-                chosen = gr.Dropdown(choices=[], value=None, label="Selected model", elem_id="models-pick")
+                chosen = gr.Dropdown(
+                    choices=[(e.name, e.key) for e in service.entries()],
+                    value=None,
+                    label="Selected model",
+                    elem_id="models-pick",
+                )
                 details = gr.Markdown(_details(None, (True, ""), ""), elem_id="models-details")
             with gr.Column(scale=1):
                 download_btn = gr.Button("Download", variant="primary", interactive=False, elem_id="models-download")
@@ -356,8 +357,9 @@ def build_models_tab(
         can_get = bool(entry and allowed and online and entry.state == "downloadable")
         running = bool(entry and pickers.downloading(entry.key))
         size = format_bytes(entry.download_size) if entry and entry.download_size else ""
+        label = f"Download ({size})" if size and entry and entry.state != "ready" else "Download"
         return [
-            gr.Button(f"Download ({size})" if size else "Download", interactive=can_get),
+            gr.Button(label, interactive=can_get),
             gr.Button(interactive=running and allowed),
             gr.Button(interactive=bool(entry and allowed and entry.deletable and not running)),
         ]
@@ -411,23 +413,28 @@ def build_models_tab(
         if not key:
             raise user_error("Pick a model first.", title="Nothing to download")
         last: DownloadProgress | None = None
+        off, on = gr.Button(interactive=False), gr.Button(interactive=True)
         try:
             for last in pickers.download(user, key):
-                if last.total_bytes:
-                    progress(last.done_bytes / last.total_bytes, desc=last.text)
-                yield progress_line(last), gr.Button(interactive=False), gr.Button(interactive=True)
+                entry = next((e for e in service.entries() if e.key == key), None)
+                details_now = _details(entry, (True, ""), "")
+                yield progress_line(last, progress), details_now, off, on, off
+        except DownloadCancelled as exc:
+            yield f"**{md(str(exc))}**", gr.Markdown(), gr.Button(), off, gr.Button()
+            return
         except MODEL_ERRORS as exc:
             raise user_error(str(exc), title="Not downloaded") from None
         name = next((e.name for e in service.entries() if e.key == key), key)
         done = last is not None and last.finished
-        yield (
-            (f"**{md(name)} is ready.**" if done else f"**Download of {md(name)} stopped.**"),
-            gr.Button(),
-            gr.Button(),
-        )
+        line = f"**{md(name)} is ready.**" if done else f"**Download of {md(name)} stopped.**"
+        yield line, gr.Markdown(), gr.Button(), off, gr.Button()
 
     fetching = download_btn.click(
-        download, [browser_id, chosen], [status, download_btn, cancel_btn], show_progress_on=[status], **PRIVATE
+        download,
+        [browser_id, chosen],
+        [status, details, download_btn, cancel_btn, delete_btn],
+        show_progress_on=[status],
+        **PRIVATE,
     )
     pickers.changed.append(fetching)
 

@@ -5,7 +5,10 @@ pickers of every tab refreshed, the chat's one-click offer, delete, and the offl
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -147,6 +150,7 @@ def open_page(manager_settings: Callable[..., Settings]):
         started.append(context)
         _, demo = context.__enter__()
         page = Page(demo.local_url)
+        page.demo = demo  # type: ignore[attr-defined]
         page.load()
         return page
 
@@ -182,9 +186,10 @@ def test_models_tab_lists_downloads_with_progress_and_every_picker_follows(open_
     assert result["success"], result
     fractions = [p["progress"] for p in result["progress"] if p.get("progress") is not None]
     assert fractions == sorted(fractions) and len([f for f in fractions if 0 < f < 1]) >= 3, fractions
-    lines = [out[0] for out in result["streamed"]]
-    assert any("MB/s" in line and " of " in line for line in lines), lines
-    assert lines[-1].startswith("**SmolLM2 from the local hub is ready")
+    descs = [p.get("desc") or "" for p in result["progress"]]  # the text under the bar: bytes, speed, time left
+    assert any(re.search(r"MB of [\d.]+ MB · [\d.]+ MB/s · about \d+ s left", d) for d in descs), descs
+    assert any("Downloading" in out[1] for out in result["streamed"])  # the details follow the download
+    assert result["streamed"][-1][0].startswith("**SmolLM2 from the local hub is ready")
 
     # the .then after the download: the list and every picker refreshed
     assert row(page, "SmolLM2 from the local hub")[2] == "ready"
@@ -242,3 +247,37 @@ def test_offline_the_downloads_are_off_and_say_why(open_page) -> None:
     # images open on what runs, and say how to get a diffusion model
     assert page.value("image-model") == "gan:faces"
     assert "Models tab" in page.value("image-model-note") and page.prop("image-model-note", "visible") is not False
+
+
+def test_cancel_stops_a_download_and_a_second_download_finishes_it(open_page, hub: LocalHub) -> None:
+    hub.bytes_per_s = 8e6  # about 12 s: time to cancel mid-way
+    page = open_page()
+    page.set("models-pick", "smol")
+    page.trigger("models-pick", "input")
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: outcome.update(page.trigger("models-download")))
+    worker.start()
+    service = page.demo.models_service  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(e.state == "downloading" for e in service.entries()):
+        time.sleep(0.1)
+    time.sleep(1.0)  # some bytes arrive
+    other = Page(page.url)  # a second tab: the Cancel button works from any page of someone who may manage
+    other.load()
+    other.set("models-pick", "smol")
+    started = time.monotonic()
+    cancelled = other.trigger("models-cancel")
+    worker.join(30)
+    assert cancelled["success"] and not worker.is_alive()
+    assert time.monotonic() - started < 5, "the download did not stop soon after Cancel"
+    assert outcome["success"], outcome  # a cancel is not an error toast
+    assert "cancel" in page.value("models-status").lower(), page.value("models-status")
+    assert row(page, "SmolLM2 from the local hub")[2] == "can download"
+    assert picker_specs(page, "chat-model") == ["embedded"]
+
+    hub.bytes_per_s = None
+    again = page.trigger("models-download")
+    assert again["success"] and "is ready" in page.value("models-status")
+    assert [r for _, _, r in hub.log.requests if r and r != "bytes=0-"], "the second download did not resume"
+    assert row(page, "SmolLM2 from the local hub")[2] == "ready"
+    assert SPEC in picker_specs(page, "chat-model")
