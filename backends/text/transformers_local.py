@@ -196,7 +196,9 @@ class TransformersBackend:
                 "set HF_HOME to a folder that holds it, or use a local model folder (hf:/path/to/model)."
             ) from exc
         except (ValueError, KeyError, ImportError) as exc:
-            raise ModelUnavailableError(f"transformers cannot load '{source}': {first_line(exc)}") from exc
+            raise ModelUnavailableError(
+                f"transformers cannot load '{source}': {first_line(exc).rstrip('. ')}.{_tokenizer_libraries_hint()}"
+            ) from exc
 
     def _pick_context_length(self, model: Any, tokenizer: Any) -> int:
         config = model.config.get_text_config()
@@ -380,6 +382,27 @@ class _StopTrimmer:
 def _first_stop(text: str, stops: tuple[str, ...]) -> int:
     found = [text.find(s) for s in stops if s and s in text]
     return min(found) if found else -1
+
+
+def _tokenizer_libraries_hint() -> str:
+    """SentencePiece tokenizers (T5-family, Llama-2-era repos with only a .model file) are converted on load, which
+    needs sentencepiece and protobuf; without them transformers fails with an unrelated message (about tiktoken)."""
+    import importlib.util
+
+    missing = []
+    for module, package in (("sentencepiece", "sentencepiece"), ("google.protobuf", "protobuf")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a missing parent package, or a module blocked in sys.modules
+            found = False
+        if not found:
+            missing.append(package)
+    if not missing:
+        return ""
+    return (
+        f" If its tokenizer is a SentencePiece model (a .model file), it needs {' and '.join(missing)}: "
+        "pip install -r requirements.txt."
+    )
 
 
 def _as_ids(value: Any) -> set[int]:

@@ -1,5 +1,6 @@
 """Tiny real models built from configs with random weights (the way diffusers' and transformers' own tests
-build theirs; no hub): a Stable Diffusion pipeline and a 2-layer Llama, each saved as a folder."""
+build theirs; no hub): a Stable Diffusion pipeline and a 2-layer Llama, each saved as a folder; and a SentencePiece
+model trained on the spot, with a Llama-2-style model and a T5 tokenizer built on it."""
 
 from __future__ import annotations
 
@@ -94,3 +95,89 @@ def build_tiny_llama(folder: Path, gguf: Path) -> None:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+SP_WORDS = (
+    "river water stream bank bridge boat lock canal city town hill valley rain cloud wind sea shore sand stone".split()
+)
+# A Llama-2-style chat template ([INST] ... [/INST]; no system role: the backend folds it into the first turn).
+LLAMA2_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token }}[INST] {{ m['content'] }} [/INST]"
+    "{% elif m['role'] == 'assistant' %} {{ m['content'] }} {{ eos_token }}"
+    "{% else %}{{ raise_exception('system messages are not supported') }}{% endif %}{% endfor %}"
+)
+
+
+def train_tiny_sentencepiece(prefix: Path, vocab_size: int = 400, model_type: str = "bpe") -> Path:
+    """Train a SentencePiece model (byte fallback, Llama's special ids and normalisation) on a few hundred lines;
+    returns the .model file."""
+    import random
+
+    import sentencepiece as spm
+
+    rnd = random.Random(0)
+    lines = [" ".join(rnd.choice(SP_WORDS) for _ in range(rnd.randint(4, 12))).capitalize() + "." for _ in range(400)]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
+        model_type=model_type,  # Llama's is BPE, T5's unigram
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        byte_fallback=True,
+        character_coverage=1.0,
+        # As Llama's: text kept as written (newlines become byte pieces), a leading space added to the first word.
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        minloglevel=2,
+    )
+    return prefix.with_suffix(".model")
+
+
+def build_tiny_sentencepiece_llama(folder: Path, sp_model: Path) -> None:
+    """A random 2-layer Llama whose tokenizer is only `tokenizer.model` (SentencePiece) plus its config, as
+    Llama-2-era hub repos ship it: loading it needs sentencepiece (and protobuf) to build the tokenizer."""
+    import json
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sp_model, folder / "tokenizer.model")
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "add_bos_token": False,  # the chat template writes it
+        "chat_template": LLAMA2_TEMPLATE,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    llama = LlamaConfig(
+        vocab_size=416,  # more output rows than tokens (400), as padded vocabularies have
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(llama).save_pretrained(folder)
+
+
+def build_tiny_t5_tokenizer(folder: Path, sp_model: Path) -> None:
+    """A T5-family tokenizer folder: `spiece.model` and its config, nothing else."""
+    import json
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sp_model, folder / "spiece.model")
+    config = {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "eos_token": "</s>", "unk_token": "<unk>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
