@@ -73,32 +73,15 @@ class SchemaConstraint:
 
 
 def _make_llg_tokenizer(tokenizer: Any, eos_ids: list[int], n_vocab: int) -> Any:
-    import llguidance
     import llguidance.hf
 
     eos: Any = eos_ids or tokenizer.eos_token_id
     try:
         return llguidance.hf.from_tokenizer(tokenizer, n_vocab=n_vocab, eos_token=eos)
-    except ValueError:  # not a fast (Rust) tokenizer: describe it by the bytes of each token instead
-        return llguidance.LLTokenizer(llguidance.TokenizerWrapper(_ByteTokens(tokenizer, eos)), n_vocab=n_vocab)
-
-
-class _ByteTokens:
-    """What llguidance.TokenizerWrapper reads from a tokenizer that has no Rust backend: the bytes of every token
-    and an encode function."""
-
-    def __init__(self, tokenizer: Any, eos: Any) -> None:
-        self._tokenizer = tokenizer
-        self.eos_token_id = eos[0] if isinstance(eos, list) else eos
-        self.bos_token_id = tokenizer.bos_token_id
-        self.special_token_ids = list(tokenizer.all_special_ids)
-        # Decoding a token after a fixed prefix keeps the leading space a SentencePiece piece carries.
-        prefix = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("a"))
-        base = tokenizer.decode(prefix)
-        self.tokens = [tokenizer.decode([*prefix, i]).removeprefix(base).encode("utf-8") for i in range(len(tokenizer))]
-
-    def __call__(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+    except ValueError as exc:  # "Only fast tokenizers are supported": a few exotic models have no Rust tokenizer
+        raise BackendError(
+            f"Structured output needs a fast (Rust) tokenizer, and this model's is {type(tokenizer).__name__}: {exc}"
+        ) from exc
 
 
 @functools.cache

@@ -116,3 +116,28 @@ def test_token_count_grows_with_the_conversation(backend):
         ]
     )
     assert 0 < short < longer
+
+
+CONTRACT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "colours": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 30}, "maxItems": 3}
+    },
+    "required": ["colours"],
+    "additionalProperties": False,
+}
+
+
+def test_a_reply_with_a_json_schema_is_json_of_it(backend):
+    """Every engine enforces GenerationParams.json_schema (a grammar, a logits processor, response_format)."""
+    import json
+
+    params = GenerationParams(temperature=0.0, max_new_tokens=200, seed=0, json_schema=CONTRACT_SCHEMA)
+    backend.chat(MESSAGES, params)  # once first: llama.cpp's first reply to a prompt can differ from later ones
+    plain = backend.chat(MESSAGES, params)
+    value = json.loads(plain.text)
+    assert set(value) == {"colours"} and len(value["colours"]) <= 3
+    assert all(isinstance(c, str) and 1 <= len(c) <= 30 for c in value["colours"])
+    stats = StreamStats()
+    assert "".join(backend.stream_chat(MESSAGES, params, threading.Event(), stats)) == plain.text
+    assert stats.finish_reason == plain.finish_reason == "stop"

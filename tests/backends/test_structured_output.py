@@ -160,6 +160,20 @@ def test_transformers_refuses_a_schema_it_cannot_enforce(tiny_transformers_backe
     assert_follows(REWRITE, tiny_transformers_backend.chat(MESSAGES, GenerationParams(0.0, json_schema=REWRITE)).text)
 
 
+def test_a_tokenizer_without_a_rust_backend_is_refused_clearly(tmp_path):
+    """llguidance reads fast tokenizers; the few models whose tokenizer is Python-only get a clear error for a
+    schema (and free text still works for them)."""
+    from transformers import GPTSw3Tokenizer
+
+    from backends.text.json_constraint import SchemaConstraint
+    from tests.support.tiny_models import train_tiny_sentencepiece
+
+    tokenizer = GPTSw3Tokenizer(vocab_file=str(train_tiny_sentencepiece(tmp_path / "sp")), name_or_path="gpt-sw3")
+    constraint = SchemaConstraint(tokenizer, frozenset({tokenizer.eos_token_id}), len(tokenizer))
+    with pytest.raises(BackendError, match="fast .Rust. tokenizer, and this model's is GPTSw3Tokenizer"):
+        constraint.grammar(REWRITE)
+
+
 # ---------------------------------------------------------------------- OpenAI-compatible servers
 
 
