@@ -10,7 +10,7 @@ from backends.text.base import Message, TextBackend
 from core.errors import InputError
 from core.writer.brief import Brief
 from core.writer.templates import STAGE_BUILTINS, Template, TemplateError, render
-from core.writer.text import MAX_SECTIONS, Outline, tail_words
+from core.writer.text import MAX_SECTIONS, Outline, tail_words, words
 
 TOKENS_PER_WORD = 1.7  # English prose is ~1.3; other languages and Markdown take more
 
@@ -49,9 +49,39 @@ def outline_prompt(brief: Brief) -> list[Message]:
     )
 
 
+def section_words(brief: Brief, outline: Outline) -> int:
+    """Each section's share of the asked length, the title and headings' words taken off first."""
+    heading_words = len(words(outline.title)) + sum(len(words(h)) for h in outline.sections)
+    return max(40, ((brief.length or 600) - heading_words) // max(1, len(outline.sections)))
+
+
+def plan_keywords(keywords: Sequence[str], headings: Sequence[str]) -> list[list[str]]:
+    """Which keywords each section must carry: every keyword once, in the section whose heading shares
+    a word with it where one does, else in the section with the fewest so far (earliest first)."""
+    plan: list[list[str]] = [[] for _ in headings]
+    if not plan:
+        return plan
+    heading_words = [{w.lower() for w in words(h) if len(w) > 3} for h in headings]
+    for keyword in keywords:
+        mine = {w.lower() for w in words(keyword) if len(w) > 3}
+        matching = [k for k, hw in enumerate(heading_words) if hw & mine]
+        pool = matching or list(range(len(plan)))
+        plan[min(pool, key=lambda k: (len(plan[k]), k))].append(keyword)
+    return plan
+
+
 def section_prompt(
-    brief: Brief, outline: Outline, index: int, previous: str, variant: int, n: int, angles: Sequence[str]
+    brief: Brief,
+    outline: Outline,
+    index: int,
+    previous: str,
+    variant: int,
+    n: int,
+    angles: Sequence[str],
+    keywords: Sequence[str] | None = None,
 ) -> list[Message]:
+    """The prompt for section `index`; `keywords` are the ones planned for it (all of the brief's
+    when None)."""
     t = brief.template
     count = len(outline.sections)
     role = "first" if index == 0 else "last" if index == count - 1 else "middle"
@@ -61,10 +91,12 @@ def section_prompt(
         "section_title": outline.sections[index],
         "section_number": index + 1,
         "section_count": count,
-        "section_words": max(40, (brief.length or 600) // count),
+        "section_words": section_words(brief, outline),
         "section_note": " ".join(note.split("\n")),
         "previous_text": tail_words(previous, 40) if previous else "",
     }
+    if keywords is not None:
+        extra["keywords"] = list(keywords)
     return _messages(t, _with_angle(_render(brief, t.section_prompt, "section", extra), variant, n, angles))
 
 

@@ -19,9 +19,10 @@ from config import Settings
 from core.cancel import CancelRegistry
 from core.errors import InputError, NotFoundError
 from core.models.text import ModelManager
-from core.writer import prompts, writing
+from core.writer import prompts, rewriting, writing
 from core.writer.brief import MAX_VARIANTS, Brief, WriteOptions, prepare_brief
 from core.writer.export import export_filename, exported
+from core.writer.rewriting import RewriteUpdate
 from core.writer.run import find_selection, split_for_rewrite
 from core.writer.store import Draft, DraftStore
 from core.writer.templates import RewriteOp, Template, TemplateLibrary
@@ -35,7 +36,7 @@ from core.writer.text import (
     run_checks,
     text_stats,
 )
-from core.writer.writing import RewriteUpdate, WriteUpdate
+from core.writer.writing import WriteUpdate
 
 __all__ = [
     "MAX_VARIANTS",
@@ -136,6 +137,7 @@ class WriterService:
             notes=notes,
             angles=self.library.common.angles,
             model=options.model or self.models.default,
+            repair=self.library.common.repair,
             outline_text=outline_text,
             parallel=parallel,
         )
@@ -339,7 +341,7 @@ class WriterService:
         op, start, end = self.check_rewrite(text, selection, op_name, language)
         language = (language or "").strip()
         backend = self.backend(options.model)
-        yield from writing.rewrite(
+        yield from rewriting.rewrite(
             backend, text, start, end, op, language, options, self.library.common.rewrite_system, cancel
         )
 

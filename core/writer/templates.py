@@ -41,7 +41,9 @@ STAGE_BUILTINS: dict[str, frozenset[str]] = {
         }
     ),
     "rewrite": frozenset({"text", "language", "words"}),
+    "repair": frozenset({"what", "topic", "keywords", "text", "words", "language", "aspect"}),
 }
+REPAIR_PROMPTS = ("keyword_sentence", "continue_text")  # [repair] in _common.toml
 _NUMBERED = re.compile(r"^(\s*)\d+\.(\s)")
 
 
@@ -128,6 +130,7 @@ class WriterCommon:
     languages: tuple[str, ...]
     angles: tuple[str, ...]  # one per variant, so variants differ in approach, not only in sampling
     rewrite_system: str
+    repair: Mapping[str, str] = field(default_factory=dict)  # the repair steps' prompts (REPAIR_PROMPTS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,11 +376,23 @@ def load_common(path: Path | None = None) -> WriterCommon:
     tones = {t["name"]: t.get("describe", t["name"]).strip() for t in data.get("tone", [])}
     if not tones or not data.get("languages") or len(data.get("angles", [])) < 4:
         raise TemplateError(f"{path.name}: needs [[tone]] entries, languages and at least 4 angles")
+    repair = data.get("repair")
+    if repair is None and path != WRITER_DIR / COMMON_FILE:  # a folder of custom templates uses the app's
+        repair = tomllib.loads((WRITER_DIR / COMMON_FILE).read_text(encoding="utf-8")).get("repair")
+    repair = {k: str(v).strip() for k, v in (repair or {}).items()}
+    for key in REPAIR_PROMPTS:
+        if not repair.get(key):
+            raise TemplateError(f"{path.name}: [repair] needs {key}")
+        try:
+            render(repair[key], {n: "x" for n in STAGE_BUILTINS["repair"]}, STAGE_BUILTINS["repair"])
+        except TemplateError as exc:
+            raise TemplateError(f"{path.name} [repair] {key}: {exc}") from None
     return WriterCommon(
         tones=tones,
         languages=tuple(data["languages"]),
         angles=tuple(data["angles"]),
         rewrite_system=str(data.get("rewrite_system", "")).strip(),
+        repair=repair,
     )
 
 

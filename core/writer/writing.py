@@ -4,23 +4,43 @@ a draft a section at a time. WriterService picks the model and keeps the drafts.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from backends.text.base import BackendError, GenerationParams, Message, StreamStats, TextBackend
 from core.errors import InputError
 from core.writer.brief import Brief, WriteOptions
-from core.writer.prompts import fit, max_tokens, outline_prompt, section_count, section_prompt, short_prompt
-from core.writer.run import Event, merge_variants, split_for_rewrite
+from core.writer.checks import drop_fragments, drop_unfinished, is_echo, json_field, json_strings, missing_keywords
+from core.writer.prompts import (
+    fit,
+    max_tokens,
+    outline_prompt,
+    plan_keywords,
+    section_count,
+    section_prompt,
+    section_words,
+    short_prompt,
+)
+from core.writer.repair import Goal, clean, make_goal, polish
+from core.writer.run import Event, merge_variants
 from core.writer.store import DraftStatus
-from core.writer.templates import STAGE_BUILTINS, RewriteOp, render
+from core.writer.templates import COMMON_FILE, WRITER_DIR, load_common
 from core.writer.text import MAX_SECTIONS, Outline, assemble, clean_output, parse_outline, plain_text, words
 
 OUTLINE_LIMIT = 4_000  # characters in an (edited) outline
 EARLY_STOP_FRACTION = 0.4  # a piece this far short of its target length "stopped early"
+FORMAT_TRIES = 3  # a piece with a fixed format (no length) is written again, best of these, when it misses keywords
+
+
+@functools.lru_cache(maxsize=1)
+def _app_repair_prompts() -> Mapping[str, str]:
+    return load_common(WRITER_DIR / COMMON_FILE).repair
 
 
 @dataclass
@@ -38,27 +58,74 @@ class WriteUpdate:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class RewriteUpdate:
-    text: str  # the whole draft with the rewritten part spliced in
-    done: bool = False
-    notes: list[str] = field(default_factory=list)
-    error: str = ""
-    status: DraftStatus = "streaming"
-
-
 def stream_outline(backend: TextBackend, brief: Brief, options: WriteOptions, cancel: threading.Event) -> Iterator[str]:
-    """The outline of a long piece, as it grows (cumulative text); `options` already checked."""
+    """The outline of a long piece, as it grows (cumulative text in the 'Title: ...' / '1. heading' form
+    a person edits); `options` already checked. The reply is constrained to JSON (a title and exactly
+    the planned number of headings) and tidied: no repeated, generic or echoed headings."""
+    count = section_count(brief)
     messages = outline_prompt(brief)
-    params = options.params(0, fit(backend, messages, 80 + 30 * section_count(brief)))
-    text = ""
+    params = dataclasses.replace(
+        options.params(0, fit(backend, messages, 80 + 30 * count)), json_schema=outline_schema(count)
+    )
+    reply, shown = "", ""
     stream = backend.stream_chat(messages, params, cancel, StreamStats())
     try:
         for delta in stream:
-            text += delta
-            yield text
+            reply += delta
+            text = _outline_of(reply).as_text() if reply.lstrip().startswith("{") else reply
+            if text != shown:
+                shown = text
+                yield text
     finally:
         stream.close()
+    if reply.lstrip().startswith("{"):  # plain text (an engine that ignored the schema) is read by resolve_outline
+        goal = _goal(brief, _app_repair_prompts(), [brief.template.outline_prompt])
+        yield tidy_outline(_outline_of(reply), brief, goal).as_text()
+
+
+def outline_schema(count: int) -> dict[str, Any]:
+    heading = {"type": "string", "minLength": 3, "maxLength": 80}
+    return {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "minLength": 5, "maxLength": 100},
+            "sections": {"type": "array", "items": heading, "minItems": count, "maxItems": count},
+        },
+        "required": ["title", "sections"],
+    }
+
+
+def _outline_of(reply: str) -> Outline:
+    """An outline from a JSON reply (partial while streaming)."""
+    title = json_field(reply, "title") if '"sections"' in reply else ""
+    return Outline(" ".join(title.split()), [" ".join(h.split()) for h in json_strings(reply, "sections")])
+
+
+_GENERIC_HEADING = re.compile(
+    r"^\W*(?:title|heading|section|part|subheading|headline|introduction to)?\W*\d*\W*$", re.I
+)
+
+
+def tidy_outline(outline: Outline, brief: Brief, goal: Goal) -> Outline:
+    """A model's outline without empty, generic ('Title', 'Section 2'), echoed or repeated headings,
+    topped up from the template's default sections to the planned count; the brief's topic as the
+    title when the model's is unusable."""
+    headings: list[str] = []
+    for h in outline.sections:
+        h = " ".join(re.sub(r"^(?:title|heading|section \d+)\s*:\s*", "", h, flags=re.I).split()[:12]).strip(" .:-")
+        if not h or _GENERIC_HEADING.match(h) or is_echo(h, goal.runs) or h.lower() in {x.lower() for x in headings}:
+            continue
+        headings.append(h)
+    want = section_count(brief)
+    for default in brief.template.default_sections:
+        if len(headings) >= want:
+            break
+        if default.lower() not in {x.lower() for x in headings}:
+            headings.append(default)
+    title = re.sub(r"^(?:title|headline)\s*:\s*", "", outline.title, flags=re.I).strip()
+    if not words(title) or _GENERIC_HEADING.match(title) or is_echo(title, goal.runs):
+        title = brief.title
+    return Outline(title, headings[:want])
 
 
 def resolve_outline(brief: Brief, outline_text: str) -> tuple[Outline, list[str]]:
@@ -99,12 +166,15 @@ def write(
     model: str,
     outline_text: str | None = None,
     parallel: int | None = None,
+    repair: Mapping[str, str] | None = None,
 ) -> Iterator[WriteUpdate]:
     """Write options.variants variants (`options` already checked, `notes` the adjustments so far),
     streaming every variant's text. A long piece without an outline gets one first (phase 'outline').
     Ends with an update whose status is 'complete' or 'cut'. Variants run concurrently up to the
-    backend's max_concurrency (`parallel` overrides it, for benchmarks); `model` names it in the stats."""
+    backend's max_concurrency (`parallel` overrides it, for benchmarks); `model` names it in the stats.
+    Every variant is checked and repaired (repair.py) with the `repair` prompts (the app's by default)."""
     n = options.variants
+    repair = repair or _app_repair_prompts()
     outline: Outline | None = None
     outline_text = outline_text or ""
     jobs: list[Generator[Event, None, None]]
@@ -120,11 +190,11 @@ def write(
         outline, outline_notes = resolve_outline(brief, outline_text)
         notes += outline_notes
         outline_text = outline.as_text()  # what is written from: the title and headings as read
-        jobs = [_long_variant(backend, brief, outline, options, angles, i, n, cancel) for i in range(n)]
+        jobs = [_long_variant(backend, brief, outline, options, angles, i, n, cancel, repair) for i in range(n)]
         total = n * len(outline.sections)
     else:
         fit(backend, short_prompt(brief, angles, 0, n), max_tokens(brief))  # refuse before streaming
-        jobs = [_short_variant(backend, brief, options, angles, i, n, cancel) for i in range(n)]
+        jobs = [_short_variant(backend, brief, options, angles, i, n, cancel, repair) for i in range(n)]
         total = n
     parallel = max(1, min(n, parallel or backend.capabilities().max_concurrency))
     texts, errors = [""] * n, [""] * n
@@ -136,6 +206,8 @@ def write(
             texts[i] = event.text
         elif event.kind == "step":
             done_steps += 1
+            progress = event.step
+        elif event.kind == "status":  # a repair step: shown, not counted
             progress = event.step
         elif event.kind == "done":
             texts[i], finishes[i] = event.text, event.finish
@@ -228,6 +300,50 @@ def _stream_piece(
     return stats.finish_reason
 
 
+def _repair_params(options: WriteOptions, base: int) -> Callable[[int, int, dict[str, Any] | None], GenerationParams]:
+    """Params for repair call `attempt` of one variant: its own seed, budget and output schema."""
+
+    def params(attempt: int, max_new: int, schema: dict[str, Any] | None) -> GenerationParams:
+        return dataclasses.replace(options.params(base + 7919 * attempt, max_new), json_schema=schema)
+
+    return params
+
+
+def _goal(brief: Brief, repair: Mapping[str, str], prompts: Sequence[str], **kw: Any) -> Goal:
+    t = brief.template
+    values = brief.values
+    args: dict[str, Any] = {
+        "words": brief.length,
+        "keywords": brief.keywords,
+        "cta": str(values.get("cta") or ""),
+        "what": t.label.lower(),
+        "topic": str(values.get("topic") or ""),
+        "language": str(values.get("language") or "English"),
+        "system": t.system,
+        "prompt_texts": [*prompts, *t.section_notes.values()],
+        "repair_prompts": repair,
+        "aspects": aspects(brief),
+    }
+    return make_goal(**{**args, **kw})
+
+
+def aspects(brief: Brief) -> list[str]:
+    """What a paragraph added to a short piece may be about: the facts and features the person gave,
+    then why it matters to the audience, then an example."""
+    out: list[str] = []
+    for f in brief.template.fields:
+        value = brief.values.get(f.name)
+        if f.name in ("topic", "tone", "language", "keywords", "cta", "length") or not isinstance(value, str):
+            continue
+        if f.name == "audience":
+            continue
+        out += [line.strip(" -•*") for line in value.splitlines() if len(line.split()) >= 2]
+    audience = str(brief.values.get("audience") or "").strip()
+    if audience:
+        out.append(f"why it matters to {audience}")
+    return out + ["a concrete example of it in use"]
+
+
 def _short_variant(
     backend: TextBackend,
     brief: Brief,
@@ -236,16 +352,44 @@ def _short_variant(
     i: int,
     n: int,
     cancel: threading.Event,
+    repair: Mapping[str, str],
 ) -> Generator[Event, None, None]:
-    messages = short_prompt(brief, angles, i, n)
-    params = options.params(i, fit(backend, messages, max_tokens(brief)), brief.template.stop)
-    got = [""]
-    try:
-        finish = yield from _stream_piece(backend, messages, params, cancel, lambda r: r, got)
-    except BackendError as exc:
-        yield Event("error", clean_output(got[0] or getattr(exc, "partial", "")), error=str(exc))
-        return
-    yield Event("done", clean_output(got[0]), finish=finish)
+    """One short piece: streamed, then checked and repaired. A piece with a length is polished
+    (continued, keyword sentences, trimmed); a fixed-format piece (no length: a post, a meta
+    description) is written again, best of FORMAT_TRIES, while it misses keywords."""
+    goal = _goal(brief, repair, [brief.template.prompt, *angles])
+    best, best_missing, finish = "", None, None
+    tries = FORMAT_TRIES if brief.length is None and brief.keywords else 1
+    for attempt in range(tries):
+        messages = short_prompt(brief, angles, i, n)
+        params = options.params(i + 1000 * attempt, fit(backend, messages, max_tokens(brief)), brief.template.stop)
+        got = [""]
+        try:
+            finish = yield from _stream_piece(backend, messages, params, cancel, lambda r: r, got)
+        except BackendError as exc:
+            yield Event("error", clean(got[0] or getattr(exc, "partial", ""), goal) or best, error=str(exc))
+            return
+        text = clean(got[0], goal)
+        if brief.length is not None:  # prose: no debris, no title, no sentence cut off by the budget
+            text = drop_fragments(text, [*goal.keywords, goal.cta])
+            text = drop_unfinished(text) if finish == "length" else text
+        missing = len(missing_keywords(text, goal.keywords))
+        if best_missing is None or (text and missing < best_missing):
+            best, best_missing = text, missing
+        if not best_missing or cancel.is_set():
+            break
+        yield Event("status", step=(f"Variant {i + 1}: " if n > 1 else "") + "writing again for the missing keywords")
+    text = best
+    if brief.length is not None and text and not cancel.is_set():
+        label = f"Variant {i + 1}: " if n > 1 else ""
+        try:
+            text = yield from polish(
+                backend, goal, text, _repair_params(options, i * 100 + 50), cancel, lambda t: t, label
+            )
+        except BackendError as exc:
+            yield Event("error", text, error=str(exc))
+            return
+    yield Event("done", text, finish=finish)
 
 
 def _long_variant(
@@ -257,18 +401,23 @@ def _long_variant(
     i: int,
     n: int,
     cancel: threading.Event,
+    repair: Mapping[str, str],
 ) -> Generator[Event, None, None]:
+    """A long piece a section at a time: each section carries its share of the keywords and its share
+    of the words, and is checked and repaired before the next one starts."""
     done: list[tuple[str, str]] = []
     count = len(outline.sections)
-    section_words = max(40, (brief.length or 600) // count)
+    share = section_words(brief, outline)
+    plan = plan_keywords(brief.keywords, outline.sections)
+    label = f"Variant {i + 1}: " if n > 1 else ""
     finish = None
     for k, heading in enumerate(outline.sections):
         if cancel.is_set():
             break
-        yield Event("step", step=(f"Variant {i + 1}: " if n > 1 else "") + f"section {k + 1} of {count}")
+        yield Event("step", step=f"{label}section {k + 1} of {count}")
         previous = done[-1][1] if done else ""
-        messages = section_prompt(brief, outline, k, previous, i, n, angles)
-        params = options.params(i * 100 + k, fit(backend, messages, max_tokens(brief, section_words)))
+        messages = section_prompt(brief, outline, k, previous, i, n, angles, plan[k])
+        params = options.params(i * 100 + k, fit(backend, messages, max_tokens(brief, share)))
         got = [""]
         try:
             finish = yield from _stream_piece(
@@ -283,57 +432,34 @@ def _long_variant(
             done.append((heading, clean_output(got[0] or getattr(exc, "partial", ""), heading)))
             yield Event("error", assemble(outline.title, done), error=f"{exc} (stopped at section {k + 1} of {count})")
             return
-        done.append((heading, clean_output(got[0], heading)))
+        last = k == count - 1
+        goal = _goal(
+            brief,
+            repair,
+            [brief.template.section_prompt, brief.template.outline_prompt, *angles],
+            aspects=[heading, *aspects(brief)],
+            words=share,
+            keywords=plan[k],
+            cta=str(brief.values.get("cta") or "") if last else "",
+        )
+        text = drop_fragments(clean(got[0], goal, heading), [*goal.keywords, goal.cta], headings=True)
+        text = drop_unfinished(text) if finish == "length" else text
+        if not cancel.is_set():
+            try:
+                text = yield from polish(
+                    backend,
+                    goal,
+                    text,
+                    _repair_params(options, i * 100 + k + 50),
+                    cancel,
+                    lambda t: assemble(outline.title, done + [(heading, t)]),  # noqa: B023 - called within this iteration
+                    f"{label}section {k + 1}: ",
+                )
+            except BackendError as exc:
+                done.append((heading, text))
+                yield Event(
+                    "error", assemble(outline.title, done), error=f"{exc} (stopped at section {k + 1} of {count})"
+                )
+                return
+        done.append((heading, text))
     yield Event("done", assemble(outline.title, done), finish=finish)
-
-
-def rewrite(
-    backend: TextBackend,
-    text: str,
-    start: int,
-    end: int,
-    op: RewriteOp,
-    language: str,
-    options: WriteOptions,
-    system: str,
-    cancel: threading.Event,
-) -> Iterator[RewriteUpdate]:
-    """Rewrite text[start:end] with `op` (`options` already checked, `system` the rewrite system
-    prompt), a section at a time for long text, streaming the whole text with the new part spliced in."""
-    before, target, after = text[:start], text[start:end], text[end:]
-    chunks = split_for_rewrite(target)
-    done: list[str] = []
-    notes: list[str] = []
-    joiner = "\n\n"
-    lead = target[: len(target) - len(target.lstrip())]
-    trail = target[len(target.rstrip()) :]
-
-    def whole(parts: Sequence[str]) -> str:
-        return before + lead + joiner.join(p.strip() for p in parts) + trail + after
-
-    for k, chunk in enumerate(chunks):
-        if cancel.is_set():
-            break
-        values = {"text": chunk, "words": len(words(plain_text(chunk))), "language": language}
-        user = render(op.instruction, values, STAGE_BUILTINS["rewrite"])
-        messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        chunk_tokens = backend.count_tokens([{"role": "user", "content": chunk}])
-        params = options.params(k, fit(backend, messages, int(chunk_tokens * op.length_factor) + 64))
-        got = [""]
-        events = _stream_piece(backend, messages, params, cancel, lambda r: whole(done + [r] + chunks[k + 1 :]), got)  # noqa: B023 - same iteration
-        try:
-            for event in events:
-                yield RewriteUpdate(event.text, notes=notes)
-        except BackendError as exc:
-            done.append(clean_output(got[0] or getattr(exc, "partial", "")) or chunk)
-            yield RewriteUpdate(whole(done + chunks[k + 1 :]), done=True, notes=notes, error=str(exc), status="cut")
-            return
-        finally:
-            events.close()
-        cleaned = clean_output(got[0])
-        if not cleaned:
-            notes.append(f"The model returned nothing for part {k + 1} of {len(chunks)}; the original was kept.")
-            cleaned = chunk
-        done.append(cleaned)
-    status: DraftStatus = "cut" if cancel.is_set() else "complete"
-    yield RewriteUpdate(whole(done + chunks[len(done) :]), done=True, notes=notes, status=status)
