@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from app import build_app, launch
 from config import Settings
 from tests.models.conftest import GGUF_REPO
-from tests.support.apps import running_app
 from tests.support.hub_server import LocalHub
+from tests.support.ports import free_port
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SPEC = f"gguf:hf.co/{GGUF_REPO}/{GGUF}"
@@ -29,9 +30,10 @@ class Page:
     """One open tab of the app: its components' values, kept as the frontend keeps them, and events run through
     /gradio_api/queue/join with their .then/.success follow-ups."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cookie: str | None = None) -> None:
         self.url = url
-        self.config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
+        self.headers = {"Cookie": cookie} if cookie else {}  # a login's cookies
+        self.config = json.loads(self._open(url + "config").read())
         self.components = {c["id"]: c for c in self.config["components"]}
         self.values: dict[int, Any] = {i: c.get("props", {}).get("value") for i, c in self.components.items()}
         self.props: dict[int, dict[str, Any]] = {i: dict(c.get("props", {})) for i, c in self.components.items()}
@@ -74,16 +76,12 @@ class Page:
     def _run(self, dep: dict[str, Any]) -> dict[str, Any]:
         data = [None if self.components[i]["type"] == "state" else self.values[i] for i in dep["inputs"]]
         body = {"data": data, "fn_index": dep["id"], "session_hash": self.session, "trigger_id": None}
-        request = urllib.request.Request(
-            self.url + "gradio_api/queue/join",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+        joined = self._open(self.url + "gradio_api/queue/join", json.dumps(body).encode())
+        event_id = json.loads(joined.read())["event_id"]
         progress: list[dict[str, Any]] = []  # every progress message
         streamed: list[list[Any]] = []  # every intermediate output
         pending: list[Any] | None = None
-        stream = urllib.request.urlopen(f"{self.url}gradio_api/queue/data?session_hash={self.session}", timeout=120)
+        stream = self._open(f"{self.url}gradio_api/queue/data?session_hash={self.session}")
         with stream:
             for raw in stream:
                 line = raw.decode().strip()
@@ -116,6 +114,10 @@ class Page:
                     }
         raise AssertionError("the event's stream ended without process_completed")
 
+    def _open(self, url: str, body: bytes | None = None) -> Any:
+        headers = {**self.headers, **({"Content-Type": "application/json"} if body is not None else {})}
+        return urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=120)
+
     def _apply(self, dep: dict[str, Any], data: list[Any]) -> None:
         for i, value in zip(dep["outputs"], data, strict=False):
             if isinstance(value, dict) and value.get("__type__") == "update":
@@ -143,20 +145,22 @@ def picker_specs(page: Page, elem_id: str) -> list[str]:
 
 @pytest.fixture
 def open_page(manager_settings: Callable[..., Settings]):
+    """open_page(login=None, **settings) -> a Page on a fresh app (built and launched as users meet it)."""
     started = []
 
-    def start(**overrides: Any) -> Page:
-        context = running_app(manager_settings(**overrides))
-        started.append(context)
-        _, demo = context.__enter__()
-        page = Page(demo.local_url)
+    def start(login: tuple[str, str] | None = None, **overrides: Any) -> Page:
+        settings = manager_settings(**overrides)
+        demo = build_app(settings)
+        started.append(demo)
+        launch(demo, settings, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        page = Page(demo.local_url, login_cookie(demo.local_url, *login) if login else None)
         page.demo = demo  # type: ignore[attr-defined]
         page.load()
         return page
 
     yield start
-    for context in started:
-        context.__exit__(None, None, None)
+    for demo in started:
+        demo.close()
 
 
 def test_models_tab_lists_downloads_with_progress_and_every_picker_follows(open_page, hub: LocalHub) -> None:
@@ -281,3 +285,39 @@ def test_cancel_stops_a_download_and_a_second_download_finishes_it(open_page, hu
     assert [r for _, _, r in hub.log.requests if r and r != "bytes=0-"], "the second download did not resume"
     assert row(page, "SmolLM2 from the local hub")[2] == "ready"
     assert SPEC in picker_specs(page, "chat-model")
+
+
+def login_cookie(url: str, user: str, password: str) -> str:
+    """The Cookie header of a browser logged in as `user` (Gradio's login cookies are marked secure, so they are
+    sent by hand over plain loopback HTTP)."""
+    import http.cookiejar
+    import urllib.parse
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    form = urllib.parse.urlencode({"username": user, "password": password}).encode()
+    opener.open(urllib.request.Request(url + "login", data=form), timeout=30).read()
+    return "; ".join(f"{c.name}={c.value}" for c in jar)
+
+
+def test_with_logins_only_the_model_admins_may_download(open_page, hub: LocalHub) -> None:
+    logins = dict(auth=(("ann", "ann-pw"), ("bob", "bob-pw")), model_admins=("ann",))
+    bob = open_page(login=("bob", "bob-pw"), **logins)
+    assert "You cannot download or delete models here" in bob.value("models-hub")
+    assert "STUDIO\\_MODEL\\_ADMINS" in bob.value("models-hub")  # who may, in words
+    bob.set("models-pick", "smol")
+    bob.trigger("models-pick", "input")
+    assert bob.prop("models-download", "interactive") is False
+    assert bob.prop("chat-get-recommended", "interactive") is False
+    assert "Only an administrator" in bob.value("chat-model-note")
+    refused = bob.trigger("models-download")  # asked for anyway: refused by the service, with the reason
+    assert not refused["success"] and "STUDIO_MODEL_ADMINS" in (refused["error"] or ""), refused
+    assert not [r for r in hub.log.requests if r[1].endswith(GGUF)], "a refused download fetched bytes"
+
+    ann = Page(bob.url, login_cookie(bob.url, "ann", "ann-pw"))
+    ann.load()
+    assert "You cannot" not in ann.value("models-hub")
+    ann.set("models-pick", "smol")
+    ann.trigger("models-pick", "input")
+    assert ann.prop("models-download", "interactive") is True
+    assert ann.trigger("models-download")["success"] and "is ready" in ann.value("models-status")
