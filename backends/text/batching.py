@@ -1,6 +1,7 @@
 """Batched generation for the transformers backend: requests that arrive while generate() runs wait in a queue
-and share the next call, one left-padded row each, with its own sampling, seed, length, stop and cancel, on a
-worker thread that always ends. torch and transformers are imported only inside functions."""
+and share the next call, one left-padded row each, with its own sampling, seed, length, stop, cancel and JSON schema
+(backends/text/json_constraint.py), on a worker thread that always ends. torch and transformers are imported only
+inside functions."""
 
 from __future__ import annotations
 
@@ -172,9 +173,8 @@ class BatchScheduler:
             assert self._constraint is not None, "a row with a grammar needs the model's SchemaConstraint"
             constraint = self._constraint
             matchers = [constraint.matcher(r.grammar) if r.grammar is not None else None for r in rows]
-            processors.append(
-                row_constraint()(rows, matchers, constraint)
-            )  # first: the sampler picks from what is left
+            # Before the sampler, which then picks each row's token from what its schema allows.
+            processors.append(row_constraint()(rows, matchers, constraint))
         processors.append(_row_sampler()(rows, device))
         kwargs: dict[str, Any] = {
             "input_ids": ids.to(device),
