@@ -36,7 +36,7 @@ _TASK_TALK = re.compile(
     r"keywords?\b|(?:use|used|using) (?:the|these|those) words?)",
     re.I,
 )
-_SENTENCE = re.compile(r"[^.!?…\n]+(?:[.!?…]+[\"'”’)\]]*|$)")
+_SENTENCE_GAP = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+")  # "3.5" and "p.m.," stay whole
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 
 
@@ -86,7 +86,13 @@ def units(text: str) -> list[str]:
     """The sentences of a paragraph (a list item or a heading is one unit)."""
     if _LIST_ITEM.match(text) or text.lstrip().startswith("#"):
         return [text.strip()]
-    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+    return [s.strip() for s in _SENTENCE_GAP.split(text.strip()) if s.strip()]
+
+
+def _number_salad(sentence: str) -> bool:
+    """A run of numbers a small model loops into ('3.5, 2, 1, 1, 2')."""
+    tokens = words(sentence)
+    return len(tokens) >= 6 and sum(t[:1].isdigit() for t in tokens) > 0.4 * len(tokens)
 
 
 def strip_prompt(text: str, runs: Sequence[str], labels: re.Pattern[str]) -> tuple[str, list[str]]:
@@ -111,6 +117,7 @@ def strip_prompt(text: str, runs: Sequence[str], labels: re.Pattern[str]) -> tup
                 _PLACEHOLDER.search(sentence)
                 or _META.match(sentence)
                 or _TASK_TALK.search(sentence)
+                or _number_salad(sentence)
                 or not words(sentence)
                 or is_echo(sentence, runs)
             ):

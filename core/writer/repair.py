@@ -5,6 +5,7 @@ keyword on the last try), trimmed at a sentence boundary when long. Every step i
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.text.base import BackendError, GenerationParams, Message, StreamStats, TextBackend
+from core.writer.brief import Brief
 from core.writer.checks import (
     block_labels,
     drop_near_duplicates,
@@ -25,7 +27,7 @@ from core.writer.checks import (
     word_count,
 )
 from core.writer.run import Event
-from core.writer.templates import STAGE_BUILTINS, render
+from core.writer.templates import COMMON_FILE, STAGE_BUILTINS, WRITER_DIR, load_common, render
 from core.writer.text import clean_output, keyword_pattern, tail_words, words
 
 SHORT = 0.8  # below this fraction of the asked words, the text is continued
@@ -247,3 +249,47 @@ def polish(
         text = trim_to_words(text, int(goal.words * 1.1), keep)
         yield Event("text", show(text))
     return text
+
+
+# ------------------------------------------------------------------------------------------------
+# goals from briefs
+
+
+@functools.lru_cache(maxsize=1)
+def app_repair_prompts() -> Mapping[str, str]:
+    return load_common(WRITER_DIR / COMMON_FILE).repair
+
+
+def goal_for(brief: Brief, repair: Mapping[str, str], prompts: Sequence[str], **kw: Any) -> Goal:
+    t = brief.template
+    values = brief.values
+    args: dict[str, Any] = {
+        "words": brief.length,
+        "keywords": brief.keywords,
+        "cta": str(values.get("cta") or ""),
+        "what": t.label.lower(),
+        "topic": str(values.get("topic") or ""),
+        "language": str(values.get("language") or "English"),
+        "system": t.system,
+        "prompt_texts": [*prompts, *t.section_notes.values()],
+        "repair_prompts": repair,
+        "aspects": aspects(brief),
+    }
+    return make_goal(**{**args, **kw})
+
+
+def aspects(brief: Brief) -> list[str]:
+    """What a paragraph added to a short piece may be about: the facts and features the person gave,
+    then why it matters to the audience, then an example."""
+    out: list[str] = []
+    for f in brief.template.fields:
+        value = brief.values.get(f.name)
+        if f.name in ("topic", "tone", "language", "keywords", "cta", "length") or not isinstance(value, str):
+            continue
+        if f.name == "audience":
+            continue
+        out += [line.strip(" -•*") for line in value.splitlines() if len(line.split()) >= 2]
+    audience = str(brief.values.get("audience") or "").strip()
+    if audience:
+        out.append(f"why it matters to {audience}")
+    return out + ["a concrete example of it in use"]

@@ -1,7 +1,8 @@
 """What the writer tab does, with no UI: check a brief against its template, write 1-4 variants
 (outline then sections for long pieces; concurrently when the backend can), rewrite a draft or a
-selection, keep drafts in storage, and stop a generation on request. Prompts live in prompts.py and
-the generation itself in writing.py; this is the facade the tab and the API call."""
+selection, keep drafts in storage, and stop a generation on request. Prompts live in prompts.py, the
+generation in writing.py, outlining.py and rewriting.py (checked and repaired by checks.py and repair.py);
+this is the facade the tab and the API call."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from config import Settings
 from core.cancel import CancelRegistry
 from core.errors import InputError, NotFoundError
 from core.models.text import ModelManager
-from core.writer import prompts, rewriting, writing
+from core.writer import outlining, prompts, rewriting, writing
 from core.writer.brief import MAX_VARIANTS, Brief, WriteOptions, prepare_brief
 from core.writer.export import export_filename, exported
 from core.writer.rewriting import RewriteUpdate
@@ -106,12 +107,12 @@ class WriterService:
             raise InputError(f"{brief.template.label} is a short piece: it is written directly, with no outline.")
         options, _ = options.checked()
         backend = self.backend(options.model)
-        yield from writing.stream_outline(backend, brief, options, cancel or threading.Event())
+        yield from outlining.stream_outline(backend, brief, options, cancel or threading.Event())
 
     def resolve_outline(self, brief: Brief, outline_text: str) -> tuple[Outline, list[str]]:
         """The outline to write from: the (edited) text parsed, or the template's default sections
         when it has no usable headings."""
-        return writing.resolve_outline(brief, outline_text)
+        return outlining.resolve_outline(brief, outline_text)
 
     def write(
         self,

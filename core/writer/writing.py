@@ -1,12 +1,10 @@
-"""Writing with one loaded model, no storage: the outline of a long piece, 1-4 variants (short, or a
-section at a time) merged into one stream with notes on how each came out, and a rewrite of part of
-a draft a section at a time. WriterService picks the model and keeps the drafts."""
+"""Writing with one loaded model, no storage: 1-4 variants (short, or a section at a time from the
+outline, outlining.py) merged into one stream, each checked and repaired (repair.py), with notes on how
+each came out. Rewrites are in rewriting.py. WriterService picks the model and keeps the drafts."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -14,33 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.text.base import BackendError, GenerationParams, Message, StreamStats, TextBackend
-from core.errors import InputError
 from core.writer.brief import Brief, WriteOptions
-from core.writer.checks import drop_fragments, drop_unfinished, is_echo, json_field, json_strings, missing_keywords
-from core.writer.prompts import (
-    fit,
-    max_tokens,
-    outline_prompt,
-    plan_keywords,
-    section_count,
-    section_prompt,
-    section_words,
-    short_prompt,
-)
-from core.writer.repair import Goal, clean, make_goal, polish
+from core.writer.checks import drop_fragments, drop_unfinished, missing_keywords
+from core.writer.outlining import resolve_outline, stream_outline
+from core.writer.prompts import fit, max_tokens, plan_keywords, section_prompt, section_words, short_prompt
+from core.writer.repair import app_repair_prompts, aspects, clean, goal_for, polish
 from core.writer.run import Event, merge_variants
 from core.writer.store import DraftStatus
-from core.writer.templates import COMMON_FILE, WRITER_DIR, load_common
-from core.writer.text import MAX_SECTIONS, Outline, assemble, clean_output, parse_outline, plain_text, words
+from core.writer.text import Outline, assemble, clean_output, plain_text, words
 
-OUTLINE_LIMIT = 4_000  # characters in an (edited) outline
 EARLY_STOP_FRACTION = 0.4  # a piece this far short of its target length "stopped early"
 FORMAT_TRIES = 3  # a piece with a fixed format (no length) is written again, best of these, when it misses keywords
-
-
-@functools.lru_cache(maxsize=1)
-def _app_repair_prompts() -> Mapping[str, str]:
-    return load_common(WRITER_DIR / COMMON_FILE).repair
 
 
 @dataclass
@@ -56,103 +38,6 @@ class WriteUpdate:
     warnings: list[str] = field(default_factory=list)  # the model stopped early / returned nothing (also in notes)
     status: DraftStatus = "streaming"  # streaming | complete | cut
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def stream_outline(backend: TextBackend, brief: Brief, options: WriteOptions, cancel: threading.Event) -> Iterator[str]:
-    """The outline of a long piece, as it grows (cumulative text in the 'Title: ...' / '1. heading' form
-    a person edits); `options` already checked. The reply is constrained to JSON (a title and exactly
-    the planned number of headings) and tidied: no repeated, generic or echoed headings."""
-    count = section_count(brief)
-    messages = outline_prompt(brief)
-    params = dataclasses.replace(
-        options.params(0, fit(backend, messages, 80 + 30 * count)), json_schema=outline_schema(count)
-    )
-    reply, shown = "", ""
-    stream = backend.stream_chat(messages, params, cancel, StreamStats())
-    try:
-        for delta in stream:
-            reply += delta
-            text = _outline_of(reply).as_text() if reply.lstrip().startswith("{") else reply
-            if text != shown:
-                shown = text
-                yield text
-    finally:
-        stream.close()
-    if reply.lstrip().startswith("{"):  # plain text (an engine that ignored the schema) is read by resolve_outline
-        goal = _goal(brief, _app_repair_prompts(), [brief.template.outline_prompt])
-        yield tidy_outline(_outline_of(reply), brief, goal).as_text()
-
-
-def outline_schema(count: int) -> dict[str, Any]:
-    heading = {"type": "string", "minLength": 3, "maxLength": 80}
-    return {
-        "type": "object",
-        "properties": {
-            "title": {"type": "string", "minLength": 5, "maxLength": 100},
-            "sections": {"type": "array", "items": heading, "minItems": count, "maxItems": count},
-        },
-        "required": ["title", "sections"],
-    }
-
-
-def _outline_of(reply: str) -> Outline:
-    """An outline from a JSON reply (partial while streaming)."""
-    title = json_field(reply, "title") if '"sections"' in reply else ""
-    return Outline(" ".join(title.split()), [" ".join(h.split()) for h in json_strings(reply, "sections")])
-
-
-_GENERIC_HEADING = re.compile(
-    r"^\W*(?:title|heading|section|part|subheading|headline|introduction to)?\W*\d*\W*$", re.I
-)
-
-
-def tidy_outline(outline: Outline, brief: Brief, goal: Goal) -> Outline:
-    """A model's outline without empty, generic ('Title', 'Section 2'), echoed or repeated headings,
-    topped up from the template's default sections to the planned count; the brief's topic as the
-    title when the model's is unusable."""
-    headings: list[str] = []
-    for h in outline.sections:
-        h = " ".join(re.sub(r"^(?:title|heading|section \d+)\s*:\s*", "", h, flags=re.I).split()[:12]).strip(" .:-")
-        if not h or _GENERIC_HEADING.match(h) or is_echo(h, goal.runs) or h.lower() in {x.lower() for x in headings}:
-            continue
-        headings.append(h)
-    want = section_count(brief)
-    for default in brief.template.default_sections:
-        if len(headings) >= want:
-            break
-        if default.lower() not in {x.lower() for x in headings}:
-            headings.append(default)
-    title = re.sub(r"^(?:title|headline)\s*:\s*", "", outline.title, flags=re.I).strip()
-    if not words(title) or _GENERIC_HEADING.match(title) or is_echo(title, goal.runs):
-        title = brief.title
-    return Outline(title, headings[:want])
-
-
-def resolve_outline(brief: Brief, outline_text: str) -> tuple[Outline, list[str]]:
-    """The outline to write from: the (edited) text parsed, or the template's default sections
-    when it has no usable headings."""
-    notes = []
-    if len(outline_text or "") > OUTLINE_LIMIT:
-        raise InputError(
-            f"The outline is {len(outline_text):,} characters; the limit is {OUTLINE_LIMIT:,}. "
-            "Keep it to a title and a heading per line."
-        )
-    outline = parse_outline(outline_text or "")
-    if outline.truncated:
-        notes.append(
-            f"The outline has {len(outline.sections) + outline.truncated} sections; the first "
-            f"{MAX_SECTIONS} are written."
-        )
-    if len(outline.sections) < 1:
-        outline = Outline(outline.title, list(brief.template.default_sections))
-        if (outline_text or "").strip():
-            notes.append(
-                "The outline had no headings I could read (one per line, e.g. '1. Heading'); "
-                "the template's default sections were used."
-            )
-    if not outline.title:
-        outline.title = brief.title
-    return outline, notes
 
 
 def write(
@@ -174,7 +59,7 @@ def write(
     backend's max_concurrency (`parallel` overrides it, for benchmarks); `model` names it in the stats.
     Every variant is checked and repaired (repair.py) with the `repair` prompts (the app's by default)."""
     n = options.variants
-    repair = repair or _app_repair_prompts()
+    repair = repair or app_repair_prompts()
     outline: Outline | None = None
     outline_text = outline_text or ""
     jobs: list[Generator[Event, None, None]]
@@ -309,41 +194,6 @@ def _repair_params(options: WriteOptions, base: int) -> Callable[[int, int, dict
     return params
 
 
-def _goal(brief: Brief, repair: Mapping[str, str], prompts: Sequence[str], **kw: Any) -> Goal:
-    t = brief.template
-    values = brief.values
-    args: dict[str, Any] = {
-        "words": brief.length,
-        "keywords": brief.keywords,
-        "cta": str(values.get("cta") or ""),
-        "what": t.label.lower(),
-        "topic": str(values.get("topic") or ""),
-        "language": str(values.get("language") or "English"),
-        "system": t.system,
-        "prompt_texts": [*prompts, *t.section_notes.values()],
-        "repair_prompts": repair,
-        "aspects": aspects(brief),
-    }
-    return make_goal(**{**args, **kw})
-
-
-def aspects(brief: Brief) -> list[str]:
-    """What a paragraph added to a short piece may be about: the facts and features the person gave,
-    then why it matters to the audience, then an example."""
-    out: list[str] = []
-    for f in brief.template.fields:
-        value = brief.values.get(f.name)
-        if f.name in ("topic", "tone", "language", "keywords", "cta", "length") or not isinstance(value, str):
-            continue
-        if f.name == "audience":
-            continue
-        out += [line.strip(" -•*") for line in value.splitlines() if len(line.split()) >= 2]
-    audience = str(brief.values.get("audience") or "").strip()
-    if audience:
-        out.append(f"why it matters to {audience}")
-    return out + ["a concrete example of it in use"]
-
-
 def _short_variant(
     backend: TextBackend,
     brief: Brief,
@@ -357,7 +207,7 @@ def _short_variant(
     """One short piece: streamed, then checked and repaired. A piece with a length is polished
     (continued, keyword sentences, trimmed); a fixed-format piece (no length: a post, a meta
     description) is written again, best of FORMAT_TRIES, while it misses keywords."""
-    goal = _goal(brief, repair, [brief.template.prompt, *angles])
+    goal = goal_for(brief, repair, [brief.template.prompt, *angles])
     best, best_missing, finish = "", None, None
     tries = FORMAT_TRIES if brief.length is None and brief.keywords else 1
     for attempt in range(tries):
@@ -433,7 +283,7 @@ def _long_variant(
             yield Event("error", assemble(outline.title, done), error=f"{exc} (stopped at section {k + 1} of {count})")
             return
         last = k == count - 1
-        goal = _goal(
+        goal = goal_for(
             brief,
             repair,
             [brief.template.section_prompt, brief.template.outline_prompt, *angles],

@@ -257,7 +257,10 @@ def test_a_cut_stream_keeps_the_partial_text_and_says_so(tmp_path):
 
 
 def test_stop_ends_a_draft_and_keeps_what_was_written(tmp_path):
-    with fake_openai_server(reply_words=300, chunk_delay=0.02) as fake:
+    # 300 words of copy (this fake's default reply is the prompt's words: a piece stopped early would be only an
+    # echo of the instruction, which the writer removes)
+    copy = " ".join(f"copy{i}" for i in range(300))
+    with fake_openai_server(reply_text=copy, chunk_delay=0.02, response_formats=(), response_format_refusal=0) as fake:
         service = make_service(tmp_path, fake.base_url)
         brief = service.prepare("product_description", {"topic": "stop me", "length": 200})
         draft = service.start_draft("ann", brief, WriteOptions(variants=2))
