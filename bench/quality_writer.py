@@ -186,6 +186,8 @@ def rewrite_once(service: Any, split: str, text: str, op_name: str, seed: int = 
         why = f"not longer ({n_before} -> {n_after} words)"
     elif n_after < 0.2 * n_before and op_name != "shorter":
         why = f"lost most of the text ({n_before} -> {n_after} words)"
+    elif final and final.notes:  # the writer's own fallback (an extract, the original kept): not a rewrite
+        why = "fell back: " + final.notes[0]
     return Rewrite(split, op_name, text, after, not why, why, found)
 
 
