@@ -119,7 +119,7 @@ class ModelPickers:
         size = f" ({format_bytes(rec.download_size)})" if rec and rec.download_size else ""
         get = f"get {md(rec.name)}{size} in the Models tab" if rec else "download one in the Models tab"
         return safe_markdown(
-            f"No diffusion model is on this machine yet, so only the faces GAN runs: {get}, "
+            f"No diffusion model is on this machine yet: {get}, "
             "or set `STUDIO_IMAGE_MODEL=diffusers:/path/to/a/diffusers/folder`."
         )
 

@@ -234,7 +234,7 @@ def test_chat_offer_downloads_the_recommended_model_and_selects_it(open_page, hu
 
 
 def test_offline_the_downloads_are_off_and_say_why(open_page) -> None:
-    page = open_page(hf_offline=True)
+    page = open_page(hf_offline=True, image_models=("diffusers:stabilityai/sd-turbo", "gan:faces"))  # the defaults
     assert "HF\\_HUB\\_OFFLINE" in page.value("models-hub")
     assert row(page, "SmolLM2 from the local hub")[2] == "unavailable"
     page.set("models-pick", "smol")
@@ -250,7 +250,12 @@ def test_offline_the_downloads_are_off_and_say_why(open_page) -> None:
     assert not result["success"] and "Downloads are off" in (result["error"] or ""), result
     # images open on what runs, and say how to get a diffusion model
     assert page.value("image-model") == "gan:faces"
+    assert picker_specs(page, "image-model") == ["gan:faces"]  # SD-Turbo is configured but cannot run: not offered
     assert "Models tab" in page.value("image-model-note") and page.prop("image-model-note", "visible") is not False
+    # a mode only a model that is not here can do: it says so and stays on what runs
+    page.set("image-mode", "txt2img")
+    page.trigger("image-mode", "input")
+    assert page.value("image-model") == "gan:faces" and page.value("image-mode") == "random"
 
 
 def test_cancel_stops_a_download_and_a_second_download_finishes_it(open_page, hub: LocalHub) -> None:
