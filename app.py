@@ -47,7 +47,7 @@ log = logging.getLogger("studio")
 
 CSS = """
 #chat-stats { min-height: 1.5em; font-size: 0.85em; opacity: 0.8; }
-#models-status, #chat-get-status { min-height: 3.2em; }
+#models-status { min-height: 3.2em; }
 """
 
 

@@ -259,7 +259,7 @@ class ModelPickers:
         elif rec.state == "downloading" or self.downloading(rec.key):
             text += f" {md(rec.name)} is downloading (see the Models tab)."
         elif rec.state == "downloadable":
-            text += f" For better answers, get {md(rec.name)}{size}: {md(rec.good_for or 'the recommended model')}."
+            text += f" For better answers, get {md(rec.name)}" + (f": {md(rec.good_for)}" if rec.good_for else "") + "."
             button["interactive"] = True
         else:
             text += f" {md(rec.name)}: {md(rec.reason)}"

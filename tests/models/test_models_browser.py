@@ -42,6 +42,7 @@ def test_download_a_model_in_the_models_tab_then_chat_with_it(browser, tmp_path:
         note = page.locator("#chat-model-note")
         wait_for(lambda: "rough drafts" in note.inner_text(), 15, "the first-run line above the chat")
         assert page.locator("#chat-get-recommended").is_enabled()
+        page.screenshot(path=str(SHOTS / "models_chat_first_run.png"))
 
         page.locator("#chat-get-more").click()  # "Get more models" opens the Models tab
         table = page.locator("#models-table")
@@ -76,7 +77,7 @@ def test_download_a_model_in_the_models_tab_then_chat_with_it(browser, tmp_path:
             lambda: "rough drafts" not in note.inner_text() and NAME in note.inner_text(), 10, "the line to follow"
         )
         box = page.locator("#chat-input textarea")
-        box.fill("Name three colours of the rainbow.")
+        box.fill("Tell me a short story about a lighthouse keeper and a lost cat.")  # long enough to watch stream
         box.press("Enter")
         replies: list[str] = []
 
