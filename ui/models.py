@@ -392,7 +392,7 @@ def build_models_tab(
 
         return handler
 
-    demo.load(refreshing(False), current, everything, **PRIVATE)
+    demo.load(refreshing(False), current, everything, show_progress="hidden", **PRIVATE)  # no flicker on every load
 
     def on_pick(bid, key, request: gr.Request):
         return view(key, _user_or_none(bid, request))
@@ -463,8 +463,8 @@ def build_models_tab(
     for button in pickers.get_more:
         button.click(lambda: gr.Tabs(selected=MODELS_TAB), None, [tabs], **PRIVATE)
     for event in pickers.changed:
-        event.then(refreshing(True), current, everything, **PRIVATE)
+        event.then(refreshing(True), current, everything, show_progress="hidden", **PRIVATE)
     for show, inputs, outputs in pickers.offers:
-        demo.load(show, inputs, outputs, **PRIVATE)
+        demo.load(show, inputs, outputs, show_progress="hidden", **PRIVATE)
         for event in pickers.changed:
-            event.then(show, inputs, outputs, **PRIVATE)
+            event.then(show, inputs, outputs, show_progress="hidden", **PRIVATE)
