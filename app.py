@@ -37,7 +37,8 @@ from ui.condenser import build_condenser_api, build_condenser_tab
 from ui.identity import browser_state
 from ui.images import build_images_tab
 from ui.images_api import build_images_api
-from ui.models import ModelPickers, build_models_tab
+from ui.model_pickers import ModelPickers
+from ui.models import build_models_tab
 from ui.server.api_args import ArgumentCheck
 from ui.server.guard import Guard, StudioGuard
 from ui.server.sessions import install_session_bounds, session_reaper

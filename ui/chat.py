@@ -12,7 +12,7 @@ from core.errors import BackendError, InputError, NotFoundError
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import ensure_browser_id, user_id
-from ui.models import ModelPickers
+from ui.model_pickers import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
 

@@ -23,7 +23,7 @@ from core.security.uploads import UploadRegistry
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import api_user, caller, user_id
-from ui.models import ModelPickers
+from ui.model_pickers import ModelPickers
 from ui.server.api_args import api_endpoint
 
 PRIVATE = dict(api_visibility="private")

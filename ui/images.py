@@ -20,7 +20,7 @@ from core.safe_html import safe_markdown
 from core.security.uploads import UploadRegistry
 from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, caller, user_id
-from ui.models import ModelPickers
+from ui.model_pickers import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
 MODE_LABELS = {

@@ -19,7 +19,7 @@ from core.writer.templates import Template
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import api_user, user_id
-from ui.models import ModelPickers
+from ui.model_pickers import ModelPickers
 from ui.server.api_args import api_endpoint
 from ui.writer_form import (
     BriefForm,

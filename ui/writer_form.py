@@ -12,7 +12,7 @@ from core.safe_html import safe_markdown
 from core.writer.service import MAX_VARIANTS, Analysis, WriteOptions, WriterService
 from core.writer.templates import STANDARD_FIELDS, Template
 from core.writer.text import reading_time_label
-from ui.models import ModelPickers
+from ui.model_pickers import ModelPickers
 
 EXTRA_SLOTS = 4  # template-specific fields beyond the standard brief (facts, platform, brand...)
 
