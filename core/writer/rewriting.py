@@ -11,10 +11,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.text.base import BackendError, Message, StreamStats, TextBackend
+from backends.text.base import BackendError, GenerationParams, Message, StreamStats, TextBackend
 from core.writer.brief import WriteOptions
 from core.writer.checks import block_labels, drop_near_duplicates, json_field, prompt_runs, strip_prompt, trim_to_words
 from core.writer.prompts import fit
+from core.writer.repair import app_repair_prompts, continuation, make_goal
 from core.writer.run import split_for_rewrite
 from core.writer.store import DraftStatus
 from core.writer.templates import STAGE_BUILTINS, RewriteOp, render
@@ -96,6 +97,43 @@ def _fallback(op: RewriteOp, chunk: str, tries: list[str], part: str) -> tuple[s
     return chunk, f"The model gave no usable {op.label.lower()} version of {part}; the original was kept."
 
 
+def _lengthen(
+    backend: TextBackend,
+    chunk: str,
+    tries: list[str],
+    options: WriteOptions,
+    k: int,
+    language: str,
+    cancel: threading.Event,
+) -> str:
+    """Longer, when no try came out longer: the best try (or the text) with a paragraph of new detail
+    added (repair.continuation); "" when that fails too."""
+    base = max([t for t in tries if t.strip() and _count(t) >= 0.8 * _count(chunk)] or [chunk], key=_count)
+    first = " ".join(chunk.split(".")[0].split()[:20])
+    goal = make_goal(
+        words=None,
+        keywords=(),
+        cta="",
+        what="text",
+        topic=first,
+        language=language,
+        system="You are a careful editor.",
+        prompt_texts=[],
+        repair_prompts=app_repair_prompts(),
+        aspects=["a concrete example", "why it matters to the reader"],
+    )
+
+    def params(attempt: int, max_new: int, schema: dict[str, Any] | None) -> GenerationParams:
+        return dataclasses.replace(options.params(k + 1000 * (REWRITE_TRIES + attempt), max_new), json_schema=schema)
+
+    for attempt in range(2):
+        added = continuation(backend, goal, base, max(30, _count(chunk) // 2), params, attempt, cancel)
+        longer = drop_near_duplicates(f"{base}\n\n{added}") if added else base
+        if _count(longer) >= LONGER_MIN * _count(chunk):
+            return longer
+    return ""
+
+
 def rewrite(
     backend: TextBackend,
     text: str,
@@ -157,6 +195,8 @@ def rewrite(
             tries.append(out)
         if cancel.is_set() and not result:
             break
+        if not result and op.name == "longer" and not cancel.is_set():
+            result = _lengthen(backend, chunk, tries, options, k, language, cancel)
         if not result:
             result, note = _fallback(op, chunk, tries, part)
             notes.append(note)

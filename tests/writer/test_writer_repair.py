@@ -325,3 +325,34 @@ def test_embedded_shorter_rewrite_is_shorter_and_not_the_instruction(embedded):
     op = LIBRARY.rewrites["shorter"]
     _, removed = strip_prompt(final.text, prompt_runs([op.instruction]), block_labels([op.instruction]))
     assert removed == [], removed
+
+
+def test_a_longer_rewrite_that_never_grows_gets_a_paragraph_of_detail():
+    draft = "Our mug keeps coffee hot for six hours. The lid does not leak. It goes in the dishwasher."
+
+    def same_length(user: str, params: GenerationParams) -> str:
+        if user.startswith("Write a paragraph"):
+            return json.dumps(
+                {"paragraph": "On a cold platform at seven, the first sip is still hot enough to warm you."}
+            )
+        return json.dumps(
+            {"text": "Your mug keeps coffee hot for six hours. Its lid never leaks. It is dishwasher safe."}
+        )
+
+    backend = ScriptedBackend(same_length)
+    final = list(
+        rewriting.rewrite(
+            backend,
+            draft,
+            0,
+            len(draft),
+            LIBRARY.rewrites["longer"],
+            "",
+            WriteOptions(seed=0),
+            COMMON.rewrite_system,
+            threading.Event(),
+        )
+    )[-1]
+    assert final.notes == [] and word_count(final.text) >= rewriting.LONGER_MIN * word_count(draft)
+    assert final.text.startswith("Your mug keeps coffee hot") and final.text.endswith("warm you.")
+    assert len(backend.requests) == rewriting.REWRITE_TRIES + 1
