@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from core.errors import BackendError, InputError, NotFoundError
+from core.models.downloads import format_size
 from core.models.service import DownloadProgress, ModelEntry, ModelsService
 from core.safe_html import safe_markdown
 from ui.errors import user_error
@@ -19,7 +20,6 @@ from ui.identity import user_id
 
 PRIVATE = dict(api_visibility="private")
 MD_SPECIAL = re.compile(r"[\\`*_\[\]<>#|~]")
-STARTER_SPEC = "embedded"  # the small built-in model: it answers, but writes rough drafts
 MODEL_ERRORS: tuple[type[Exception], ...] = (InputError, NotFoundError, BackendError)  # incl. ModelDownloadError
 
 
@@ -30,13 +30,7 @@ def md(text: str) -> str:
 
 
 def format_bytes(n: float | None) -> str:
-    if not n:
-        return "—"
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("bytes", "KB") else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""  # unreachable
+    return format_size(n) if n else "—"
 
 
 def progress_line(p: DownloadProgress, progress: Any) -> str:
@@ -84,16 +78,9 @@ class ModelPickers:
         return markdown
 
     def note_text(self, kind: str) -> str:
-        """Images with no diffusion model ready (only the GAN runs): how to get one."""
-        if kind != "image" or any(s.startswith("diffusers:") for _, s in self.service.choices(kind)):
-            return ""
-        rec = self.service.recommended(kind)
-        size = f" ({format_bytes(rec.download_size)})" if rec and rec.download_size else ""
-        get = f"get {md(rec.name)}{size} in the Models tab" if rec else "download one in the Models tab"
-        return safe_markdown(
-            f"No diffusion model is on this machine yet: {get}, "
-            "or set `STUDIO_IMAGE_MODEL=diffusers:/path/to/a/diffusers/folder`."
-        )
+        """The service's note for this kind (how to get a better model), as Markdown that shows it as written."""
+        text = self.service.note(kind)
+        return safe_markdown(md(text)) if text else ""
 
     # -- reading ----------------------------------------------------------------------------------------------
     def label(self, kind: str, spec: str | None) -> str:
@@ -210,7 +197,8 @@ class ModelPickers:
         """(the line, the button's settings) for `spec` answering."""
         spec = spec or self.service.default(kind)
         text = f"Answering: **{md(self.label(kind, spec))}**"
-        starter = spec == STARTER_SPEC
+        entry = self.entry_for(spec) if spec else None
+        starter = bool(entry and entry.starter)
         rec = self.service.recommended(kind)
         hidden: dict[str, Any] = dict(value="Get the recommended model", visible=False, interactive=False)
         if not starter:

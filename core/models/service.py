@@ -24,6 +24,7 @@ Kind = Literal["text", "image"]
 Source = Literal["configured", "catalogue", "on disk"]
 KINDS: tuple[Kind, ...] = ("text", "image")
 ENTRIES_TTL_S = 3.0
+STARTER_SPEC = "embedded"  # the built-in model: runs with nothing downloaded, writes rough drafts
 HUB_TTL_S = 30.0
 PROGRESS_POLL_S = 0.25
 
@@ -47,6 +48,7 @@ class ModelEntry:
     recommended: bool
     deletable: bool
     repo: str | None = None  # the hub repository a download fetches from
+    starter: bool = False  # the small built-in model: it answers with no download, but writes rough drafts
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,19 @@ class ModelsService:
 
     def recommended(self, kind: str) -> ModelEntry | None:
         return next((e for e in self.entries() if e.kind == kind and e.recommended), None)
+
+    def note(self, kind: str) -> str:
+        """One plain sentence for above a tab's picker when its kind has no good model ready, saying how to get one
+        ("" when there is one): images with only the GAN (no diffusion model) on this machine."""
+        if kind != "image" or any(s.startswith("diffusers:") for _, s in self.choices(kind)):
+            return ""
+        rec = self.recommended(kind)
+        size = f" ({format_size(rec.download_size)})" if rec and rec.download_size else ""
+        get = f"get {rec.name}{size} in the Models tab" if rec else "download one in the Models tab"
+        return (
+            f"No diffusion model is on this machine yet, so only the GAN runs: {get}, "
+            "or set STUDIO_IMAGE_MODEL=diffusers:/path/to/a/diffusers/folder."
+        )
 
     def can_manage(self, user_id: str) -> tuple[bool, str]:
         """Downloads write the server's disk for everyone: a local app's browser user may; with logins, only
@@ -294,6 +309,7 @@ class ModelsService:
             recommended=bool(model and model.recommended),
             deletable=local.deletable,
             repo=local.hub_repo,
+            starter=kind == "text" and spec.strip() == STARTER_SPEC,
         )
 
     def _name(self, kind: Kind, spec: str) -> str:

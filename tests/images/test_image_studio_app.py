@@ -171,12 +171,13 @@ def test_offline_hub_the_diffusers_model_says_so_and_the_gan_still_works(tmp_pat
 
     with app_process(tmp_path, {"HF_HOME": str(tmp_path / "hf"), "STUDIO_IMAGE_MODEL": ""}) as server:
         client = Client(server.url, verbose=False)
-        with pytest.raises(AppError) as offline:
-            client.predict("a cat", seed=1, api_name="/generate_image")  # the default model
+        with pytest.raises(AppError) as offline:  # named explicitly: it is configured, but cannot run
+            client.predict("a cat", seed=1, model="diffusers:stabilityai/sd-turbo", api_name="/generate_image")
         message = str(offline.value)
         assert "could not be reached" in message and "HF_HUB_OFFLINE=1" in message
         assert "'stabilityai/sd-turbo' is not in the local cache" in message and "gan:faces" in message
-        files, params = client.predict("", seed=7, model=GAN, api_name="/generate_image")
+        # A call that names no model gets the first one that runs (issue 11): never a failing default.
+        files, params = client.predict("", seed=7, api_name="/generate_image")
         assert read_png_parameters(files[0])["seed"] == 7 and params[0]["model"] == GAN
 
 
