@@ -39,6 +39,16 @@ def _int(env: dict, key: str, default: int) -> int:
     return int(_float(env, key, default))
 
 
+def _threads(env: dict, key: str) -> int | None:
+    """A thread count: empty or unset means "from the hardware"; anything else must be a whole number >= 1."""
+    raw = env.get(key, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{key} must be a whole number of threads (1 or more), got {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     # Text models offered in the picker, first is the default. Each is a spec such as
@@ -63,7 +73,10 @@ class Settings:
     openai_context_length: int = 8192  # used when the server does not report one
     openai_concurrency: int = 8  # requests one run (condenser, writer variants) sends at once
     # Local engines.
-    n_threads: int | None = None  # llama.cpp threads; None = engine default
+    # llama.cpp threads for decoding and for prompts; None = from the hardware (backends/text/hardware.py: usable
+    # physical cores less one, at least one).
+    n_threads: int | None = None
+    n_threads_batch: int | None = None  # None = n_threads when set, else the hardware rule
     n_ctx: int = 8192  # llama.cpp context window (capped by the model's own)
     # transformers: how many concurrent requests one generate() call may batch (0: 8 on a GPU, 4 on CPU).
     batch_size: int = 0
@@ -116,7 +129,6 @@ class Settings:
                 if not sep or not user or not password:
                     raise ValueError("STUDIO_AUTH must be user:password[,user:password...]")
                 auth_pairs.append((user, password))
-        threads = env.get("STUDIO_THREADS", "").strip()
         origins = tuple(o.strip().rstrip("/") for o in env.get("STUDIO_ALLOWED_ORIGINS", "").split(",") if o.strip())
         return cls(
             text_models=models or ("embedded",),
@@ -134,7 +146,8 @@ class Settings:
             max_retries=_int(env, "STUDIO_MAX_RETRIES", 2),
             openai_context_length=_int(env, "STUDIO_OPENAI_CONTEXT", 8192),
             openai_concurrency=_int(env, "STUDIO_OPENAI_CONCURRENCY", 8),
-            n_threads=int(threads) if threads else None,
+            n_threads=_threads(env, "STUDIO_THREADS"),
+            n_threads_batch=_threads(env, "STUDIO_THREADS_BATCH"),
             n_ctx=_int(env, "STUDIO_N_CTX", 8192),
             batch_size=_int(env, "STUDIO_BATCH_SIZE", 0),
             auth=tuple(auth_pairs),

@@ -11,6 +11,7 @@ import json
 import random
 import threading
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,22 @@ from backends.text.base import (
     fold_system_into_user,
 )
 from backends.text.embedded import verify_sha256
+from backends.text.hardware import ThreadPlan, cpu_topology, plan_threads
 
 if TYPE_CHECKING:
     from config import Settings
+
+
+@dataclass(frozen=True)
+class EngineCounters:
+    prompt_tokens: int  # evaluated in batches (prompt processing)
+    decode_tokens: int  # evaluated one at a time (decoding; also a one-token prompt remainder)
+    prompt_ms: float
+    decode_ms: float
+
+    @property
+    def evaluated(self) -> int:
+        return self.prompt_tokens + self.decode_tokens
 
 
 class LlamaCppBackend:
@@ -57,6 +71,7 @@ class LlamaCppBackend:
         self._formatter: Any = None  # Jinja2ChatFormatter built from the GGUF's own template
         self._n_ctx = 0
         self._system_ok = True
+        self.threads: ThreadPlan | None = None  # chosen at load
 
     # ------------------------------------------------------------------ loading
 
@@ -72,13 +87,14 @@ class LlamaCppBackend:
                 report(0.05, f"Verifying {path.name}")
                 verify_sha256(path, self._expected_sha256)
             report(0.4, f"Loading {path.name} with llama.cpp")
-            llm = _open_llama(path, self._settings.n_ctx, self._settings.n_threads)
+            threads = plan_threads(cpu_topology(), self._settings.n_threads, self._settings.n_threads_batch)
+            llm = _open_llama(path, self._settings.n_ctx, threads)
             trained = _trained_context(llm)
             if trained and trained < llm.n_ctx():
                 # Beyond the trained context the model degrades; reopen with its own size
                 # (cheap: weights are memory-mapped and already in the page cache).
                 llm.close()
-                llm = _open_llama(path, trained, self._settings.n_threads)
+                llm = _open_llama(path, trained, threads)
             try:
                 formatter = _own_chat_formatter(llm, path)
             except BaseException:
@@ -91,6 +107,7 @@ class LlamaCppBackend:
             self._formatter = formatter
             self._system_ok = accepts_system_role(lambda msgs: formatter(messages=msgs).prompt)
             self._n_ctx = llm.n_ctx()
+            self.threads = threads
             self._llm = llm
             report(1.0, f"{self.label} ready ({self._n_ctx}-token context)")
 
@@ -111,6 +128,22 @@ class LlamaCppBackend:
             system_prompt=self._system_ok,
             max_concurrency=1,
             exact_token_count=True,
+        )
+
+    def engine_counters(self) -> EngineCounters:
+        """llama.cpp's own counters since load (cumulative): a prompt prefix reused from the previous request's
+        KV cache shows as prompt tokens sent but not evaluated."""
+        self.load()
+        import llama_cpp
+
+        with self._gen_lock:
+            data = llama_cpp.llama_perf_context(self._llm.ctx)
+        # llama.cpp reports a count of 0 as 1 (max(1, n)); no time spent means nothing was evaluated.
+        return EngineCounters(
+            data.n_p_eval if data.t_p_eval_ms > 0 else 0,
+            data.n_eval if data.t_eval_ms > 0 else 0,
+            data.t_p_eval_ms,
+            data.t_eval_ms,
         )
 
     # ------------------------------------------------------------------ prompts
@@ -253,11 +286,17 @@ def _acquire(lock: threading.Lock, cancel: threading.Event) -> bool:
     return True
 
 
-def _open_llama(path: Path, n_ctx: int, n_threads: int | None) -> Any:
+def _open_llama(path: Path, n_ctx: int, threads: ThreadPlan) -> Any:
     import llama_cpp
 
     try:
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        return llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=threads.n_threads,
+            n_threads_batch=threads.n_threads_batch,
+            verbose=False,
+        )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelUnavailableError(
             f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) could not load {path}: {exc}. "
