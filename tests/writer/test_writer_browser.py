@@ -33,7 +33,14 @@ def open_writer(page, url: str) -> None:
 
 
 def test_fill_a_brief_write_see_it_stream_with_stats_and_reopen_it(browser, tmp_path):
-    with fake_openai_server(chunk_delay=0.05, reply_words=60) as fake:
+    # 60 words of copy (the fake's default reply is the prompt's words, an echo the writer now removes), with two of
+    # the three keywords and the call to action; 60 words asked, so nothing is continued or trimmed
+    copy = (
+        "Meet the bamboo travel mug that keeps your coffee hot all morning. The lid clicks shut, so nothing spills "
+        "in your bag on the way to work. It is light, it rinses clean in seconds, and it goes in the dishwasher. "
+        "Every mug replaces hundreds of paper cups each year, which your planet will thank you for. Add to cart."
+    )
+    with fake_openai_server(chunk_delay=0.05, reply_text=copy) as fake:
         env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url}
         with app_process(tmp_path, env) as app:
             context = browser.new_context()
@@ -44,13 +51,15 @@ def test_fill_a_brief_write_see_it_stream_with_stats_and_reopen_it(browser, tmp_
             box(page, "writer-topic").fill("Bamboo travel mug")
             box(page, "writer-keywords").fill("bamboo, travel, teapot")
             box(page, "writer-cta").fill("Add to cart")
+            box(page, "writer-length").fill("60")
             page.locator("#writer-write").click()
 
             draft = page.locator("#writer-draft textarea")
             seen: list[str] = []
 
             def finished():
-                done = "words" in page.locator("#writer-stats").inner_text()  # shown with the last text
+                # shown with the last text ("60 words · ..."; a progress overlay may say "words" too, never "words ·")
+                done = "words ·" in page.locator("#writer-stats").inner_text()
                 text = draft.input_value()  # read after, so never older than the stats
                 if text and (not seen or seen[-1] != text):
                     seen.append(text)
@@ -62,9 +71,9 @@ def test_fill_a_brief_write_see_it_stream_with_stats_and_reopen_it(browser, tmp_
             assert len(growing) >= 3, seen  # it streamed in
             stats = page.locator("#writer-stats").inner_text()
             assert re.search(r"60 words · under 1 min read · readability \(Flesch\) -?\d+", stats), stats
-            # the fake repeats the prompt's words numbered ("bamboo6"), so whole-word matching finds none
-            assert "❌ bamboo" in stats and "❌ teapot" in stats
-            prompt = fake.chat_requests[-1].body["messages"][-1]["content"]
+            # no model sentence carried "teapot" (the fake answers a repair with the prompt's words: an echo, refused)
+            assert "✅ bamboo" in stats and "✅ travel" in stats and "❌ teapot" in stats
+            prompt = fake.chat_requests[0].body["messages"][-1]["content"]
             assert "Bamboo travel mug" in prompt and "Add to cart" in prompt
 
             # reload: the draft is kept and reopens with its brief in every control
