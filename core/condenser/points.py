@@ -276,6 +276,31 @@ def trim_repetition(text: str) -> str:
     return " ".join(words[: start + size]).rstrip(",;:") + "…"
 
 
+COPY_NGRAM = 4  # words in a run; a sentence most of whose runs appear in its chunk is the chunk's own words
+COPY_SHARE = 0.8
+COPY_MIN_WORDS = 8  # shorter sentences (a name, a title, a number) may well repeat the text's words
+MIN_TERMS = 3  # content words a note needs to say something ("Estrogenic 101", "The text." say nothing)
+
+
+def word_ngrams(text: str, n: int = COPY_NGRAM) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def own_words(text: str, source_ngrams: set[tuple[str, ...]], n: int = COPY_NGRAM) -> bool:
+    """Whether a sentence of a reply says something in the model's own words: it has a few content words, and
+    it is not a near-verbatim copy of the text it summarises (most of its word runs found there). A copied
+    sentence is the document's words presented as a summary: where nothing else is usable the chunk is quoted,
+    and says so."""
+    if len(terms(text)) < MIN_TERMS and sum(ch.isalpha() and ord(ch) >= 0x2E80 for ch in text) < 8:
+        return False  # (scripts written without spaces have few "words": counted by their characters)
+    words = re.findall(r"\w+", text.lower())
+    if len(words) < COPY_MIN_WORDS:
+        return True
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return sum(g in source_ngrams for g in grams) < COPY_SHARE * len(grams)
+
+
 # --- one run's replies -> cited points ---------------------------------------------------------------
 
 
@@ -286,20 +311,35 @@ class ReplyPoints:
         self.catalog, self.options, self.form, self.markers = catalog, options, form, list(markers)
 
     def notes_from(self, job: Job, chunk: Chunk) -> list[Point]:
-        """A chunk's notes, each attributed to the pieces of that chunk it matches (the chunk as a
-        whole when none matches well): sources can only ever be places this chunk holds."""
+        """A chunk's notes, or its opening quoted when the reply gave none usable."""
+        return self.usable_notes(job, chunk) or [self.quoted(chunk)]
+
+    def usable_notes(self, job: Job, chunk: Chunk) -> list[Point]:
+        """A chunk's usable notes (none when the reply had none), each attributed to the pieces of that chunk
+        it matches (the chunk as a whole when none matches well): sources can only ever be places this chunk
+        holds. A sentence that copies the chunk is not a note (see `own_words`)."""
         notes = []
+        grams = word_ngrams(chunk.text)
         for point, cites in self.parse(job, split_paragraphs=True):
+            if not own_words(point.text, grams):
+                continue
             own = self.cited_in_chunk(cites, chunk, point.text)
             sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=2)
             notes.append(replace(point, sources=sources))
-        notes = merge_duplicates(notes)
-        return notes or [self.quoted(chunk)]
+        return merge_duplicates(notes)
 
     def points_from_text(self, job: Job, chunk: Chunk) -> list[Point]:
-        """A one-chunk document's summary: its points attributed to the chunk's pieces."""
+        """A one-chunk document's summary, or its opening quoted when the reply gave nothing usable."""
+        return self.usable_summary(job, chunk) or [self.quoted(chunk)]
+
+    def usable_summary(self, job: Job, chunk: Chunk) -> list[Point]:
+        """A one-chunk document's summary: its points attributed to the chunk's pieces; none when the reply
+        had nothing usable."""
         points = []
+        grams = word_ngrams(chunk.text)
         for point, cites in self.parse_final(job):
+            if not own_words(point.text, grams):
+                continue
             own = self.cited_in_chunk(cites, chunk, point.text)
             sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=3)
             points.append(
@@ -308,7 +348,7 @@ class ReplyPoints:
                 )
             )
         points = merge_duplicates(points)
-        return self.shape(points) if points else [self.quoted(chunk)]
+        return self.shape(points) if points else []
 
     def parse(self, job: Job, split_paragraphs: bool = False) -> list[tuple[Point, list[str]]]:
         """A reply's points, cleaned; sentences that only echo the request's own instructions (small

@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from backends.text.base import GenerationParams, Message, TextBackend
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REDUCE_LEVELS = 8
+RETRY_TEMPERATURE = 0.6
 
 
 class Run:
@@ -137,6 +138,15 @@ class Run:
         user = self.prompts.render(stage, "user", text=text, position=position, **values)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
+    def retry_job(self, chunk: Chunk, label: str, direct: bool) -> Job:
+        """The second request for a chunk whose reply gave nothing usable: the simplest request, with another
+        seed and a little more temperature, so the model does not walk the same path again."""
+        text = chunk.text if direct else self.map_text(chunk)
+        job = self.job(label, "retry", text, "", self.final_new if direct else self.map_new)
+        seed = None if job.params.seed is None else job.params.seed + 1
+        job.params = replace(job.params, seed=seed, temperature=max(RETRY_TEMPERATURE, job.params.temperature))
+        return job
+
     def params(self, max_new: int) -> GenerationParams:
         return GenerationParams(
             temperature=max(0.0, self.options.temperature),
@@ -150,23 +160,9 @@ class Run:
 
     # -- steps -----------------------------------------------------------------------------------
     def run(self) -> Iterator[CondenseUpdate]:
-        o = self.options
-        backend = self.s.models.get(o.model)
-        docs = yield from self.read()  # first: a file that cannot be read fails before any model loads
-        yield self.update(f"Loading {backend.label}…", 0.03)
-        yield from self.ticking(lambda: backend.load(self.load_progress))
-        self.check_cancel()
-        catalog = Catalog(docs)
-        caps = backend.capabilities()
-        counter = TokenCounter(backend)
-        self.ctx = caps.context_length
-        self.margin = max(16, self.ctx // 50)
-        chunks, direct = self.plan(docs, counter)
+        docs, chunks, direct = yield from self.prepare()
+        backend, catalog = self.backend, self.catalog
         accounting = account(docs, chunks)
-        self.backend, self.counter, self.catalog = backend, counter, catalog
-        self.replies = ReplyPoints(catalog, o, self.form, self.all_markers())
-        concurrency = max(1, min(caps.max_concurrency, o.parallel) if o.parallel > 0 else caps.max_concurrency)
-        self.run_jobs = JobRunner(backend, self.cancel, concurrency, self.tick_s).run
 
         t0 = time.perf_counter()
         notes_by_chunk, per_doc, records = yield from self.map(docs, chunks, direct)
@@ -210,6 +206,26 @@ class Run:
             except (QuotaExceededError, StorageFullError) as exc:  # shown all the same: never lose what was made
                 kept = f" Not kept in your history: {exc}"
         yield CondenseUpdate("Done. " + result.coverage + kept, 1.0, "\n".join(self.notes_md), result, "complete")
+
+    def prepare(self) -> Generator[CondenseUpdate, None, tuple[list[ExtractedDocument], list[Chunk], set[int]]]:
+        """Read the documents, load the model and plan the chunks: the documents, their chunks, and which
+        documents are summarised directly (bench/quality_condenser.py maps a sample of the chunks)."""
+        o = self.options
+        backend = self.s.models.get(o.model)
+        docs = yield from self.read()  # first: a file that cannot be read fails before any model loads
+        yield self.update(f"Loading {backend.label}…", 0.03)
+        yield from self.ticking(lambda: backend.load(self.load_progress))
+        self.check_cancel()
+        caps = backend.capabilities()
+        counter = TokenCounter(backend)
+        self.ctx = caps.context_length
+        self.margin = max(16, self.ctx // 50)
+        self.backend, self.counter, self.catalog = backend, counter, Catalog(docs)
+        chunks, direct = self.plan(docs, counter)
+        self.replies = ReplyPoints(self.catalog, o, self.form, self.all_markers())
+        concurrency = max(1, min(caps.max_concurrency, o.parallel) if o.parallel > 0 else caps.max_concurrency)
+        self.run_jobs = JobRunner(backend, self.cancel, concurrency, self.tick_s).run
+        return docs, chunks, direct
 
     def read(self) -> Generator[CondenseUpdate, None, list[ExtractedDocument]]:
         t0 = time.perf_counter()
@@ -282,7 +298,9 @@ class Run:
         return self.messages("direct", chunk.text, self.length.points, self.position(doc, 1, 1))
 
     def map(self, docs: list[ExtractedDocument], chunks: list[Chunk], direct: set[int]):
-        """Every chunk summarised: notes per chunk (or, for a one-chunk document, its summary)."""
+        """Every chunk summarised: notes per chunk (or, for a one-chunk document, its summary). A chunk whose
+        reply gives nothing usable is asked once more (a simpler request, sampled differently) before its
+        opening is quoted instead."""
         jobs = []
         multi = len(docs) > 1
         for c in chunks:
@@ -297,22 +315,18 @@ class Run:
         notes_by_chunk: dict[int, list[Point]] = {}
         per_doc: dict[int, list[Point]] = {}
         records: list[ChunkRecord] = []
-        for event, i in self.run_jobs(jobs):
-            if event == "tick":
-                yield self.last
-                continue
-            c = chunks[i]
-            if event == "start":
-                yield self.update(f"Summarising {jobs[i].label}…", 0.05 + 0.75 * done / total)
-                continue
-            done += 1
+
+        def finish(c: Chunk, job: Job, last: bool) -> bool:
+            """Take a chunk's reply; False when it gave nothing usable and the chunk is to be asked again."""
+            usable = self.replies.usable_summary if c.doc in direct else self.replies.usable_notes
+            points = usable(job, c)
+            if not points and not last:
+                return False
+            points = points or [self.replies.quoted(c)]
             if c.doc in direct:
-                points = self.replies.points_from_text(jobs[i], c)
                 per_doc[c.doc] = points
             else:
-                points = self.replies.notes_from(jobs[i], c)
                 notes_by_chunk[c.index] = points
-            quoted = any(p.quoted for p in points)
             records.append(
                 ChunkRecord(
                     c.doc,
@@ -320,19 +334,45 @@ class Run:
                     c.of,
                     self.catalog.cite(c.sources),
                     c.tokens,
-                    "quoted" if quoted else "summarised",
+                    "quoted" if any(p.quoted for p in points) else "summarised",
                     len(points),
                 )
             )
             self.notes_md.append(
                 "\n".join(
-                    [f"**{jobs[i].label}**"]
+                    [f"**{job.label}**"]
                     + [f"- {md_text(p.text)} {self.catalog.cite(p.sources, multi)}" for p in points]
                 )
             )
+            return True
+
+        again: list[int] = []
+        for event, i in self.run_jobs(jobs):
+            if event == "tick":
+                yield self.last
+                continue
+            if event == "start":
+                yield self.update(f"Summarising {jobs[i].label}…", 0.05 + 0.75 * done / total)
+                continue
+            if not finish(chunks[i], jobs[i], last=False):
+                again.append(i)
+                continue
+            done += 1
             yield self.update(
                 f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total
             )
+        retries = [self.retry_job(chunks[i], jobs[i].label, chunks[i].doc in direct) for i in again]
+        for event, k in self.run_jobs(retries):
+            if event == "tick":
+                yield self.last
+            elif event == "start":
+                yield self.update(f"Asking again for {retries[k].label}…", 0.05 + 0.75 * done / total)
+            else:
+                finish(chunks[again[k]], retries[k], last=True)
+                done += 1
+                yield self.update(
+                    f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total
+                )
         records.sort(key=lambda r: (r.doc, r.number))
         return notes_by_chunk, per_doc, records
 

@@ -267,7 +267,7 @@ def test_prompts_load_and_refuse_undeclared_placeholders(tmp_path: Path):
     )
     assert "<d>\na  {b}\n\n  c\n</d>" in user  # the data is inserted verbatim, never formatted
     bad = ROOT / "prompts" / "condense_prompts.toml"
-    text = bad.read_text(encoding="utf-8").replace("Write only the bullet points.", "{secret}", 1)
+    text = bad.read_text(encoding="utf-8").replace("Summarize the following text in", "{secret}", 1)
     (tmp_path / "p.toml").write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match="undeclared placeholders"):
         load_condense_prompts(tmp_path / "p.toml")
