@@ -13,6 +13,11 @@ def _default_data_dir() -> Path:
     return Path(base) / "genai-studio"
 
 
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "genai-studio"
+
+
 def _default_hf_home(env: Mapping[str, str] | None = None) -> Path:
     found = os.environ if env is None else env
     if found.get("HF_HOME"):
@@ -77,6 +82,10 @@ class Settings:
     # physical cores less one, at least one).
     n_threads: int | None = None
     n_threads_batch: int | None = None  # None = n_threads when set, else the hardware rule
+    # A small GGUF of Q4_1 weights is loaded from a Q8_0 copy made once in cache_dir/llama (prompts about 2x faster on
+    # CPU, same decoding speed, perplexity within 1%: backends/text/requantize.py); False loads every file as it is.
+    gguf_requantize: bool = True
+    cache_dir: Path = field(default_factory=_default_cache_dir)  # derived files, safe to delete
     n_ctx: int = 8192  # llama.cpp context window (capped by the model's own)
     # transformers: how many concurrent requests one generate() call may batch (0: 8 on a GPU, 4 on CPU).
     batch_size: int = 0
@@ -112,6 +121,7 @@ class Settings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         object.__setattr__(self, "hf_cache_dir", Path(self.hf_cache_dir).expanduser())
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
 
     @property
     def db_path(self) -> Path:
@@ -148,6 +158,10 @@ class Settings:
             openai_concurrency=_int(env, "STUDIO_OPENAI_CONCURRENCY", 8),
             n_threads=_threads(env, "STUDIO_THREADS"),
             n_threads_batch=_threads(env, "STUDIO_THREADS_BATCH"),
+            gguf_requantize=env.get("STUDIO_GGUF_REQUANTIZE", "1").strip().lower() not in ("0", "false", "no", "off"),
+            cache_dir=Path(env["STUDIO_CACHE_DIR"]).expanduser()
+            if env.get("STUDIO_CACHE_DIR")
+            else _default_cache_dir(),
             n_ctx=_int(env, "STUDIO_N_CTX", 8192),
             batch_size=_int(env, "STUDIO_BATCH_SIZE", 0),
             auth=tuple(auth_pairs),

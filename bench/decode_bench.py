@@ -5,7 +5,8 @@
 2. Threads: llama-cpp-python's old default (decode CPUs // 2, prompts all CPUs) vs the hardware rule
    (backends/text/hardware.py), plus 1, 2, physical cores and logical CPUs: prompt tok/s (a long prompt, as the
    condenser sends), decode tok/s after a short prompt (chat) and after the long one (the condenser's map step).
-3. Engine options at the rule's threads: flash attention, q8_0 KV cache (needs flash attention), n_ubatch, mmap.
+3. Engine options at the rule's threads: flash attention, q8_0 KV cache (needs flash attention), n_ubatch, mmap,
+   and the Q8_0 copy of the weights the app loads (backends/text/requantize.py).
 4. The app path: decode through the backend's stream_chat (what a chat user gets), wall clock vs engine counters.
 5. The bandwidth bound: read bandwidth measured here (numpy kernels over an array far beyond L3, 1..cores threads,
    best: a lower bound on what the memory gives, so the % below is an upper estimate) and the bytes read per
@@ -236,6 +237,7 @@ def main() -> None:
     from backends.text.base import GenerationParams, StreamStats
     from backends.text.embedded import embedded_gguf_path
     from backends.text.hardware import cpu_topology, plan_threads
+    from backends.text.requantize import fast_weights
     from config import Settings
 
     path = embedded_gguf_path()
@@ -269,6 +271,8 @@ def main() -> None:
         llm.close()
 
     chosen = dict(n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch)
+    q8 = fast_weights(path, Path(tempfile.mkdtemp()), plan.n_threads_batch)
+    option_rows: dict[str, dict[str, list[float]]] = {}
     if not args.skip_options:
         options: dict[str, dict[str, Any]] = {
             "rule, defaults (n_ubatch 512, f16 KV)": {},
@@ -277,17 +281,21 @@ def main() -> None:
             "n_batch = n_ubatch = 128": {"n_batch": 128, "n_ubatch": 128},
             "n_batch = n_ubatch = 2048": {"n_batch": 2048, "n_ubatch": 2048},
             "no mmap (weights read into RAM)": {"use_mmap": False},
+            "Q8_0 copy of the weights (the app's)": {"model_path": str(q8)},
         }
         print(f"\n3. engine options at the rule's threads, {args.rounds} interleaved rounds")
-        engines = {k: open_engine(path, args.n_ctx, **chosen, **kw) for k, kw in options.items()}
-        print_rows(compare(engines, text_tokens, chat_tokens, args), args.prompt_tokens)
+        engines = {
+            k: open_engine(Path(kw.pop("model_path", path)), args.n_ctx, **chosen, **kw) for k, kw in options.items()
+        }
+        option_rows = compare(engines, text_tokens, chat_tokens, args)
+        print_rows(option_rows, args.prompt_tokens)
         for llm in engines.values():
             llm.close()
 
     with tempfile.TemporaryDirectory() as data:
         backend = create_text_backend("embedded", Settings(data_dir=Path(data), n_ctx=args.n_ctx))
         backend.load()
-        print(f"\n4. the app path (backend stream_chat, {backend.threads.reason})")
+        print(f"\n4. the app path (backend stream_chat, {backend.threads.reason}; loads {backend.weights_path.name})")
         wall, engine = [], []
         params = GenerationParams(temperature=0.0, max_new_tokens=args.decode_tokens, seed=0)
         for _ in range(args.rounds):
@@ -306,25 +314,29 @@ def main() -> None:
         print("\n5. bandwidth bound")
         bw, how = bandwidth(topo.usable_cores)
         weights, kv = bytes_per_token(path)
+        q8_weights, _ = bytes_per_token(q8)
         mean_ctx = len(chat_tokens) + args.decode_tokens / 2
-        per_token = weights + kv * mean_ctx
-        bound = bw * 1e9 / per_token
+        bounds = {w: bw * 1e9 / (w + kv * mean_ctx) for w in (weights, q8_weights)}
         print(f"   read bandwidth {bw:.1f} GB/s ({how}), {load()}")
-        print(
-            f"   bytes per decoded token: weights {weights / 1e6:.1f} MB + KV {kv / 1e3:.1f} kB x {mean_ctx:.0f} "
-            f"tokens of context = {per_token / 1e6:.1f} MB -> bound {bound:.0f} tok/s"
-        )
+        for label, w in (("shipped Q4_1", weights), ("Q8_0 copy", q8_weights)):
+            print(
+                f"   bytes per decoded token, {label}: weights {w / 1e6:.1f} MB + KV {kv / 1e3:.1f} kB x "
+                f"{mean_ctx:.0f} tokens of context = {(w + kv * mean_ctx) / 1e6:.1f} MB -> bound {bounds[w]:.0f} tok/s"
+            )
         if topo.l3_bytes and weights < topo.l3_bytes:
             print("   (the weights fit in L3: decoding is not bound by memory bandwidth here)")
-        for name, row in thread_rows.items():
+        shown = [(name, row, weights) for name, row in thread_rows.items()]
+        shown += [(name, row, q8_weights if "Q8_0" in name else weights) for name, row in option_rows.items()]
+        for name, row, w in shown:
             for key, by in (("tg_chat", "wall clock"), ("tg_chat_cpu", "own core")):
                 values = [v for v in row[key] if v == v]
                 if values:
                     tg = statistics.median(values)
-                    print(f"   {name:<34} {tg:6.1f} tok/s = {tg / bound:5.1%} of the bound ({by})")
+                    print(f"   {name:<38} {tg:6.1f} tok/s = {tg / bounds[w]:5.1%} of its bound ({by})")
+        app_bound = bounds[q8_weights if backend.weights_path != path else weights]
         print(
-            f"   app path (wall)                    {statistics.median(wall):6.1f} tok/s = "
-            f"{statistics.median(wall) / bound:5.1%} of the bound"
+            f"   {'app path (' + backend.weights_path.name[:24] + ')':<38} {statistics.median(wall):6.1f} tok/s = "
+            f"{statistics.median(wall) / app_bound:5.1%} of its bound (wall clock)"
         )
 
         print("\n6. prefix reuse in the condenser's map step (4 chunks of one document, replies <= 8 tokens)")

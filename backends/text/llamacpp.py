@@ -30,6 +30,7 @@ from backends.text.base import (
 )
 from backends.text.embedded import verify_sha256
 from backends.text.hardware import ThreadPlan, cpu_topology, plan_threads
+from backends.text.requantize import discard, fast_weights
 
 if TYPE_CHECKING:
     from config import Settings
@@ -72,6 +73,7 @@ class LlamaCppBackend:
         self._n_ctx = 0
         self._system_ok = True
         self.threads: ThreadPlan | None = None  # chosen at load
+        self.weights_path: Path | None = None  # the file loaded: the model itself or its faster copy
 
     # ------------------------------------------------------------------ loading
 
@@ -86,15 +88,26 @@ class LlamaCppBackend:
             if self._expected_sha256:
                 report(0.05, f"Verifying {path.name}")
                 verify_sha256(path, self._expected_sha256)
-            report(0.4, f"Loading {path.name} with llama.cpp")
             threads = plan_threads(cpu_topology(), self._settings.n_threads, self._settings.n_threads_batch)
-            llm = _open_llama(path, self._settings.n_ctx, threads)
+            weights = path
+            if self._settings.gguf_requantize:
+                report(0.2, f"Preparing {path.name} for this CPU")
+                weights = fast_weights(path, self._settings.cache_dir / "llama", threads.n_threads_batch)
+            report(0.4, f"Loading {path.name} with llama.cpp")
+            try:
+                llm = _open_llama(weights, self._settings.n_ctx, threads)
+            except ModelUnavailableError:
+                if weights == path:
+                    raise
+                discard(weights, path)  # a damaged cached copy: use the original, and make a new copy next time
+                weights = path
+                llm = _open_llama(path, self._settings.n_ctx, threads)
             trained = _trained_context(llm)
             if trained and trained < llm.n_ctx():
                 # Beyond the trained context the model degrades; reopen with its own size
                 # (cheap: weights are memory-mapped and already in the page cache).
                 llm.close()
-                llm = _open_llama(path, trained, threads)
+                llm = _open_llama(weights, trained, threads)
             try:
                 formatter = _own_chat_formatter(llm, path)
             except BaseException:
@@ -108,6 +121,7 @@ class LlamaCppBackend:
             self._system_ok = accepts_system_role(lambda msgs: formatter(messages=msgs).prompt)
             self._n_ctx = llm.n_ctx()
             self.threads = threads
+            self.weights_path = weights
             self._llm = llm
             report(1.0, f"{self.label} ready ({self._n_ctx}-token context)")
 
