@@ -276,9 +276,9 @@ def trim_repetition(text: str) -> str:
     return " ".join(words[: start + size]).rstrip(",;:") + "…"
 
 
-COPY_NGRAM = 4  # words in a run; a sentence most of whose runs appear in its chunk is the chunk's own words
+COPY_NGRAM = 4  # words in a run; a sentence most of whose words sit in runs found in its chunk is a copy
 COPY_SHARE = 0.8
-COPY_MIN_WORDS = 8  # shorter sentences (a name, a title, a number) may well repeat the text's words
+COPY_MIN_WORDS = 8  # a shorter sentence is a copy only when all of it is a stretch of the text
 MIN_TERMS = 3  # content words a note needs to say something ("Estrogenic 101", "The text." say nothing)
 
 
@@ -288,17 +288,23 @@ def word_ngrams(text: str, n: int = COPY_NGRAM) -> set[tuple[str, ...]]:
 
 
 def own_words(text: str, source_ngrams: set[tuple[str, ...]], n: int = COPY_NGRAM) -> bool:
-    """Whether a sentence of a reply says something in the model's own words: it has a few content words, and
-    it is not a near-verbatim copy of the text it summarises (most of its word runs found there). A copied
-    sentence is the document's words presented as a summary: where nothing else is usable the chunk is quoted,
-    and says so."""
+    """Whether a sentence of a reply says something in the model's own words: it has a few content words, it is
+    not a word salad (a few words over and over), and it is not a near-verbatim copy of the text it summarises
+    (most of its words inside word runs found there). A copied sentence is the document's words presented as a
+    summary: where nothing else is usable the chunk is quoted, and says so."""
     if len(terms(text)) < MIN_TERMS and sum(ch.isalpha() and ord(ch) >= 0x2E80 for ch in text) < 8:
         return False  # (scripts written without spaces have few "words": counted by their characters)
     words = re.findall(r"\w+", text.lower())
-    if len(words) < COPY_MIN_WORDS:
-        return True
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return sum(g in source_ngrams for g in grams) < COPY_SHARE * len(grams)
+    if len(words) >= COPY_MIN_WORDS and len(set(words)) < 0.5 * len(words):
+        return False
+    covered = [False] * len(words)
+    for i in range(len(words) - n + 1):
+        if tuple(words[i : i + n]) in source_ngrams:
+            covered[i : i + n] = [True] * n
+    # A short sentence may well repeat the text's words ("The dam was finished in 1932."); one that is nothing but
+    # a stretch of the text ("Boats on the river carry") is a copied fragment.
+    share = COPY_SHARE if len(words) >= COPY_MIN_WORDS else 1.0
+    return not covered or sum(covered) < share * len(words)
 
 
 # --- one run's replies -> cited points ---------------------------------------------------------------
@@ -319,7 +325,7 @@ class ReplyPoints:
         it matches (the chunk as a whole when none matches well): sources can only ever be places this chunk
         holds. A sentence that copies the chunk is not a note (see `own_words`)."""
         notes = []
-        grams = word_ngrams(chunk.text)
+        grams = word_ngrams(f"{chunk.context}\n{chunk.text}")  # all it was shown, the overlap included
         for point, cites in self.parse(job, split_paragraphs=True):
             if not own_words(point.text, grams):
                 continue
