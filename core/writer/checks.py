@@ -70,21 +70,32 @@ def block_labels(prompt_texts: Iterable[str]) -> re.Pattern[str]:
     return re.compile(rf"^\W{{0,4}}(?:{body})\s*[:：]\s*", re.I)
 
 
+SHINGLE = 6  # a reply that shares this many words in a row with the prompt's wording repeats it
+
+
 def is_echo(sentence: str, runs: Sequence[str]) -> bool:
+    """Whether `sentence` repeats the prompt's wording: a whole run of it, six words of it in a row, or
+    (a part before or after a colon) nearly the same words as a run."""
     norm = _norm(sentence)
     if len(norm.split()) < 4:
         return False
+    padded = f" {norm} "
+    parts = [_norm(p) for p in sentence.split(":") if len(words(p)) >= 4] if ":" in sentence else [norm]
     for run in runs:
-        if run in norm or norm in run:
+        if f" {run} " in padded or norm in run:
             return True
-        if difflib.SequenceMatcher(None, norm, run, autojunk=False).ratio() >= 0.8:
+        run_words = run.split()
+        for i in range(len(run_words) - SHINGLE + 1):
+            if f" {' '.join(run_words[i : i + SHINGLE])} " in padded:
+                return True
+        if any(difflib.SequenceMatcher(None, part, run, autojunk=False).ratio() >= 0.8 for part in parts):
             return True
     return False
 
 
 def units(text: str) -> list[str]:
     """The sentences of a paragraph (a list item or a heading is one unit)."""
-    if _LIST_ITEM.match(text) or text.lstrip().startswith("#"):
+    if _LIST_ITEM.match(text) or re.match(r"\s*#{1,6}\s", text):
         return [text.strip()]
     return [s.strip() for s in _SENTENCE_GAP.split(text.strip()) if s.strip()]
 

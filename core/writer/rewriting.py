@@ -25,6 +25,7 @@ REWRITE_TRIES = 3
 SHORTER_MAX = 0.85  # Shorter: at most this fraction of the words (else trimmed to SHORTER_TRIM)
 SHORTER_TRIM = 0.6
 LONGER_MIN = 1.1  # Longer: at least this fraction
+RETRY_WARMER = 0.25  # each retry samples this much hotter
 
 
 @dataclass
@@ -174,7 +175,12 @@ def rewrite(
         for attempt in range(REWRITE_TRIES):
             if cancel.is_set():
                 break
-            params = dataclasses.replace(options.params(k + 1000 * attempt, budget), json_schema=rewrite_schema(chunk))
+            params = dataclasses.replace(
+                options.params(k + 1000 * attempt, budget),
+                json_schema=rewrite_schema(chunk),
+                # a small model that copied the text (or the instruction) is pushed further from it on a retry
+                temperature=min(1.3, options.temperature + RETRY_WARMER * attempt),
+            )
             reply = ""
             stream = backend.stream_chat(messages, params, cancel, StreamStats())
             try:
