@@ -25,20 +25,6 @@ sys.path.insert(0, str(ROOT))
 PROMPT = "Explain in a few paragraphs how a refrigerator keeps food cold."
 
 
-def measure_bandwidth(size_mb: int = 512, repeats: int = 5) -> float:
-    """Sustained read bandwidth in GB/s: a sum over an array far larger than the caches."""
-    import numpy as np
-
-    a = np.ones(size_mb * 1024 * 1024 // 8, dtype=np.float64)
-    a.sum()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a.sum()
-        best = min(best, time.perf_counter() - t)
-    return a.nbytes / best / 1e9
-
-
 def direct_run(backend, max_new: int) -> tuple[str, float, float, int]:
     from backends.text.base import GenerationParams, StreamStats
 
@@ -104,7 +90,6 @@ def main() -> None:
     from gradio_client import Client
 
     from backends import create_text_backend
-    from backends.text.embedded import embedded_gguf_path
     from config import Settings
     from tests.support.app_process import app_process
 
@@ -137,10 +122,16 @@ def main() -> None:
         "this is the client library's latency, not the app's)"
     )
 
-    bw = measure_bandwidth()
-    model_bytes = embedded_gguf_path().stat().st_size
+    from decode_bench import bandwidth, bytes_per_token  # the same bound as bench/decode_bench.py
+
+    bw, how = bandwidth(os.cpu_count() or 1)
+    weights, kv = bytes_per_token(backend.weights_path)  # the file the backend loaded (a Q8_0 copy, by default)
+    model_bytes = weights + kv * (len(PROMPT) // 4 + tokens / 2)
     bound = bw * 1e9 / model_bytes
-    print(f"memory bandwidth (numpy sum, 1 thread): {bw:.1f} GB/s; model file {model_bytes / 1e6:.0f} MB")
+    print(
+        f"memory bandwidth: {bw:.1f} GB/s ({how}); bytes read per token {model_bytes / 1e6:.0f} MB "
+        f"({backend.weights_path.name})"
+    )
     print(f"bandwidth bound: {bound:.0f} tok/s; embedded direct decode = {d_tps / bound:.1%} of it")
 
 

@@ -16,7 +16,7 @@
    map requests of one document, with KV-cache prefix reuse on (the backend as the app runs it) vs off (the
    engine's cache cleared before each request), and whether the greedy replies are identical.
 
-    .venv/bin/python bench/decode_bench.py [--rounds 5] [--prompt-tokens 1024] [--skip-options]
+    .venv/bin/python bench/decode_bench.py [--rounds 5] [--prompt-tokens 1024] [--skip-threads] [--skip-options]
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def bytes_per_token(path: Path) -> tuple[int, int]:
 # ---------------------------------------------------------------------- prefix reuse in the condenser's map step
 
 
-def map_messages(text: str, chunks: int, chunk_chars: int) -> list[list[dict[str, str]]]:
+def map_messages(pieces: list[str]) -> list[list[dict[str, str]]]:
     """The condenser's own map prompts (prompts/condense_prompts.toml) for consecutive chunks of one document."""
     from core.condenser.prompts import load_condense_prompts
 
@@ -193,9 +193,8 @@ def map_messages(text: str, chunks: int, chunk_chars: int) -> list[list[dict[str
         "form_rule": "",
     }
     out = []
-    for i in range(chunks):
-        part = text[i * chunk_chars : (i + 1) * chunk_chars]
-        position = f"part {i + 1} of {chunks} of “alice.txt”"
+    for i, part in enumerate(pieces):
+        position = f"part {i + 1} of {len(pieces)} of “alice.txt”"
         system = prompts.render("map", "system", **values)
         user = prompts.render("map", "user", text=part, position=position, **values)
         out.append([{"role": "system", "content": system}, {"role": "user", "content": user}])
@@ -229,6 +228,7 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--skip-options", action="store_true")
+    ap.add_argument("--skip-threads", action="store_true")
     args = ap.parse_args()
 
     import llama_cpp
@@ -254,6 +254,10 @@ def main() -> None:
     probe = open_engine(path, args.n_ctx, n_threads=1)
     text_tokens = probe.tokenize(document_text().encode("utf-8"), add_bos=False)
     chat_tokens = probe.tokenize(f"<|im_start|>user\n{CHAT}<|im_end|>\n<|im_start|>assistant\n".encode(), special=True)
+    from core.condenser.request import DEFAULT_CHUNK_TOKENS
+
+    chunk = DEFAULT_CHUNK_TOKENS
+    pieces = [probe.detokenize(text_tokens[i * chunk : (i + 1) * chunk]).decode("utf-8", "ignore") for i in range(6)]
     probe.close()
 
     plans = {
@@ -263,12 +267,14 @@ def main() -> None:
     for n in sorted({1, 2, topo.physical, topo.logical}):
         if (n, n) not in plans.values():
             plans[f"{n} thread{'s' if n > 1 else ''} ({n}/{n})"] = (n, n)
-    print(f"\n2. threads, {args.rounds} interleaved rounds")
-    engines = {k: open_engine(path, args.n_ctx, n_threads=d, n_threads_batch=b) for k, (d, b) in plans.items()}
-    thread_rows = compare(engines, text_tokens, chat_tokens, args)
-    print_rows(thread_rows, args.prompt_tokens)
-    for llm in engines.values():
-        llm.close()
+    thread_rows: dict[str, dict[str, list[float]]] = {}
+    if not args.skip_threads:
+        print(f"\n2. threads, {args.rounds} interleaved rounds")
+        engines = {k: open_engine(path, args.n_ctx, n_threads=d, n_threads_batch=b) for k, (d, b) in plans.items()}
+        thread_rows = compare(engines, text_tokens, chat_tokens, args)
+        print_rows(thread_rows, args.prompt_tokens)
+        for llm in engines.values():
+            llm.close()
 
     chosen = dict(n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch)
     q8 = fast_weights(path, Path(tempfile.mkdtemp()), plan.n_threads_batch)
@@ -281,7 +287,8 @@ def main() -> None:
             "n_batch = n_ubatch = 128": {"n_batch": 128, "n_ubatch": 128},
             "n_batch = n_ubatch = 2048": {"n_batch": 2048, "n_ubatch": 2048},
             "no mmap (weights read into RAM)": {"use_mmap": False},
-            "Q8_0 copy of the weights (the app's)": {"model_path": str(q8)},
+            "Q8_0 copy of the weights": {"model_path": str(q8)},
+            "Q8_0 copy + flash_attn": {"model_path": str(q8), "flash_attn": True},
         }
         print(f"\n3. engine options at the rule's threads, {args.rounds} interleaved rounds")
         engines = {
@@ -339,8 +346,11 @@ def main() -> None:
             f"{statistics.median(wall) / app_bound:5.1%} of its bound (wall clock)"
         )
 
-        print("\n6. prefix reuse in the condenser's map step (4 chunks of one document, replies <= 8 tokens)")
-        requests = map_messages(document_text(), 4, 4000)
+        requests = map_messages(pieces)
+        print(
+            f"\n6. prefix reuse in the condenser's map step ({len(requests)} chunks of {chunk} tokens of one document, "
+            "replies <= 8 tokens)"
+        )
         on = prefix_reuse(backend, requests, reuse=True)
         off = prefix_reuse(backend, requests, reuse=False)
         for label, (sent, evaluated, _) in (("reuse on (app)", on), ("reuse off", off)):
