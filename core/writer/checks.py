@@ -185,9 +185,10 @@ def _join(paragraphs: list[list[str]]) -> str:
     return "\n\n".join(out)
 
 
-def trim_to_words(text: str, max_words: int, keep: Sequence[str] = ()) -> str:
+def trim_to_words(text: str, max_words: int, keep: Sequence[str] = (), drop_kept: bool = True) -> str:
     """Whole sentences (or list items) dropped from the end until the text has at most `max_words`
-    words; a sentence that alone carries one of `keep` (keywords, the call to action) is dropped last.
+    words; a sentence that alone carries one of `keep` (keywords, the call to action) is dropped last, or
+    never with `drop_kept` False (the text may then stay over the budget).
     A first sentence longer than the budget is cut at a word and closed with a full stop."""
     paragraphs = _paragraphs(text)
     if word_count(text) <= max_words:
@@ -200,7 +201,7 @@ def trim_to_words(text: str, max_words: int, keep: Sequence[str] = ()) -> str:
         )
         return any(keyword_pattern(k).search(sentence) and not keyword_pattern(k).search(others) for k in keep if k)
 
-    for protect in (True, False):
+    for protect in (True, False) if drop_kept else (True,):
         order = [(i, j) for i in range(len(paragraphs)) for j in range(len(paragraphs[i]))][::-1]
         for i, j in order:
             if word_count(_join(paragraphs)) <= max_words:

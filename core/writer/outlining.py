@@ -65,7 +65,7 @@ def _outline_of(reply: str) -> Outline:
 
 
 _GENERIC_HEADING = re.compile(
-    r"^\W*(?:title|heading|section|part|subheading|headline|introduction to)?\W*\d*\W*$", re.I
+    r"^\W*(?:titles?|headings?|sections?|parts?|subheadings?|headlines?|introduction to)?\W*\d*\W*$", re.I
 )
 
 

@@ -246,7 +246,7 @@ def polish(
         text = f"{text}\n\n{close}".strip()
         yield Event("text", show(text))
     if goal.words and word_count(text) > LONG * goal.words:
-        text = trim_to_words(text, int(goal.words * 1.1), keep)
+        text = trim_to_words(text, int(goal.words * 1.1), keep, drop_kept=False)  # keywords before length
         yield Event("text", show(text))
     return text
 
