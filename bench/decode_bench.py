@@ -15,8 +15,10 @@
 6. Prefix reuse in the condenser's map step: prompt tokens sent vs evaluated (llama.cpp's own counters) for the
    map requests of one document, with KV-cache prefix reuse on (the backend as the app runs it) vs off (the
    engine's cache cleared before each request), and whether the greedy replies are identical.
+7. Optionally (--condense-chars), the condenser end to end on part of a document, before vs after.
 
     .venv/bin/python bench/decode_bench.py [--rounds 5] [--prompt-tokens 1024] [--skip-threads] [--skip-options]
+                                           [--condense-chars 20000]
 """
 
 from __future__ import annotations
@@ -218,6 +220,48 @@ def prefix_reuse(backend: Any, requests: list[list[dict[str, str]]], reuse: bool
     return sent, evaluated, replies
 
 
+# ---------------------------------------------------------------------- the condenser, end to end
+
+
+def condense_before_after(args, text: str) -> None:
+    """The condenser on `text` with the embedded model, interleaved: the Q4_1 file with llama-cpp-python's old
+    thread defaults vs the app's defaults now (Q8_0 copy, threads from the hardware). Flash attention is on in both."""
+    from condense_bench import condense, service_for
+
+    from config import Settings
+
+    configs = {
+        "before (Q4_1 file, 1 decode/2 prompt threads)": {
+            "gguf_requantize": False,
+            "n_threads": 1,
+            "n_threads_batch": 2,
+        },
+        "after (app defaults)": {},
+    }
+    times: dict[str, list[tuple[float, float, float]]] = {k: [] for k in configs}
+    with tempfile.TemporaryDirectory() as data:
+        services = {}
+        for i, (name, overrides) in enumerate(configs.items()):
+            services[name] = service_for(Settings(data_dir=Path(data) / str(i), n_ctx=args.n_ctx, **overrides))
+            services[name].models.get(None).load()
+        for _ in range(args.rounds):
+            for name, service in services.items():
+                started = time.perf_counter()
+                result = condense(service, [], text, length="short", map_max_new_tokens=64)
+                t = result.timings
+                times[name].append((time.perf_counter() - started, t["map_s"], t["reduce_s"]))
+    chunks = result.documents[0].chunks
+    print(f"\n7. the condenser end to end: {len(text)} characters, {chunks} chunks, map replies <= 64 tokens, {load()}")
+    for name, rows in times.items():
+        total, map_s, reduce_s = ([r[i] for r in rows] for i in range(3))
+        print(
+            f"   {name:<46} total {spread(total, '{:.1f}')} s, map {spread(map_s, '{:.1f}')} s, reduce "
+            f"{spread(reduce_s, '{:.1f}')} s"
+        )
+    before, after = (statistics.median(r[1] for r in rows) for rows in times.values())
+    print(f"   map step before/after: {before / after:.2f}x")
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -229,6 +273,7 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--skip-options", action="store_true")
     ap.add_argument("--skip-threads", action="store_true")
+    ap.add_argument("--condense-chars", type=int, default=0, help="7.: condense this much of a document (0: skip)")
     args = ap.parse_args()
 
     import llama_cpp
@@ -359,6 +404,8 @@ def main() -> None:
             f"   saved by reuse: {1 - on[1] / off[1]:.1%} of the evaluated prompt tokens; "
             f"greedy replies identical: {on[2] == off[2]}"
         )
+    if args.condense_chars:
+        condense_before_after(args, document_text()[: args.condense_chars])
     print(f"\nend {load()}")
 
 

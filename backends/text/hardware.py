@@ -1,6 +1,6 @@
 """How many CPU threads llama.cpp gets, chosen from this machine's hardware: the cores this process may run on
 (affinity mask, SMT siblings counted once, capped by a cgroup CPU quota). The rule and the numbers behind it are in
-bench/decode_bench.py and README ("Speed"); STUDIO_THREADS and STUDIO_THREADS_BATCH override it."""
+bench/decode_bench.py (results: bench/results/decode_bench.txt); STUDIO_THREADS and STUDIO_THREADS_BATCH override it."""
 
 from __future__ import annotations
 

@@ -309,8 +309,10 @@ def _open_llama(path: Path, n_ctx: int, threads: ThreadPlan) -> Any:
             n_ctx=n_ctx,
             n_threads=threads.n_threads,
             n_threads_batch=threads.n_threads_batch,
-            # Measured on the embedded model, one core (bench/decode_bench.py): decode +8-14%, prompts +6-8%.
-            flash_attn=True,
+            # Off, though it measured decode +8-14% and prompts +6-8% on one core (bench/decode_bench.py): with it, a
+            # prompt evaluated after a cached prefix gives different logits than evaluated whole, so one greedy
+            # request's reply would depend on what the previous request left in the cache (seen on condenser chunks).
+            flash_attn=False,
             verbose=False,
         )
     except (ValueError, RuntimeError, OSError) as exc:
