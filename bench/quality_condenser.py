@@ -172,11 +172,13 @@ def run_document(service: Any, spec: str, split: str, path: Path, per_doc: int, 
             real = all((page := catalog.page(s)) is None or 1 <= page <= doc.page_count for s in p.sources)
         result.cited += real
         cited_text = " ".join(catalog.text(s) for s in p.sources if catalog.valid(s))
-        result.supported += real and len(content(p.text) & content(cited_text)) >= 2
+        supported = real and len(content(p.text) & content(cited_text)) >= 2
+        result.supported += supported
         copy = is_copy(p.text, grams)
         result.own_words += not copy
-        if len(result.examples) < 4 or copy:
-            result.examples.append(("COPY " if copy else "") + f"{p.text} {catalog.cite(p.sources)}")
+        if len(result.examples) < 4 or copy or not supported:
+            flags = ("COPY " if copy else "") + ("UNSUPPORTED " if not supported else "")
+            result.examples.append(f"{flags}{p.text} {catalog.cite(p.sources)}")
     return result
 
 

@@ -279,6 +279,7 @@ def trim_repetition(text: str) -> str:
 COPY_NGRAM = 4  # words in a run; a sentence most of whose words sit in runs found in its chunk is a copy
 COPY_SHARE = 0.8
 COPY_MIN_WORDS = 8  # a shorter sentence is a copy only when all of it is a stretch of the text
+MIN_SHARED_TERMS = 2  # content words a note shares with the text it summarises
 MIN_TERMS = 3  # content words a note needs to say something ("Estrogenic 101", "The text." say nothing)
 
 
@@ -325,9 +326,10 @@ class ReplyPoints:
         it matches (the chunk as a whole when none matches well): sources can only ever be places this chunk
         holds. A sentence that copies the chunk is not a note (see `own_words`)."""
         notes = []
-        grams = word_ngrams(f"{chunk.context}\n{chunk.text}")  # all it was shown, the overlap included
+        shown = f"{chunk.context}\n{chunk.text}"  # all it was shown, the overlap included
+        grams, words = word_ngrams(shown), terms(shown)
         for point, cites in self.parse(job, split_paragraphs=True):
-            if not own_words(point.text, grams):
+            if not own_words(point.text, grams) or not self.about(point.text, words):
                 continue
             own = self.cited_in_chunk(cites, chunk, point.text)
             sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=2)
@@ -342,9 +344,9 @@ class ReplyPoints:
         """A one-chunk document's summary: its points attributed to the chunk's pieces; none when the reply
         had nothing usable."""
         points = []
-        grams = word_ngrams(chunk.text)
+        grams, words = word_ngrams(chunk.text), terms(chunk.text)
         for point, cites in self.parse_final(job):
-            if not own_words(point.text, grams):
+            if not own_words(point.text, grams) or not self.about(point.text, words):
                 continue
             own = self.cited_in_chunk(cites, chunk, point.text)
             sources = own or attribute(point.text, chunk.passages(), chunk.sources, limit=3)
@@ -355,6 +357,13 @@ class ReplyPoints:
             )
         points = merge_duplicates(points)
         return self.shape(points) if points else []
+
+    def about(self, text: str, shown: set[str]) -> bool:
+        """Whether a point is about the text it summarises: it shares a few content words with it. A point that
+        shares none ("The document is a collection of humorous messages", "The text is written in German") is
+        the model talking about the request, or making things up. Not judged where the summary is asked for in
+        another language than the document's (its words need not be the document's)."""
+        return bool(self.options.target_language) or len(terms(text) & shown) >= MIN_SHARED_TERMS
 
     def parse(self, job: Job, split_paragraphs: bool = False) -> list[tuple[Point, list[str]]]:
         """A reply's points, cleaned; sentences that only echo the request's own instructions (small
@@ -400,7 +409,10 @@ class ReplyPoints:
         candidates = [(n.sources, n.text) for n in notes]
         out = []
         parsed = self.parse_final(job) if final else self.parse(job, split_paragraphs=True)
+        shown = terms("\n".join(n.text for n in notes))
         for point, cites in parsed:
+            if not self.about(point.text, shown):
+                continue
             numbers = [k for k in note_numbers(cites) if 1 <= k <= len(notes)]
             named = [notes[k - 1] for k in dict.fromkeys(numbers)]
             if named:

@@ -36,6 +36,12 @@ class CondenseOptions:
     seed: int | None = 0
     parallel: int = 0  # requests at once: 0 = as many as the backend takes; 1 = one at a time
 
+    @property
+    def target_language(self) -> str:
+        """The language asked for, or "" for the document's own."""
+        same = not self.language or self.language.lower() == "same as the document"
+        return "" if same else self.language
+
     def described(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()}
 

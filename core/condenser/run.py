@@ -114,7 +114,7 @@ class Run:
 
     def rules(self) -> dict[str, str]:
         o = self.options
-        language = o.language if o.language and o.language.lower() != "same as the document" else ""
+        language = o.target_language
         return {
             "language_rule": f"Write in {language}." if language else "Write in the same language as the document.",
             "audience_rule": f"Write for this audience: {o.audience}." if o.audience else "",
@@ -134,6 +134,10 @@ class Run:
         begin, end = self.markers["notes" if stage in ("merge", "final") else "doc"]
         text = text.replace(self.nonce, "")
         values = {"begin": begin, "end": end, "points": points, "form_rule": self.form.rule, **self.rules()}
+        if stage in ("map", "retry") and not self.options.target_language:
+            # Notes are in whatever language the model reads best; the summary is written in the document's. Small
+            # models echo "Write in the same language as the document" back as a note ("The text is in English").
+            values["language_rule"] = ""
         system = self.prompts.render(stage, "system", **values)
         user = self.prompts.render(stage, "user", text=text, position=position, **values)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -104,7 +104,7 @@ def is_retry(user: str) -> bool:
 
 def own_sentence(user: str) -> str:
     rivers = [name for name, _ in RIVERS if name in data_of(user)] or ["river"]
-    return f"Here the {' and '.join(rivers)} matter most, said as a short note of its own about shipping and trade."
+    return f"Here the {' and '.join(rivers)} matter most, said as a short note of its own about boats and their cargo."
 
 
 def copy_of_the_chunk(user: str) -> str:
@@ -163,3 +163,18 @@ def test_every_map_request_opens_with_the_same_instructions_and_ends_with_its_ch
     assert len(prefixes) == 1 and "trade" in next(iter(prefixes))  # one shared prefix, the rules inside it
     assert all(re.search(r"</document-[0-9a-f]+>$", u) for u in maps)  # the chunk last
     assert len({data_of(u) for u in maps}) == len(maps)
+
+
+def test_a_note_about_nothing_in_its_chunk_is_not_a_note_unless_another_language_was_asked_for(tmp_path):
+    def reply(user: str, params: GenerationParams) -> str:
+        return own_sentence(user) if is_retry(user) else "The document is a collection of humorous messages."
+
+    backend = ScriptedBackend(reply)
+    _, result = condense(tmp_path / "same", backend)
+    assert sum(is_retry(u) for u, _ in backend.requests) == len(result.chunks)  # each asked again
+    assert all("humorous" not in p.text for p in result.summaries[0])
+    # "Write in French": the notes need not share the document's words, so the first replies stand
+    backend = ScriptedBackend(reply)
+    _, result = condense(tmp_path / "french", backend, language="French")
+    assert not any(is_retry(u) for u, _ in backend.requests)
+    assert all(r.status == "summarised" for r in result.chunks)
