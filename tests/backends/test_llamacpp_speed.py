@@ -76,3 +76,31 @@ def test_the_thread_plan_reaches_the_engine(settings_factory: Callable[..., Sett
     assert (pinned._llm.n_threads, pinned._llm.n_threads_batch) == (2, 1)
     # Either way the greedy reply is the same model's.
     assert pinned.chat(FIRST, GREEDY).text == auto.chat(FIRST, GREEDY).text
+
+
+def test_a_prompt_after_a_cached_prefix_gives_the_logits_of_the_whole_prompt(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    # Chunks the size the condenser sends (hundreds of tokens) after the shared prefix, evaluated the way a cache hit
+    # does (only the suffix) and whole: the next-token logits must be bit-identical, or a greedy reply would depend on
+    # what the previous request left in the cache (flash attention, for one, breaks this).
+    import argparse
+    import json
+    import logging
+
+    import llama_cpp
+    import numpy as np
+
+    backend = backend_for(settings_factory)
+    llm = backend._llm
+    shared = len(backend._prompt_tokens(backend._prepare([FIRST[0]]))) - 2  # the system turn, before its end tag
+    for module in (argparse, json, logging):
+        tokens = backend._prompt_tokens(backend._prepare(chunk(" ".join((module.__doc__ or "").split())[:2400])))
+        llm.reset()
+        llm.eval(tokens)
+        whole = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(llm.n_vocab(),)).copy()
+        llm.reset()
+        llm.eval(tokens[:shared])
+        llm.eval(tokens[shared:])  # what generate() evaluates after a prefix hit
+        split = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(llm.n_vocab(),)).copy()
+        assert np.array_equal(whole, split)
