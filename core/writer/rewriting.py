@@ -21,11 +21,11 @@ from core.writer.store import DraftStatus
 from core.writer.templates import STAGE_BUILTINS, RewriteOp, render
 from core.writer.text import clean_output, plain_text, words
 
-REWRITE_TRIES = 3
+REWRITE_TRIES = 5  # a small model often copies the text at first; each retry is hotter (RETRY_WARMER)
 SHORTER_MAX = 0.85  # Shorter: at most this fraction of the words (else trimmed to SHORTER_TRIM)
 SHORTER_TRIM = 0.6
 LONGER_MIN = 1.1  # Longer: at least this fraction
-RETRY_WARMER = 0.25  # each retry samples this much hotter
+RETRY_WARMER = 0.2  # each retry samples this much hotter
 
 
 @dataclass
