@@ -19,6 +19,7 @@ from ui.errors import user_error
 from ui.identity import user_id
 
 PRIVATE = dict(api_visibility="private")
+API_USER_HEADER = "x-studio-user"  # ui/server/guard.py's USER_HEADER: the API token's user
 MD_SPECIAL = re.compile(r"[\\`*_\[\]<>#|~]")
 MODEL_ERRORS: tuple[type[Exception], ...] = (InputError, NotFoundError, BackendError)  # incl. ModelDownloadError
 
@@ -128,13 +129,9 @@ class ModelPickers:
             with self._lock:
                 self._cancels.pop(key, None)
 
-    def cancel(self, key: str) -> bool:
-        with self._lock:
-            event = self._cancels.get(key)
-        if event is None:
-            return False
-        event.set()
-        return True
+    def cancel(self, user: str, key: str) -> bool:
+        """The service's cancel: only someone who may manage models may (ModelPermissionError otherwise)."""
+        return self.service.cancel(user, key)
 
     def downloading(self, key: str) -> bool:
         with self._lock:
@@ -160,7 +157,7 @@ class ModelPickers:
         picker.change(show, [browser_id, picker], [line, button], **PRIVATE)
 
         def fetch(bid, request: gr.Request, progress=gr.Progress()) -> Iterator[Any]:
-            user = user_id(bid, request)
+            user = manager_user(bid, request)
             rec = self.service.recommended(kind)
             if rec is None:
                 raise user_error("There is no recommended model to download.", title="Nothing to download")
@@ -226,9 +223,21 @@ class ModelPickers:
         return safe_markdown(text), button
 
 
+def manager_user(bid: str | None, request: gr.Request) -> str:
+    """Who asks to change the models: a call with an API token is an API caller ("api:<its user>", which the service
+    never lets manage models), whoever the token belongs to; otherwise the login or this browser. The guard sets
+    x-studio-user only for a valid token and drops any the client sent."""
+    headers = getattr(request, "headers", None)
+    token_user = headers.get(API_USER_HEADER) if headers is not None else None
+    if isinstance(token_user, str) and token_user:
+        return f"api:{token_user}"
+    return user_id(bid, request)
+
+
 def user_or_none(bid: str | None, request: gr.Request) -> str | None:
-    """The caller, or None on a first visit whose browser id the chat tab's load has not stored yet."""
+    """The caller as manager_user says, or None on a first visit whose browser id the chat tab's load has not stored
+    yet."""
     try:
-        return user_id(bid, request)
+        return manager_user(bid, request)
     except gr.Error:
         return None

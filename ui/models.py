@@ -13,8 +13,17 @@ from core.models.hub import DownloadCancelled
 from core.models.service import DownloadProgress, ModelEntry, ModelsService
 from core.safe_html import safe_markdown
 from ui.errors import user_error
-from ui.identity import ensure_browser_id, user_id
-from ui.model_pickers import MODEL_ERRORS, PRIVATE, ModelPickers, format_bytes, md, progress_line, user_or_none
+from ui.identity import ensure_browser_id
+from ui.model_pickers import (
+    MODEL_ERRORS,
+    PRIVATE,
+    ModelPickers,
+    format_bytes,
+    manager_user,
+    md,
+    progress_line,
+    user_or_none,
+)
 
 MODELS_TAB = "models"
 HEADERS = ["Model", "Kind", "State", "Size", "RAM needed", "Licence", "Good for"]
@@ -180,7 +189,7 @@ def build_models_tab(
     refresh_btn.click(refreshing(True), current, everything, **PRIVATE)
 
     def download(bid, key, request: gr.Request, progress=gr.Progress()) -> Iterator[Any]:
-        user = user_id(bid, request)
+        user = manager_user(bid, request)
         if not key:
             raise user_error("Pick a model first.", title="Nothing to download")
         last: DownloadProgress | None = None
@@ -209,18 +218,22 @@ def build_models_tab(
     )
     pickers.changed.append(fetching)
 
-    def cancel(key):
-        if not key or not pickers.cancel(key):
+    def cancel(bid, key, request: gr.Request):
+        try:
+            cancelled = bool(key) and pickers.cancel(manager_user(bid, request), key)
+        except MODEL_ERRORS as exc:
+            raise user_error(str(exc), title="Not cancelled") from None
+        if not cancelled:
             raise user_error("Nothing is downloading for this model.", title="Nothing to cancel")
         return "**Cancelling…** (what was fetched is kept, so a later download continues from there)"
 
-    cancel_btn.click(cancel, [chosen], [status], queue=False, **PRIVATE)
+    cancel_btn.click(cancel, [browser_id, chosen], [status], queue=False, **PRIVATE)
 
     delete_btn.click(lambda: gr.Row(visible=True), None, [confirm_row], **PRIVATE)
     keep_btn.click(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)
 
     def delete(bid, key, request: gr.Request):
-        user = user_id(bid, request)
+        user = manager_user(bid, request)
         try:
             freed = service.delete(user, key)
         except MODEL_ERRORS as exc:

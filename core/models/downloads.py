@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # A transformers model: what from_pretrained reads (one weight format: safetensors, else .bin).
 TRANSFORMERS_PATTERNS = ("*.json", "*.model", "*.txt", "*.tiktoken", "*.jinja", "tokenizer*")
 SPEED_WINDOW_S = 5.0
+MAX_PLAN_FILES = 200  # a model is a few files (a sharded checkpoint some dozens); more is not a model to fetch
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ def plan_download(hub: Hub, model: CatalogueModel | None, spec: str) -> Download
         names = _transformers_files(sizes)
     if not names:
         raise ModelDownloadError(f"{repo_id} on the hub has none of the files this model needs.")
+    if len(names) > MAX_PLAN_FILES:  # refused before one request per file
+        raise ModelDownloadError(
+            f"{repo_id} on the hub would need {len(names)} files fetched; the manager fetches at most {MAX_PLAN_FILES} "
+            "for one model."
+        )
     return DownloadPlan(repo_id, tuple(hub.file(repo_id, name) for name in sorted(names)))
 
 
@@ -97,16 +103,21 @@ class Transfer:
     def done_bytes(self) -> int:
         return sum(self._bytes.values())
 
-    def check_disk(self, name: str) -> None:
-        """Refuse before any byte when what is left to fetch would eat into the reserve."""
+    @property
+    def reserve(self) -> int:
+        return int(self.settings.model_disk_reserve_mb * 2**20)
+
+    def check_disk(self, name: str, coming_elsewhere: int = 0) -> None:
+        """Refuse before any byte when what is left to fetch, with what other running downloads still bring
+        (`coming_elsewhere`), would eat into the reserve. The message names no server path."""
         needed = self.plan.total - self.done_bytes()
-        reserve = int(self.settings.model_disk_reserve_mb * 2**20)
-        free = free_bytes(self.settings.hf_cache_dir)
-        if needed > 0 and free - reserve < needed:
+        free = free_bytes(self.settings.hf_cache_dir) - max(0, coming_elsewhere)
+        if needed > 0 and free - self.reserve < needed:
+            others = " (after the downloads under way)" if coming_elsewhere > 0 else ""
             raise ModelDownloadError(
-                f"Not enough disk space for {name}: it needs {format_size(needed)} more, and {self.settings.hf_cache_dir} "
-                f"has {format_size(free)} free, {format_size(reserve)} of which stays free (STUDIO_MODEL_DISK_RESERVE_MB). "
-                "Delete a model you do not use, or free some space."
+                f"Not enough disk space for {name}: it needs {format_size(needed)} more, and the model cache has "
+                f"{format_size(max(0, free))} free{others}, {format_size(self.reserve)} of which stays free "
+                "(STUDIO_MODEL_DISK_RESERVE_MB). Delete a model you do not use, or free some space."
             )
 
     def run(self) -> None:
@@ -117,7 +128,7 @@ class Transfer:
             def seen(n: int, name: str = remote.filename) -> None:
                 self._bytes[name] = n
 
-            self.hub.fetch(remote, seen, self.cancel)
+            self.hub.fetch(remote, seen, self.cancel, keep_free=self.reserve)
             self._bytes[remote.filename] = remote.size
         if self.cancel.is_set() and self.done_bytes() < self.plan.total:
             from core.models.hub import DownloadCancelled

@@ -6,6 +6,7 @@ against the hub's LFS etag), then placed as blob + snapshot link so huggingface_
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -18,9 +19,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from backends.text.hub_gguf import is_repo_file, is_repo_id
 from core.errors import ModelDownloadError
 
+log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What the hub sends names files in the cache (blobs/<etag>, snapshots/<commit>/): a hostile or broken hub must not
+# name a path. Real etags are a sha256 or a git blob id, commits a git sha1.
+_ETAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+DISK_CHECK_BYTES = 16 << 20  # how often (in bytes written) a download looks at the free space again
 PROBE_TIMEOUT_S = 3.0
 HASH_CHUNK = 8 << 20
 
@@ -58,6 +66,12 @@ class Hub:
         self.token = token
         self.cache_dir = cache_dir
 
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint as messages name it: without any user name or password in it."""
+        parts = urlparse(self.endpoint)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else self.endpoint
+
     def probe(self, timeout: float = PROBE_TIMEOUT_S) -> str | None:
         """None when the hub answers HTTP at all (any status), else why it cannot be reached."""
         request = urllib.request.Request(f"{self.endpoint}/api/models?limit=1", method="HEAD")
@@ -68,7 +82,7 @@ class Hub:
             return None  # it answered
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            return f"the hub is unreachable at {self.endpoint} ({reason})"
+            return f"the hub is unreachable at {self.shown_endpoint} ({reason})"
 
     def _headers(self, send_token: bool = True) -> dict[str, str]:
         from huggingface_hub.utils import build_hf_headers
@@ -80,6 +94,8 @@ class Hub:
         """A file's size, etag, commit and download URL (one HEAD request)."""
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
+        if not is_repo_id(repo_id) or not is_repo_file(filename):
+            raise ModelDownloadError(f"{filename[:200]!r} in {repo_id[:200]!r} is not a file name the manager fetches.")
         url = hf_hub_url(repo_id, filename, revision=revision, endpoint=self.endpoint)
         try:
             meta = get_hf_file_metadata(url, token=self.token or None, endpoint=self.endpoint)
@@ -87,6 +103,11 @@ class Hub:
             raise ModelDownloadError(_hub_error(exc, repo_id, filename)) from None
         if not meta.commit_hash or not meta.etag or meta.size is None:
             raise ModelDownloadError(f"The hub gave no size or version for {filename} in {repo_id}; try again later.")
+        if not _ETAG.match(meta.etag) or not _COMMIT.match(meta.commit_hash) or meta.size < 0:
+            raise ModelDownloadError(
+                f"The hub answered for {filename} in {repo_id} with a version or checksum that is not one "
+                "(it may be broken or not a Hugging Face hub); nothing was downloaded."
+            )
         # As hf_hub_download does: Xet-backed files are fetched through the resolve URL (it redirects), others from
         # the location the HEAD named; the token goes only to the hub's own host.
         where = url if meta.xet_file_data is not None else meta.location
@@ -103,7 +124,11 @@ class Hub:
             )
         except Exception as exc:
             raise ModelDownloadError(_hub_error(exc, repo_id, None)) from None
-        return {s.rfilename: int(s.size or 0) for s in info.siblings or ()}
+        files = {s.rfilename: int(s.size or 0) for s in info.siblings or ()}
+        unsafe = [name for name in files if not is_repo_file(name)]
+        if unsafe:  # names that would leave the cache: never planned, never fetched
+            log.warning("The hub listed %d file names in %s that are not plain paths; skipped", len(unsafe), repo_id)
+        return {name: size for name, size in files.items() if name not in unsafe}
 
     # -- files in the cache ----------------------------------------------------------------------------------
 
@@ -121,21 +146,29 @@ class Hub:
         partial = blob.with_name(blob.name + ".incomplete")
         return min(partial.stat().st_size, remote.size) if partial.is_file() else 0
 
-    def fetch(self, remote: RemoteFile, on_bytes: Callable[[int], None], cancel: threading.Event) -> Path:
+    def fetch(
+        self, remote: RemoteFile, on_bytes: Callable[[int], None], cancel: threading.Event, keep_free: int = 0
+    ) -> Path:
         """Download `remote` into the cache (continuing a partial file), verify it and link it into its snapshot.
         `on_bytes(n)` gets the bytes of this file on disk as they arrive. Raises DownloadCancelled when `cancel` is
-        set (the partial file stays), ModelDownloadError when the bytes are wrong (the partial file is removed)."""
+        set (the partial file stays), ModelDownloadError when the bytes are wrong (the partial file is removed), the
+        hub sends more than it announced (removed), or the disk is down to `keep_free` bytes (kept)."""
         from huggingface_hub.file_download import http_get
 
         blob = self.blob_path(remote)
         pointer = self.snapshot_path(remote)
+        storage = repo_folder(self.cache_dir, remote.repo_id)
+        if not (
+            blob.resolve().is_relative_to(storage.resolve()) and pointer.resolve().is_relative_to(storage.resolve())
+        ):
+            raise ModelDownloadError(f"{remote.filename[:200]!r} would be saved outside the model cache; refused.")
         if not blob.is_file():
             blob.parent.mkdir(parents=True, exist_ok=True)
             partial = blob.with_name(blob.name + ".incomplete")
             if partial.is_file() and partial.stat().st_size > remote.size:
                 partial.unlink()  # longer than the file: not ours to continue
             with open(partial, "ab") as raw:
-                sink = _CountingSink(raw, on_bytes, cancel)
+                sink = _CountingSink(raw, on_bytes, cancel, remote.size, lambda: free_bytes(self.cache_dir) < keep_free)
                 on_bytes(sink.position)
                 try:
                     if sink.position < remote.size:
@@ -147,6 +180,19 @@ class Hub:
                             expected_size=remote.size,
                             tqdm_class=_Silent,
                         )
+                except _TooLong:
+                    raw.close()
+                    partial.unlink(missing_ok=True)
+                    raise ModelDownloadError(
+                        f"The hub sent more of {remote.filename} than the {remote.size} bytes it announced; the file "
+                        "was deleted and the download stopped. Try again later."
+                    ) from None
+                except _DiskLow:
+                    raise ModelDownloadError(
+                        f"The download of {remote.filename} stopped: the disk is down to the space that stays free "
+                        f"(STUDIO_MODEL_DISK_RESERVE_MB); {_mb(sink.position)} kept. Free some space, then download "
+                        "again to continue."
+                    ) from None
                 except _Cancelled:
                     raise DownloadCancelled(
                         f"Cancelled; {_mb(sink.position)} of {remote.filename} kept, a new download continues there."
@@ -222,19 +268,44 @@ class _Cancelled(Exception):
     """Raised from inside http_get's loop to stop it; not a network error, so it does not retry."""
 
 
-class _CountingSink:
-    """The file http_get writes to: counts the bytes on disk, reports them, and stops when cancelled. The chunk in
-    hand is not written after a cancel, so the file always ends on a chunk boundary the server sent."""
+class _TooLong(Exception):
+    """The server sent more than the size it announced (an endless stream): stop before writing it."""
 
-    def __init__(self, raw: Any, on_bytes: Callable[[int], None], cancel: threading.Event) -> None:
+
+class _DiskLow(Exception):
+    """The disk is down to its reserve (other downloads, other programs): stop before filling it."""
+
+
+class _CountingSink:
+    """The file http_get writes to: counts the bytes on disk, reports them, and stops when cancelled, when the
+    server sends more than `limit` bytes, or when `disk_low()` says so (asked every DISK_CHECK_BYTES). The chunk in
+    hand is not written after a stop, so the file always ends on a chunk boundary the server sent."""
+
+    def __init__(
+        self,
+        raw: Any,
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+        limit: int,
+        disk_low: Callable[[], bool],
+    ) -> None:
         self._raw = raw
         self._on_bytes = on_bytes
         self._cancel = cancel
+        self._limit = limit
+        self._disk_low = disk_low
         self.position = raw.tell()
+        self._checked_at = self.position
 
     def write(self, chunk: bytes) -> int:
         if self._cancel.is_set():
             raise _Cancelled()
+        if self.position + len(chunk) > self._limit:
+            raise _TooLong()
+        if self.position - self._checked_at >= DISK_CHECK_BYTES:
+            self._checked_at = self.position
+            if self._disk_low():
+                raise _DiskLow()
         written = self._raw.write(chunk)
         self.position += written
         self._on_bytes(self.position)

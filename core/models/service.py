@@ -24,6 +24,7 @@ Kind = Literal["text", "image"]
 Source = Literal["configured", "catalogue", "on disk"]
 KINDS: tuple[Kind, ...] = ("text", "image")
 ENTRIES_TTL_S = 3.0
+API_REFUSAL = "Models are downloaded and deleted in the Models tab, not through the API."
 STARTER_SPEC = "embedded"  # the built-in model: runs with nothing downloaded, writes rough drafts
 HUB_TTL_S = 30.0
 PROGRESS_POLL_S = 0.25
@@ -81,6 +82,7 @@ class ModelsService:
         self._hub: HubStatus | None = None
         self._hub_at = 0.0
         self._active: dict[str, DownloadProgress] = {}  # key -> latest progress of a running download
+        self._cancels: dict[str, threading.Event] = {}  # key -> the cancel event of its running download
         text.preferred = lambda: self.default("text")
         images.preferred = lambda: self.default("image")
 
@@ -113,6 +115,8 @@ class ModelsService:
             return self._with_active(entries)
 
     def entry(self, key: str) -> ModelEntry:
+        if not isinstance(key, str) or not key:  # a caller's payload may hold anything
+            raise InputError("Pick a model first.")
         for e in self.entries():
             if e.key == key:
                 return e
@@ -148,12 +152,14 @@ class ModelsService:
 
     def can_manage(self, user_id: str) -> tuple[bool, str]:
         """Downloads write the server's disk for everyone: a local app's browser user may; with logins, only
-        STUDIO_MODEL_ADMINS; API callers never."""
+        STUDIO_MODEL_ADMINS; API callers ("api:...", whoever their token belongs to) never."""
+        if user_id.startswith("api:"):
+            return False, API_REFUSAL
         logins = bool(self.settings.auth or self.settings.auth_file)
         if not logins:
             if user_id.startswith("browser:"):
                 return True, ""
-            return False, "Models are downloaded and deleted in the Models tab, not through the API."
+            return False, API_REFUSAL
         name = user_id.removeprefix("user:") if user_id.startswith("user:") else None
         if name is not None and name in self.settings.model_admins:
             return True, ""
@@ -165,7 +171,8 @@ class ModelsService:
 
     def download(self, user_id: str, key: str, cancel: threading.Event) -> Iterator[DownloadProgress]:
         """Download a model, yielding progress about 4 times a second; the last one is `finished`. Setting `cancel`
-        (or closing the iterator) stops it and keeps what arrived for a later download to continue."""
+        (or closing the iterator) stops it and keeps what arrived for a later download to continue; so does
+        cancel(key) by someone who may manage models."""
         allowed, why = self.can_manage(user_id)
         if not allowed:
             raise ModelPermissionError(why)
@@ -184,19 +191,39 @@ class ModelsService:
             if key in self._active:
                 raise ModelDownloadError(f"{entry.name} is already downloading.")
             self._active[key] = DownloadProgress(key, 0, entry.download_size or 0, 0.0, None, "Starting…")
+            self._cancels[key] = cancel
         try:
             plan = plan_download(self.hub_client, self._catalogue_model(key), entry.spec)
             transfer = Transfer(self.hub_client, plan, self.settings, cancel)
-            transfer.check_disk(entry.name)
+            transfer.check_disk(entry.name, self._coming(but=key))
             yield from self._run(key, transfer, cancel)
         finally:
             with self._lock:
                 self._active.pop(key, None)
+                self._cancels.pop(key, None)
                 self._entries = None
         registry = self._registries[entry.kind]
         registry.add(entry.spec)
         done = transfer.done_bytes()
         yield DownloadProgress(key, done, done, 0.0, 0.0, f"{entry.name} is ready ({format_size(done)}).", True)
+
+    def cancel(self, user_id: str, key: str) -> bool:
+        """Stop the running download of `key` (what arrived is kept); False when none runs. Only someone who may
+        download may cancel: a cancel throws away the time someone else's download has run."""
+        allowed, why = self.can_manage(user_id)
+        if not allowed:
+            raise ModelPermissionError(why)
+        with self._lock:
+            event = self._cancels.get(key)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def _coming(self, but: str) -> int:
+        """Bytes the other running downloads still bring to the disk."""
+        with self._lock:
+            return sum(max(0, p.total_bytes - p.done_bytes) for k, p in self._active.items() if k != but)
 
     def _run(self, key: str, transfer: Transfer, cancel: threading.Event) -> Iterator[DownloadProgress]:
         outcome: dict[str, BaseException] = {}
@@ -234,6 +261,9 @@ class ModelsService:
             raise InputError(f"{entry.name} is not a download the manager can delete.")
         if entry.state == "downloading":
             raise InputError(f"{entry.name} is downloading; cancel it first.")
+        sharing = [e.name for e in self.entries() if e.state == "downloading" and e.repo == entry.repo]
+        if sharing:  # its files (partial ones too) live in the same cache folder
+            raise InputError(f"{sharing[0]} is downloading from the same repository; delete {entry.name} after it.")
         freed = delete_model(self.settings.hf_cache_dir, entry.repo, entry.spec)
         if entry.spec not in self._configured[entry.kind]:
             self._registries[entry.kind].remove(entry.spec)

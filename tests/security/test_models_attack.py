@@ -1,0 +1,246 @@
+"""An attacker's look at the model manager, sent for real: the app over HTTP (Gradio's queue routes with the private
+events' fn_index, logins, API tokens) against the local hub, and the manager against a hostile hub that lies in its
+headers and listings (tests/support/hostile_hub.py). Each test is an attack that once worked or an edge that must hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import Settings
+from core.errors import ModelDownloadError
+from core.images.models import ImageModelManager
+from core.models.service import ModelsService
+from core.models.text import ModelManager
+from core.security.tokens import TokenStore
+from tests.models.test_models_ui import Page, login_cookie
+from tests.support.hostile_hub import HostileHub, hostile_hub
+from tests.support.hub_server import LocalHub
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOGINS: dict[str, Any] = dict(auth=(("ann", "ann-pw"), ("bob", "bob-pw")), model_admins=("ann",))
+API_REFUSAL = "not through the API"
+
+
+def _gguf_fetched(hub: LocalHub) -> list[str | None]:
+    return hub.log.gets(GGUF)
+
+
+def _token_page(page: Page, user: str) -> Page:
+    """A scripted client of the same app holding `user`'s API token (sent instead of any login cookie)."""
+    token = TokenStore(page.demo.models_service.settings.db_path).create(user)  # type: ignore[attr-defined]
+    client = Page(page.url, page.headers.get("Cookie"))  # reads the page's config as a browser would
+    client.headers = {"Authorization": f"Bearer {token}"}
+    return client
+
+
+# -- who may change the models ----------------------------------------------------------------------------------
+
+
+def test_a_model_admins_api_token_cannot_download_or_delete(open_page, hub: LocalHub) -> None:
+    ann = open_page(login=("ann", "ann-pw"), **LOGINS)
+    script = _token_page(ann, "user:ann")
+    script.set("models-pick", "smol")
+    refused = script.trigger("models-download")
+    assert not refused["success"] and API_REFUSAL in (refused["error"] or ""), refused
+    assert not _gguf_fetched(hub), "an API call downloaded a model"
+
+    ann.set("models-pick", "smol")
+    assert ann.trigger("models-download")["success"]  # the admin in the page may
+    script.set("models-pick", "smol")
+    deleted = script.trigger("models-delete-yes")
+    assert not deleted["success"] and API_REFUSAL in (deleted["error"] or ""), deleted
+    assert any(e.key == "smol" and e.state == "ready" for e in ann.demo.models_service.entries(refresh=True))
+
+
+def test_without_logins_an_api_token_caller_cannot_download(open_page, hub: LocalHub) -> None:
+    page = open_page()
+    script = _token_page(page, "api:script")
+    script.set("models-pick", "smol")
+    refused = script.trigger("models-download")
+    assert not refused["success"] and API_REFUSAL in (refused["error"] or ""), refused
+    assert not _gguf_fetched(hub)
+
+
+def test_only_a_model_admin_may_cancel_a_download(open_page, hub: LocalHub) -> None:
+    hub.bytes_per_s = 6e6  # about 15 s
+    ann = open_page(login=("ann", "ann-pw"), **LOGINS)
+    ann.set("models-pick", "smol")
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: outcome.update(ann.trigger("models-download")))
+    worker.start()
+    service: ModelsService = ann.demo.models_service
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(e.state == "downloading" for e in service.entries()):
+        time.sleep(0.1)
+    try:
+        bob = Page(ann.url, login_cookie(ann.url, "bob", "bob-pw"))
+        bob.set("models-pick", "smol")
+        refused = bob.trigger("models-cancel")
+        assert not refused["success"] and "STUDIO_MODEL_ADMINS" in (refused["error"] or ""), refused
+        script = _token_page(ann, "user:ann")
+        script.set("models-pick", "smol")
+        assert not script.trigger("models-cancel")["success"]
+        time.sleep(1.0)
+        assert worker.is_alive() and any(e.state == "downloading" for e in service.entries()), "a refusal cancelled"
+    finally:
+        admin = Page(ann.url, ann.headers["Cookie"])  # a second tab of the admin: she may
+        admin.set("models-pick", "smol")
+        assert admin.trigger("models-cancel")["success"]
+        worker.join(30)
+    assert outcome["success"] and "cancel" in ann.value("models-status").lower(), outcome
+
+
+# -- a hostile hub --------------------------------------------------------------------------------------------
+
+
+def _service(tmp_path: Path, evil: HostileHub, catalogue: str, **overrides: Any) -> ModelsService:
+    (tmp_path / "catalogue.toml").write_text(catalogue)
+    values: dict[str, Any] = dict(
+        data_dir=tmp_path / "data",
+        text_models=("embedded",),
+        image_models=("gan:faces",),
+        hf_endpoint=evil.url,
+        hf_cache_dir=tmp_path / "hf" / "hub",
+        model_catalogue=tmp_path / "catalogue.toml",
+        model_disk_reserve_mb=0.0,
+        hf_token="hf_secret_test_token",
+    )
+    values.update(overrides)
+    settings = Settings(**values)
+    return ModelsService(settings, ModelManager(settings), ImageModelManager(settings))
+
+
+def _gguf_catalogue(repo: str, file: str = "m.gguf") -> str:
+    return f'[[model]]\nid = "evil"\nname = "Evil"\nkind = "text"\nrepo = "{repo}"\nfile = "{file}"\n'
+
+
+def _outside(tmp_path: Path, service: ModelsService) -> list[Path]:
+    """Files and links the download left outside the hub cache (the data folder and catalogue are the test's)."""
+    cache = service.settings.hf_cache_dir
+    ours = (cache, tmp_path / "data", tmp_path / "catalogue.toml")
+    return [p for p in tmp_path.rglob("*") if not p.is_dir() and not any(p.is_relative_to(o) for o in ours)]
+
+
+def _download(service: ModelsService, key: str = "evil") -> str:
+    """The message the download ends with (the error's text, or the last progress line)."""
+    try:
+        return list(service.download("browser:admin", key, threading.Event()))[-1].text
+    except ModelDownloadError as exc:
+        return str(exc)
+
+
+def test_an_etag_that_climbs_out_of_the_cache_writes_nothing_outside(tmp_path: Path) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}, etag="../../../../outside/pwn") as evil:
+        service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
+        message = _download(service)
+    assert _outside(tmp_path, service) == [], message
+    assert "is ready" not in message and "Traceback" not in message
+
+
+def test_a_commit_that_climbs_out_of_the_cache_writes_nothing_outside(tmp_path: Path) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}, commit="../../../../outside") as evil:
+        service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
+        message = _download(service)
+    assert _outside(tmp_path, service) == [], message
+    assert "is ready" not in message
+
+
+def test_file_names_in_a_listing_that_climb_out_of_the_cache_are_refused(tmp_path: Path) -> None:
+    catalogue = (
+        '[[model]]\nid = "evil"\nname = "Evil"\nkind = "image"\nrepo = "evil-org/model"\n'
+        'allow_patterns = ["*.json", "unet/*"]\n'
+    )
+    climbing = ["unet/../../../../../outside/evil.json", "../../../../outside/b.json", "/tmp/abs.json", "a\\..\\b.json"]
+    with hostile_hub(files={"model_index.json": b"{}"}, listed=climbing) as evil:
+        service = _service(tmp_path, evil, catalogue)
+        message = _download(service)
+        asked = [path for _, path, _ in evil.requests if "/resolve/" in path]
+    assert _outside(tmp_path, service) == [], message
+    assert asked and not [p for p in asked if "outside" in p or "abs.json" in p or "\\" in p], asked  # skipped
+
+
+def test_a_stream_longer_than_announced_is_cut_at_the_announced_size(tmp_path: Path) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 1020}, endless=True) as evil:
+        service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
+        started = time.monotonic()
+        message = _download(service)
+        took, streamed = time.monotonic() - started, evil.streamed
+    assert "more" in message and "is ready" not in message, message
+    assert took < 10 and streamed < 32 << 20, (took, streamed)  # the app hung up, it did not fill the disk
+    kept = [p.stat().st_size for p in service.settings.hf_cache_dir.rglob("*") if p.is_file()]
+    assert all(size <= 1024 for size in kept), kept
+
+
+def test_a_repository_with_thousands_of_files_is_refused_before_asking_for_each(tmp_path: Path) -> None:
+    files = {"config.json": b"{}", "model.safetensors": b"\0" * 16}
+    with hostile_hub(files=files, listed=[f"extra-{i}.json" for i in range(3000)]) as evil:
+        service = _service(tmp_path, evil, "", text_models=("embedded", "hf:evil-org/model"))
+        started = time.monotonic()
+        message = _download(service, "hf:evil-org/model")
+        heads = [r for r in evil.requests if r[0] == "HEAD"]
+    assert "files" in message and "is ready" not in message, message
+    assert len(heads) < 100 and time.monotonic() - started < 20, len(heads)
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
+def test_a_redirect_to_another_scheme_is_refused_with_a_message(tmp_path: Path, location: str) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}, location=location) as evil:
+        service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
+        message = _download(service)
+    assert "is ready" not in message and "root:" not in message and "Traceback" not in message, message
+    assert not [p for p in service.settings.hf_cache_dir.rglob("*") if p.is_file() and p.stat().st_size > 0]
+
+
+def test_the_token_never_follows_a_redirect_to_another_host(tmp_path: Path) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}) as cdn:
+        trick = f"http://127.0.0.1:{cdn.port}@localhost:{cdn.port}/m.gguf"  # userinfo that looks like the hub
+        with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}, location=trick) as evil:
+            cdn.repo_id = evil.repo_id
+            service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
+            _download(service)
+    assert any("hf_secret_test_token" in h.get("authorization", "") for _, _, h in evil.requests)  # the hub's
+    assert cdn.requests and not [h for _, _, h in cdn.requests if "hf_secret" in h.get("authorization", "")]
+
+
+# -- what messages say ------------------------------------------------------------------------------------------
+
+
+def test_a_short_disk_message_names_no_server_path(tmp_path: Path) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}) as evil:
+        service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id), model_disk_reserve_mb=1e12)
+        message = _download(service)
+    assert "Not enough disk space" in message and str(tmp_path) not in message, message
+
+
+def test_an_unreachable_hub_message_names_no_credentials_in_its_address(tmp_path: Path) -> None:
+    with hostile_hub() as evil:
+        port = evil.port
+    service = _service(
+        tmp_path, evil, _gguf_catalogue(evil.repo_id), hf_endpoint=f"http://mirror-user:s3cret@127.0.0.1:{port}"
+    )
+    reason = service.hub().reason
+    assert reason and "s3cret" not in reason and "mirror-user" not in reason, reason
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "hf.co/a/b/../../../etc/x.gguf",
+        "hf.co/../b/x.gguf",
+        "hf.co/a/b/dir\\..\\x.gguf",
+        "hf.co/a/b/x.gguf?download=1#.gguf",
+        "hf.co/a/b//etc/x.gguf",
+        "hf.co/a/b/" + "d" * 300 + ".gguf",  # longer than a file name may be
+        "hf.co/a/b/x\x00.gguf",
+    ],
+)
+def test_a_hub_gguf_spec_that_leaves_its_repository_is_refused(target: str) -> None:
+    from backends.text.hub_gguf import parse_hub_gguf
+
+    with pytest.raises(ValueError, match="hf.co/<owner>/<repo>/<file.gguf>"):
+        parse_hub_gguf(target)
