@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from config import Settings
-from core.errors import ModelDownloadError
+from core.errors import InputError, ModelDownloadError
 from core.images.models import ImageModelManager
 from core.models.service import ModelsService
 from core.models.text import ModelManager
@@ -244,3 +244,64 @@ def test_a_hub_gguf_spec_that_leaves_its_repository_is_refused(target: str) -> N
 
     with pytest.raises(ValueError, match="hf.co/<owner>/<repo>/<file.gguf>"):
         parse_hub_gguf(target)
+
+
+# -- running downloads ------------------------------------------------------------------------------------------
+
+
+def _two_gguf_catalogue(repo: str) -> str:
+    return "\n".join(
+        f'[[model]]\nid = "{key}"\nname = "Model {key}"\nkind = "text"\nrepo = "{repo}"\nfile = "{key}.gguf"\n'
+        for key in ("a", "b")
+    )
+
+
+def _start(service: ModelsService, key: str) -> tuple[threading.Thread, threading.Event, dict[str, Any]]:
+    """A download of `key` on its own thread, once it is under way."""
+    cancel, outcome = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            outcome["last"] = list(service.download("browser:admin", key, cancel))[-1]
+        except ModelDownloadError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(e.key == key and e.state == "downloading" for e in service.entries()):
+        time.sleep(0.05)
+    return worker, cancel, outcome
+
+
+def test_two_downloads_together_cannot_eat_into_the_disk_reserve(tmp_path: Path) -> None:
+    import shutil
+
+    announced = 3 << 30  # each says 3 GiB; the disk has room for one and a half above the reserve
+    files = {"a.gguf": b"GGUF" + b"\0" * 60, "b.gguf": b"GGUF" + b"\1" * 60}
+    with hostile_hub(files=files, size=announced, delay_s=4.0) as evil:
+        tmp_free = shutil.disk_usage(tmp_path).free
+        reserve_mb = (tmp_free - announced * 3 // 2) / 2**20
+        service = _service(tmp_path, evil, _two_gguf_catalogue(evil.repo_id), model_disk_reserve_mb=reserve_mb)
+        worker, cancel, _ = _start(service, "a")
+        try:
+            message = _download(service, "b")
+        finally:
+            cancel.set()
+            worker.join(15)
+    assert "Not enough disk space" in message and "under way" in message, message
+
+
+def test_a_model_is_not_deleted_while_another_file_of_its_repository_downloads(tmp_path: Path) -> None:
+    files = {"a.gguf": b"GGUF" + b"\0" * 60, "b.gguf": b"GGUF" + b"\1" * 60}
+    with hostile_hub(files=files) as evil:
+        service = _service(tmp_path, evil, _two_gguf_catalogue(evil.repo_id))
+        assert "is ready" in _download(service, "b")
+        evil.delay_s = 3.0
+        worker, _, outcome = _start(service, "a")
+        with pytest.raises(InputError, match="downloading from the same repository"):
+            service.delete("browser:admin", "b")
+        worker.join(20)
+    assert "error" not in outcome and outcome["last"].finished, outcome
+    states = {e.key: e.state for e in service.entries(refresh=True)}
+    assert states == {**states, "a": "ready", "b": "ready"}, states

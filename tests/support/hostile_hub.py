@@ -34,6 +34,7 @@ class HostileHub:
     size: int | None = None  # X-Linked-Size of every file instead of the real one
     endless: bool = False  # GET bodies never end (no Content-Length), a chunk every few ms
     location: str | None = None  # HEAD answers 302 to this URL (a CDN, file://, another host)
+    delay_s: float = 0.0  # GET waits this long before its body: a download that stays under way
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # (method, path, headers)
 
     def __post_init__(self) -> None:
@@ -111,6 +112,8 @@ def _handler_for(hub: HostileHub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if body and hub.delay_s:
+                time.sleep(hub.delay_s)
             self.send_response(200)
             for k, v in headers.items():
                 self.send_header(k, v)
