@@ -1,6 +1,6 @@
 """How many CPU threads llama.cpp gets, chosen from this machine's hardware: the cores this process may run on
 (affinity mask, SMT siblings counted once, capped by a cgroup CPU quota). The rule and the numbers behind it are in
-bench/decode_bench.py (results: bench/results/decode_bench.txt); STUDIO_THREADS and STUDIO_THREADS_BATCH override it."""
+bench/decode_bench.py; STUDIO_THREADS and STUDIO_THREADS_BATCH override it."""
 
 from __future__ import annotations
 
@@ -57,8 +57,9 @@ def plan_threads(topology: CpuTopology, n_threads: int | None = None, n_threads_
 
     Why: llama.cpp's threads meet at a barrier after every operation (hundreds per token); when any of them is
     descheduled, the others wait, so a thread per core with anything else running costs far more than the core
-    adds. Measured on this 2-core machine while other work ran (bench/decode_bench.py): 2 threads decoded at
-    2-8 tok/s and processed prompts at 27-48 tok/s, 1 thread at 38-77 and 85-137. Hyper-threads share their core's
+    adds. Measured on this 2-core machine while other work ran (bench/decode_bench.py, load 3-6, wall clock): 2 threads
+    decoded at 1-40 tok/s and processed prompts at 24-80 tok/s, 1 thread at 44-137 and 74-230; llama-cpp-python's old
+    default (1 decode, 2 prompt threads) processed prompts at 24-150 tok/s. Hyper-threads share their core's
     load units and arithmetic, which decoding (memory-bound) and prompts (compute-bound) already fill, so they are
     not counted. Settings override either number."""
     cores = topology.usable_cores
