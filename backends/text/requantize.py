@@ -1,8 +1,8 @@
 """A small GGUF whose layer weights are Q4_1 is rewritten once as Q8_0 for llama.cpp on CPU. llama.cpp's batched CPU
 kernels (llamafile sgemm, repacked GEMM) cover Q8_0 but not Q4_1, so prompts run about twice as fast while decoding
-keeps its speed, and the 8-bit grid holds the 4-bit values almost exactly (embedded model: perplexity +0.3 to +0.6%,
-speed in bench/decode_bench.py, perplexity checked in tests/backends/test_requantize.py). The copy is cached, named by the source's name, size and modification
-time, written under a temporary name and renamed, so no reader ever sees half of one."""
+keeps its speed (bench/decode_bench.py), and the 8-bit grid holds the 4-bit values almost exactly (embedded model:
+perplexity +0.3 to +0.6%; checked in tests/backends/test_requantize.py). The copy is cached, named by the source's
+name, size and modification time, written under a temporary name and renamed, so no reader ever sees half of one."""
 
 from __future__ import annotations
 
