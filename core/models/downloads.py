@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # A transformers model: what from_pretrained reads (one weight format: safetensors, else .bin).
 TRANSFORMERS_PATTERNS = ("*.json", "*.model", "*.txt", "*.tiktoken", "*.jinja", "tokenizer*")
 SPEED_WINDOW_S = 5.0
+MAX_INDEX_BYTES = 1 << 20  # a pipeline's model_index.json is a few hundred bytes
 MAX_PLAN_FILES = 200  # a model is a few files (a sharded checkpoint some dozens); more is not a model to fetch
 
 
@@ -69,8 +70,17 @@ def _pipeline_files(hub: Hub, repo_id: str, sizes: dict[str, int]) -> list[str]:
     if "model_index.json" not in sizes:
         raise ModelDownloadError(f"{repo_id} on the hub is not a diffusers pipeline (it has no model_index.json).")
     index_file = hub.file(repo_id, "model_index.json")
+    if index_file.size > MAX_INDEX_BYTES:  # fetched before the disk check: it must be small
+        raise ModelDownloadError(
+            f"{repo_id} on the hub has a model_index.json of {format_size(index_file.size)}; refused."
+        )
     path = hub.fetch(index_file, lambda n: None, threading.Event())
-    index = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        index = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        index = None
+    if not isinstance(index, dict):
+        raise ModelDownloadError(f"The model_index.json of {repo_id} on the hub is not a diffusers pipeline's.")
     components = [
         k
         for k, v in index.items()

@@ -4,8 +4,10 @@ headers and listings (tests/support/hostile_hub.py). Each test is an attack that
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from core.security.tokens import TokenStore
 from tests.models.test_models_ui import Page, login_cookie
 from tests.support.hostile_hub import HostileHub, hostile_hub
 from tests.support.hub_server import LocalHub
+from tests.support.paths import ROOT
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOGINS: dict[str, Any] = dict(auth=(("ann", "ann-pw"), ("bob", "bob-pw")), model_admins=("ann",))
@@ -47,6 +50,8 @@ def test_a_model_admins_api_token_cannot_download_or_delete(open_page, hub: Loca
     script.set("models-pick", "smol")
     refused = script.trigger("models-download")
     assert not refused["success"] and API_REFUSAL in (refused["error"] or ""), refused
+    offer = script.trigger("chat-get-recommended")  # the chat's one-click download: the same rule
+    assert not offer["success"] and API_REFUSAL in (offer["error"] or ""), offer
     assert not _gguf_fetched(hub), "an API call downloaded a model"
 
     ann.set("models-pick", "smol")
@@ -188,11 +193,15 @@ def test_a_repository_with_thousands_of_files_is_refused_before_asking_for_each(
 
 
 @pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
-def test_a_redirect_to_another_scheme_is_refused_with_a_message(tmp_path: Path, location: str) -> None:
+def test_a_redirect_to_another_scheme_is_refused_with_a_message(
+    tmp_path: Path, location: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}, location=location) as evil:
         service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
         message = _download(service)
     assert "is ready" not in message and "root:" not in message and "Traceback" not in message, message
+    assert "hf_secret_test_token" not in message + caplog.text  # nor in a log line
     assert not [p for p in service.settings.hf_cache_dir.rglob("*") if p.is_file() and p.stat().st_size > 0]
 
 
@@ -305,3 +314,63 @@ def test_a_model_is_not_deleted_while_another_file_of_its_repository_downloads(t
     assert "error" not in outcome and outcome["last"].finished, outcome
     states = {e.key: e.state for e in service.entries(refresh=True)}
     assert states == {**states, "a": "ready", "b": "ready"}, states
+
+
+def test_deleting_a_model_mid_reply_lets_the_reply_finish_and_later_calls_get_a_clear_error(
+    manager_settings: Any, hub: LocalHub
+) -> None:
+    from backends.text.base import GenerationParams
+
+    settings = manager_settings()
+    text = ModelManager(settings)
+    service = ModelsService(settings, text, ImageModelManager(settings))
+    assert list(service.download("browser:admin", "smol", threading.Event()))[-1].finished
+    spec = next(e.spec for e in service.entries() if e.key == "smol")
+    backend = text.get(spec)  # another user's chat, already answering
+    params = GenerationParams(temperature=0.0, max_new_tokens=24, seed=1)
+    stream = backend.stream_chat([{"role": "user", "content": "Count from one to ten."}], params, threading.Event())
+    first = next(stream)
+    assert service.delete("browser:admin", "smol") > 0
+    reply = first + "".join(stream)
+    assert len(reply) > len(first)
+    with pytest.raises(KeyError, match="Unknown model"):
+        text.get(spec)
+    assert spec not in [s for _, s in service.choices("text")]
+
+
+@pytest.mark.parametrize("key", ["../../../../etc/passwd", "x" * 200_000, "gguf:hf.co/a/b/../../x.gguf", 7, ["smol"]])
+def test_an_odd_key_sent_to_the_models_events_gets_a_message(open_page, hub: LocalHub, key: Any) -> None:
+    page = open_page()
+    server_paths = (str(ROOT), str(page.demo.models_service.settings.hf_cache_dir.parent))  # type: ignore[attr-defined]
+    for event in ("models-download", "models-delete-yes", "models-cancel"):
+        page.set("models-pick", key)
+        try:
+            result = page.trigger(event)
+        except urllib.error.HTTPError as exc:  # refused at the door
+            assert 400 <= exc.code < 500, exc
+            result = {"success": False, "error": exc.read().decode(errors="replace")}
+        error = result["error"] or ""
+        assert not result["success"] and error and "Traceback" not in error, (event, error[:300])
+        assert not [p for p in server_paths if p in error], (event, error[:300])
+    assert not hub.log.gets(GGUF)
+
+
+def _pipeline_catalogue(repo: str) -> str:
+    return f'[[model]]\nid = "evil"\nname = "Evil"\nkind = "image"\nrepo = "{repo}"\n'
+
+
+@pytest.mark.parametrize("index", [b"[" * 100_000, b'["unet"]', b"\xff\xfe not json", b"{}" + b" " * (2 << 20)])
+def test_a_hostile_pipeline_index_is_refused_with_a_message(tmp_path: Path, index: bytes) -> None:
+    with hostile_hub(files={"model_index.json": index, "unet/model.safetensors": b"\0" * 16}) as evil:
+        service = _service(tmp_path, evil, _pipeline_catalogue(evil.repo_id))
+        message = _download(service)
+    assert "model_index.json" in message and "is ready" not in message, message
+
+
+def test_an_endless_pipeline_index_does_not_fill_the_disk(tmp_path: Path) -> None:
+    with hostile_hub(files={"model_index.json": b"{}"}, size=10 << 30, endless=True) as evil:
+        service = _service(tmp_path, evil, _pipeline_catalogue(evil.repo_id))
+        message = _download(service)
+        streamed = evil.streamed
+    assert "model_index.json" in message and "is ready" not in message, message
+    assert streamed < 32 << 20, streamed
