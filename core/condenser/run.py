@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_REDUCE_LEVELS = 8
 RETRY_TEMPERATURE = 0.6
+# Asked in turn of a chunk whose reply gave nothing usable, before its opening is quoted (prompts/condense_prompts.toml)
+RETRY_STAGES = ("retry", "topic")
 
 
 class Run:
@@ -134,20 +136,17 @@ class Run:
         begin, end = self.markers["notes" if stage in ("merge", "final") else "doc"]
         text = text.replace(self.nonce, "")
         values = {"begin": begin, "end": end, "points": points, "form_rule": self.form.rule, **self.rules()}
-        if stage in ("map", "retry") and not self.options.target_language:
-            # Notes are in whatever language the model reads best; the summary is written in the document's. Small
-            # models echo "Write in the same language as the document" back as a note ("The text is in English").
-            values["language_rule"] = ""
         system = self.prompts.render(stage, "system", **values)
         user = self.prompts.render(stage, "user", text=text, position=position, **values)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    def retry_job(self, chunk: Chunk, label: str, direct: bool) -> Job:
-        """The second request for a chunk whose reply gave nothing usable: the simplest request, with another
-        seed and a little more temperature, so the model does not walk the same path again."""
+    def retry_job(self, chunk: Chunk, label: str, direct: bool, attempt: int) -> Job:
+        """A further request for a chunk whose replies gave nothing usable: RETRY_STAGES[attempt - 1] (a simpler
+        request each time) with another seed and a little more temperature, so the model does not walk the same
+        path again."""
         text = chunk.text if direct else self.map_text(chunk)
-        job = self.job(label, "retry", text, "", self.final_new if direct else self.map_new)
-        seed = None if job.params.seed is None else job.params.seed + 1
+        job = self.job(label, RETRY_STAGES[attempt - 1], text, "", self.final_new if direct else self.map_new)
+        seed = None if job.params.seed is None else job.params.seed + attempt
         job.params = replace(job.params, seed=seed, temperature=max(RETRY_TEMPERATURE, job.params.temperature))
         return job
 
@@ -365,18 +364,21 @@ class Run:
             yield self.update(
                 f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total
             )
-        retries = [self.retry_job(chunks[i], jobs[i].label, chunks[i].doc in direct) for i in again]
-        for event, k in self.run_jobs(retries):
-            if event == "tick":
-                yield self.last
-            elif event == "start":
-                yield self.update(f"Asking again for {retries[k].label}…", 0.05 + 0.75 * done / total)
-            else:
-                finish(chunks[again[k]], retries[k], last=True)
-                done += 1
-                yield self.update(
-                    f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total
-                )
+        for attempt in range(1, len(RETRY_STAGES) + 1):
+            retries = [self.retry_job(chunks[i], jobs[i].label, chunks[i].doc in direct, attempt) for i in again]
+            pending, again = again, []
+            for event, k in self.run_jobs(retries):
+                if event == "tick":
+                    yield self.last
+                elif event == "start":
+                    yield self.update(f"Asking again for {retries[k].label}…", 0.05 + 0.75 * done / total)
+                elif not finish(chunks[pending[k]], retries[k], last=attempt == len(RETRY_STAGES)):
+                    again.append(pending[k])
+                else:
+                    done += 1
+                    yield self.update(
+                        f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total
+                    )
         records.sort(key=lambda r: (r.doc, r.number))
         return notes_by_chunk, per_doc, records
 
@@ -456,8 +458,13 @@ class Run:
             current.append(n)
             used += tokens
         if current:
-            if len(current) == 1 and groups:
-                groups[-1].append(current[0])
+            last = groups[-1] if groups else []
+            if (
+                len(current) == 1
+                and last
+                and sum(self.counter(f"N{i + 1}. {n.text}\n") for i, n in enumerate(last)) + used <= room
+            ):
+                last.append(current[0])  # a lone last note joins the group before it, where it still fits
             else:
                 groups.append(current)
         return groups

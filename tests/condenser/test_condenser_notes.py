@@ -102,6 +102,10 @@ def is_retry(user: str) -> bool:
     return user.startswith("Summarize the following text in one or two sentences")
 
 
+def is_topic(user: str) -> bool:
+    return user.rstrip().startswith("<document-") and "What is the text above about?" in user
+
+
 def own_sentence(user: str) -> str:
     rivers = [name for name, _ in RIVERS if name in data_of(user)] or ["river"]
     return f"Here the {' and '.join(rivers)} matter most, said as a short note of its own about boats and their cargo."
@@ -130,6 +134,7 @@ def test_a_chunk_whose_reply_copies_it_is_asked_again_and_then_summarised(tmp_pa
     assert len(retries) == len(maps)  # every chunk was asked once more
     assert all(p.seed == 8 and p.temperature >= 0.6 for _, p in retries)  # sampled differently
     assert all(r.status == "summarised" for r in result.chunks)
+    assert not any(is_topic(u) for u, _ in backend.requests)  # the first retry was enough
     assert result.documents[0].quoted_chunks == 0
     assert any("Asking again" in u.status for u in updates)
     # no note is the document's own words: what the model copied never reaches the summary
@@ -137,14 +142,17 @@ def test_a_chunk_whose_reply_copies_it_is_asked_again_and_then_summarised(tmp_pa
     assert "cargo number 0 every week" not in notes and "short note of its own" in notes
 
 
-def test_a_chunk_with_nothing_usable_twice_is_quoted_and_said_so(tmp_path):
+def test_a_chunk_with_nothing_usable_three_times_is_quoted_and_said_so(tmp_path):
     backend = ScriptedBackend(lambda user, p: copy_of_the_chunk(user))
     _, result = condense(tmp_path, backend)
     report = result.documents[0]
     assert report.quoted_chunks == report.chunks == len(result.chunks)
     assert all(r.status == "quoted" for r in result.chunks)
     assert f"{report.chunks} quoted" in report.coverage
-    assert sum(is_retry(u) for u, _ in backend.requests) == report.chunks  # asked once more, not forever
+    # asked twice more (a simpler summary, then what it is about), not forever
+    assert sum(is_retry(u) for u, _ in backend.requests) == report.chunks
+    assert sum(is_topic(u) for u, _ in backend.requests) == report.chunks
+    assert all(p.seed == 2 for u, p in backend.requests if is_topic(u))
 
 
 def test_a_usable_first_reply_is_not_asked_again(tmp_path):
