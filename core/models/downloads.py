@@ -5,6 +5,7 @@ transfer with its progress (bytes, speed, time left), and deleting a download fr
 from __future__ import annotations
 
 import fnmatch
+import glob
 import json
 import shutil
 import threading
@@ -177,9 +178,10 @@ def delete_model(cache_dir: Path, repo_id: str, spec: str) -> int:
     filename = parsed[1]
     freed = 0
     blobs: set[Path] = set()
-    for pointer in (storage / "snapshots").glob(f"*/{filename}"):
+    inside = storage.resolve()
+    for pointer in (storage / "snapshots").glob(f"*/{glob.escape(filename)}"):  # "[ab].gguf" is a name, not a pattern
         target = pointer.resolve()
-        if target != pointer and target.is_file():
+        if target != pointer and target.is_file() and target.is_relative_to(inside):
             blobs.add(target)
         elif pointer.is_file():
             freed += pointer.stat().st_size  # a copied file (no symlinks on this filesystem)

@@ -149,6 +149,19 @@ class Hub:
     def fetch(
         self, remote: RemoteFile, on_bytes: Callable[[int], None], cancel: threading.Event, keep_free: int = 0
     ) -> Path:
+        """_fetch, with a cache folder that cannot be written (a full disk, permissions, a file where a folder should
+        be) said in words that name no server path."""
+        try:
+            return self._fetch(remote, on_bytes, cancel, keep_free)
+        except OSError as exc:
+            raise ModelDownloadError(
+                f"{remote.filename} could not be saved in the model cache ({exc.strerror or type(exc).__name__}); "
+                "check its disk (HF_HOME), then download again."
+            ) from None
+
+    def _fetch(
+        self, remote: RemoteFile, on_bytes: Callable[[int], None], cancel: threading.Event, keep_free: int = 0
+    ) -> Path:
         """Download `remote` into the cache (continuing a partial file), verify it and link it into its snapshot.
         `on_bytes(n)` gets the bytes of this file on disk as they arrive. Raises DownloadCancelled when `cancel` is
         set (the partial file stays), ModelDownloadError when the bytes are wrong (the partial file is removed), the

@@ -374,3 +374,28 @@ def test_an_endless_pipeline_index_does_not_fill_the_disk(tmp_path: Path) -> Non
         streamed = evil.streamed
     assert "model_index.json" in message and "is ready" not in message, message
     assert streamed < 32 << 20, streamed
+
+
+def test_deleting_a_file_named_like_a_pattern_deletes_only_that_file(tmp_path: Path) -> None:
+    catalogue = "\n".join(
+        f'[[model]]\nid = "{key}"\nname = "{key}"\nkind = "text"\nrepo = "evil-org/model"\nfile = "{file}"\n'
+        for key, file in (("pattern", "[ab].gguf"), ("a", "a.gguf"))
+    )
+    with hostile_hub(files={"[ab].gguf": b"GGUF" + b"\0" * 60, "a.gguf": b"GGUF" + b"\1" * 60}) as evil:
+        service = _service(tmp_path, evil, catalogue)
+        assert "is ready" in _download(service, "a") and "is ready" in _download(service, "pattern")
+        assert service.delete("browser:admin", "pattern") > 0
+    states = {e.key: e.state for e in service.entries(refresh=True)}
+    assert states["a"] == "ready" and states["pattern"] != "ready", states
+
+
+def test_a_cache_that_cannot_be_written_gives_a_message_without_its_path(tmp_path: Path) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}) as evil:
+        service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
+        service.settings.hf_cache_dir.mkdir(parents=True)
+        (service.settings.hf_cache_dir / "models--evil-org--model").write_text("a file where a folder should be")
+        try:
+            message = _download(service)
+        except OSError as exc:  # what reached the user before: a raw error naming the path
+            message = f"raw {exc!r}"
+    assert "could not be saved" in message and str(tmp_path) not in message, message
