@@ -5,6 +5,7 @@ headers and listings (tests/support/hostile_hub.py). Each test is an attack that
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -399,3 +400,26 @@ def test_a_cache_that_cannot_be_written_gives_a_message_without_its_path(tmp_pat
         except OSError as exc:  # what reached the user before: a raw error naming the path
             message = f"raw {exc!r}"
     assert "could not be saved" in message and str(tmp_path) not in message, message
+
+
+def test_a_download_stops_when_the_disk_comes_down_to_the_reserve_while_it_runs(tmp_path: Path) -> None:
+    import shutil
+
+    size = 48 << 20
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * (size - 4)}, delay_s=2.0) as evil:
+        reserve_mb = (shutil.disk_usage(tmp_path).free - (64 << 20)) / 2**20  # room for this download, with 16 MB
+        service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id), model_disk_reserve_mb=reserve_mb)
+        worker, _, outcome = _start(service, "evil")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not list(service.settings.hf_cache_dir.rglob("*.incomplete")):
+            time.sleep(0.02)  # past the disk check: the hub holds the bytes back
+        with open(tmp_path / "filler", "wb") as filler:  # another program fills the disk meanwhile
+            for _ in range(128):
+                filler.write(b"\1" * (1 << 20))
+            filler.flush()
+            os.fsync(filler.fileno())
+        worker.join(30)
+    (tmp_path / "filler").unlink()
+    assert "STUDIO_MODEL_DISK_RESERVE_MB" in str(outcome.get("error")) and "last" not in outcome, outcome
+    partial = [p.stat().st_size for p in service.settings.hf_cache_dir.rglob("*.incomplete")]
+    assert partial and partial[0] < size, partial  # stopped early, and kept for a later download
