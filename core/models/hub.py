@@ -328,11 +328,15 @@ class _CountingSink:
         return self.position
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        if self._cancel.is_set():  # a cancelled transfer still in http_get's retries: the file is no longer its own
+            raise _Cancelled()
         self.position = self._raw.seek(offset, whence)
         return self.position
 
     def truncate(self, size: int | None = None) -> int:
         # A server that ignored our Range: http_get starts the file over.
+        if self._cancel.is_set():
+            raise _Cancelled()
         self._raw.truncate(self.position if size is None else size)
         self._raw.seek(0, os.SEEK_END)
         self.position = self._raw.tell()

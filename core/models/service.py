@@ -15,7 +15,7 @@ from core.errors import InputError, ModelDownloadError, ModelPermissionError, No
 from core.images.models import ImageModelManager
 from core.models.catalogue import CatalogueModel, load_catalogue
 from core.models.downloads import Transfer, delete_model, format_size, plan_download
-from core.models.hub import Hub
+from core.models.hub import DownloadCancelled, Hub
 from core.models.local import LocalState, found_on_disk, image_state, scan_cache, text_state
 from core.models.text import ModelManager
 from core.registry import LazyRegistry
@@ -28,6 +28,7 @@ API_REFUSAL = "Models are downloaded and deleted in the Models tab, not through 
 STARTER_SPEC = "embedded"  # the built-in model: runs with nothing downloaded, writes rough drafts
 HUB_TTL_S = 30.0
 PROGRESS_POLL_S = 0.25
+CANCEL_GRACE_S = 2.0  # how long a cancel waits for the transfer to end before answering anyway
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,8 @@ class ModelsService:
             plan = plan_download(self.hub_client, self._catalogue_model(key), entry.spec)
             transfer = Transfer(self.hub_client, plan, self.settings, cancel)
             transfer.check_disk(entry.name, self._coming(but=key))
+            with self._lock:  # its size now counts in the disk check of a download that starts next
+                self._active[key] = transfer.progress(key)
             yield from self._run(key, transfer, cancel)
         finally:
             with self._lock:
@@ -238,6 +241,15 @@ class ModelsService:
         worker.start()
         try:
             while worker.is_alive():
+                if cancel.is_set():
+                    # A hub that sends nothing holds the worker in a read (and http_get's retries) for a minute; once
+                    # cancelled its sink writes nothing more, so the caller need not wait for it.
+                    worker.join(CANCEL_GRACE_S)
+                    if worker.is_alive():
+                        raise DownloadCancelled(
+                            f"Cancelled; {format_size(transfer.done_bytes())} kept, a new download continues there."
+                        )
+                    break
                 progress = transfer.progress(key)
                 with self._lock:
                     self._active[key] = progress
@@ -246,7 +258,7 @@ class ModelsService:
         finally:
             if worker.is_alive():  # the caller stopped listening: stop the download
                 cancel.set()
-                worker.join()
+                worker.join(CANCEL_GRACE_S)
         error = outcome.get("error")
         if error is not None:
             raise error

@@ -17,6 +17,7 @@ import pytest
 from config import Settings
 from core.errors import InputError, ModelDownloadError
 from core.images.models import ImageModelManager
+from core.models.hub import DownloadCancelled
 from core.models.service import ModelsService
 from core.models.text import ModelManager
 from core.security.tokens import TokenStore
@@ -284,6 +285,14 @@ def _start(service: ModelsService, key: str) -> tuple[threading.Thread, threadin
     return worker, cancel, outcome
 
 
+def _wait_past_disk_check(service: ModelsService) -> None:
+    """Until a download has opened its partial file: past its disk check, its size counted (the hub holds its
+    bytes back)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not list(service.settings.hf_cache_dir.rglob("*.incomplete")):
+        time.sleep(0.02)
+
+
 def test_two_downloads_together_cannot_eat_into_the_disk_reserve(tmp_path: Path) -> None:
     import shutil
 
@@ -294,6 +303,7 @@ def test_two_downloads_together_cannot_eat_into_the_disk_reserve(tmp_path: Path)
         reserve_mb = (tmp_free - announced * 3 // 2) / 2**20
         service = _service(tmp_path, evil, _two_gguf_catalogue(evil.repo_id), model_disk_reserve_mb=reserve_mb)
         worker, cancel, _ = _start(service, "a")
+        _wait_past_disk_check(service)
         try:
             message = _download(service, "b")
         finally:
@@ -410,9 +420,7 @@ def test_a_download_stops_when_the_disk_comes_down_to_the_reserve_while_it_runs(
         reserve_mb = (shutil.disk_usage(tmp_path).free - (64 << 20)) / 2**20  # room for this download, with 16 MB
         service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id), model_disk_reserve_mb=reserve_mb)
         worker, _, outcome = _start(service, "evil")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not list(service.settings.hf_cache_dir.rglob("*.incomplete")):
-            time.sleep(0.02)  # past the disk check: the hub holds the bytes back
+        _wait_past_disk_check(service)
         with open(tmp_path / "filler", "wb") as filler:  # another program fills the disk meanwhile
             for _ in range(128):
                 filler.write(b"\1" * (1 << 20))
@@ -423,3 +431,16 @@ def test_a_download_stops_when_the_disk_comes_down_to_the_reserve_while_it_runs(
     assert "STUDIO_MODEL_DISK_RESERVE_MB" in str(outcome.get("error")) and "last" not in outcome, outcome
     partial = [p.stat().st_size for p in service.settings.hf_cache_dir.rglob("*.incomplete")]
     assert partial and partial[0] < size, partial  # stopped early, and kept for a later download
+
+
+def test_cancel_ends_a_download_soon_even_when_the_hub_sends_nothing(tmp_path: Path) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}, delay_s=40.0) as evil:
+        service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
+        worker, cancel, outcome = _start(service, "evil")
+        _wait_past_disk_check(service)
+        started = time.monotonic()
+        cancel.set()
+        worker.join(15)
+        took = time.monotonic() - started
+    assert took < 5 and isinstance(outcome.get("error"), DownloadCancelled), (took, outcome)
+    assert not any(e.state == "downloading" for e in service.entries()), "still listed as downloading"
