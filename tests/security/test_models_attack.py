@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -444,3 +445,24 @@ def test_cancel_ends_a_download_soon_even_when_the_hub_sends_nothing(tmp_path: P
         took = time.monotonic() - started
     assert took < 5 and isinstance(outcome.get("error"), DownloadCancelled), (took, outcome)
     assert not any(e.state == "downloading" for e in service.entries()), "still listed as downloading"
+
+
+def test_the_model_events_are_not_listed_and_a_bare_rest_call_changes_nothing(open_page, hub: LocalHub) -> None:
+    """Gradio still answers /gradio_api/call/<function name> for private events (SECURITY.md: every UI event is an
+    endpoint): without a browser's identity such a call is refused before any byte; under logins it needs a login
+    (401) and a token is an API caller (test above)."""
+    import json
+
+    page = open_page()
+    info = json.loads(urllib.request.urlopen(page.url + "gradio_api/info", timeout=30).read())
+    named = " ".join(info.get("named_endpoints", {}))
+    assert named and not [w for w in ("download", "delete", "cancel", "fetch") if w in named], named
+    for name in ("download", "delete", "cancel", "fetch"):
+        call = page.url + f"gradio_api/call/{name}"
+        body = json.dumps({"data": [None, "smol"] if name != "fetch" else [None]}).encode()
+        request = urllib.request.Request(call, data=body, headers={"Content-Type": "application/json"})
+        event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+        answer = urllib.request.urlopen(f"{call}/{event_id}", timeout=60).read().decode()
+        assert "event: error" in answer and "Traceback" not in answer, (name, answer)
+    assert not hub.log.gets(GGUF)
+    assert not any(e.state == "downloading" for e in page.demo.models_service.entries())  # type: ignore[attr-defined]
