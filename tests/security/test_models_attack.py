@@ -466,3 +466,14 @@ def test_the_model_events_are_not_listed_and_a_bare_rest_call_changes_nothing(op
         assert "event: error" in answer and "Traceback" not in answer, (name, answer)
     assert not hub.log.gets(GGUF)
     assert not any(e.state == "downloading" for e in page.demo.models_service.entries())  # type: ignore[attr-defined]
+
+
+def test_the_token_never_follows_a_redirect_the_download_itself_gets(tmp_path: Path) -> None:
+    with hostile_hub(files={"m.gguf": b"GGUF" + b"\0" * 60}) as other:
+        with hostile_hub(
+            files={"m.gguf": b"GGUF" + b"\0" * 60}, get_location=f"http://localhost:{other.port}/m"
+        ) as evil:
+            service = _service(tmp_path, evil, _gguf_catalogue(evil.repo_id))
+            message = _download(service)
+    assert other.requests, message  # the download followed it
+    assert not [h for _, _, h in other.requests if "hf_secret" in h.get("authorization", "")], other.requests

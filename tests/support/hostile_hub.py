@@ -34,6 +34,7 @@ class HostileHub:
     size: int | None = None  # X-Linked-Size of every file instead of the real one
     endless: bool = False  # GET bodies never end (no Content-Length), a chunk every few ms
     location: str | None = None  # HEAD answers 302 to this URL (a CDN, file://, another host)
+    get_location: str | None = None  # GET (not HEAD) answers 302 to this URL: a redirect only the download sees
     delay_s: float = 0.0  # GET waits this long before its body: a download that stays under way
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # (method, path, headers)
 
@@ -109,6 +110,12 @@ def _handler_for(hub: HostileHub) -> type[BaseHTTPRequestHandler]:
                 self.send_response(302)
                 for k, v in {**headers, "Location": hub.location}.items():
                     self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if body and hub.get_location is not None:
+                self.send_response(302)
+                self.send_header("Location", hub.get_location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
