@@ -25,6 +25,7 @@ Source = Literal["configured", "catalogue", "on disk"]
 KINDS: tuple[Kind, ...] = ("text", "image")
 ENTRIES_TTL_S = 3.0
 API_REFUSAL = "Models are downloaded and deleted in the Models tab, not through the API."
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 STARTER_SPEC = "embedded"  # the built-in model: runs with nothing downloaded, writes rough drafts
 HUB_TTL_S = 30.0
 PROGRESS_POLL_S = 0.25
@@ -158,9 +159,15 @@ class ModelsService:
             return False, API_REFUSAL
         logins = bool(self.settings.auth or self.settings.auth_file)
         if not logins:
-            if user_id.startswith("browser:"):
-                return True, ""
-            return False, API_REFUSAL
+            if not user_id.startswith("browser:"):
+                return False, API_REFUSAL
+            # Without logins a browser id is whatever a client sends, so only a loopback-only app trusts it.
+            if self.settings.server_name.strip("[]") not in LOOPBACK_HOSTS:
+                return False, (
+                    "This app is served on the network without logins, so nobody may download or delete models: "
+                    "set STUDIO_AUTH_FILE and STUDIO_MODEL_ADMINS."
+                )
+            return True, ""
         name = user_id.removeprefix("user:") if user_id.startswith("user:") else None
         if name is not None and name in self.settings.model_admins:
             return True, ""

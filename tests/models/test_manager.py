@@ -101,6 +101,12 @@ def test_who_may_download(make_service: Callable[..., ModelsService], hub: Local
     with pytest.raises(ModelPermissionError):
         team.delete("user:bob", "smol")
     assert hub.log.requests == [] or all("/resolve/" not in p for _, p, _ in hub.log.requests)
+    # Without logins a browser id is whatever a client sends: only an app that listens on loopback trusts it.
+    for host in ("0.0.0.0", "192.168.1.20", "::"):
+        open_app = make_service(server_name=host)
+        allowed, why = open_app.can_manage("browser:abc")
+        assert not allowed and "STUDIO_MODEL_ADMINS" in why and "without logins" in why
+    assert make_service(server_name="localhost").can_manage("browser:abc") == (True, "")
     nobody = make_service(auth=(("ann", "pw"),))
     assert "set STUDIO_MODEL_ADMINS" in nobody.can_manage("user:ann")[1]
     with pytest.raises(NotFoundError):
