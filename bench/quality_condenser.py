@@ -29,29 +29,31 @@ sys.path.insert(0, str(ROOT))
 CORPUS = ROOT.parent / "shared" / "corpus"
 
 # Dev: looked at while tuning. Held-out: measured only. "+" joins files into one larger input (their extracted
-# text, one after the other, as a Markdown file whose headings name the parts).
+# text, one after the other, as a Markdown file whose headings name the parts). The German lecture notes and the
+# GeoBase data model were held out at first and moved here once their replies had been read while tuning; the cp1252
+# Molière is the same text as the UTF-8 one, so it is in neither.
 DEV = [
     "good-report-federal-register-3col.pdf",
     "good-ripgrep-user-guide.md",
     "good-essay-assignment-headings.docx",
     "good-french-moliere-utf8.txt",
     "good-wikipedia-mozilla-article.html",
+    "good-report-geobase-data-model-tables.pdf",
+    "good-long-german-lecture-notes.pdf",
     "good-budget-cases-tables.docx+good-ripgrep-user-guide.md+good-wikipedia-mozilla-article.html",
 ]
 HELD = [
     "good-paper-tracemonkey-2col.pdf",
-    "good-report-geobase-data-model-tables.pdf",
     "good-form-irs-1040-2010.pdf",
     "good-messy-web-article-pcb.docx",
     "good-alice-in-wonderland.txt",
-    "good-long-german-lecture-notes.pdf",
-    "good-french-moliere-cp1252.txt",
     "good-paper-tracemonkey-2col.pdf+good-messy-web-article-pcb.docx+good-alice-in-wonderland.txt",
+    "good-form-irs-1040-2010.pdf+good-paper-tracemonkey-2col.pdf",
 ]
 QUICK_DEV = ["good-report-federal-register-3col.pdf", "good-essay-assignment-headings.docx"]
 QUICK_HELD = ["good-paper-tracemonkey-2col.pdf", "good-alice-in-wonderland.txt"]
 
-CHUNKS_PER_DOC = 4
+CHUNKS_PER_DOC = 6
 TARGET_QUOTED = "<= 5%"
 TARGET_CITED = "100%"
 TARGET_SUPPORTED = ">= 90%"
