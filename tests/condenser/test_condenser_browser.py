@@ -19,8 +19,9 @@ PDF = "good-paper-tracemonkey-2col.pdf"
 def test_upload_watch_progress_and_read_the_cited_summary(browser, tmp_path):
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    # slow enough (about 1 s a request) that the progress is on screen for a few seconds
-    with fake_openai_server(reply_words=20, chunk_delay=0.05, max_model_len=1024) as fake:
+    # slow enough (about 1 s a request) that the progress is on screen for a few seconds; the fake replies with the
+    # words of its request in turn: enough of them to pass the map request's opening instructions and reach the chunk
+    with fake_openai_server(reply_words=60, chunk_delay=0.017, max_model_len=1024) as fake:
         env = {
             "STUDIO_TEXT_MODEL": "openai:fake-model",
             "OPENAI_BASE_URL": fake.base_url,
