@@ -11,7 +11,7 @@ from pathlib import Path
 
 from backends.text.base import Capabilities, Completion, GenerationParams, Message, StreamStats
 from config import Settings
-from core.condenser.points import own_words, word_ngrams
+from core.condenser.usable import own_words, word_ngrams
 from core.condenser.service import CondenseOptions, CondenseService
 from core.condenser.store import SummaryStore
 from core.registry import LazyRegistry
