@@ -11,9 +11,9 @@ from pathlib import Path
 
 from backends.text.base import Capabilities, Completion, GenerationParams, Message, StreamStats
 from config import Settings
-from core.condenser.usable import own_words, word_ngrams
 from core.condenser.service import CondenseOptions, CondenseService
 from core.condenser.store import SummaryStore
+from core.condenser.usable import own_words, word_ngrams
 from core.registry import LazyRegistry
 
 CHUNK = (
