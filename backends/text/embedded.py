@@ -33,16 +33,21 @@ def embedded_gguf_path() -> Path:
     )
 
 
-def verify_sha256(path: Path, expected: str, chunk_size: int = 1 << 20) -> None:
-    """Hash `path` in chunks (the file may be large) and refuse it unless it matches `expected`."""
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 of a file, read in chunks (model files are large); OSError when it cannot be read."""
     digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, chunk_size: int = 1 << 20) -> None:
+    """Hash `path` and refuse it unless it matches `expected`."""
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(chunk_size):
-                digest.update(chunk)
+        actual = file_sha256(path, chunk_size)
     except OSError as exc:
         raise ModelUnavailableError(f"Cannot read model file {path}: {exc.strerror or exc}") from None
-    actual = digest.hexdigest()
     if actual != expected.lower():
         raise ModelUnavailableError(
             f"Checksum mismatch for model file {path}: expected sha256 {expected.lower()}, got {actual}. "

@@ -5,7 +5,6 @@ against the hub's LFS etag), then placed as blob + snapshot link so huggingface_
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from backends.text.embedded import file_sha256
 from backends.text.hub_gguf import is_repo_file, is_repo_id
 from core.errors import ModelDownloadError
 
@@ -245,14 +245,11 @@ def _verify(path: Path, remote: RemoteFile) -> None:
     expected = remote.sha256
     if expected is None:
         return  # a small git file: the hub gives no sha256 for it, its size was checked
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != expected:
+    actual = file_sha256(path, HASH_CHUNK)
+    if actual != expected:
         path.unlink(missing_ok=True)
         raise ModelDownloadError(
-            f"{remote.filename} from {remote.repo_id} is corrupt: its SHA-256 is {digest.hexdigest()[:12]}…, the hub "
+            f"{remote.filename} from {remote.repo_id} is corrupt: its SHA-256 is {actual[:12]}…, the hub "
             f"says {expected[:12]}…. The file was deleted; download it again."
         )
 

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from backends.text.embedded import file_sha256
 from tests.support.ports import free_port
 
 LFS_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".onnx")
@@ -72,7 +73,7 @@ class LocalHub:
             if not path.is_file() or (only is not None and name not in only):
                 continue
             data = path.read_bytes() if path.stat().st_size < (64 << 20) else None
-            sha256 = hashlib.sha256(data).hexdigest() if data is not None else _sha256_file(path)
+            sha256 = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(path)
             git = hashlib.sha1(b"blob %d\0" % path.stat().st_size + (data or b"")).hexdigest()
             lfs = name.endswith(LFS_SUFFIXES) or path.stat().st_size > 10_000
             files[name] = HubFile(path, path.stat().st_size, sha256, git, lfs)
@@ -103,14 +104,6 @@ def local_hub() -> Iterator[LocalHub]:
         yield hub
     finally:
         hub.stop()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
