@@ -55,8 +55,6 @@ class ModelPickers:
         self.notes: list[tuple[str, gr.Markdown]] = []
         self.changed: list[Any] = []  # events after which the pickers refresh (downloads, deletes)
         self.offers: list[tuple[Any, list[Any], list[Any]]] = []  # offer() lines: (handler, inputs, outputs)
-        self._cancels: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
 
     # -- building ---------------------------------------------------------------------------------------------
     def picker(self, kind: str, elem_id: str, label: str = "Model", **kwargs: Any) -> gr.Dropdown:
@@ -116,26 +114,19 @@ class ModelPickers:
 
     # -- downloads --------------------------------------------------------------------------------------------
     def download(self, user: str, key: str) -> Iterator[DownloadProgress]:
-        """The service's download of `key` with a cancel event that cancel(key) sets."""
+        """The service's download of `key` (which refuses a second one of the same model)."""
         cancel = threading.Event()
-        with self._lock:
-            if key in self._cancels:
-                raise user_error("This model is already downloading; its progress shows where it was started.")
-            self._cancels[key] = cancel
         try:
             yield from self.service.download(user, key, cancel)
         finally:
             cancel.set()  # a closed page ends its download: nothing keeps fetching for nobody
-            with self._lock:
-                self._cancels.pop(key, None)
 
     def cancel(self, user: str, key: str) -> bool:
         """The service's cancel: only someone who may manage models may (ModelPermissionError otherwise)."""
         return self.service.cancel(user, key)
 
     def downloading(self, key: str) -> bool:
-        with self._lock:
-            return key in self._cancels
+        return any(e.key == key and e.state == "downloading" for e in self.service.entries())
 
     # -- the first-run offer ----------------------------------------------------------------------------------
     def offer(self, kind: str, picker: gr.Dropdown, browser_id: gr.BrowserState, elem_prefix: str) -> None:
