@@ -156,7 +156,11 @@ def test_conversations_switch_search_rename_export_and_delete(browser, tmp_path)
 
             page.get_by_text("Rename · delete · export").click()
             title = page.locator("#chat-title input, #chat-title textarea").first
+            # The box shows the open conversation's title once the accordion has drawn it; typing
+            # before then can be overwritten by that first value (seen once in CI on a loaded machine).
+            wait_for(lambda: title.input_value() == "first topic owls", 10, "the open conversation's title")
             title.fill("Owl notes")
+            wait_for(lambda: title.input_value() == "Owl notes", 10, "the typed title")
             page.get_by_role("button", name="Rename", exact=True).click()
             wait_for(lambda: "Owl notes" in convs.inner_text(), 10, "the new title")
 
