@@ -42,14 +42,10 @@ from ui.models import build_models_tab
 from ui.server.api_args import ArgumentCheck
 from ui.server.guard import Guard, StudioGuard
 from ui.server.sessions import install_session_bounds, session_reaper
+from ui.style import page_css
 from ui.writer import build_writer_api, build_writer_tab
 
 log = logging.getLogger("studio")
-
-CSS = """
-#chat-stats { min-height: 1.5em; font-size: 0.85em; opacity: 0.8; }
-#models-status { min-height: 3.2em; }
-"""
 
 
 def build_guard(settings: Settings) -> Guard:
@@ -134,7 +130,7 @@ def launch(demo: gr.Blocks, settings: Settings, **overrides) -> None:
         server_port=settings.server_port,
         auth=password_check(settings),
         max_file_size=settings.max_upload_mb * 2**20,
-        css=CSS,
+        css=page_css(),
         app_kwargs={"middleware": [Middleware(StudioGuard, guard=demo.guard), Middleware(ArgumentCheck)]},
     )
     options.update(overrides)
