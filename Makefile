@@ -21,10 +21,11 @@ install: $(PY)
 
 # Debian/Ubuntu packages: tesseract reads scanned PDFs (the app says so when it is missing);
 # Chromium and its driver run the browser tests; node runs Gradio's own Markdown renderer in the
-# sanitizer tests.
+# sanitizer tests; npm installs axe-core (pinned in tests/support/package-lock.json) for the accessibility audits.
 APT_NEEDED = $(shell command -v tesseract >/dev/null 2>&1 || echo tesseract-ocr tesseract-ocr-eng) \
              $(shell command -v chromium >/dev/null 2>&1 || echo chromium chromium-driver) \
-             $(shell command -v node >/dev/null 2>&1 || echo nodejs)
+             $(shell command -v node >/dev/null 2>&1 || echo nodejs) \
+             $(shell command -v npm >/dev/null 2>&1 || echo npm)
 
 # Optional for the app (scanned PDFs get a clear message without it), so never fatal here.
 ocr-deps:
@@ -36,6 +37,7 @@ system-deps:
 
 install-dev: install system-deps
 	$(PIP) install -r requirements-dev.txt
+	cd tests/support && npm ci --no-audit --no-fund --loglevel=error
 
 run: install ocr-deps
 	$(PY) app.py
