@@ -1,18 +1,44 @@
-"""How a stored conversation is shown: chat bubbles with cut replies marked, Markdown made safe to render
-(the stored text is untouched)."""
+"""How a stored conversation is shown: chat bubbles with cut replies marked and "‹ 2/3 ›" controls on messages
+that have other versions, Markdown made safe to render (the stored text is untouched), and which of the
+chat's actions apply to it."""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 from core.chat.store import Conversation, StoredMessage
 from core.safe_html import safe_markdown
 
+# The controls are our own markup, added after the text was made safe; the page's script (ui/chat.py) turns a
+# click on data-chat-version="<message id>:<step>" into the chat's version event.
+_CONTROLS = re.compile(r'\s*<span class="chat-versions"[^>]*>.*?</span><!--/versions-->', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class TurnActions:
+    """Which actions apply to the conversation as shown (the tab shows only those)."""
+
+    has_messages: bool = False
+    can_regenerate: bool = False  # there is a message of the user's to (re)answer
+    can_continue: bool = False  # the last reply was cut by the token limit
+
+
+def turn_actions(conv: Conversation | None) -> TurnActions:
+    messages = conv.messages if conv else []
+    if not messages:
+        return TurnActions()
+    last = messages[-1]
+    return TurnActions(
+        has_messages=True,
+        can_regenerate=any(m.role == "user" for m in messages) and last.status != "streaming",
+        can_continue=last.role == "assistant" and last.status == "cut" and last.note == "length",
+    )
+
 
 def display_messages(conv: Conversation) -> list[dict]:
-    """The conversation as chat-bubble dicts ({role, content}) with cut replies marked."""
-    out = []
-    for m in conv.messages:
-        out.append({"role": m.role, "content": display_text(m)})
-    return out
+    """The conversation as chat-bubble dicts ({role, content}) with cut replies marked and version controls."""
+    return [{"role": m.role, "content": display_text(m) + version_controls(m)} for m in conv.messages]
 
 
 def display_text(m: StoredMessage) -> str:
@@ -20,6 +46,32 @@ def display_text(m: StoredMessage) -> str:
     if m.role != "assistant":
         return safe_markdown(m.content)
     return reply_bubble(m.content, m.status, m.note or "incomplete")
+
+
+def version_controls(m: StoredMessage) -> str:
+    """ "‹ 2/3 ›" for a message with other versions (a reply regenerated, a message edited), else ""."""
+    if m.versions <= 1:
+        return ""
+    what = "version" if m.role == "assistant" else "edit"
+
+    def step(delta: int, glyph: str, label: str, enabled: bool) -> str:
+        off = "" if enabled else " disabled"
+        return (
+            f'<button type="button" class="chat-version-step" data-chat-version="{m.id}:{delta}" '
+            f'aria-label="{label} {what}" title="{label} {what}"{off}>{glyph}</button>'
+        )
+
+    return (
+        f'\n\n<span class="chat-versions" role="group" aria-label="{what.capitalize()} {m.version} of {m.versions}">'
+        f"{step(-1, '‹', 'Previous', m.version > 1)}"
+        f'<span class="chat-version-count">{m.version}/{m.versions}</span>'
+        f"{step(1, '›', 'Next', m.version < m.versions)}</span><!--/versions-->"
+    )
+
+
+def without_controls(text: str) -> str:
+    """An edited message's text as the user meant it: the version controls shown with it taken out."""
+    return _CONTROLS.sub("", text or "")
 
 
 def reply_bubble(text: str, status: str, note: str = "") -> str:

@@ -1,6 +1,10 @@
 """SQLite storage for conversations and their messages. Every query is scoped to a user id, so one
 user can never read or change another's conversations even with a guessed id.
 
+Messages form a tree: each has a parent (the message it follows), and siblings are versions of a reply
+(regenerate) or branches from an edited message; one sibling of each group is `active`, and the path of
+active messages from the root is the conversation as shown and as the model sees it.
+
 WAL with synchronous=NORMAL: each committed write survives a crash or `kill -9` of the server.
 """
 
@@ -40,10 +44,17 @@ CREATE TABLE IF NOT EXISTS messages (
     note TEXT NOT NULL DEFAULT '',
     model TEXT NOT NULL DEFAULT '',
     stats TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    parent_id INTEGER,
+    active INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 """
+
+# Files made before messages had parents: each message follows the one before it in its conversation.
+BACKFILL_PARENTS = """UPDATE messages SET parent_id = (
+    SELECT MAX(p.id) FROM messages p WHERE p.conversation_id = messages.conversation_id AND p.id < messages.id)"""
+_LEAF = -1  # add_message's default parent: the last message of the shown path
 
 
 @dataclass
@@ -56,6 +67,9 @@ class StoredMessage:
     model: str = ""
     stats: dict = field(default_factory=dict)
     created_at: float = 0.0
+    parent_id: int | None = None
+    version: int = 1  # its place among its siblings (1-based) ...
+    versions: int = 1  # ... and how many there are: versions of a reply, branches from an edit
 
 
 @dataclass
@@ -67,13 +81,39 @@ class Conversation:
     system_prompt: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0
-    messages: list[StoredMessage] = field(default_factory=list)
+    messages: list[StoredMessage] = field(default_factory=list)  # the shown path, root first
+
+
+def shown_path(rows: list[sqlite3.Row]) -> list[tuple[sqlite3.Row, int, int]]:
+    """(row, version, versions) along the active path of a conversation's message rows (ordered by id): from
+    the root, the active child of each message (the newest one when none is marked)."""
+    children: dict[int | None, list[sqlite3.Row]] = {}
+    for row in rows:
+        children.setdefault(row["parent_id"], []).append(row)
+    path: list[tuple[sqlite3.Row, int, int]] = []
+    parent: int | None = None
+    seen: set[int] = set()
+    while group := children.get(parent):
+        active = [i for i, r in enumerate(group) if r["active"]]
+        i = active[-1] if active else len(group) - 1
+        row = group[i]
+        if row["id"] in seen:  # never loop on a damaged file
+            break
+        seen.add(row["id"])
+        path.append((row, i + 1, len(group)))
+        parent = row["id"]
+    return path
 
 
 class ConversationStore(SQLiteDB):
     def __init__(self, db_path: Path) -> None:
         super().__init__(db_path, SCHEMA)
         self.quota: Any = None  # core.quota.StorageQuota, set by StorageQuota.attach
+        if self._add_column("messages", "parent_id", "INTEGER"):
+            with self._tx() as db:
+                db.execute(BACKFILL_PARENTS)
+        self._add_column("messages", "active", "INTEGER NOT NULL DEFAULT 1")
+        self._conn().execute("CREATE INDEX IF NOT EXISTS messages_by_parent ON messages(conversation_id, parent_id)")
 
     # -- conversations -------------------------------------------------------------------------
     def create_conversation(
@@ -100,6 +140,7 @@ class ConversationStore(SQLiteDB):
         db = self._conn()
         row = self._owned(db, user_id, conversation_id)
         conv = Conversation(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - iterating a sqlite3.Row yields its values
+        rows = db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
         conv.messages = [
             StoredMessage(
                 id=m["id"],
@@ -110,8 +151,11 @@ class ConversationStore(SQLiteDB):
                 model=m["model"],
                 stats=json.loads(m["stats"]),
                 created_at=m["created_at"],
+                parent_id=m["parent_id"],
+                version=version,
+                versions=versions,
             )
-            for m in db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
+            for m, version, versions in shown_path(rows)
         ]
         return conv
 
@@ -180,18 +224,38 @@ class ConversationStore(SQLiteDB):
         return self._delete_before("conversations", "updated_at", cutoff, user_id)
 
     def add_message(
-        self, user_id: str, conversation_id: str, role: str, content: str, status: Status = "complete", model: str = ""
+        self,
+        user_id: str,
+        conversation_id: str,
+        role: str,
+        content: str,
+        status: Status = "complete",
+        model: str = "",
+        parent_id: int | None = _LEAF,
     ) -> int:
-        """A user's new message counts toward their quota (QuotaExceededError past it: nothing is
-        kept); a reply is always kept as it streams, so no answer is ever cut for it."""
+        """A message following `parent_id` (default: the last shown message; None: a first message), shown
+        from now on in place of its siblings. A user's new message counts toward their quota
+        (QuotaExceededError past it: nothing is kept); a reply is always kept as it streams."""
         now = time.time()
         adding = len(content.encode("utf-8", "surrogatepass")) if role == "user" else 0
         with reserved(self.quota, user_id, adding), self._tx() as db:
             self._owned(db, user_id, conversation_id)
+            rows = db.execute(
+                "SELECT id, parent_id, active FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            ).fetchall()
+            if parent_id == _LEAF:
+                path = shown_path(rows)
+                parent_id = path[-1][0]["id"] if path else None
+            elif parent_id is not None and not any(r["id"] == parent_id for r in rows):
+                raise NotFoundError("No such message in this conversation")
+            db.execute(
+                "UPDATE messages SET active = 0 WHERE conversation_id = ? AND parent_id IS ?",
+                (conversation_id, parent_id),
+            )
             cur = db.execute(
-                "INSERT INTO messages (conversation_id, role, content, status, model, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, status, model, now),
+                "INSERT INTO messages (conversation_id, role, content, status, model, created_at, parent_id, active)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                (conversation_id, role, content, status, model, now, parent_id),
             )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             return int(cur.lastrowid or 0)  # always set after an INSERT
@@ -216,10 +280,42 @@ class ConversationStore(SQLiteDB):
             )
 
     def delete_messages_from(self, user_id: str, conversation_id: str, message_id: int) -> None:
-        """Delete a message and everything after it (regenerate, edit-and-resend)."""
+        """Delete a message and everything that follows it, in every branch."""
         with self._tx() as db:
             self._owned(db, user_id, conversation_id)
-            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id))
+            db.execute(
+                """WITH RECURSIVE doomed(id) AS (
+                       SELECT id FROM messages WHERE conversation_id = ? AND id = ?
+                       UNION SELECT m.id FROM messages m JOIN doomed d ON m.parent_id = d.id)
+                   DELETE FROM messages WHERE id IN (SELECT id FROM doomed)""",
+                (conversation_id, message_id),
+            )
+
+    def show_sibling(self, user_id: str, conversation_id: str, message_id: int, step: int) -> bool:
+        """Show the version `step` places from `message_id` among its siblings (-1: the one before) instead of
+        it. False when there is none that way; NotFoundError for a message not in this conversation."""
+        with self._tx() as db:
+            self._owned(db, user_id, conversation_id)
+            row = db.execute(
+                "SELECT parent_id FROM messages WHERE id = ? AND conversation_id = ?", (message_id, conversation_id)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError("No such message in this conversation")
+            ids = [
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM messages WHERE conversation_id = ? AND parent_id IS ? ORDER BY id",
+                    (conversation_id, row["parent_id"]),
+                )
+            ]
+            target = ids.index(message_id) + step
+            if step == 0 or not 0 <= target < len(ids):
+                return False
+            db.execute(
+                "UPDATE messages SET active = (id = ?) WHERE conversation_id = ? AND parent_id IS ?",
+                (ids[target], conversation_id, row["parent_id"]),
+            )
+            return True
 
     def clear_messages(self, user_id: str, conversation_id: str) -> None:
         with self._tx() as db:
@@ -232,3 +328,17 @@ class ConversationStore(SQLiteDB):
             return db.execute(
                 "UPDATE messages SET status = 'cut', note = ? WHERE status = 'streaming'", (note,)
             ).rowcount
+
+    def set_title_if(self, user_id: str, conversation_id: str, title: str, expected: str) -> bool:
+        """Replace the title only while it is still `expected` (a background title never overwrites a rename).
+        Whether it did; a conversation gone meanwhile is no error. Its last change time stays: naming it is
+        not a change the list should reorder by."""
+        title = " ".join(title.split())[:200]
+        if not title:
+            return False
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE conversations SET title = ? WHERE id = ? AND user_id = ? AND title = ?",
+                (title, conversation_id, user_id, expected),
+            )
+            return cur.rowcount > 0
