@@ -20,7 +20,7 @@ from config import Settings
 from core.cancel import CancelRegistry
 from core.errors import InputError, NotFoundError
 from core.models.text import ModelManager
-from core.writer import outlining, prompts, rewriting, writing
+from core.writer import outlining, prompts, review, rewriting, writing
 from core.writer.brief import MAX_VARIANTS, Brief, WriteOptions, prepare_brief
 from core.writer.export import export_filename, exported
 from core.writer.rewriting import RewriteUpdate
@@ -171,8 +171,11 @@ class WriterService:
             brief, options = self.brief_of(draft)
             for update in self.write(brief, options, draft.outline, cancel):
                 now = time.perf_counter()
+                follow = len(update.texts) <= 1  # with variants, the draft's text waits for the person's pick
                 if update.status == "streaming" and now - last_save >= SAVE_INTERVAL_S:
-                    self.drafts.save_generation(user_id, draft_id, variants=update.texts, outline=update.outline)
+                    self.drafts.save_generation(
+                        user_id, draft_id, variants=update.texts, outline=update.outline, follow=follow
+                    )
                     last_save = now
                 if update.status != "streaming":
                     title = _title_from(update.texts[0]) if brief.template.kind == "long" else None
@@ -184,6 +187,7 @@ class WriterService:
                         status=update.status,
                         note="; ".join(update.errors)[:500],
                         title=title,
+                        follow=follow,
                     )
                 yield update
         except GeneratorExit:
@@ -196,6 +200,7 @@ class WriterService:
                     outline=update.outline,
                     status="cut",
                     note="interrupted: the page stopped reading",
+                    follow=len(update.texts) <= 1,
                 )
             raise
         except BaseException:
@@ -206,6 +211,7 @@ class WriterService:
                 outline=update.outline if update else None,
                 status="cut",
                 note="error",
+                follow=update is None or len(update.texts) <= 1,
             )
             raise
         finally:
@@ -311,8 +317,11 @@ class WriterService:
         )
 
     # -- rewriting ------------------------------------------------------------------------------------
-    def check_rewrite(self, text: str, selection: str, op_name: str, language: str = "") -> tuple[RewriteOp, int, int]:
-        """The rewrite operation and the (start, end) of the part to rewrite; InputError if the
+    def check_rewrite(
+        self, text: str, selection: str, op_name: str, language: str = "", span: tuple[int, int] | None = None
+    ) -> tuple[RewriteOp, int, int]:
+        """The rewrite operation and the (start, end) of the part to rewrite: `span` (characters picked in
+        the draft, review.span_of), else where `selection` is found, else the whole text. InputError if the
         request cannot be done (empty draft, unknown operation, no language, selection not found)."""
         if not (text or "").strip():
             raise InputError("The draft is empty: write or paste some text first.")
@@ -323,6 +332,11 @@ class WriterService:
             raise InputError(f"Choose the language to {op.label.lower()} into.")
         if len(text) > self.settings.max_input_chars:
             raise InputError(f"The draft is {len(text):,} characters; the limit is {self.settings.max_input_chars:,}.")
+        if span is not None:
+            start, end = span
+            if not 0 <= start < end <= len(text):
+                raise InputError("The selection is outside the draft (it may have been edited since); select it again.")
+            return op, start, end
         start, end = find_selection(text, selection or "")
         return op, start, end
 
@@ -334,17 +348,40 @@ class WriterService:
         language: str = "",
         options: WriteOptions | None = None,
         cancel: threading.Event | None = None,
+        span: tuple[int, int] | None = None,
     ) -> Iterator[RewriteUpdate]:
-        """Rewrite `selection` inside `text` (or all of `text` when the selection is empty), a section
+        """Rewrite `span` (or `selection`) inside `text` (all of `text` when neither is given), a section
         at a time for long text, streaming the whole text with the new part spliced in."""
         cancel = cancel or threading.Event()
         options = (options or WriteOptions()).checked()[0]
-        op, start, end = self.check_rewrite(text, selection, op_name, language)
+        op, start, end = self.check_rewrite(text, selection, op_name, language, span)
         language = (language or "").strip()
         backend = self.backend(options.model)
         yield from rewriting.rewrite(
             backend, text, start, end, op, language, options, self.library.common.rewrite_system, cancel
         )
+
+    def propose_rewrite(
+        self,
+        text: str,
+        span: tuple[int, int] | None,
+        op_name: str,
+        language: str,
+        options: WriteOptions,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[RewriteUpdate, review.Proposal]]:
+        """rewrite() of `span` (None: the whole text), each update with the proposal it makes so far:
+        the part and its rewrite, for the person to accept or discard (nothing is stored)."""
+        _, start, end = self.check_rewrite(text, "", op_name, language, span)
+        for update in self.rewrite(text, "", op_name, language, options, cancel, span=(start, end)):
+            yield update, review.proposal_from(text, start, end, update.text)
+
+    def accept_rewrite(self, user_id: str, draft_id: str | None, current: str, proposal: Any) -> str:
+        """The draft with an accepted rewrite spliced in (where its part is now), kept in the stored draft."""
+        text = review.splice(current or "", review.Proposal.from_state(proposal))
+        if draft_id:
+            self.keep_text(user_id, draft_id, text)
+        return text
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -194,9 +194,10 @@ class DraftStore(SQLiteDB):
         status: DraftStatus = "streaming",
         note: str = "",
         title: str | None = None,
+        follow: bool = True,
     ) -> None:
         """Called as variants stream (throttled) and once at the end; the chosen text follows the
-        chosen variant until the person picks or edits. Past the user's quota the draft keeps what it had,
+        chosen variant until the person picks or edits (with `follow` False it waits for a pick). Past the user's quota the draft keeps what it had,
         is marked cut with the reason, and QuotaExceededError is raised."""
         refused: QuotaExceededError | None = None
         with self._tx() as db:
@@ -205,7 +206,7 @@ class DraftStore(SQLiteDB):
             values = (
                 json.dumps(variants),
                 row["outline"] if outline is None else outline,
-                variants[chosen] if variants else row["text"],
+                variants[chosen] if variants and follow else row["text"],
                 status,
                 note,
                 row["title"] if not title else " ".join(title.split())[:200],

@@ -293,7 +293,9 @@ def test_a_written_draft_is_stored_with_its_brief_and_reopens_with_it(tmp_path):
         final = last(service.write_draft("ann", draft.id))
         stored = service.drafts.get("ann", draft.id)
         assert stored.brief == raw and stored.template == "social_x" and stored.status == "complete"
-        assert stored.variants == final.texts and stored.text == final.texts[0]
+        # three variants: the draft's text waits for the person's pick (issue 12), then is the one picked
+        assert stored.variants == final.texts and len(final.texts) == 3 and stored.text == ""
+        assert service.pick("ann", draft.id, 2).text == final.texts[2]
         again, again_options = service.brief_of(stored)
         assert again.values == brief.values and again_options == options
         assert service.drafts.list("bob") == []
