@@ -109,6 +109,7 @@ class Settings:
     anon_retention_hours: float = 24.0  # the same for API callers without a token ("api:anonymous"); 0 = keep
     user_jobs: int = 2  # image jobs one user may have running or queued at once
     user_text_jobs: int = 8  # text requests (chat, write, condense) one API user may have running at once
+    chat_model_titles: bool = True  # the chat model names a conversation after its first reply (core/chat/titles.py)
     # The model manager (core/models/service.py) and Hugging Face hub downloads, read the way huggingface_hub reads them.
     hf_endpoint: str = "https://huggingface.co"  # HF_ENDPOINT: a mirror or a local hub
     hf_token: str | None = field(default=None, repr=False)  # HF_TOKEN: for gated or private repos; never shown
@@ -180,6 +181,7 @@ class Settings:
             anon_retention_hours=_float(env, "STUDIO_ANON_RETENTION_HOURS", 24.0),
             user_jobs=_int(env, "STUDIO_USER_JOBS", 2),
             user_text_jobs=_int(env, "STUDIO_USER_TEXT_JOBS", 8),
+            chat_model_titles=_truthy(env.get("STUDIO_CHAT_MODEL_TITLES") or "on"),
             hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
             hf_token=env.get("HF_TOKEN") or None,
             hf_cache_dir=Path(env["HF_HUB_CACHE"]).expanduser()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import UTC, datetime
 
 from core.chat.store import Conversation
@@ -52,6 +53,16 @@ def to_json(conv: Conversation) -> str:
     )
 
 
+SLUG_CHARS = 40
+
+
 def export_filename(conv: Conversation, ext: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", conv.title).strip("-").lower()[:40] or "conversation"
-    return f"{slug}-{conv.id[:8]}.{ext}"
+    """ "<short-title>-<YYYY-MM-DD>.<ext>" (the day it last changed, local time): ASCII letters, digits and
+    hyphens only (accents dropped, everything else a hyphen), cut at a word, "conversation" when nothing is left."""
+    ascii_title = unicodedata.normalize("NFKD", conv.title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_title).strip("-").lower()
+    if len(slug) > SLUG_CHARS:
+        cut = slug[: SLUG_CHARS + 1]
+        slug = cut[: cut.rfind("-")] if "-" in cut[SLUG_CHARS // 3 :] else slug[:SLUG_CHARS]
+    day = datetime.fromtimestamp(conv.updated_at or conv.created_at).strftime("%Y-%m-%d")
+    return f"{slug.strip('-') or 'conversation'}-{day}.{ext}"

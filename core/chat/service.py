@@ -24,6 +24,7 @@ from core import validate
 from core.cancel import CancelRegistry
 from core.chat import export
 from core.chat.store import Conversation, ConversationStore, Status
+from core.chat.titles import TitleWriter, short_title
 from core.errors import InputError, NotFoundError
 from core.models.text import ModelManager
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_S = 0.25  # how often a streaming reply is written to SQLite
 STREAM_INTERVAL_S = 0.05  # how often a streaming reply is sent to the browser or API client
-TITLE_CHARS = 60
 MAX_NEW_TOKENS = 32768
 MAX_SYSTEM_CHARS = 100_000
 MAX_HISTORY_ITEMS = 1_000
@@ -147,8 +147,8 @@ def history_messages(conv: Conversation) -> list[Message]:
 
 
 def title_from(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+    """A new conversation's title: a few words of its first message (core/chat/titles.py)."""
+    return short_title(text)
 
 
 class ChatService:
@@ -157,6 +157,7 @@ class ChatService:
         self.store = store
         self.models = models
         self.active = CancelRegistry()
+        self.titles = TitleWriter(store, models, enabled=settings.chat_model_titles)
 
     # -- input ---------------------------------------------------------------------------------
     def validate(self, text: str | None) -> str:
@@ -205,6 +206,8 @@ class ChatService:
         return self.store.get_conversation(user_id, conversation_id)
 
     def rename(self, user_id: str, conversation_id: str, title: str) -> None:
+        """The user's title; it always wins over a model title still being written."""
+        self.titles.cancel(user_id, conversation_id)
         self.store.rename_conversation(user_id, conversation_id, title)
 
     def clear(self, user_id: str, conversation_id: str | None) -> None:
@@ -217,6 +220,7 @@ class ChatService:
         """Stop any reply and delete the conversation; one already gone is not an error."""
         if conversation_id:
             self.stop(user_id, conversation_id)
+            self.titles.cancel(user_id, conversation_id)
             with contextlib.suppress(NotFoundError):
                 self.store.delete_conversation(user_id, conversation_id)
 
@@ -428,6 +432,17 @@ class ChatService:
 
     def stop(self, user_id: str, conversation_id: str | None) -> bool:
         return self.active.stop(user_id, conversation_id or "") > 0
+
+    # -- titles (core/chat/titles.py) ------------------------------------------------------------
+    def write_title(self, user_id: str, conversation_id: str | None, model: str | None) -> threading.Thread | None:
+        """After a reply: let the model write the conversation's title in the background (the returned thread),
+        when the first reply has just finished and the first message was too long to be its own title. It gives
+        way as soon as the user starts another reply; the short title stays on any failure."""
+        if not conversation_id:
+            return None
+        return self.titles.start(
+            user_id, conversation_id, model or self.models.default, busy=lambda: self.active.running(user_id) > 0
+        )
 
 
 def reply_stats(stats: StreamStats, t0: float, first: float | None, end: float, model: str, text: str) -> dict:
