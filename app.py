@@ -39,10 +39,12 @@ from ui.images import build_images_tab
 from ui.images_api import build_images_api
 from ui.model_pickers import ModelPickers
 from ui.models import build_models_tab
+from ui.page_head import page_head
 from ui.server.api_args import ArgumentCheck
 from ui.server.guard import Guard, StudioGuard
 from ui.server.sessions import install_session_bounds, session_reaper
 from ui.style import page_css
+from ui.theme import studio_theme
 from ui.writer import build_writer_api, build_writer_tab
 
 log = logging.getLogger("studio")
@@ -95,9 +97,10 @@ def build_app(settings: Settings) -> gr.Blocks:
     _, retention = attach_storage(settings, images.gallery, writer.drafts, condenser.store, store)
     ttl = max(1, int(settings.upload_ttl_hours * 3600))
     with gr.Blocks(title="GenAI Studio", delete_cache=(min(ttl, 900), ttl)) as demo:
-        gr.Markdown("## GenAI Studio")
-        browser_id = browser_state(persistent_secret(settings.data_dir / "browser-state.secret"))
-        with gr.Tabs() as tabs:
+        gr.Markdown("## GenAI Studio", elem_id="studio-title")
+        secret = persistent_secret(settings.data_dir / "browser-state.secret")
+        browser_id = browser_state(secret)
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # every tab one tap away on a phone, none in a "..." menu
             build_chat_tab(demo, service, presets, browser_id, pickers)
             build_writer_tab(demo, writer, browser_id, pickers)
             build_condenser_tab(demo, condenser, browser_id, guard.uploads, pickers)
@@ -110,6 +113,7 @@ def build_app(settings: Settings) -> gr.Blocks:
         build_images_api(images, guard.uploads, guard.links)
         demo.session_reaper = session_reaper(demo, settings.max_sessions)  # ui/server/sessions.py: marks open tabs
     demo.guard = guard  # launch() puts it in front of every route
+    demo.page_head = page_head(secret)  # launch() serves it: the browser id minted before the first event, a11y repairs
     demo.studio_service = service  # for tests and benchmarks in-process
     demo.writer_service = writer
     demo.condense_service = condenser
@@ -131,6 +135,8 @@ def launch(demo: gr.Blocks, settings: Settings, **overrides) -> None:
         auth=password_check(settings),
         max_file_size=settings.max_upload_mb * 2**20,
         css=page_css(),
+        theme=studio_theme(),
+        head=getattr(demo, "page_head", None),
         app_kwargs={"middleware": [Middleware(StudioGuard, guard=demo.guard), Middleware(ArgumentCheck)]},
     )
     options.update(overrides)

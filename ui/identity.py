@@ -3,8 +3,11 @@ in the browser's localStorage (so a reload keeps your conversations, and nobody 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import secrets
+from pathlib import Path
 
 import gradio as gr
 
@@ -18,6 +21,35 @@ def browser_state(secret: str) -> gr.BrowserState:
     """`secret` must outlive the process: Gradio encrypts the stored value with it, and a new one
     at each start would make every browser a stranger after a restart."""
     return gr.BrowserState("", storage_key=BROWSER_ID_KEY, secret=secret)
+
+
+def _cryptojs_key(passphrase: bytes, salt: bytes) -> tuple[bytes, bytes]:
+    """OpenSSL's EVP_BytesToKey (MD5, one round): the AES-256 key and iv CryptoJS.AES.encrypt(text, passphrase)
+    derives, as gr.BrowserState's frontend calls it."""
+    derived, block = b"", b""
+    while len(derived) < 48:
+        block = hashlib.md5(block + passphrase + salt, usedforsecurity=False).digest()
+        derived += block
+    return derived[:32], derived[32:48]
+
+
+def browser_id_head(secret: str, *, test: bool = False) -> str:
+    """A <script> for launch(head=...) that mints a fresh visitor's id in the browser before Gradio's first event
+    (ui/js/browser_id.js), stored where and how `browser_state(secret)` reads it. Without it the id came from a load
+    event, and whatever a person sent before that returned failed with "This page lost its identity".
+
+    The id is 18 bytes from crypto.getRandomValues (unguessable, as secrets.token_urlsafe(18)); the server still
+    accepts only well-formed ids. The key this embeds is no secret: Gradio sends `secret` itself to every browser
+    (its frontend encrypts), so the encryption never protected an id from its own browser; what keeps one browser
+    out of another's data is that nobody can guess an id. `test` returns the script as a function call that
+    returns {id, stored} instead of storing (tests check the cipher against Python's)."""
+    passphrase = hashlib.sha256(secret.encode()).hexdigest().encode()  # the frontend: CryptoJS.SHA256(secret)
+    salt = secrets.token_bytes(8)
+    key, iv = _cryptojs_key(passphrase, salt)
+    config = {"storage_key": BROWSER_ID_KEY, "key": key.hex(), "iv": iv.hex(), "salt": salt.hex(), "test": test}
+    script = (Path(__file__).parent / "js" / "browser_id.js").read_text(encoding="utf-8")
+    call = f"({script.strip()})({json.dumps(config)});"
+    return call if test else f"<script>{call}</script>"
 
 
 def ensure_browser_id(browser_id: str | None) -> str:
