@@ -128,6 +128,18 @@ class EmptyDocument(DocumentError):
 class EncryptedDocument(DocumentError):
     code = "encrypted"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: str | None = None,
+        opens_with_password: bool = False,
+        wrong_password: bool = False,
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.opens_with_password = opens_with_password  # a PDF: the reader opens it when given its password
+        self.wrong_password = wrong_password  # a password was given, and it does not open the file
+
 
 class CorruptDocument(DocumentError):
     code = "corrupt"
@@ -460,12 +472,16 @@ def _error_from_reply(reply: dict, name: str, kind: Kind, limits: ExtractionLimi
     if code == "empty":
         return EmptyDocument(f"{shown} contains no text to summarise.", detail=detail)
     if code == "encrypted":
+        pdf = kind == "pdf"  # the worker decrypts PDFs; a protected Word file needs a copy without the password
         if info.get("wrong_password"):
-            return EncryptedDocument(f"The password for {shown} is not correct.", detail=detail)
+            return EncryptedDocument(
+                f"Wrong password for {shown}.", detail=detail, opens_with_password=pdf, wrong_password=True
+            )
         return EncryptedDocument(
             f"{shown} is password-protected. Save a copy without the password "
             "(or remove the protection) and upload that.",
             detail=detail,
+            opens_with_password=pdf,
         )
     if code == "corrupt":
         what = {"pdf": "PDF", "docx": "Word file"}.get(kind, "file")

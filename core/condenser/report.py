@@ -138,6 +138,17 @@ def render_sources(groups: Sequence[Sequence[Point]], catalog: Catalog, with_nam
     )
 
 
+def heading(r: DocumentReport) -> str:
+    """The heading naming a summarised document and its size: "### report.pdf · 17 pages"."""
+    size = f" · {r.page_count} page{'s' if r.page_count != 1 else ''}" if r.page_count else ""
+    return f"### {md_text(r.name)}{size}"
+
+
+def warning_lines(r: DocumentReport) -> list[str]:
+    # Said in words: an emoji alone is an empty box where the font lacks it, and means nothing to a screen reader.
+    return [f"> **Warning:** {md_text(w)}" for w in r.warnings]
+
+
 def render_markdown(
     catalog: Catalog,
     reports: Sequence[DocumentReport],
@@ -159,18 +170,11 @@ def render_markdown(
             "",
         ]
         for points, report in zip(per_doc, reports):
-            out += [
-                f"### {md_text(report.name)}",
-                "",
-                render_points(points, catalog, False),
-                "",
-                f"*{md_text(report.coverage)}*",
-                "",
-            ]
-            out += [f"> ⚠️ {md_text(w)}" for w in report.warnings]
+            out += [heading(report), "", render_points(points, catalog, False), "", f"*{md_text(report.coverage)}*", ""]
+            out += warning_lines(report)
     else:
-        out += [render_points(per_doc[0], catalog, False), "", f"*{md_text(reports[0].coverage)}*", ""]
-        out += [f"> ⚠️ {md_text(w)}" for w in reports[0].warnings]
+        out += [heading(reports[0]), "", render_points(per_doc[0], catalog, False), ""]
+        out += [f"*{md_text(reports[0].coverage)}*", ""] + warning_lines(reports[0])
     sources = render_sources([*(per_doc or []), *([combined] if combined else [])], catalog, multi)
     if sources:
         out += ["", sources]

@@ -52,6 +52,9 @@ class InputFile:
     name: str  # what the user called it: decides the expected type
     disposable: bool = False  # an upload's temporary copy: deleted once read, whatever happens
     owner: str = ""  # who uploaded it: the file goes only when no other uploader still holds it
+    # An encrypted PDF's password: handed only to the sandboxed reader (documents.py, on its stdin); never shown
+    # in a repr, a log line or the store.
+    password: str = field(default="", repr=False)
 
 
 @dataclass
@@ -76,3 +79,5 @@ class CondenseUpdate:
     notes: str = ""  # notes so far, as Markdown (they stream in while chunks finish)
     result: CondenseResult | None = None
     state: Literal["running", "complete"] = "running"
+    elapsed_s: float = 0.0  # since the run began
+    eta_s: float | None = None  # the time left, from the requests done so far; None until one has finished

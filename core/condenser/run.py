@@ -17,6 +17,7 @@ from backends.text.base import GenerationParams, Message, TextBackend
 from core.condenser.chunks import Chunk, TokenCounter, account, chunk_documents
 from core.condenser.cite import Catalog, Point
 from core.condenser.documents import ExtractedDocument, ExtractionCancelled, extract_document, extract_text
+from core.condenser.estimate import Estimate
 from core.condenser.jobs import Job, JobRunner
 from core.condenser.points import ReplyPoints, md_text
 from core.condenser.report import ChunkRecord, attach_quotes, combined_coverage, document_report, render_markdown
@@ -73,13 +74,22 @@ class Run:
         self.fraction = 0.0
         self.released: set[str] = set()  # disposable inputs already let go of
         self.last = CondenseUpdate("Starting…", 0.0, "")
+        self.started = time.monotonic()
+        self.eta = Estimate()
+        self.summaries_left = 0  # requests still to come after the map: one final summary per document (and all)
+        self.concurrency = 1
 
     # -- helpers ---------------------------------------------------------------------------------
     def update(self, status: str, fraction: float | None = None) -> CondenseUpdate:
         if fraction is not None:
             self.fraction = max(self.fraction, min(1.0, fraction))
         self.last = CondenseUpdate(status, self.fraction, "\n".join(self.notes_md))
-        return self.last
+        return self.tick()
+
+    def tick(self) -> CondenseUpdate:
+        """The last update with the elapsed time and the time left as of now (repeated while the model works)."""
+        now = time.monotonic()
+        return replace(self.last, elapsed_s=now - self.started, eta_s=self.eta.left(now))
 
     def ticking(self, work: Callable[[], Any]) -> Generator[CondenseUpdate, None, Any]:
         """Run a blocking step (reading a file, loading the model) and return its result; with `tick_s`,
@@ -101,7 +111,7 @@ class Run:
             while worker.is_alive():
                 worker.join(self.tick_s)
                 if worker.is_alive():
-                    yield self.last
+                    yield self.tick()
         finally:
             if worker.is_alive():
                 self.cancel.set()
@@ -208,7 +218,9 @@ class Run:
                 result.summary_id = self.store(result, backend).id
             except (QuotaExceededError, StorageFullError) as exc:  # shown all the same: never lose what was made
                 kept = f" Not kept in your history: {exc}"
-        yield CondenseUpdate("Done. " + result.coverage + kept, 1.0, "\n".join(self.notes_md), result, "complete")
+        elapsed = time.monotonic() - self.started
+        done = "Done. " + result.coverage + kept
+        yield CondenseUpdate(done, 1.0, "\n".join(self.notes_md), result, "complete", elapsed_s=elapsed, eta_s=0.0)
 
     def prepare(self) -> Generator[CondenseUpdate, None, tuple[list[ExtractedDocument], list[Chunk], set[int]]]:
         """Read the documents, load the model and plan the chunks: the documents, their chunks, and which
@@ -217,7 +229,13 @@ class Run:
         backend = self.s.models.get(o.model)
         docs = yield from self.read()  # first: a file that cannot be read fails before any model loads
         yield self.update(f"Loading {backend.label}…", 0.03)
-        yield from self.ticking(lambda: backend.load(self.load_progress))
+
+        def loading(fraction: float, desc: str) -> None:  # on the loading thread: ticks show it
+            self.update(desc or f"Loading {backend.label}…", 0.03 + 0.02 * max(0.0, min(1.0, fraction)))
+            if self.load_progress is not None:
+                self.load_progress(fraction, desc)
+
+        yield from self.ticking(lambda: backend.load(loading))
         self.check_cancel()
         caps = backend.capabilities()
         counter = TokenCounter(backend)
@@ -227,6 +245,7 @@ class Run:
         chunks, direct = self.plan(docs, counter)
         self.replies = ReplyPoints(self.catalog, o, self.form, self.all_markers())
         concurrency = max(1, min(caps.max_concurrency, o.parallel) if o.parallel > 0 else caps.max_concurrency)
+        self.concurrency = concurrency
         self.run_jobs = JobRunner(backend, self.cancel, concurrency, self.tick_s).run
         return docs, chunks, direct
 
@@ -241,7 +260,14 @@ class Run:
                     docs.append(
                         (
                             yield from self.ticking(
-                                functools.partial(extract_document, f.path, f.name, self.s.limits, cancel=self.cancel)
+                                functools.partial(
+                                    extract_document,
+                                    f.path,
+                                    f.name,
+                                    self.s.limits,
+                                    password=f.password or None,
+                                    cancel=self.cancel,
+                                )
                             )
                         )
                     )
@@ -350,14 +376,19 @@ class Run:
             return True
 
         again: list[int] = []
+        self.summaries_left = len([d for d in range(len(docs)) if d not in direct]) + (1 if multi else 0)
         for event, i in self.run_jobs(jobs):
             if event == "tick":
-                yield self.last
+                yield self.tick()
                 continue
             if event == "start":
+                self.eta.started(("map", i))
                 yield self.update(f"Summarising {jobs[i].label}…", 0.05 + 0.75 * done / total)
                 continue
-            if not finish(chunks[i], jobs[i], last=False):
+            self.eta.finished(("map", i))
+            usable = finish(chunks[i], jobs[i], last=False)
+            self.eta.map_progress(total - done - (1 if usable else 0), self.summaries_left)
+            if not usable:
                 again.append(i)
                 continue
             done += 1
@@ -369,12 +400,17 @@ class Run:
             pending, again = again, []
             for event, k in self.run_jobs(retries):
                 if event == "tick":
-                    yield self.last
+                    yield self.tick()
                 elif event == "start":
+                    self.eta.started(("retry", attempt, k))
                     yield self.update(f"Asking again for {retries[k].label}…", 0.05 + 0.75 * done / total)
                 elif not finish(chunks[pending[k]], retries[k], last=attempt == len(RETRY_STAGES)):
+                    self.eta.finished(("retry", attempt, k))
+                    self.eta.map_progress(total - done, self.summaries_left)
                     again.append(pending[k])
                 else:
+                    self.eta.finished(("retry", attempt, k))
+                    self.eta.map_progress(total - done - 1, self.summaries_left)
                     done += 1
                     yield self.update(
                         f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total
@@ -414,13 +450,16 @@ class Run:
                 for k, g in enumerate(groups)
             ]
             merged: list[list[Point]] = [[] for _ in groups]
+            self.eta.requests_ahead(len(jobs), self.concurrency, self.summaries_left)
             for event, k in self.run_jobs(jobs):
                 if event == "tick":
-                    yield self.last
+                    yield self.tick()
                     continue
                 if event == "start":
+                    self.eta.started(("merge", level, k))
                     yield self.update(f"Combining notes: {jobs[k].label}…", 0.8 + 0.15 * (1 - 1 / (level + 1)))
                     continue
+                self.eta.finished(("merge", level, k))
                 merged[k] = self.replies.points_from_notes(jobs[k], groups[k], final=False) or groups[k]
             new_notes = [p for group in merged for p in group]
             if len(new_notes) >= len(notes) and level > 1:
@@ -429,11 +468,16 @@ class Run:
         job = self.job(
             f"final summary of {scope}", "final", "\n".join(self.note_lines(notes)), self.length.points, self.final_new
         )
+        self.summaries_left = max(0, self.summaries_left - 1)
+        self.eta.requests_ahead(1, 1, self.summaries_left)
         for event, _ in self.run_jobs([job]):
             if event == "tick":
-                yield self.last
+                yield self.tick()
             elif event == "start":
+                self.eta.started(("final", scope))
                 yield self.update(f"Writing the summary of {scope}…", 0.95)
+            elif event == "done":
+                self.eta.finished(("final", scope))
         points = self.replies.points_from_notes(job, notes, final=True)
         if not points:  # the model gave nothing: the notes themselves are the summary
             return notes

@@ -93,7 +93,7 @@ def test_every_other_parameter_is_optional_and_text_works_alone(client, nothing_
         language="German",
         api_name="/condense",
     )
-    assert out["status"] == "complete" and out["summary"].startswith("document0")
+    assert out["status"] == "complete" and out["summary"].startswith("### Pasted text\n\ndocument0")
     assert "[line 1]" in out["summary"] and out["coverage"].startswith("1 of 1 section read")
 
 

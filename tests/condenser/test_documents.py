@@ -284,10 +284,15 @@ def test_empty_user_password_pdf_opens_without_asking():
 def test_password_protected_pdf_opens_with_its_password_and_not_without():
     path = CORPUS / "bad-encrypted-user-password.pdf"
     assert "Lorem ipsum" in extract_document(path, "x.pdf", password="openpassword").full_text
-    with pytest.raises(EncryptedDocument, match="not correct"):
+    with pytest.raises(EncryptedDocument, match="Wrong password") as wrong:
         extract_document(path, "x.pdf", password="wrong")
-    with pytest.raises(EncryptedDocument, match="password-protected"):
+    assert wrong.value.wrong_password and wrong.value.opens_with_password
+    with pytest.raises(EncryptedDocument, match="password-protected") as missing:
         extract_document(path, "x.pdf")
+    assert not missing.value.wrong_password and missing.value.opens_with_password
+    with pytest.raises(EncryptedDocument) as docx:  # the reader cannot decrypt Word files: no password box
+        extract_document(CORPUS / "bad-encrypted-password.docx", "x.docx", password="solrcell")
+    assert not docx.value.opens_with_password
 
 
 def test_both_moliere_files_decode_to_the_same_text():
