@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from core.chat.store import Conversation, StoredMessage
 from core.safe_html import safe_markdown
 
-# The controls are our own markup, added after the text was made safe; the page's script (ui/chat.py) turns a
+# The controls are our own markup, added after the text was made safe; the page's script (ui/chat_turns.py) turns a
 # click on data-chat-version="<message id>:<step>" into the chat's version event.
 _CONTROLS = re.compile(r'\s*<span class="chat-versions"[^>]*>.*?</span><!--/versions-->', re.DOTALL)
 
@@ -49,23 +49,26 @@ def display_text(m: StoredMessage) -> str:
 
 
 def version_controls(m: StoredMessage) -> str:
-    """ "‹ 2/3 ›" for a message with other versions (a reply regenerated, a message edited), else ""."""
+    """The "‹ 2/3 ›" controls for a message with other versions (a reply regenerated, a message edited), else "". The chatbot's
+    sanitiser keeps only class, title and disabled: the message and step ride in the class (chat-v-<id>-prev),
+    the glyphs are drawn by chat.css, and each button's name is its text ("Previous version")."""
     if m.versions <= 1:
         return ""
     what = "version" if m.role == "assistant" else "edit"
 
-    def step(delta: int, glyph: str, label: str, enabled: bool) -> str:
+    def step(way: str, label: str, enabled: bool) -> str:
         off = "" if enabled else " disabled"
         return (
-            f'<button type="button" class="chat-version-step" data-chat-version="{m.id}:{delta}" '
-            f'aria-label="{label} {what}" title="{label} {what}"{off}>{glyph}</button>'
+            f'<button type="button" class="chat-version-step chat-version-{way} chat-v-{m.id}-{way}" '
+            f'title="{label} {what}"{off}><span class="chat-sr-only">{label} {what}</span></button>'
         )
 
     return (
-        f'\n\n<span class="chat-versions" role="group" aria-label="{what.capitalize()} {m.version} of {m.versions}">'
-        f"{step(-1, '‹', 'Previous', m.version > 1)}"
-        f'<span class="chat-version-count">{m.version}/{m.versions}</span>'
-        f"{step(1, '›', 'Next', m.version < m.versions)}</span><!--/versions-->"
+        '\n\n<span class="chat-versions" role="group">'
+        f"{step('prev', 'Previous', m.version > 1)}"
+        f'<span class="chat-version-count"><span class="chat-sr-only">{what.capitalize()} </span>'
+        f"{m.version}/{m.versions}</span>"
+        f"{step('next', 'Next', m.version < m.versions)}</span><!--/versions-->"
     )
 
 

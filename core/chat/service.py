@@ -4,146 +4,54 @@ history to the model's context, stream a reply while saving it, and stop it on r
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from typing import Literal
 
-from backends.text.base import (
-    BackendError,
-    ContextOverflowError,
-    GenerationParams,
-    Message,
-    StreamCutError,
-    StreamStats,
-    TextBackend,
-)
+from backends.text.base import BackendError, ContextOverflowError, Message, StreamCutError, StreamStats, TextBackend
 from config import Settings
 from core import validate
 from core.cancel import CancelRegistry
 from core.chat import export
 from core.chat.store import Conversation, ConversationStore, Status
 from core.chat.titles import TitleWriter, short_title
+from core.chat.turns import (  # noqa: F401 - re-exported: the tab and the /chat API import them from here
+    MAX_NEW_TOKENS,
+    STREAM_INTERVAL_S,
+    ChatOptions,
+    ReplyUpdate,
+    fit_to_context,
+    history_messages,
+    merge_roles,
+    reply_stats,
+    throttled,
+)
 from core.errors import InputError, NotFoundError
 from core.models.text import ModelManager
+from core.prompts import PROMPTS_DIR
 
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_S = 0.25  # how often a streaming reply is written to SQLite
-STREAM_INTERVAL_S = 0.05  # how often a streaming reply is sent to the browser or API client
-MAX_NEW_TOKENS = 32768
-MAX_SYSTEM_CHARS = 100_000
 MAX_HISTORY_ITEMS = 1_000
+BUSY_MESSAGE = (
+    "A reply is still being written. Wait for it to finish or press Stop, then send again; "
+    "your message is still in the box."
+)
+
+Mode = Literal["next", "regenerate", "continue"]
 
 
-@dataclass(frozen=True)
-class ChatOptions:
-    model: str | None = None  # spec; None = default
-    system_prompt: str = ""
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 512
-    seed: int | None = None
-
-    @classmethod
-    def checked(
-        cls,
-        model: object = None,
-        system_prompt: object = "",
-        temperature: object = 0.7,
-        top_p: object = 0.95,
-        max_new_tokens: object = 512,
-        seed: object = None,
-    ) -> ChatOptions:
-        """Options from what a caller sent (the chat tab's controls, the /chat API). A value of the
-        wrong type or out of range raises InputError naming it; None takes the default."""
-        return cls(
-            model=validate.model_spec("model", model),
-            system_prompt=validate.text("system_prompt", system_prompt, MAX_SYSTEM_CHARS),
-            temperature=validate.number("temperature", temperature, 0.0, 2.0, default=0.7),
-            top_p=validate.number("top_p", top_p, 0.0, 1.0, default=0.95),
-            max_new_tokens=validate.whole("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, default=512),
-            seed=validate.seed("seed", seed),
-        )
-
-    def params(self) -> GenerationParams:
-        return GenerationParams(
-            temperature=max(0.0, min(2.0, float(self.temperature))),
-            top_p=max(0.01, min(1.0, float(self.top_p))),
-            max_new_tokens=max(1, min(MAX_NEW_TOKENS, int(self.max_new_tokens))),
-            seed=validate.seed("seed", self.seed),
-        )
-
-
-@dataclass
-class ReplyUpdate:
-    text: str
-    status: str = "streaming"  # streaming | complete | cut
-    note: str = ""  # why it was cut
-    error: str = ""  # a message for the user when a backend failed
-    notice: str = ""  # e.g. older turns left out to fit the context
-    stats: dict = field(default_factory=dict)
-
-
-def throttled(updates: Iterator[ReplyUpdate], interval: float = STREAM_INTERVAL_S) -> Iterator[ReplyUpdate]:
-    """Pass the first update at once, then at most one every `interval` seconds, and always the
-    final one. The engine still decodes at full speed; the UI gets ~20 smooth updates a second
-    instead of paying serialisation and a network message for every token."""
-    last = 0.0
-    pending = None
-    try:
-        for update in updates:
-            now = time.perf_counter()
-            if update.status != "streaming" or now - last >= interval:
-                yield update
-                last, pending = now, None
-            else:
-                pending = update
-    except Exception:
-        if pending is not None:
-            yield pending  # what arrived before a failure is never held back
-        raise
-    if pending is not None:
-        yield pending
-
-
-def merge_roles(messages: list[Message]) -> list[Message]:
-    """Join consecutive messages of the same role: many chat templates require alternation, and a
-    failed reply can leave two user turns in a row."""
-    merged: list[Message] = []
-    for m in messages:
-        if merged and merged[-1]["role"] == m["role"]:
-            merged[-1] = {"role": m["role"], "content": merged[-1]["content"] + "\n\n" + m["content"]}
-        else:
-            merged.append(dict(m))  # type: ignore[arg-type]
-    return merged
-
-
-def fit_to_context(
-    system: list[Message], turns: list[Message], count: Callable[[list[Message]], int], budget: int
-) -> tuple[list[Message], int]:
-    """Drop the oldest turns until system + turns fit in `budget` tokens. Returns (messages, number
-    of messages dropped). The newest user message is never dropped: if it alone does not fit, that is
-    a ContextOverflowError the user must fix."""
-    start = 0
-    while True:
-        candidate = system + turns[start:]
-        if count(candidate) <= budget:
-            return candidate, start
-        if start >= len(turns) - 1:
-            raise ContextOverflowError("too long")
-        start += 1
-        # Never start the kept history with an assistant reply.
-        while start < len(turns) - 1 and turns[start]["role"] == "assistant":
-            start += 1
-
-
-def history_messages(conv: Conversation) -> list[Message]:
-    """What the model sees of a stored conversation: user turns and replies with text."""
-    return merge_roles(
-        [{"role": m.role, "content": m.content} for m in conv.messages if m.content.strip() and m.status != "streaming"]
-    )
+@functools.cache
+def continue_instruction() -> str:
+    """What is asked of the model to continue a reply cut by the token limit (prompts/chat_turns.toml)."""
+    data = tomllib.loads((PROMPTS_DIR / "chat_turns.toml").read_text(encoding="utf-8"))
+    return str(data["continue"]).strip()
 
 
 def title_from(text: str) -> str:
@@ -157,6 +65,8 @@ class ChatService:
         self.store = store
         self.models = models
         self.active = CancelRegistry()
+        self._lanes: set[tuple[str, str]] = set()  # (user, lane) with a turn in progress
+        self._lanes_lock = threading.Lock()
         self.titles = TitleWriter(store, models, enabled=settings.chat_model_titles)
 
     # -- input ---------------------------------------------------------------------------------
@@ -172,6 +82,26 @@ class ChatService:
                 "Nothing was sent, and your text is still in the box."
             )
         return text
+
+    @contextlib.contextmanager
+    def turn(self, user_id: str, lane: str, conversation_id: str | None = None) -> Iterator[None]:
+        """One turn at a time per lane (a browser tab: its message, the model loading, the reply) and per
+        conversation: another message, regenerate or edit meanwhile raises InputError (BUSY_MESSAGE) and
+        nothing of it is stored, so it is never lost or answered out of order."""
+        key = (user_id, lane)
+        with self._lanes_lock:
+            if key in self._lanes or (conversation_id and self.active.running(user_id, conversation_id)):
+                raise InputError(BUSY_MESSAGE)
+            self._lanes.add(key)
+        try:
+            yield
+        finally:
+            with self._lanes_lock:
+                self._lanes.discard(key)
+
+    def busy(self, user_id: str, lane: str) -> bool:
+        with self._lanes_lock:
+            return (user_id, lane) in self._lanes
 
     def check_history(self, history: object) -> list[Message]:
         """Earlier turns sent by an API caller: a list of {role: user|assistant|system, content: text},
@@ -286,36 +216,89 @@ class ChatService:
         self.store.delete_messages_from(user_id, conversation_id, users[-1].id)
         return users[-1].content
 
+    def edit(
+        self,
+        user_id: str,
+        conversation_id: str,
+        index: int,
+        text: str | None,
+        options: ChatOptions,
+        load_progress: Callable[[float, str], None] | None = None,
+    ) -> None:
+        """Branch the conversation at the user's message shown at `index`: the new text follows what that
+        message followed and is shown from now on; the old message and its continuation stay as the other
+        branch. Checked as a new message is (InputError, BackendError, KeyError; nothing stored then)."""
+        text = self.validate(text)
+        conv = self.store.get_conversation(user_id, conversation_id)
+        if not 0 <= index < len(conv.messages) or conv.messages[index].role != "user":
+            raise InputError("Only your own messages can be edited; that one is no longer shown.")
+        backend = self.models.get(options.model)
+        backend.load(load_progress)
+        self.check_fits(backend, text, options)
+        self.store.add_message(user_id, conversation_id, "user", text, parent_id=conv.messages[index].parent_id)
+
+    def show_version(self, user_id: str, conversation_id: str, message_id: int, step: int) -> Conversation:
+        """Show another version of a reply (or branch of an edited message), `step` places away; the
+        conversation continues from what is shown. Returns the conversation as it now reads."""
+        if step not in (-1, 1):
+            raise InputError("A version step is -1 or 1.")
+        self.store.show_sibling(user_id, conversation_id, message_id, step)
+        return self.store.get_conversation(user_id, conversation_id)
+
     def reply(
         self,
         user_id: str,
         conversation_id: str,
         options: ChatOptions,
         load_progress: Callable[[float, str], None] | None = None,
+        mode: Mode = "next",
     ) -> Iterator[ReplyUpdate]:
-        """Stream a reply to the conversation's last user message, saving it as it grows. Ends with
-        a final update whose status is 'complete' or 'cut'. Backend errors end the stream with
-        update.error set; the partial text is kept."""
+        """Stream a reply, saving it as it grows: to the conversation's last user message ("next"), as a new
+        version of the last reply ("regenerate": the old one is kept), or appended to the last reply, cut by
+        the token limit ("continue"). Ends with a final update whose status is 'complete' or 'cut' (note
+        'length' when the token limit cut it). Backend errors end the stream with update.error set; the
+        partial text is kept."""
         cancel = self.active.start(user_id, conversation_id, supersede=True)  # a new reply replaces the old
         try:
-            yield from self._reply(user_id, conversation_id, options, cancel, load_progress)
+            yield from self._reply(user_id, conversation_id, options, cancel, load_progress, mode)
         finally:
             self.active.finish(user_id, conversation_id, cancel)
 
     def _reply(
-        self, user_id: str, conversation_id: str, options: ChatOptions, cancel: threading.Event, load_progress
+        self,
+        user_id: str,
+        conversation_id: str,
+        options: ChatOptions,
+        cancel: threading.Event,
+        load_progress,
+        mode: Mode = "next",
     ) -> Iterator[ReplyUpdate]:
         backend = self.models.get(options.model)
         params = options.params()
         backend.load(load_progress)
         conv = self.store.get_conversation(user_id, conversation_id)
-        turns = history_messages(conv)
-        if not turns or turns[-1]["role"] != "user":
-            raise InputError("There is no message waiting for a reply.")
-        messages, notice = self._fit(backend, turns, options)
+        last = conv.messages[-1] if conv.messages else None
         spec = options.model or self.models.default
-        msg_id = self.store.add_message(user_id, conversation_id, "assistant", "", "streaming", spec)
-        text, stats = "", StreamStats()
+        prefix = ""
+        if mode == "continue":
+            if last is None or last.role != "assistant" or not last.content.strip():
+                raise InputError("There is no reply to continue.")
+            turns = merge_roles([*history_messages(conv), {"role": "user", "content": continue_instruction()}])
+            msg_id, prefix = last.id, last.content
+        else:
+            if mode == "regenerate" and last is not None and last.role == "assistant":
+                conv.messages = conv.messages[:-1]  # the new version answers what the old one answered
+            turns = history_messages(conv)
+            if not turns or turns[-1]["role"] != "user":
+                raise InputError("There is no message waiting for a reply.")
+            msg_id = 0
+        messages, notice = self._fit(backend, turns, options)
+        if not msg_id:
+            parent = conv.messages[-1].id
+            msg_id = self.store.add_message(user_id, conversation_id, "assistant", "", "streaming", spec, parent)
+        else:
+            self.store.update_message(user_id, conversation_id, msg_id, content=prefix, status="streaming")
+        text, stats = prefix, StreamStats()
         t0 = time.perf_counter()
         first = None
         last_save = t0
@@ -334,6 +317,8 @@ class ChatService:
                 yield ReplyUpdate(text, notice=notice)
             if cancel.is_set() or stats.finish_reason == "cancelled":
                 status, note = "cut", "stopped"
+            elif stats.finish_reason == "length":
+                status, note = "cut", "length"  # the token limit: the reply can be continued
         except StreamCutError as exc:
             text = text or exc.partial
             status, note, error = "cut", "the connection dropped mid-reply", str(exc)
@@ -443,19 +428,3 @@ class ChatService:
         return self.titles.start(
             user_id, conversation_id, model or self.models.default, busy=lambda: self.active.running(user_id) > 0
         )
-
-
-def reply_stats(stats: StreamStats, t0: float, first: float | None, end: float, model: str, text: str) -> dict:
-    tokens = stats.completion_tokens or 0
-    decode_s = (end - first) if first is not None else 0.0
-    return {
-        "model": model,
-        "completion_tokens": tokens,
-        "prompt_tokens": stats.prompt_tokens,
-        "finish_reason": stats.finish_reason,
-        "ttft_s": round(first - t0, 4) if first is not None else None,
-        "total_s": round(end - t0, 4),
-        # Decode rate: tokens after the first over the time after the first token.
-        "tokens_per_s": round((tokens - 1) / decode_s, 2) if tokens > 1 and decode_s > 0 else None,
-        "chars": len(text),
-    }
