@@ -11,29 +11,21 @@ from typing import Any
 import gradio as gr
 
 from core.errors import BackendError, BusyError, InputError
+from core.images.controls import Applicable, applicable
 from core.images.errors import ImageInputError, ImageNotFoundError
-from core.images.request import IMAGE_MODES, MAX_BATCH, MAX_FRAMES, random_seed
+from core.images.request import MAX_BATCH, MAX_FRAMES, random_seed
 from core.images.service import ImageStudio, JobUpdate
 from core.images.store import GalleryImage
 from core.registry import ModelLoadError
-from core.safe_html import safe_markdown
 from core.security.uploads import UploadRegistry
 from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, caller, user_id
+from ui.images_view import MODE_LABELS, bar, gallery_value, licence_html, mode_choices, status_line, thumbnail
 from ui.model_pickers import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
-MODE_LABELS = {
-    "txt2img": "Text to image",
-    "img2img": "Image to image",
-    "sketch": "Sketch to image",
-    "inpaint": "Inpaint",
-    "random": "Random faces",
-}
 DEFAULT_SCHEDULER = ("Model default", "")
-PREVIEW_SIDE = 384  # previews are shown small: the browser gets a cheap thumbnail, not a full-size image
 GALLERY_LIMIT = 200
-PROGRESS_CELLS = 20
 # Slider ranges stay fixed whatever the model (a range that shrank under a value in flight would refuse it);
 # core.images.request clamps to each model's own limits and says so.
 MAX_STEPS = 150
@@ -46,29 +38,6 @@ def _user_or_none(browser_id: str | None, request: gr.Request) -> str | None:
     if getattr(request, "username", None) or (browser_id and _VALID_BROWSER_ID.match(browser_id)):
         return user_id(browser_id, request)
     return None
-
-
-def _gallery_value(images: list[GalleryImage]) -> list[tuple[str, str]]:
-    return [(str(g.path), f"seed {g.seed}") for g in images]
-
-
-def _bar(step: int, total: int) -> str:
-    if total <= 0:
-        return ""
-    filled = round(PROGRESS_CELLS * min(step, total) / total)
-    return "▰" * filled + "▱" * (PROGRESS_CELLS - filled) + " "
-
-
-def _status(update: JobUpdate) -> str:
-    lines = [f"{_bar(update.step, update.total) if update.stage in ('running', 'loading') else ''}**{update.text}**"]
-    lines += [f"ℹ️ {note}" for note in update.notes]
-    return safe_markdown("\n\n".join(lines))  # notes can quote a file name or a server
-
-
-def _thumbnail(image: Any) -> Any:
-    small = image.copy()
-    small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    return small
 
 
 def _files_as_sent(handler, inputs: list, files: list):
@@ -117,6 +86,16 @@ def _sketch_path(value: Any) -> Any:
     return value.get("composite") or value.get("background") if isinstance(value, dict) else None
 
 
+def _result(shown: list) -> gr.Gallery:
+    """The result gallery: one picture (or the preview of the one being made) fills it; more share it."""
+    return gr.Gallery(value=shown, columns=1 if len(shown) <= 1 else 2)
+
+
+def _mode_visible(show: Applicable) -> bool | str:
+    """A model with one mode has nothing to choose: the radio stays in the page (its value is sent) but unseen."""
+    return True if len(show.modes) > 1 else "hidden"
+
+
 def build_images_tab(
     demo: gr.Blocks, studio: ImageStudio, browser_id: gr.BrowserState, uploads: UploadRegistry, pickers: ModelPickers
 ) -> None:
@@ -126,27 +105,29 @@ def build_images_tab(
     gr.set_static_paths([studio.gallery.images_dir])  # saved PNGs are served as they are, never re-encoded
     first = pickers.service.default("image") or models.default
     first_caps = studio.capabilities(first)
-    first_mode = studio.default_mode(first)
+    show = applicable(first_caps, None)
+    first_mode = show.mode
 
-    with gr.Tab("Images", id="images"):
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
+    with gr.Tab("Images", id="images", elem_id="images-tab"):
+        # Controls left, the result right (sticky, so it stays in view beside a long form); on a phone the
+        # result comes first and Generate stays at the bottom of the screen (ui/style/images.css).
+        with gr.Row(equal_height=False, elem_id="image-main"):
+            with gr.Column(scale=2, min_width=320, elem_id="image-controls"):
                 pickers.note("image", elem_id="image-model-note")
                 with gr.Row(equal_height=False):
                     model = pickers.picker("image", elem_id="image-model", scale=4)
                     pickers.get_more_button(elem_id="image-get-more")
-                licence = gr.Markdown(
-                    first_caps.licence_note, elem_id="image-licence", visible=bool(first_caps.licence_note)
+                licence = gr.HTML(
+                    licence_html(first_caps), elem_id="image-licence", visible=bool(first_caps.licence_note)
                 )
-                all_modes = [m for m in MODE_LABELS if any(m in studio.capabilities(s).modes for s in models.specs)]
                 mode = gr.Radio(
-                    choices=[(MODE_LABELS[m], m) for m in all_modes],
+                    choices=mode_choices(show.modes),
                     value=first_mode,
                     label="Mode",
                     elem_id="image-mode",
+                    visible=_mode_visible(show),
                 )
-                switched = gr.State(False)
-                with gr.Column(visible=first_mode != "random") as prompt_col:
+                with gr.Column(visible=show.prompt) as prompt_col:
                     prompt = gr.Textbox(
                         label="Prompt",
                         lines=3,
@@ -159,7 +140,7 @@ def build_images_tab(
                         elem_id="image-negative",
                         placeholder="What to avoid, e.g. blurry, text, watermark",
                     )
-                with gr.Column(visible=first_mode == "img2img") as init_col:
+                with gr.Column(visible=show.init_image) as init_col:
                     init_image = gr.Image(
                         label="Seed image",
                         type="filepath",
@@ -168,7 +149,7 @@ def build_images_tab(
                         height=320,
                         elem_id="image-init",
                     )
-                with gr.Column(visible=first_mode == "sketch") as sketch_col:
+                with gr.Column(visible=show.sketch) as sketch_col:
                     sketch = gr.ImageEditor(
                         value=_blank_canvas(),
                         label="Draw here (or upload a picture to draw on)",
@@ -192,7 +173,7 @@ def build_images_tab(
                         layers=False,
                         elem_id="image-sketch",
                     )
-                with gr.Column(visible=first_mode == "inpaint") as inpaint_col:
+                with gr.Column(visible=show.inpaint) as inpaint_col:
                     inpaint = gr.ImageEditor(
                         label="Upload an image, then paint over what to change",
                         type="filepath",
@@ -210,7 +191,7 @@ def build_images_tab(
                     step=0.01,
                     label="Strength (denoising)",
                     info="How much of the picture may change: low keeps it, 1 repaints it",
-                    visible=first_mode in IMAGE_MODES,
+                    visible=show.strength,
                     elem_id="image-strength",
                 )
                 with gr.Row():
@@ -222,8 +203,8 @@ def build_images_tab(
                         elem_id="image-seed",
                         scale=4,
                     )
-                    dice = gr.Button("🎲", elem_id="image-dice", scale=1, min_width=48)
-                with gr.Row(visible=first_mode == "random") as interp_row:
+                    dice = gr.Button("Random seed", elem_id="image-dice", scale=1, min_width=120, size="sm")
+                with gr.Row(visible=show.interpolation) as interp_row:
                     seed_b = gr.Number(
                         value=-1,
                         precision=0,
@@ -240,7 +221,7 @@ def build_images_tab(
                         info="0 = none; otherwise faces morphing from seed to second seed",
                         elem_id="image-frames",
                     )
-                with gr.Row(visible=first_mode != "random" and first_caps.max_steps > 1) as tuning_row:
+                with gr.Row(visible=show.steps) as tuning_row:
                     steps = gr.Slider(1, MAX_STEPS, value=4, step=1, label="Steps", elem_id="image-steps")
                     guidance = gr.Slider(
                         0.0,
@@ -256,9 +237,9 @@ def build_images_tab(
                     value="",
                     label="Sampler",
                     elem_id="image-scheduler",
-                    visible=first_mode != "random" and bool(first_caps.schedulers),
+                    visible=show.sampler,
                 )
-                with gr.Row(visible=first_mode == "txt2img") as size_row:
+                with gr.Row(visible=show.size) as size_row:
                     width = gr.Slider(
                         64,
                         MAX_SIDE,
@@ -278,14 +259,15 @@ def build_images_tab(
                     info="Images one after another, seeds seed, seed+1, ...",
                     elem_id="image-batch",
                 )
-                with gr.Row():
+                with gr.Row(elem_id="image-actions"):
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="image-stop", scale=1)
-            with gr.Column(scale=3):
+                    # only while a job of this page runs (shown by the Generate event, hidden when it ends)
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="image-stop", scale=1, visible=False)
+            with gr.Column(scale=3, elem_id="image-output"):
                 status = gr.Markdown(elem_id="image-status")
                 result = gr.Gallery(
                     label="Result",
-                    columns=2,
+                    columns=1,
                     height=520,
                     elem_id="image-result",
                     object_fit="contain",
@@ -296,6 +278,7 @@ def build_images_tab(
                     lines=3,
                     interactive=False,
                     elem_id="image-result-params",
+                    visible=False,  # shown with the first image made
                 )
         with gr.Accordion("Your images (kept across restarts, newest first)", open=True):
             gallery = gr.Gallery(
@@ -316,11 +299,11 @@ def build_images_tab(
                 elem_id="image-selected-params",
                 placeholder="Click an image to see its parameters",
             )
-            with gr.Row():
-                reuse_btn = gr.Button("♻ Reuse parameters", elem_id="image-reuse")
-                to_img2img_btn = gr.Button("→ Send to image-to-image", elem_id="image-send-img2img")
-                to_inpaint_btn = gr.Button("→ Send to inpaint", elem_id="image-send-inpaint")
-                delete_btn = gr.Button("Delete", variant="stop", elem_id="image-delete")
+            with gr.Row(elem_id="image-selected-actions"):  # each shows once an image is selected (and applies)
+                reuse_btn = gr.Button("Reuse parameters", elem_id="image-reuse", visible=False)
+                to_img2img_btn = gr.Button("Send to image-to-image", elem_id="image-send-img2img", visible=False)
+                to_inpaint_btn = gr.Button("Send to inpaint", elem_id="image-send-inpaint", visible=False)
+                delete_btn = gr.Button("Delete", variant="stop", elem_id="image-delete", visible=False)
             with gr.Row(visible=False) as confirm_row:  # deleting is for good: a second click confirms
                 confirm_btn = gr.Button(
                     "Yes, delete this image for good", variant="stop", size="sm", elem_id="image-delete-confirm"
@@ -328,8 +311,9 @@ def build_images_tab(
                 keep_btn = gr.Button("Keep it", size="sm", elem_id="image-delete-keep")
 
     # -- how the controls follow the model and the mode --------------------------------------------
-    # The mode choices never change (every mode some configured model can do), so a value in flight from the
-    # browser is always valid; picking a mode the model lacks switches to a model that has it.
+    # Only what the chosen model can do is shown (core.images.controls reads its backend's capabilities); the
+    # mode radio offers the model's own modes. The picker's change event (a person's pick, Reuse, Send to, the
+    # Models tab refreshing the picker) redraws the controls and loads the model.
     mode_outputs = [
         model,
         mode,
@@ -345,52 +329,39 @@ def build_images_tab(
         size_row,
     ]
 
-    def controls_for(spec: str, wanted_mode: str | None, new_model: bool = True) -> dict:
+    def controls_for(spec: str, wanted_mode: str | None, sampler: str | None = None) -> dict:
+        """Every control for `spec` in `wanted_mode` (its default mode when it cannot); `sampler` stays chosen
+        while this model offers it."""
         caps = studio.capabilities(spec)
-        m = wanted_mode if wanted_mode in caps.modes else studio.default_mode(spec)
-        tunable = m != "random" and caps.max_steps > 1
-        updates = {
+        show = applicable(caps, wanted_mode)
+        return {
             model: spec,
-            mode: m,
-            licence: gr.Markdown(caps.licence_note, visible=bool(caps.licence_note)),
-            prompt_col: gr.Column(visible=m != "random"),
-            init_col: gr.Column(visible=m == "img2img"),
-            sketch_col: gr.Column(visible=m == "sketch"),
-            inpaint_col: gr.Column(visible=m == "inpaint"),
-            strength: gr.Slider(visible=m in IMAGE_MODES),
-            interp_row: gr.Row(visible=m == "random"),
-            tuning_row: gr.Row(visible=tunable),
-            scheduler: gr.Dropdown(visible=tunable and bool(caps.schedulers)),
-            size_row: gr.Row(visible=m == "txt2img"),
+            mode: gr.Radio(choices=mode_choices(show.modes), value=show.mode, visible=_mode_visible(show)),
+            licence: gr.HTML(licence_html(caps), visible=bool(caps.licence_note)),
+            prompt_col: gr.Column(visible=show.prompt),
+            init_col: gr.Column(visible=show.init_image),
+            sketch_col: gr.Column(visible=show.sketch),
+            inpaint_col: gr.Column(visible=show.inpaint),
+            strength: gr.Slider(visible=show.strength),
+            interp_row: gr.Row(visible=show.interpolation),
+            tuning_row: gr.Row(visible=show.steps),
+            scheduler: gr.Dropdown(
+                choices=[DEFAULT_SCHEDULER] + list(caps.schedulers),
+                value=sampler if sampler in caps.schedulers else "",
+                visible=show.sampler,
+            ),
+            size_row: gr.Row(visible=show.size),
         }
-        if new_model:  # the previous model's sampler may not exist here
-            updates[scheduler] = gr.Dropdown(
-                choices=[DEFAULT_SCHEDULER] + list(caps.schedulers), value="", visible=tunable and bool(caps.schedulers)
-            )
-        return updates
 
-    def on_mode(spec, m):
-        if m in studio.capabilities(spec).modes:
-            return {**controls_for(spec, m, new_model=False), switched: False}
-        other = studio.model_for(m, spec) or spec
-        if not pickers.offered("image", other):  # configured, but not on this machine (or not reachable) yet
-            gr.Warning(
-                f"{MODE_LABELS.get(m, m)} needs {pickers.label('image', other)}, which is not ready here: "
-                "get it in the Models tab."
-            )
-            return {**controls_for(spec, None, new_model=False), switched: False}
-        gr.Info(f"{MODE_LABELS.get(m, m)} uses {pickers.label('image', other)}.")
-        return {**controls_for(other, m), switched: other != spec}
-
-    def on_model(spec, m):
-        return {**controls_for(spec, m), switched: True}
+    def on_mode(spec, m, sampler):
+        return controls_for(spec, m, sampler)
 
     def load_model(spec) -> Iterator[str]:
         """Selecting a model loads it (a download shows its progress); a model that cannot load says why."""
         try:
             for update in models.load(spec):
-                bar = "" if update.ready else _bar(round(update.fraction * 100), 100)
-                yield f"{bar}**{update.text}**"
+                shown = "" if update.ready else bar(round(update.fraction * 100), 100)
+                yield f"{shown}**{update.text}**"
         except ModelLoadError as exc:
             raise user_error(str(exc), title="Not available") from None
         except BackendError as exc:
@@ -401,21 +372,17 @@ def build_images_tab(
         value = current if current in caps.schedulers else ""
         return gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(caps.schedulers), value=value)
 
-    def load_if_switched(spec, was_switched) -> Iterator[str]:
-        if was_switched:
-            yield from load_model(spec)
-
-    for trigger, handler in ((model.input, on_model), (mode.input, on_mode)):
-        trigger(handler, [model, mode], mode_outputs + [switched], **PRIVATE).then(
-            load_if_switched, [model, switched], [status], **PRIVATE
-        ).success(after_load, [model, scheduler], [scheduler], **PRIVATE)
+    mode.input(on_mode, [model, mode, scheduler], mode_outputs, **PRIVATE)
+    model.change(on_mode, [model, mode, scheduler], mode_outputs, **PRIVATE).then(
+        load_model, [model], [status], **PRIVATE
+    ).success(after_load, [model, scheduler], [scheduler], **PRIVATE)
 
     dice.click(random_seed, None, [seed], **PRIVATE)
 
     # -- page load: this browser's gallery ---------------------------------------------------------
     def show_gallery(user: str | None) -> tuple[list, list]:
         images = studio.images(user, limit=GALLERY_LIMIT) if user else []
-        return _gallery_value(images), [g.id for g in images]
+        return gallery_value(images), [g.id for g in images]
 
     def on_load(bid, request: gr.Request):
         return show_gallery(_user_or_none(bid, request))
@@ -472,20 +439,25 @@ def build_images_tab(
                 form["init_image"] = owned_upload(uploads, who, background, "The image to inpaint")
                 form["mask_image"] = [owned_upload(uploads, who, layer, "The painted mask") for layer in layers]
             for update in studio.generate(user, spec, form, session=request.session_hash or ""):
-                shown = _gallery_value(update.images)
+                shown = gallery_value(update.images)
                 if update.preview is not None and update.stage == "running":
-                    shown.append((_thumbnail(update.preview), "preview"))
+                    shown.append((thumbnail(update.preview), f"preview: step {update.step} of {update.total}"))
                 final = update
                 info = "\n\n".join(g.infotext for g in update.images[-4:])
-                yield _status(update), shown or gr.skip(), info or gr.skip(), *[gr.skip()] * 4
+                yield (
+                    status_line(update),
+                    _result(shown) if shown else gr.skip(),
+                    gr.Textbox(value=info, visible=True) if info else gr.skip(),
+                    *[gr.skip()] * 4,
+                )
         except (ImageInputError, BackendError, ImageNotFoundError, InputError, BusyError) as exc:
             raise user_error(str(exc), title="No image made") from None
         if final is not None:  # the gallery shifts: any selection would now point at another picture
             values, ids = show_gallery(user)
             yield (
-                _status(final),
-                _gallery_value(final.images),
-                "\n\n".join(g.infotext for g in final.images),
+                status_line(final),
+                _result(gallery_value(final.images)),
+                gr.Textbox(value="\n\n".join(g.infotext for g in final.images), visible=bool(final.images)),
                 gr.Gallery(value=values, selected_index=None),
                 ids,
                 None,
@@ -520,8 +492,10 @@ def build_images_tab(
         **PRIVATE,
     )  # the status line draws its own progress bar
     generate_sent = _files_as_sent(generate, gen_inputs, [init_image, sketch, inpaint])
-    generate_btn.click(generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs)
-    prompt.submit(generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs)
+    for trigger in (generate_btn.click, prompt.submit):  # Stop shows only while the job runs
+        trigger(lambda: gr.Button(visible=True), None, [stop_btn], queue=False, **PRIVATE).then(
+            generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs
+        ).then(lambda: gr.Button(visible=False), None, [stop_btn], queue=False, **PRIVATE)
 
     def stop(bid, request: gr.Request):
         user = _user_or_none(bid, request)
@@ -553,7 +527,6 @@ def build_images_tab(
             raise user_error("That image is no longer in your gallery.", title="Not found") from None
 
     reuse_outputs = mode_outputs + [
-        switched,
         prompt,
         negative,
         seed,
@@ -574,18 +547,9 @@ def build_images_tab(
         spec = fields.get("model") or current_spec
         if fields.get("model") is None:
             gr.Info("The model that made this image is not configured here; the current model is kept.")
-        caps = studio.capabilities(spec)
-        m = fields.get("mode") if fields.get("mode") in caps.modes else studio.default_mode(spec)
-        sampler = fields.get("scheduler", "")
-        updates = controls_for(spec, m)
-        updates[scheduler] = gr.Dropdown(
-            choices=[DEFAULT_SCHEDULER] + list(caps.schedulers),
-            value=sampler if sampler in caps.schedulers else "",
-            visible=m != "random" and caps.max_steps > 1 and bool(caps.schedulers),
-        )
+        show = applicable(studio.capabilities(spec), fields.get("mode"))
         return {
-            **updates,
-            switched: spec != current_spec,
+            **controls_for(spec, show.mode, fields.get("scheduler", "")),
             prompt: fields.get("prompt", ""),
             negative: fields.get("negative_prompt", ""),
             seed: fields.get("seed", -1),
@@ -593,15 +557,13 @@ def build_images_tab(
             guidance: fields.get("guidance", 0.0),
             width: fields.get("width", 512),
             height: fields.get("height", 512),
-            strength: gr.Slider(value=fields.get("strength", 0.6), visible=m in IMAGE_MODES),
+            strength: gr.Slider(value=fields.get("strength", 0.6), visible=show.strength),
             batch: fields.get("batch_count", 1),
             seed_b: fields.get("seed_b", -1),
             frames: fields.get("interpolation_steps", 0),
         }
 
-    reuse_btn.click(reuse, [browser_id, selected, model], reuse_outputs, **PRIVATE).then(
-        load_if_switched, [model, switched], [status], **PRIVATE
-    )
+    reuse_btn.click(reuse, [browser_id, selected, model], reuse_outputs, **PRIVATE)  # a new model loads on change
 
     def send_to(target: str):
         def run(bid, image_id, current_spec, request: gr.Request):
@@ -612,8 +574,7 @@ def build_images_tab(
                     f"None of the configured models can do {MODE_LABELS[target].lower()}.", title="Not available"
                 )
             path = str(uploads.adopt(caller(request), record.path))  # inputs only take the caller's uploads
-            updates = controls_for(spec, target, new_model=spec != current_spec)
-            updates[switched] = spec != current_spec
+            updates = controls_for(spec, target)
             updates[init_image] = path if target == "img2img" else gr.skip()
             updates[inpaint] = (
                 {"background": path, "layers": [], "composite": path} if target == "inpaint" else gr.skip()
@@ -623,11 +584,9 @@ def build_images_tab(
 
         return run
 
-    send_outputs = mode_outputs + [switched, init_image, inpaint, prompt]
+    send_outputs = mode_outputs + [init_image, inpaint, prompt]
     for button, target in ((to_img2img_btn, "img2img"), (to_inpaint_btn, "inpaint")):
-        button.click(send_to(target), [browser_id, selected, model], send_outputs, **PRIVATE).then(
-            load_if_switched, [model, switched], [status], **PRIVATE
-        )
+        button.click(send_to(target), [browser_id, selected, model], send_outputs, **PRIVATE)
 
     def ask_delete(bid, image_id, request: gr.Request):
         chosen(bid, image_id, request)  # says so when no image is selected
@@ -643,7 +602,21 @@ def build_images_tab(
         delete, [browser_id, selected], [gallery, gallery_ids, selected, selected_info, confirm_row], **PRIVATE
     )
     keep_btn.click(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)
-    selected.change(lambda: gr.Row(visible=False), None, [confirm_row], **PRIVATE)  # a new choice asks anew
+
+    def actions_for(image_id, spec):
+        """What can be done with the selected image (nothing shows while none is); a new choice asks anew."""
+        targets = applicable(studio.capabilities(spec), None).send_to if image_id else ()
+        return (
+            gr.Row(visible=False),
+            gr.Button(visible=bool(image_id)),
+            gr.Button(visible="img2img" in targets),
+            gr.Button(visible="inpaint" in targets),
+            gr.Button(visible=bool(image_id)),
+        )
+
+    action_outputs = [confirm_row, reuse_btn, to_img2img_btn, to_inpaint_btn, delete_btn]
+    selected.change(actions_for, [selected, model], action_outputs, **PRIVATE)
+    model.change(actions_for, [selected, model], action_outputs, **PRIVATE)
 
     def check_upload(path, request: gr.Request):
         """Refuse a bad seed image at once, with its reason, instead of at Generate."""

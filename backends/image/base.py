@@ -57,6 +57,7 @@ class ImageCapabilities:
     max_steps: int = 150
     previews: bool = False  # intermediate previews during generation
     licence_note: str = ""  # shown in the UI, e.g. non-commercial terms
+    licence_url: str = ""  # where the full terms are (the UI links to it from the one-line note)
 
 
 # progress(step, total, preview PIL image or None)

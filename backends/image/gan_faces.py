@@ -35,13 +35,12 @@ MAX_SEED = 2**63 - 1
 MAX_IMAGES = 256  # per request: batch_count or interpolation frames
 
 LICENCE_SHORT = "non-commercial (StyleGAN2/FFHQ-derived weights)"
-LICENCE_NOTE = (
-    "Random faces come from MobileStyleGAN (the random-face package by Sergei Belousov), a network "
-    "distilled from NVIDIA's StyleGAN2 trained on the FFHQ dataset. NVIDIA's StyleGAN2 weights are "
-    "released under the NVIDIA Source Code License-NC and FFHQ under CC BY-NC-SA 4.0: these faces "
-    "may be used for non-commercial purposes only (research, evaluation, personal use). The people "
-    "shown do not exist."
-)
+# Random faces come from MobileStyleGAN (the random-face package by Sergei Belousov), a network distilled from
+# NVIDIA's StyleGAN2 trained on the FFHQ dataset. NVIDIA's StyleGAN2 weights are released under the NVIDIA Source
+# Code License-NC and FFHQ under CC BY-NC-SA 4.0: the faces may be used for non-commercial purposes only
+# (research, evaluation, personal use). The UI shows one line and links to the terms.
+LICENCE_NOTE = "For non-commercial use only (StyleGAN2 and FFHQ terms); the people shown do not exist."
+LICENCE_URL = "https://nvlabs.github.io/stylegan2/license.html"
 
 
 def locate_data_dir(package: str = PACKAGE) -> Path:
@@ -106,6 +105,7 @@ class GanFacesBackend:
             max_steps=1,
             previews=True,  # each finished face is sent to progress as it is made
             licence_note=LICENCE_NOTE,
+            licence_url=LICENCE_URL,
         )
 
     def load(self, progress: Callable[[float, str], None] | None = None) -> None:
