@@ -1,5 +1,5 @@
-"""The writer tab and the /write API: components and event wiring only. Everything it does is a call
-into core.writer.service (briefs, variants, rewrites, analysis, drafts, export)."""
+"""The writer tab and the /write API: components and event wiring only (rewrites in writer_rewrite.py, drafts in
+writer_drafts.py). Everything it does is a call into core.writer.service (briefs, variants, analysis, export)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from core.errors import BackendError, InputError, NotFoundError
 from core.security.limits import UserSlots
 from core.writer.brief import TEXT_LIMIT, TEXTAREA_LIMIT
 from core.writer.service import MAX_VARIANTS, WriteOptions, WriterService
-from core.writer.templates import Template
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import api_user, user_id
 from ui.model_pickers import ModelPickers
 from ui.server.api_args import api_endpoint
+from ui.writer_drafts import wire_drafts
 from ui.writer_form import (
     BriefForm,
     OutputPanel,
@@ -30,6 +30,7 @@ from ui.writer_form import (
     stats_markdown,
     status_markdown,
 )
+from ui.writer_rewrite import wire_rewrite
 
 PRIVATE = dict(api_visibility="private")
 MAX_DETAILS = 32  # /write: template fields in `details`
@@ -53,6 +54,16 @@ class _Tab:
     job_id: gr.State  # the generation Stop ends
     undo: gr.State  # earlier draft texts, newest last
     gen_kwargs: dict[str, Any]
+    failures: tuple[type[BaseException], ...] = ()
+
+    @staticmethod
+    def message(exc: BaseException) -> str:
+        return _message(exc)
+
+    @staticmethod
+    def stopped():
+        """After a generation (done, stopped or failed): Stop goes away again."""
+        return gr.update(visible=False)
 
     def analysed(self, text: str, keywords: Any, template: str | None) -> str:
         return stats_markdown(self.service.analyse(text, keywords, template))
@@ -72,18 +83,18 @@ def build_writer_tab(
     first = "blog_post" if "blog_post" in library.templates else next(iter(library.templates))
     start = library.templates[first]
 
-    with gr.Tab("Writer", id="writer") as tab:
+    with gr.Tab("Writer", id="writer", elem_id="writer-tab") as tab:
         draft_id, job_id, undo = gr.State(None), gr.State(None), gr.State([])
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
+        with gr.Row(equal_height=False, elem_id="writer-layout"):
+            with gr.Column(scale=2, min_width=320, elem_id="writer-brief"):
                 form = brief_form(service, start, first, pickers)
-            with gr.Column(scale=5):
-                out = output_panel(service)
+            with gr.Column(scale=5, elem_id="writer-output"):  # first on a phone (writer.css)
+                out = output_panel(service, form.status)
 
         gen_kwargs = dict(
             concurrency_limit=service.settings.concurrency_limit, concurrency_id="writer-generate", **PRIVATE
         )
-        t = _Tab(service, browser_id, form, out, draft_id, job_id, undo, gen_kwargs)
+        t = _Tab(service, browser_id, form, out, draft_id, job_id, undo, gen_kwargs, FAILURES)
 
         def on_template(tpl):
             chosen = library.templates.get(tpl, start)
@@ -93,15 +104,14 @@ def build_writer_tab(
         form.template.input(
             on_template, [form.template], [form.info, *form.controls, form.outline_btn, form.outline], **PRIVATE
         )
-        demo.load(lambda: brief_updates(start, None), None, [form.info, *form.controls], **PRIVATE)
         tab.select(t.refresh_drafts, [browser_id, draft_id], [out.drafts], **PRIVATE)
 
         _wire_writing(t)
         _wire_outline(t)
         _wire_editing(t)
-        _wire_rewrite(t)
+        wire_rewrite(t)
         _wire_export(t)
-        _wire_drafts(t, start, pickers)
+        wire_drafts(t, demo, start, pickers)
 
 
 def _wire_writing(t: _Tab) -> None:
@@ -130,9 +140,11 @@ def _wire_writing(t: _Tab) -> None:
             gr.update(visible=n_shown > 1),
             *[gr.update(visible=i < n_shown) for i in range(MAX_VARIANTS)],
             *[gr.update(value="") for _ in range(MAX_VARIANTS)],
+            *[gr.update(interactive=False) for _ in range(MAX_VARIANTS)],  # a variant is picked once written
             "",
             "",
             status_markdown(brief.notes, progress="Starting"),
+            gr.update(visible=True),
         )
 
     def stream_write(bid, did, request: gr.Request, progress=gr.Progress()) -> Iterator:
@@ -150,17 +162,24 @@ def _wire_writing(t: _Tab) -> None:
                 single = n == 1
                 done = update.status != "streaming"
                 texts = update.texts + [""] * (MAX_VARIANTS - n)
-                draft_text = update.texts[0] if (single or done) else gr.skip()
-                stats_md = stats_markdown(service.analyse_draft(user, did, update.texts[0])) if done else gr.skip()
+                # one piece streams into the draft; variants stream side by side and the draft waits for a pick
+                draft_text = update.texts[0] if single else gr.skip()
+                stats_md = (
+                    stats_markdown(service.analyse_draft(user, did, update.texts[0])) if done and single else gr.skip()
+                )
+                notes = update.notes + (
+                    ["Pick the variant you like: its Use button puts it in the draft."] if done and not single else []
+                )
                 yield (
                     update.outline if update.outline else gr.skip(),
                     status_markdown(
-                        update.notes,
+                        notes,
                         update.errors,
                         update.progress or ("Writing the outline" if update.phase == "outline" else "Writing"),
                         done,
                     ),
                     *[gr.skip() if single else x for x in texts],
+                    *[gr.update(interactive=i < n) if done else gr.skip() for i in range(MAX_VARIANTS)],
                     draft_text,
                     stats_md,
                 )
@@ -188,14 +207,19 @@ def _wire_writing(t: _Tab) -> None:
         out.variant_row,
         *out.variant_cols,
         *out.variant_boxes,
+        *out.use_buttons,
         out.draft,
         out.stats,
         form.status,
+        form.stop_btn,
     ]
-    stream_outputs = [form.outline, form.status, *out.variant_boxes, out.draft, out.stats]
-    form.write_btn.click(accept_write, write_inputs, write_outputs, **PRIVATE).success(
-        stream_write, [t.browser_id, t.draft_id], stream_outputs, **t.gen_kwargs
-    ).then(t.refresh_drafts, [t.browser_id, t.draft_id], [out.drafts], **PRIVATE)
+    stream_outputs = [form.outline, form.status, *out.variant_boxes, *out.use_buttons, out.draft, out.stats]
+    # no loading overlay over the draft or the variants: the status line above them says what is happening
+    form.write_btn.click(accept_write, write_inputs, write_outputs, show_progress_on=[form.status], **PRIVATE).success(
+        stream_write, [t.browser_id, t.draft_id], stream_outputs, show_progress="hidden", **t.gen_kwargs
+    ).then(t.refresh_drafts, [t.browser_id, t.draft_id], [out.drafts], **PRIVATE).then(
+        t.stopped, None, [form.stop_btn], **PRIVATE
+    )
 
     def stop(bid, job, request: gr.Request):
         service.stop(user_id(bid, request), job)
@@ -214,7 +238,7 @@ def _wire_outline(t: _Tab) -> None:
             brief, _ = service.check_brief(template, fields, options, lambda f, d: progress(f, desc=d), outline=True)
         except FAILURES as exc:
             raise user_error(_message(exc), title="No outline") from None
-        return uuid.uuid4().hex, status_markdown(brief.notes, progress="Writing the outline")
+        return uuid.uuid4().hex, status_markdown(brief.notes, progress="Writing the outline"), gr.update(visible=True)
 
     def stream_outline(v: dict, request: gr.Request):
         user = user_id(v[t.browser_id], request)
@@ -232,13 +256,23 @@ def _wire_outline(t: _Tab) -> None:
         except FAILURES as exc:
             raise user_error(_message(exc), title="No outline") from None
 
-    form.outline_btn.click(accept_outline, {t.browser_id, *form.inputs()}, [t.job_id, form.status], **PRIVATE).success(
-        stream_outline, {t.browser_id, t.job_id, *form.inputs()}, [form.outline, form.status], **t.gen_kwargs
-    )
+    form.outline_btn.click(
+        accept_outline,
+        {t.browser_id, *form.inputs()},
+        [t.job_id, form.status, form.stop_btn],
+        show_progress_on=[form.status],
+        **PRIVATE,
+    ).success(
+        stream_outline,
+        {t.browser_id, t.job_id, *form.inputs()},
+        [form.outline, form.status],
+        show_progress="hidden",
+        **t.gen_kwargs,
+    ).then(t.stopped, None, [form.stop_btn], **PRIVATE)
 
 
 def _wire_editing(t: _Tab) -> None:
-    """Picking a variant, editing the draft (stats follow), saving, and the selection rewrites use."""
+    """Picking a variant, editing the draft (stats follow), saving."""
     service, form, out = t.service, t.form, t.out
 
     def picker(index: int):
@@ -289,94 +323,6 @@ def _wire_editing(t: _Tab) -> None:
     out.draft.blur(save, save_inputs, [t.draft_id, out.drafts], **PRIVATE)
     out.save_btn.click(save, save_inputs, [t.draft_id, out.drafts], **PRIVATE)
 
-    def on_select(evt: gr.SelectData):
-        return evt.value if isinstance(evt.value, str) and evt.value.strip() else gr.skip()
-
-    out.draft.select(on_select, None, [out.selection], queue=False, **PRIVATE)
-
-
-def _wire_rewrite(t: _Tab) -> None:
-    service, form, out = t.service, t.form, t.out
-
-    def accept_rewrite(bid, text, sel, op, lang, history, model_v, request: gr.Request, progress=gr.Progress()):
-        """Check the request and load the model; keep the current text for Undo."""
-        user_id(bid, request)
-        try:
-            service.check_rewrite(text or "", sel or "", op, lang)
-            service.backend(model_v or None, lambda f, d: progress(f, desc=d))
-        except FAILURES as exc:
-            raise user_error(_message(exc), title="Not rewritten") from None
-        return uuid.uuid4().hex, (history + [text])[-20:]
-
-    def stream_rewrite(v: dict, request: gr.Request):
-        user = user_id(v[t.browser_id], request)
-        did, text, sel, op, lang = v[t.draft_id], v[out.draft], v[out.selection], v[out.rewrite_op], v[out.rewrite_lang]
-        options = form.write_options(v, variants=1)
-        update = None
-        try:
-            run = service.job(
-                user, v[t.job_id], lambda cancel: service.rewrite(text, sel or "", op, lang, options, cancel)
-            )
-            for update in run:
-                yield (
-                    update.text,
-                    gr.skip(),
-                    status_markdown(update.notes, [update.error] if update.error else [], "Rewriting", update.done),
-                )
-        except FAILURES as exc:
-            raise user_error(_message(exc), title="Not rewritten") from None
-        if update is not None:
-            if did:
-                service.keep_text(user, did, update.text)
-            yield (
-                update.text,
-                t.analysed(update.text, v[form.keywords], v[form.template]),
-                status_markdown(update.notes, [update.error] if update.error else [], done=True),
-            )
-            if update.error:
-                gr.Warning(update.error, title="Rewrite cut")
-
-    out.rewrite_btn.click(
-        accept_rewrite,
-        [t.browser_id, out.draft, out.selection, out.rewrite_op, out.rewrite_lang, t.undo, form.model],
-        [t.job_id, t.undo],
-        **PRIVATE,
-    ).success(
-        stream_rewrite,
-        {
-            t.browser_id,
-            t.draft_id,
-            t.job_id,
-            out.draft,
-            out.selection,
-            out.rewrite_op,
-            out.rewrite_lang,
-            form.model,
-            form.temperature,
-            form.seed,
-            form.keywords,
-            form.template,
-        },
-        [out.draft, out.stats, form.status],
-        **t.gen_kwargs,
-    )
-
-    def undo_last(bid, did, history, keywords_v, tpl, request: gr.Request):
-        user = user_id(bid, request)
-        if not history:
-            raise user_error("There is nothing to undo.", title="Nothing to undo")
-        text = history[-1]
-        if did:
-            service.keep_text(user, did, text)
-        return text, history[:-1], t.analysed(text, keywords_v, tpl)
-
-    out.undo_btn.click(
-        undo_last,
-        [t.browser_id, t.draft_id, t.undo, form.keywords, form.template],
-        [out.draft, t.undo, out.stats],
-        **PRIVATE,
-    )
-
 
 def _wire_export(t: _Tab) -> None:
     def exporter(fmt: str):
@@ -392,99 +338,6 @@ def _wire_export(t: _Tab) -> None:
     inputs = [t.browser_id, t.draft_id, t.out.draft, t.form.topic, t.form.language]
     for fmt, button in t.out.export_buttons.items():
         button.click(exporter(fmt), inputs, [t.out.export_file], **PRIVATE)
-
-
-def _wire_drafts(t: _Tab, start: Template, pickers: ModelPickers) -> None:
-    service, form, out = t.service, t.form, t.out
-
-    def open_draft(bid, did, request: gr.Request):
-        user = user_id(bid, request)
-        try:
-            d = service.open_draft(user, did)
-        except NotFoundError:
-            raise user_error("That draft no longer exists.", title="Not found") from None
-        template = service.library.templates.get(d.template, start)
-        n = max(1, len(d.variants))
-        opts = d.options
-        seed = validate.seed("seed", opts.get("seed"))
-        notes = [f"Cut: {d.note}"] if d.status == "cut" and d.note else []
-        variant_texts = d.variants + [""] * (MAX_VARIANTS - len(d.variants))
-        return (
-            d.id,
-            d.template,
-            *brief_updates(template, d.brief),
-            gr.update(visible=template.kind == "long"),
-            gr.update(visible=template.kind == "long", value=d.outline),
-            int(opts.get("variants") or 1),
-            opts.get("model") if pickers.offered("text", opts.get("model")) else pickers.service.default("text"),
-            float(opts.get("temperature", 0.7)),
-            -1 if seed is None else seed,
-            gr.update(visible=n > 1),
-            *[gr.update(visible=i < n) for i in range(MAX_VARIANTS)],
-            *variant_texts[:MAX_VARIANTS],
-            d.text,
-            stats_markdown(service.analyse(d.text, d.brief.get("keywords"), d.template)),
-            status_markdown(notes),
-            [],
-        )
-
-    out.drafts.input(
-        open_draft,
-        [t.browser_id, out.drafts],
-        [
-            t.draft_id,
-            form.template,
-            form.info,
-            *form.controls,
-            form.outline_btn,
-            form.outline,
-            *form.options,
-            out.variant_row,
-            *out.variant_cols,
-            *out.variant_boxes,
-            out.draft,
-            out.stats,
-            form.status,
-            t.undo,
-        ],
-        **PRIVATE,
-    )
-
-    def new_draft(bid, request: gr.Request):
-        user = user_id(bid, request)
-        return (
-            None,
-            gr.Dropdown(choices=service.draft_choices(user), value=None),
-            gr.update(visible=False),
-            *[gr.update(value="") for _ in range(MAX_VARIANTS)],
-            "",
-            "",
-            "",
-            "",
-            [],
-        )
-
-    cleared = [
-        t.draft_id,
-        out.drafts,
-        out.variant_row,
-        *out.variant_boxes,
-        out.draft,
-        out.stats,
-        form.status,
-        form.outline,
-        t.undo,
-    ]
-    out.new_btn.click(new_draft, [t.browser_id], cleared, **PRIVATE)
-
-    def delete_draft(bid, did, request: gr.Request):
-        user = user_id(bid, request)
-        if not did:
-            raise user_error("Open a draft to delete it.", title="Nothing to delete")
-        service.delete_draft(user, did)
-        return new_draft(bid, request)
-
-    out.delete_btn.click(delete_draft, [t.browser_id, t.draft_id], cleared, **PRIVATE)
 
 
 def _message(exc: BaseException) -> str:

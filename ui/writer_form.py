@@ -102,18 +102,18 @@ def stats_markdown(analysis: Analysis) -> str:
         parts.append(f"readability (Flesch) {s.flesch:.0f}: {s.flesch_label}")
     lines = [" · ".join(parts)]
     cov = analysis.coverage
-    if cov.counts:
-        present = ", ".join(f"✅ {k} ({cov.counts[k]})" for k in cov.present)
-        missing = ", ".join(f"❌ {k}" for k in cov.missing)
-        lines.append("Keywords: " + " · ".join(p for p in (present, missing) if p))
+    if cov.counts:  # words, not symbols: an emoji the font lacks is an empty box, and says nothing to a reader
+        present = "present: " + ", ".join(f"{k} ({cov.counts[k]})" for k in cov.present) if cov.present else ""
+        missing = "missing: " + ", ".join(cov.missing) if cov.missing else ""
+        lines.append("Keywords " + " · ".join(p for p in (present, missing) if p))
     for check in analysis.checks:
-        lines.append(("✅ " if check.ok else "⚠️ ") + check.message())
+        lines.append(("OK: " if check.ok else "Check: ") + check.message())
     return safe_markdown("\n\n".join(lines))  # keywords are typed text
 
 
 def status_markdown(notes: list[str], errors: list[str] = (), progress: str = "", done: bool = False) -> str:
-    lines = [f"⏳ {progress}…"] if progress and not done else []
-    lines += [f"⚠️ {e}" for e in errors] + [f"ℹ️ {n}" for n in notes]
+    lines = [f"Working: {progress}…"] if progress and not done else []
+    lines += [f"Problem: {e}" for e in errors] + [f"Note: {n}" for n in notes]
     return safe_markdown("\n\n".join(lines))  # errors may quote a server or the model
 
 
@@ -202,7 +202,8 @@ class BriefForm:
 
 @dataclass
 class OutputPanel:
-    """The right column: variants side by side, the draft and its stats, rewrite tools, export, drafts."""
+    """The right column (first on a phone): status, variants side by side, the draft and its stats, a rewrite
+    under review, rewrite tools, export, drafts."""
 
     variant_row: gr.Row
     variant_cols: list[gr.Column]
@@ -210,11 +211,15 @@ class OutputPanel:
     use_buttons: list[gr.Button]
     draft: gr.Textbox
     stats: gr.Markdown
+    review: gr.Column  # the rewrite beside the original, with Accept / Discard
+    diff: gr.HTML
+    accept_btn: gr.Button
+    discard_btn: gr.Button
     rewrite_op: gr.Dropdown
     rewrite_lang: gr.Dropdown
     rewrite_btn: gr.Button
     undo_btn: gr.Button
-    selection: gr.Textbox
+    sel_range: gr.Textbox  # "start:end" of the text selected in the draft, filled in by the browser (SELECTION_JS)
     export_buttons: dict[str, gr.Button]
     export_file: gr.File
     drafts: gr.Dropdown
@@ -273,10 +278,10 @@ def brief_form(service: WriterService, start: Template, first: str, pickers: Mod
             0.0, 1.5, value=0.7, step=0.05, label="Temperature", info="Variants need some randomness (at least 0.3)"
         )
         seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random; variant i uses seed + i")
-    with gr.Row():
+    with gr.Row(elem_id="writer-actions"):  # on a phone: a bar fixed at the bottom (writer.css)
         outline_btn = gr.Button("Outline first", visible=start.kind == "long", elem_id="writer-outline-btn")
         write_btn = gr.Button("Write", variant="primary", elem_id="writer-write")
-        stop_btn = gr.Button("Stop", variant="stop", elem_id="writer-stop")
+        stop_btn = gr.Button("Stop", visible=False, elem_id="writer-stop")  # shown only while something runs
     outline = gr.Textbox(
         label="Outline: edit it, then Write (empty: one is written first)",
         lines=8,
@@ -284,7 +289,7 @@ def brief_form(service: WriterService, start: Template, first: str, pickers: Mod
         visible=start.kind == "long",
         elem_id="writer-outline",
     )
-    status = gr.Markdown(elem_id="writer-status")
+    status = gr.Markdown(elem_id="writer-status", render=False)  # shown above the draft (output_panel)
     form = BriefForm(
         template,
         info,
@@ -325,28 +330,40 @@ def _variants_row() -> tuple[gr.Row, list[gr.Column], list[gr.Textbox], list[gr.
                         elem_id=f"writer-variant-{i + 1}",
                     )
                 )
-                buttons.append(gr.Button(f"Use variant {i + 1}", size="sm", elem_id=f"writer-use-{i + 1}"))
+                buttons.append(
+                    gr.Button(f"Use variant {i + 1}", size="sm", interactive=False, elem_id=f"writer-use-{i + 1}")
+                )
             cols.append(col)
     return row, cols, boxes, buttons
 
 
-def output_panel(service: WriterService) -> OutputPanel:
+def output_panel(service: WriterService, status: gr.Markdown) -> OutputPanel:
     library, common = service.library, service.library.common
+    status.render()
     row, cols, boxes, buttons = _variants_row()
     draft = gr.Textbox(
-        label="Draft (edit freely: kept when you click elsewhere)",
+        label="Draft",
+        info="Edit freely: kept when you click elsewhere. Select a part to rewrite only that part.",
+        placeholder="Your piece appears here. Fill in the brief and press Write, or type or paste text.",
         lines=16,
         max_lines=60,
         buttons=["copy"],
         elem_id="writer-draft",
     )
     stats = gr.Markdown(elem_id="writer-stats")
-    with gr.Accordion("Rewrite", open=True):
+    with gr.Column(visible=False, elem_id="writer-review") as review:
+        diff = gr.HTML(elem_id="writer-diff")
         with gr.Row():
+            accept_btn = gr.Button("Accept rewrite", size="sm", elem_id="writer-accept")
+            discard_btn = gr.Button("Discard", size="sm", elem_id="writer-discard")
+    with gr.Accordion("Rewrite", open=True, elem_classes=["writer-needs-draft"]):
+        with gr.Row():
+            first_op = next(iter(library.rewrites.values()))
             rewrite_op = gr.Dropdown(
                 choices=[(op.label, op.name) for op in library.rewrites.values()],
-                value=next(iter(library.rewrites)),
+                value=first_op.name,
                 label="Rewrite",
+                info="The selected part of the draft, or all of it",
                 elem_id="writer-rewrite-op",
                 scale=2,
             )
@@ -355,29 +372,27 @@ def output_panel(service: WriterService) -> OutputPanel:
                 value="Spanish",
                 allow_custom_value=True,
                 label="Into (translate)",
+                visible=first_op.needs_language,
+                elem_id="writer-rewrite-lang",
                 scale=2,
             )
             rewrite_btn = gr.Button("Rewrite", scale=1, elem_id="writer-rewrite")
-            undo_btn = gr.Button("Undo", scale=1, elem_id="writer-undo")
-        selection = gr.Textbox(
-            label="Selection (select text in the draft, or paste it; empty = the whole draft)",
-            lines=2,
-            max_lines=8,
-            elem_id="writer-selection",
-        )
-    with gr.Row():
+        sel_range = gr.Textbox(visible=False, elem_id="writer-sel-range")
+    with gr.Row(elem_id="writer-draft-tools"):
+        undo_btn = gr.Button("Undo", size="sm", elem_id="writer-undo")
+        needs = ["writer-needs-draft"]  # hidden while the draft is empty (writer.css)
         export_buttons = {
-            "md": gr.Button("Export Markdown", size="sm"),
-            "html": gr.Button("Export HTML", size="sm"),
-            "docx": gr.Button("Export DOCX", size="sm"),
+            "md": gr.Button("Export Markdown", size="sm", elem_id="writer-export-md", elem_classes=needs),
+            "html": gr.Button("Export HTML", size="sm", elem_id="writer-export-html", elem_classes=needs),
+            "docx": gr.Button("Export DOCX", size="sm", elem_id="writer-export-docx", elem_classes=needs),
         }
     export_file = gr.File(label="Download", interactive=False, visible=False)
     with gr.Accordion("Drafts", open=False):
         drafts = gr.Dropdown(choices=[], label="Your drafts (newest first)", elem_id="writer-drafts")
         with gr.Row():
-            new_btn = gr.Button("New draft", size="sm")
+            new_btn = gr.Button("New draft", size="sm", elem_id="writer-new")
             save_btn = gr.Button("Save", size="sm", elem_id="writer-save")
-            delete_btn = gr.Button("Delete draft", variant="stop", size="sm")
+            delete_btn = gr.Button("Delete draft", size="sm", elem_id="writer-delete")
     return OutputPanel(
         row,
         cols,
@@ -385,11 +400,15 @@ def output_panel(service: WriterService) -> OutputPanel:
         buttons,
         draft,
         stats,
+        review,
+        diff,
+        accept_btn,
+        discard_btn,
         rewrite_op,
         rewrite_lang,
         rewrite_btn,
         undo_btn,
-        selection,
+        sel_range,
         export_buttons,
         export_file,
         drafts,

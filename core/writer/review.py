@@ -12,7 +12,7 @@ from typing import Any
 
 from core.errors import InputError
 
-_TOKENS = re.compile(r"\s+|\w+|[^\w\s]")
+_TOKENS = re.compile(r"^\s+|\w+\s*|[^\w\s]\s*")  # words with the spaces after them: a change is whole words
 _SR = '<span class="writer-sr">{}</span>'
 MAX_STATE_CHARS = 2_000_000  # a proposal held by the page comes back from the browser: bounded
 
@@ -83,7 +83,26 @@ def _tokens(text: str) -> list[str]:
 
 
 def _words(tokens: list[str]) -> int:
-    return sum(1 for t in tokens if not t.isspace())
+    return sum(1 for t in tokens if re.match(r"\w", t))
+
+
+def _changes(old: list[str], new: list[str]) -> list[tuple[str, list[str], list[str]]]:
+    """difflib's opcodes as (op, old tokens, new tokens), where a short stretch left equal between two changes
+    (a comma, one word) joins them: a reader sees one changed phrase, not a comb of single words."""
+    merged: list[tuple[str, list[str], list[str]]] = []
+    keys = lambda tokens: [t.strip() or t for t in tokens]  # noqa: E731 - "day" matches "day " (spacing apart)
+    ops = difflib.SequenceMatcher(None, keys(old), keys(new), autojunk=False).get_opcodes()
+    for k, (op, i1, i2, j1, j2) in enumerate(ops):
+        a, b = old[i1:i2], new[j1:j2]
+        between = 0 < k < len(ops) - 1 and op == "equal" and _words(a) <= 1 and len(a) <= 2
+        if op != "equal" or between:
+            if merged and merged[-1][0] == "change":
+                merged[-1] = ("change", merged[-1][1] + a, merged[-1][2] + b)
+            else:
+                merged.append(("change", list(a), list(b)))
+        else:
+            merged.append(("equal", list(a), list(b)))
+    return merged
 
 
 def _marked(part: str, tag: str, what: str) -> str:
@@ -106,15 +125,14 @@ def diff_html(original: str, rewritten: str, done: bool = True) -> str:
     right: list[str] = []
     removed = added = 0
     if done:
-        matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
-        for op, i1, i2, j1, j2 in matcher.get_opcodes():
-            a, b = "".join(old[i1:i2]), "".join(new[j1:j2])
+        for op, a_tokens, b_tokens in _changes(old, new):
+            a, b = "".join(a_tokens), "".join(b_tokens)
             if op == "equal":
                 left.append(esc(a))
                 right.append(esc(b))
                 continue
-            removed += _words(old[i1:i2])
-            added += _words(new[j1:j2])
+            removed += _words(a_tokens)
+            added += _words(b_tokens)
             left.append(_marked(a, "del", "removed"))
             right.append(_marked(b, "ins", "added"))
         summary = (

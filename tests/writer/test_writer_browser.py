@@ -72,7 +72,8 @@ def test_fill_a_brief_write_see_it_stream_with_stats_and_reopen_it(browser, tmp_
             stats = page.locator("#writer-stats").inner_text()
             assert re.search(r"60 words · under 1 min read · readability \(Flesch\) -?\d+", stats), stats
             # no model sentence carried "teapot" (the fake answers a repair with the prompt's words: an echo, refused)
-            assert "✅ bamboo" in stats and "✅ travel" in stats and "❌ teapot" in stats
+            # said in words, not emoji (a font without them shows empty boxes; issue 12)
+            assert re.search(r"Keywords present: bamboo \(\d+\), travel \(\d+\) · missing: teapot", stats), stats
             prompt = fake.chat_requests[0].body["messages"][-1]["content"]
             assert "Bamboo travel mug" in prompt and "Add to cart" in prompt
 
