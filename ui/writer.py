@@ -36,6 +36,15 @@ PRIVATE = dict(api_visibility="private")
 MAX_DETAILS = 32  # /write: template fields in `details`
 MAX_LIST_ITEMS = 100  # /write: keywords given as a list
 FAILURES = (InputError, BackendError, NotFoundError, KeyError, IndexError)
+# On a phone the brief sits under the draft: pressing Write brings the draft (where the piece appears) into view.
+SHOW_DRAFT_JS = """
+(...args) => {
+    if (window.matchMedia('(max-width: 768px)').matches) {
+        document.getElementById('writer-output')?.scrollIntoView({block: 'start'});
+    }
+    return args;
+}
+"""
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -215,11 +224,11 @@ def _wire_writing(t: _Tab) -> None:
     ]
     stream_outputs = [form.outline, form.status, *out.variant_boxes, *out.use_buttons, out.draft, out.stats]
     # no loading overlay over the draft or the variants: the status line above them says what is happening
-    form.write_btn.click(accept_write, write_inputs, write_outputs, show_progress_on=[form.status], **PRIVATE).success(
-        stream_write, [t.browser_id, t.draft_id], stream_outputs, show_progress="hidden", **t.gen_kwargs
-    ).then(t.refresh_drafts, [t.browser_id, t.draft_id], [out.drafts], **PRIVATE).then(
-        t.stopped, None, [form.stop_btn], **PRIVATE
-    )
+    form.write_btn.click(
+        accept_write, write_inputs, write_outputs, show_progress_on=[form.status], js=SHOW_DRAFT_JS, **PRIVATE
+    ).success(stream_write, [t.browser_id, t.draft_id], stream_outputs, show_progress="hidden", **t.gen_kwargs).then(
+        t.refresh_drafts, [t.browser_id, t.draft_id], [out.drafts], **PRIVATE
+    ).then(t.stopped, None, [form.stop_btn], **PRIVATE)
 
     def stop(bid, job, request: gr.Request):
         service.stop(user_id(bid, request), job)

@@ -230,65 +230,69 @@ class OutputPanel:
 
 def brief_form(service: WriterService, start: Template, first: str, pickers: ModelPickers) -> BriefForm:
     library, common = service.library, service.library.common
-    template = gr.Dropdown(
-        choices=[(t.label, t.name) for t in library.templates.values()],
-        value=first,
-        label="Template",
-        elem_id="writer-template",
-    )
-    info = gr.Markdown(f"*{start.description}*")
-    topic = gr.Textbox(label="Topic *", lines=2, max_lines=6, elem_id="writer-topic")
-    audience = gr.Textbox(label="Audience", elem_id="writer-audience")
-    tone = gr.Dropdown(
-        choices=list(common.tones),
-        allow_custom_value=True,
-        label="Tone",
-        info="A preset, or type your own",
-        elem_id="writer-tone",
-    )
-    length = gr.Number(precision=0, label="Target length (words)", elem_id="writer-length")
-    keywords = gr.Textbox(label="Keywords that must appear", placeholder="comma-separated", elem_id="writer-keywords")
-    cta = gr.Textbox(label="Call to action", elem_id="writer-cta")
-    language = gr.Dropdown(
-        choices=list(common.languages),
-        value="English",
-        allow_custom_value=True,
-        label="Language",
-        elem_id="writer-language",
-    )
-    slot_texts = [gr.Textbox(visible=False, elem_id=f"writer-extra-{k + 1}") for k in range(EXTRA_SLOTS)]
-    slot_choices = [
-        gr.Dropdown(visible=False, allow_custom_value=True, elem_id=f"writer-choice-{k + 1}")
-        for k in range(EXTRA_SLOTS)
-    ]
-    variants = gr.Slider(
-        1,
-        MAX_VARIANTS,
-        value=1,
-        step=1,
-        label="Variants",
-        info="Written side by side; pick one",
-        elem_id="writer-variants",
-    )
-    with gr.Accordion("Model and sampling", open=False):
-        with gr.Row(equal_height=False):
-            model = pickers.picker("text", elem_id="writer-model", scale=4)
-            pickers.get_more_button(elem_id="writer-get-more")
-        temperature = gr.Slider(
-            0.0, 1.5, value=0.7, step=0.05, label="Temperature", info="Variants need some randomness (at least 0.3)"
+    # the brief scrolls in its own box on a wide screen, so Write under it is always in sight (writer.css)
+    with gr.Column(elem_id="writer-brief-fields"):
+        template = gr.Dropdown(
+            choices=[(t.label, t.name) for t in library.templates.values()],
+            value=first,
+            label="Template",
+            elem_id="writer-template",
         )
-        seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random; variant i uses seed + i")
+        info = gr.Markdown(f"*{start.description}*")
+        topic = gr.Textbox(label="Topic *", lines=2, max_lines=6, elem_id="writer-topic")
+        audience = gr.Textbox(label="Audience", elem_id="writer-audience")
+        tone = gr.Dropdown(
+            choices=list(common.tones),
+            allow_custom_value=True,
+            label="Tone",
+            info="A preset, or type your own",
+            elem_id="writer-tone",
+        )
+        length = gr.Number(precision=0, label="Target length (words)", elem_id="writer-length")
+        keywords = gr.Textbox(
+            label="Keywords that must appear", placeholder="comma-separated", elem_id="writer-keywords"
+        )
+        cta = gr.Textbox(label="Call to action", elem_id="writer-cta")
+        language = gr.Dropdown(
+            choices=list(common.languages),
+            value="English",
+            allow_custom_value=True,
+            label="Language",
+            elem_id="writer-language",
+        )
+        slot_texts = [gr.Textbox(visible=False, elem_id=f"writer-extra-{k + 1}") for k in range(EXTRA_SLOTS)]
+        slot_choices = [
+            gr.Dropdown(visible=False, allow_custom_value=True, elem_id=f"writer-choice-{k + 1}")
+            for k in range(EXTRA_SLOTS)
+        ]
+        variants = gr.Slider(
+            1,
+            MAX_VARIANTS,
+            value=1,
+            step=1,
+            label="Variants",
+            info="Written side by side; pick one",
+            elem_id="writer-variants",
+        )
+        with gr.Accordion("Model and sampling", open=False):
+            with gr.Row(equal_height=False):
+                model = pickers.picker("text", elem_id="writer-model", scale=4)
+                pickers.get_more_button(elem_id="writer-get-more")
+            temperature = gr.Slider(
+                0.0, 1.5, value=0.7, step=0.05, label="Temperature", info="Variants need some randomness (at least 0.3)"
+            )
+            seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random; variant i uses seed + i")
+        outline = gr.Textbox(
+            label="Outline: edit it, then Write (empty: one is written first)",
+            lines=8,
+            max_lines=20,
+            visible=start.kind == "long",
+            elem_id="writer-outline",
+        )
     with gr.Row(elem_id="writer-actions"):  # on a phone: a bar fixed at the bottom (writer.css)
         outline_btn = gr.Button("Outline first", visible=start.kind == "long", elem_id="writer-outline-btn")
         write_btn = gr.Button("Write", variant="primary", elem_id="writer-write")
         stop_btn = gr.Button("Stop", visible=False, elem_id="writer-stop")  # shown only while something runs
-    outline = gr.Textbox(
-        label="Outline: edit it, then Write (empty: one is written first)",
-        lines=8,
-        max_lines=20,
-        visible=start.kind == "long",
-        elem_id="writer-outline",
-    )
     status = gr.Markdown(elem_id="writer-status", render=False)  # shown above the draft (output_panel)
     form = BriefForm(
         template,
@@ -379,7 +383,7 @@ def output_panel(service: WriterService, status: gr.Markdown) -> OutputPanel:
             rewrite_btn = gr.Button("Rewrite", scale=1, elem_id="writer-rewrite")
         sel_range = gr.Textbox(visible=False, elem_id="writer-sel-range")
     with gr.Row(elem_id="writer-draft-tools"):
-        undo_btn = gr.Button("Undo", size="sm", elem_id="writer-undo")
+        undo_btn = gr.Button("Undo", size="sm", visible=False, elem_id="writer-undo")  # once there is something
         needs = ["writer-needs-draft"]  # hidden while the draft is empty (writer.css)
         export_buttons = {
             "md": gr.Button("Export Markdown", size="sm", elem_id="writer-export-md", elem_classes=needs),

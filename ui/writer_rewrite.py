@@ -150,6 +150,7 @@ def wire_rewrite(t: _Tab) -> None:
             service.keep_text(user, did, text)
         return text, history[:-1], t.analysed(text, keywords_v, tpl)
 
+    t.undo.change(lambda h: gr.update(visible=bool(h)), [t.undo], [out.undo_btn], queue=False, **PRIVATE)
     out.undo_btn.click(
         undo_last,
         [t.browser_id, t.draft_id, t.undo, form.keywords, form.template],

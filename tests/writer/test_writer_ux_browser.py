@@ -85,6 +85,9 @@ def test_rewrite_of_a_selection_is_reviewed_then_accepted_or_discarded_and_hosti
             assert page.locator("#writer-stop").count() == 0 or page.locator("#writer-stop").is_hidden()
             assert "primary" in (page.locator("#writer-write").get_attribute("class") or "")
             assert page.locator("#writer-selection").count() == 0  # no second box to paste a selection into
+            assert page.locator("#writer-undo").is_hidden()  # nothing to undo yet
+            write = page.locator("#writer-write").bounding_box()  # the main action in sight on the first screen
+            assert write is not None and write["y"] + write["height"] <= DESKTOP["height"], write
             assert not (v := blocking(page, "#writer-tab")), describe(v)
 
             draft = draft_box(page)
@@ -146,6 +149,7 @@ def test_rewrite_of_a_selection_is_reviewed_then_accepted_or_discarded_and_hosti
             assert accepted.endswith("\n\nThe last line stays.")
             assert middle not in accepted and "Fresh plain words" in accepted
             assert review.is_hidden()
+            wait_for(lambda: page.locator("#writer-undo").is_visible(), 10, "Undo once there is something to undo")
 
             # the accepted text is the stored draft's: a reload brings it back
             page.reload()
@@ -224,6 +228,9 @@ def test_on_a_phone_the_draft_comes_first_and_write_stays_in_reach(browser, tmp_
             box(page, "writer-topic").fill("Bamboo travel mug")
             write.click()
             wait_for(lambda: page.locator("#writer-stop").is_visible(), 10, "Stop while writing")
+            page.wait_for_timeout(300)
+            shown = page.locator("#writer-draft").bounding_box()  # Write brought the draft into view
+            assert shown is not None and 0 <= shown["y"] < PHONE["height"] / 2, shown
             shot(page, "phone-writing")
             wait_for(lambda: page.locator("#writer-stop").is_hidden(), 60, "the piece to be written")
             assert len(draft_box(page).input_value().split()) >= 20
