@@ -1,9 +1,11 @@
 """The condenser tab and the /condense API: components and event wiring only. Everything it does is a
-call into core.condenser.service (the pipeline and the kept summaries). Gradio's uploaded copies are handed to the
-core as disposable: deleted as soon as they are read."""
+call into core.condenser.service (the pipeline and the kept summaries). The tab's upload stays in its box for
+another run (deleted when taken out of the box, or when uploads expire); the API's copies are disposable: deleted as
+soon as they are read."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,13 +15,25 @@ from typing import Any
 import gradio as gr
 from gradio.data_classes import FileData
 
-from core.condenser.documents import EXTENSIONS, DocumentError
+from core.condenser.documents import EXTENSIONS, DocumentError, EncryptedDocument
 from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
 from core.condenser.store import SummaryNotFound
 from core.errors import BackendError, InputError
 from core.safe_html import safe_markdown
 from core.security.limits import UserSlots
 from core.security.uploads import UploadRegistry
+from ui.condenser_status import (
+    HAS_RESULT,
+    MAX_PASSWORD_CHARS,
+    UI_TICK_S,
+    finished_status,
+    idle,
+    kept_upload,
+    notes_so_far,
+    password_request,
+    running,
+    running_status,
+)
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import api_user, caller, user_id
@@ -29,6 +43,10 @@ from ui.server.api_args import api_endpoint
 PRIVATE = dict(api_visibility="private")
 FAILURES = (InputError, DocumentError, BackendError, KeyError, SummaryNotFound)
 SAME_LANGUAGE = "Same as the document"
+START_HINT = (
+    "*Upload a document or paste text, then press Condense. Every point cites its pages or sections; open "
+    "“Sources” for the quoted passages.*"
+)
 UPDATE_INTERVAL_S = 0.1
 
 
@@ -67,6 +85,7 @@ def build_condenser_tab(
 ) -> None:
     """`pickers` makes the model picker: only what runs now, with "Get more models"."""
     prompts = service.prompts
+    ttl_h = service.settings.upload_ttl_hours
 
     def history_choices(user: str) -> list[tuple[str, str]]:
         return [
@@ -76,16 +95,25 @@ def build_condenser_tab(
 
     with gr.Tab("Condense", id="condense") as tab:
         summary_id = gr.State(None)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=300):
+        in_box = gr.State([])  # the checked paths of the uploads now in the box: deleted when taken out of it
+        with gr.Row(equal_height=False, elem_id="condense-layout"):
+            with gr.Column(scale=2, min_width=300, elem_id="condense-controls"):
                 files = gr.File(
                     label="Documents: PDF, Word (.docx), text, Markdown or HTML",
                     file_count="multiple",
                     file_types=sorted(EXTENSIONS),
                     type="filepath",
+                    height=150,  # with the options below, Condense fits the first screen of a laptop
                     elem_id="condense-files",
                 )
-                text = gr.Textbox(label="…or paste text", lines=5, max_lines=12, elem_id="condense-text")
+                password = gr.Textbox(
+                    label="PDF password",
+                    type="password",
+                    visible=False,
+                    max_length=MAX_PASSWORD_CHARS,
+                    elem_id="condense-password",
+                )
+                text = gr.Textbox(label="…or paste text", lines=3, max_lines=12, elem_id="condense-text")
                 with gr.Row():
                     length = gr.Radio(
                         [(length.label, k) for k, length in prompts.lengths.items()],
@@ -99,36 +127,51 @@ def build_condenser_tab(
                         label="Form",
                         elem_id="condense-form",
                     )
-                focus = gr.Textbox(
-                    label="Focus question (optional)", placeholder="e.g. What are the risks?", elem_id="condense-focus"
-                )
-                with gr.Row():
-                    audience = gr.Textbox(label="Audience (optional)", placeholder="e.g. a new team member")
-                    language = gr.Dropdown(
-                        list(prompts.languages) or [SAME_LANGUAGE],
-                        value=SAME_LANGUAGE,
-                        allow_custom_value=True,
-                        label="Output language",
+                with gr.Accordion("Focus, audience, language", open=False, elem_id="condense-more"):
+                    focus = gr.Textbox(
+                        label="Focus question (optional)",
+                        placeholder="e.g. What are the risks?",
+                        elem_id="condense-focus",
                     )
+                    with gr.Row():
+                        audience = gr.Textbox(label="Audience (optional)", placeholder="e.g. a new team member")
+                        language = gr.Dropdown(
+                            list(prompts.languages) or [SAME_LANGUAGE],
+                            value=SAME_LANGUAGE,
+                            allow_custom_value=True,
+                            label="Output language",
+                        )
                 with gr.Row(equal_height=False):
                     model = pickers.picker("text", elem_id="condense-model", scale=4)
                     pickers.get_more_button(elem_id="condense-get-more")
-                with gr.Row():
-                    run_btn = gr.Button("Condense", variant="primary", elem_id="condense-run")
-                    stop_btn = gr.Button("Cancel", variant="stop", elem_id="condense-stop")
+                with gr.Row(elem_id="condense-actions"):
+                    run_btn = gr.Button("Condense", variant="primary", elem_id="condense-run", scale=2)
+                    # Only while a run is going (ui/condenser_status.running, idle)
+                    stop_btn = gr.Button("Cancel", variant="stop", visible=False, elem_id="condense-stop", scale=1)
                 with gr.Accordion("Earlier summaries · export", open=False):
                     history = gr.Dropdown(choices=[], label="Earlier summaries", elem_id="condense-history")
                     export_btn = gr.Button("Export Markdown", elem_id="condense-export")
-                    export_file = gr.File(label="Download", interactive=False, visible=False)
-            with gr.Column(scale=3):
+                    export_file = gr.File(
+                        label="Download", interactive=False, visible=False, elem_id="condense-export-file"
+                    )
+            with gr.Column(scale=3, elem_id="condense-result"):
+                # The one status line (no progress overlay besides it): what runs, elapsed, time left
                 status = gr.Markdown(elem_id="condense-status")
-                summary = gr.Markdown(
-                    elem_id="condense-summary",
-                    container=True,
-                    value="*Upload a document or paste text, then press Condense. Every "
-                    "point cites its pages or sections; open “Sources” for the "
-                    "quoted passages.*",
-                )
+                summary = gr.Markdown(elem_id="condense-summary", container=True, value=START_HINT)
+
+        def files_changed(value, before, request: gr.Request):
+            """The box's files changed: what was taken out of it is let go of (deleted when nobody else holds
+            it); a new file hides the password box until a PDF asks for one."""
+            who = caller(request)
+            now = []
+            for v in value or []:
+                with contextlib.suppress(InputError):  # not an upload of this caller's: never kept or deleted
+                    now.append(str(uploads.resolve(who, v, "The document")))
+            gone = [p for p in before or [] if p not in now]
+            service.discard_unused([InputFile(p, Path(p).name, disposable=True, owner=who) for p in gone])
+            return now, gr.Textbox(value="", visible=False)
+
+        files.change(files_changed, [files, in_box], [in_box, password], queue=False, show_progress="hidden", **PRIVATE)
 
         def run(
             file_paths,
@@ -139,66 +182,80 @@ def build_condenser_tab(
             audience_v,
             language_v,
             model_v,
+            password_v,
             bid,
             request: gr.Request,
-            progress=gr.Progress(),
         ) -> Iterator:
             user = user_id(bid, request)
-            inputs: list[InputFile] = []
+            who = caller(request)
+            inputs = [kept_upload(uploads, who, p, password_v or "", ttl_h) for p in file_paths or []]
+            opts = _options(length_v, form_v, focus_v, audience_v, language_v, model_v)
             updates = None
             try:
-                for p in file_paths or []:
-                    inputs.append(uploaded(uploads, caller(request), p))
-                opts = _options(length_v, form_v, focus_v, audience_v, language_v, model_v)
                 updates = service.condense(
-                    user,
-                    inputs,
-                    pasted or "",
-                    opts,
-                    load_progress=lambda f, d: progress(f, desc=d),
-                    session=request.session_hash or "",
+                    user, inputs, pasted or "", opts, session=request.session_hash or "", tick_s=UI_TICK_S
                 )
                 first, last = True, 0.0
                 for upd in updates:
-                    if upd.result is None and not first and time.monotonic() - last < UPDATE_INTERVAL_S:
-                        continue  # the pipeline goes on at full speed; the page gets ~10 updates a second
-                    last = time.monotonic()
-                    progress(upd.fraction, desc=upd.status)
                     if upd.result is not None:
                         result = upd.result
-                        # the status says so when a full library kept the summary out of the history
                         yield (
-                            safe_markdown(f"**Done.** {upd.status.removeprefix('Done. ')}"),
-                            safe_markdown(result.markdown),
-                            None,
+                            finished_status(upd),
+                            gr.Markdown(safe_markdown(result.markdown), elem_classes=[HAS_RESULT]),
                             result.summary_id or None,
                             gr.Dropdown(choices=history_choices(user), value=result.summary_id or None),
+                            gr.update(),
+                            *idle(),
                         )
                         return
-                    preview = safe_markdown(f"#### Notes so far\n\n{upd.notes}") if upd.notes else gr.update()
-                    # The upload box is emptied at once: its files are deleted once read.
-                    yield (safe_markdown(upd.status), preview, None if first else gr.update(), gr.update(), gr.update())
+                    if not first and time.monotonic() - last < UPDATE_INTERVAL_S:
+                        continue  # the pipeline goes on at full speed; the page gets a few updates a second
+                    last = time.monotonic()
+                    notes: Any = gr.update()
+                    if first or upd.notes:  # the result area shows the run from the start; Cancel appears
+                        notes = gr.Markdown(notes_so_far(upd), elem_classes=[HAS_RESULT])
+                    yield running_status(upd), notes, gr.update(), gr.update(), gr.update(), *running()
                     first = False
             except CondenseCancelled:
-                yield "**Cancelled.** Nothing was kept.", "", None, gr.update(), gr.update()
+                hint = gr.Markdown(START_HINT, elem_classes=[])
+                yield "**Cancelled.** Nothing was kept.", hint, gr.update(), gr.update(), gr.update(), *idle()
+            except EncryptedDocument as exc:
+                if not exc.opens_with_password:
+                    raise user_error(_message(exc), title="Not condensed") from None
+                ask = password_request(exc)
+                hint = gr.Markdown(START_HINT, elem_classes=[])  # nothing was made: not the "notes appear here" line
+                yield ask, hint, gr.update(), gr.update(), gr.Textbox(value="", visible=True), *idle()
             except FAILURES as exc:
+                # said in the status too (it would otherwise still show the step that failed), then as a toast
+                failed = safe_markdown(f"**Not condensed.** {_message(exc)}")
+                hint = gr.Markdown(START_HINT, elem_classes=[])
+                yield failed, hint, gr.update(), gr.update(), gr.update(), *idle()
                 raise user_error(_message(exc), title="Not condensed") from None
             finally:
                 if updates is not None:
                     updates.close()  # the page went away mid-run: this cancels the run at once
-                service.discard_unused(inputs)  # refused before its run began: still deleted
 
-        inputs = [files, text, length, form, focus, audience, language, model, browser_id]
-        outputs = [status, summary, files, summary_id, history]
+        inputs = [files, text, length, form, focus, audience, language, model, password, browser_id]
+        outputs = [status, summary, summary_id, history, password, run_btn, stop_btn]
         run_btn.click(
             run,
             inputs,
             outputs,
             concurrency_limit=service.settings.concurrency_limit,
             concurrency_id="condense",
-            show_progress_on=[status],
+            show_progress="hidden",
             **PRIVATE,
-        )
+        ).then(idle, None, [run_btn, stop_btn], queue=False, show_progress="hidden", **PRIVATE)
+        # Enter in the password box condenses, as the button does.
+        password.submit(
+            run,
+            inputs,
+            outputs,
+            concurrency_limit=service.settings.concurrency_limit,
+            concurrency_id="condense",
+            show_progress="hidden",
+            **PRIVATE,
+        ).then(idle, None, [run_btn, stop_btn], queue=False, show_progress="hidden", **PRIVATE)
 
         def stop(bid, request: gr.Request):
             service.stop(user_id(bid, request), request.session_hash or "")  # this tab's run only
@@ -219,7 +276,8 @@ def build_condenser_tab(
                 item = service.summary(user_id(bid, request), sid)
             except SummaryNotFound:
                 raise user_error("That summary no longer exists.", title="Not found") from None
-            return item.id, safe_markdown(item.markdown), safe_markdown(item.coverage)
+            shown = gr.Markdown(safe_markdown(item.markdown), elem_classes=[HAS_RESULT])
+            return item.id, shown, safe_markdown(item.coverage)
 
         history.input(open_summary, [browser_id, history], [summary_id, summary, status], **PRIVATE)
 

@@ -70,7 +70,7 @@ class Run:
         }
         self.nonce = nonce
         self.timings = {"extract_s": 0.0, "map_s": 0.0, "reduce_s": 0.0}
-        self.notes_md: list[str] = []
+        self.notes_md: dict[int, str] = {}  # chunk index -> its notes as Markdown, shown in the document's order
         self.fraction = 0.0
         self.released: set[str] = set()  # disposable inputs already let go of
         self.last = CondenseUpdate("Starting…", 0.0, "")
@@ -83,8 +83,12 @@ class Run:
     def update(self, status: str, fraction: float | None = None) -> CondenseUpdate:
         if fraction is not None:
             self.fraction = max(self.fraction, min(1.0, fraction))
-        self.last = CondenseUpdate(status, self.fraction, "\n".join(self.notes_md))
+        self.last = CondenseUpdate(status, self.fraction, self.notes())
         return self.tick()
+
+    def notes(self) -> str:
+        """The notes of every chunk done so far, in the document's order, a paragraph per chunk."""
+        return "\n\n".join(self.notes_md[i] for i in sorted(self.notes_md))
 
     def tick(self) -> CondenseUpdate:
         """The last update with the elapsed time and the time left as of now (repeated while the model works)."""
@@ -220,7 +224,7 @@ class Run:
                 kept = f" Not kept in your history: {exc}"
         elapsed = time.monotonic() - self.started
         done = "Done. " + result.coverage + kept
-        yield CondenseUpdate(done, 1.0, "\n".join(self.notes_md), result, "complete", elapsed_s=elapsed, eta_s=0.0)
+        yield CondenseUpdate(done, 1.0, self.notes(), result, "complete", elapsed_s=elapsed, eta_s=0.0)
 
     def prepare(self) -> Generator[CondenseUpdate, None, tuple[list[ExtractedDocument], list[Chunk], set[int]]]:
         """Read the documents, load the model and plan the chunks: the documents, their chunks, and which
@@ -367,11 +371,8 @@ class Run:
                     len(points),
                 )
             )
-            self.notes_md.append(
-                "\n".join(
-                    [f"**{job.label}**"]
-                    + [f"- {md_text(p.text)} {self.catalog.cite(p.sources, multi)}" for p in points]
-                )
+            self.notes_md[c.index] = "\n".join(
+                [f"**{job.label}**"] + [f"- {md_text(p.text)} {self.catalog.cite(p.sources, multi)}" for p in points]
             )
             return True
 
