@@ -20,7 +20,16 @@ from core.registry import ModelLoadError
 from core.security.uploads import UploadRegistry
 from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, caller, user_id
-from ui.images_view import MODE_LABELS, bar, gallery_value, licence_html, mode_choices, status_line, thumbnail
+from ui.images_view import (
+    MODE_LABELS,
+    bar,
+    gallery_pictures,
+    gallery_value,
+    licence_html,
+    mode_choices,
+    status_line,
+    thumbnail,
+)
 from ui.model_pickers import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
@@ -353,8 +362,13 @@ def build_images_tab(
             size_row: gr.Row(visible=show.size),
         }
 
+    # The redraw takes the values as the browser sent them (preprocess=False): while Reuse or Send to changes the
+    # model, its change event can carry the mode or sampler from before, which the radio's and the dropdown's own
+    # check would refuse (an "Error" over every control); here a value the model lacks just falls back.
     def on_mode(spec, m, sampler):
-        return controls_for(spec, m, sampler)
+        if not isinstance(spec, str) or spec not in models.specs:
+            return {component: gr.skip() for component in mode_outputs}
+        return controls_for(spec, m if isinstance(m, str) else None, sampler if isinstance(sampler, str) else None)
 
     def load_model(spec) -> Iterator[str]:
         """Selecting a model loads it (a download shows its progress); a model that cannot load says why."""
@@ -368,21 +382,23 @@ def build_images_tab(
             raise user_error(str(exc), title="This model is not available") from None
 
     def after_load(spec, current):
+        if not isinstance(spec, str) or spec not in models.specs:
+            return gr.skip()
         caps = studio.capabilities(spec)  # a loaded diffusers model narrows the samplers to those it supports
         value = current if current in caps.schedulers else ""
         return gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(caps.schedulers), value=value)
 
-    mode.input(on_mode, [model, mode, scheduler], mode_outputs, **PRIVATE)
-    model.change(on_mode, [model, mode, scheduler], mode_outputs, **PRIVATE).then(
+    mode.input(on_mode, [model, mode, scheduler], mode_outputs, preprocess=False, **PRIVATE)
+    model.change(on_mode, [model, mode, scheduler], mode_outputs, preprocess=False, **PRIVATE).then(
         load_model, [model], [status], **PRIVATE
-    ).success(after_load, [model, scheduler], [scheduler], **PRIVATE)
+    ).success(after_load, [model, scheduler], [scheduler], preprocess=False, **PRIVATE)
 
     dice.click(random_seed, None, [seed], **PRIVATE)
 
     # -- page load: this browser's gallery ---------------------------------------------------------
     def show_gallery(user: str | None) -> tuple[list, list]:
         images = studio.images(user, limit=GALLERY_LIMIT) if user else []
-        return gallery_value(images), [g.id for g in images]
+        return gallery_pictures(images), [g.id for g in images]
 
     def on_load(bid, request: gr.Request):
         return show_gallery(_user_or_none(bid, request))

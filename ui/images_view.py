@@ -52,7 +52,15 @@ def mode_choices(modes: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def gallery_value(images: list[GalleryImage]) -> list[tuple[str, str]]:
+    """The result: each picture captioned with its seed."""
     return [(str(g.path), f"seed {g.seed}") for g in images]
+
+
+def gallery_pictures(images: list[GalleryImage]) -> list[str]:
+    """ "Your images": pictures only. A caption on one of many thumbnails is text inside a button Gradio names
+    "Thumbnail k of n", which axe reports as a name that hides what it shows; the selected picture's
+    parameters (seed included) show below the gallery."""
+    return [str(g.path) for g in images]
 
 
 def bar(step: int, total: int) -> str:

@@ -38,8 +38,9 @@ LICENCE_SHORT = "non-commercial (StyleGAN2/FFHQ-derived weights)"
 # Random faces come from MobileStyleGAN (the random-face package by Sergei Belousov), a network distilled from
 # NVIDIA's StyleGAN2 trained on the FFHQ dataset. NVIDIA's StyleGAN2 weights are released under the NVIDIA Source
 # Code License-NC and FFHQ under CC BY-NC-SA 4.0: the faces may be used for non-commercial purposes only
-# (research, evaluation, personal use). The UI shows one line and links to the terms.
-LICENCE_NOTE = "For non-commercial use only (StyleGAN2 and FFHQ terms); the people shown do not exist."
+# (research, evaluation, personal use); the people shown do not exist. The UI shows one line and links to the
+# terms.
+LICENCE_NOTE = "For non-commercial use only (StyleGAN2/FFHQ)."
 LICENCE_URL = "https://nvlabs.github.io/stylegan2/license.html"
 
 
