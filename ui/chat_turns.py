@@ -52,6 +52,17 @@ PAGE_JS = """() => {
       }, 30);
     }
   }, true);
+  // Gradio names each bubble after its content ("bot's message: ..."): the controls' markup is no part of it.
+  const tidy = (el) => {
+    const label = el.getAttribute("aria-label");
+    if (label && label.includes('class="chat-versions"')) el.setAttribute("aria-label", label.replace(controls, ""));
+  };
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      if (change.type === "attributes") tidy(change.target);
+      else change.target.querySelectorAll && change.target.querySelectorAll("[aria-label]").forEach(tidy);
+    }
+  }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["aria-label"] });
 }"""
 
 # Edit last message: opens the chatbot's own Edit box on the last message of the user's.
