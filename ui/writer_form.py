@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from core.errors import BackendError, InputError, NotFoundError
 from core.safe_html import safe_markdown
 from core.writer.service import MAX_VARIANTS, Analysis, WriteOptions, WriterService
 from core.writer.templates import STANDARD_FIELDS, Template
@@ -15,6 +16,25 @@ from core.writer.text import reading_time_label
 from ui.model_pickers import ModelPickers
 
 EXTRA_SLOTS = 4  # template-specific fields beyond the standard brief (facts, platform, brand...)
+PRIVATE = dict(api_visibility="private")
+# Copy runs in the browser only: the draft as shown, to the clipboard, and the button says so for a moment.
+COPY_JS = """
+() => {
+    const ta = document.querySelector('#writer-draft textarea');
+    const button = document.getElementById('writer-copy');
+    if (!ta) return;
+    navigator.clipboard.writeText(ta.value).then(() => {
+        if (!button) return;
+        button.textContent = 'Copied';
+        setTimeout(() => { button.textContent = 'Copy'; }, 1500);
+    }).catch(() => { ta.select(); });
+}
+"""
+FAILURES = (InputError, BackendError, NotFoundError, KeyError, IndexError)  # what a handler turns into a message
+
+
+def error_message(exc: BaseException) -> str:
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -351,7 +371,8 @@ def output_panel(service: WriterService, status: gr.Markdown) -> OutputPanel:
         placeholder="Your piece appears here. Fill in the brief and press Write, or type or paste text.",
         lines=16,
         max_lines=60,
-        buttons=["copy"],
+        # no copy icon inside the box: Gradio puts it inside the <label>, which then names the icon instead of the
+        # text area (the draft had no accessible name); a Copy button sits under the draft instead
         elem_id="writer-draft",
     )
     stats = gr.Markdown(elem_id="writer-stats")
@@ -385,6 +406,9 @@ def output_panel(service: WriterService, status: gr.Markdown) -> OutputPanel:
     with gr.Row(elem_id="writer-draft-tools"):
         undo_btn = gr.Button("Undo", size="sm", visible=False, elem_id="writer-undo")  # once there is something
         needs = ["writer-needs-draft"]  # hidden while the draft is empty (writer.css)
+        gr.Button("Copy", size="sm", elem_id="writer-copy", elem_classes=needs).click(
+            None, None, None, js=COPY_JS, **PRIVATE
+        )
         export_buttons = {
             "md": gr.Button("Export Markdown", size="sm", elem_id="writer-export-md", elem_classes=needs),
             "html": gr.Button("Export HTML", size="sm", elem_id="writer-export-html", elem_classes=needs),

@@ -7,6 +7,7 @@ when they apply; on a phone the draft comes first and Write stays in reach; axe 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,8 @@ def box(page, elem_id: str):
     return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
-def open_writer(browser, url: str, viewport: dict):
-    context = browser.new_context(viewport=viewport)
+def open_writer(browser, url: str, viewport: dict, permissions: list[str] | None = None):
+    context = browser.new_context(viewport=viewport, permissions=permissions or [])
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -79,13 +80,14 @@ def test_rewrite_of_a_selection_is_reviewed_then_accepted_or_discarded_and_hosti
     with fake_openai_server(reply_text=HOSTILE, response_formats=(), response_format_refusal=0, chunk_delay=0.02) as f:
         env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": f.base_url}
         with app_process(tmp_path, env) as app:
-            context, page, errors = open_writer(browser, app.url, DESKTOP)
+            context, page, errors = open_writer(browser, app.url, DESKTOP, ["clipboard-read", "clipboard-write"])
             # nothing to rewrite or export yet; Stop only while something runs; Write is the main action
             assert page.locator("#writer-export-md").is_hidden() and page.locator("#writer-rewrite").is_hidden()
             assert page.locator("#writer-stop").count() == 0 or page.locator("#writer-stop").is_hidden()
             assert "primary" in (page.locator("#writer-write").get_attribute("class") or "")
             assert page.locator("#writer-selection").count() == 0  # no second box to paste a selection into
             assert page.locator("#writer-undo").is_hidden()  # nothing to undo yet
+            assert page.get_by_role("textbox", name=re.compile(r"^Draft\b")).count() == 1  # the draft has a name
             write = page.locator("#writer-write").bounding_box()  # the main action in sight on the first screen
             assert write is not None and write["y"] + write["height"] <= DESKTOP["height"], write
             assert not (v := blocking(page, "#writer-tab")), describe(v)
@@ -150,6 +152,8 @@ def test_rewrite_of_a_selection_is_reviewed_then_accepted_or_discarded_and_hosti
             assert middle not in accepted and "Fresh plain words" in accepted
             assert review.is_hidden()
             wait_for(lambda: page.locator("#writer-undo").is_visible(), 10, "Undo once there is something to undo")
+            page.locator("#writer-copy").click()
+            wait_for(lambda: page.evaluate("() => navigator.clipboard.readText()") == accepted, 10, "the copied draft")
 
             # the accepted text is the stored draft's: a reload brings it back
             page.reload()
