@@ -32,7 +32,9 @@ GRADIO_ADD_FILES = 'button[aria-label="common.upload"]'
 
 
 def tab_findings(page) -> list[dict]:
-    """Serious and critical axe findings in the tab, but for Gradio's add-files button (above)."""
+    """Serious and critical axe findings in the tab, but for Gradio's add-files button (above), once the
+    buttons' transitions (Condense fading back from "Condensing…") have ended: axe measures colours as drawn."""
+    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')", timeout=5000)
     return [
         v
         for v in blocking(page, TAB)
@@ -155,7 +157,6 @@ def test_progress_notes_file_kept_and_named_then_a_second_run_without_a_new_uplo
     wait_for(lambda: not stop.is_visible() and run.is_enabled(), 10, "Cancel to go and Condense to return")
     assert PDF in in_box(page)  # the file stays in its box
     assert stored(uploads, PDF)  # and on the server, for the next run
-    page.wait_for_timeout(500)  # Condense's fade back from "Condensing…" (a CSS transition) has ended
     assert not (v := tab_findings(page)), describe(v)
     shot(page, "desktop-done")
 
@@ -166,8 +167,12 @@ def test_progress_notes_file_kept_and_named_then_a_second_run_without_a_new_uplo
     wait_for(lambda: "Done" not in status_text(page), 10, "the second run to start")
     wait_done(page)
     assert len(fake.chat_requests) > before and f"{PDF} · 14 pages" in page.locator("#condense-summary").inner_text()
-    detailed = [r.body for r in fake.chat_requests[before:]]
-    assert detailed and all(isinstance(b, dict) for b in detailed)
+    page.get_by_text("Earlier summaries · export").click()
+    page.locator("#condense-export").click()
+    link = page.locator("#condense-export-file a[download]").first
+    link.wait_for(timeout=10000)
+    exported = page.request.get(link.get_attribute("href")).text()
+    assert exported.startswith(f"# {PDF}") and "length: detailed" in exported  # the second run's options
 
     # Taking the file out of the box deletes the server's copy
     page.locator("#condense-files").get_by_role("button", name="Clear").first.click()
@@ -220,6 +225,14 @@ def test_on_a_phone_the_result_comes_first_and_condense_stays_in_reach(browser, 
         " ".join(f"Paragraph {i}: the harbour ferry leaves at noon and tickets cost five euros." for i in range(80))
     )
     assert in_view(run)  # typing further down the page: still in reach
+    stop = page.locator("#condense-stop")
+    run.click()
+    wait_for(lambda: result.bounding_box()["y"] < controls.bounding_box()["y"], 15, "the result to move first")
+    wait_for(lambda: stop.is_visible(), 10, "Cancel to show")
+    assert in_view(stop)  # beside Condense on the bar
+    stop.click()
+    wait_for(lambda: "Cancelled" in status_text(page), 15, "the run to stop")
+    wait_for(lambda: not stop.is_visible() and run.is_enabled(), 10, "Cancel to go")
     run.click()
     wait_for(lambda: result.bounding_box()["y"] < controls.bounding_box()["y"], 15, "the result to move first")
     wait_done(page)
