@@ -218,6 +218,7 @@ def test_on_a_phone_the_draft_comes_first_and_write_stays_in_reach(browser, tmp_
         with app_process(tmp_path, env) as app:
             context, page, errors = open_writer(browser, app.url, PHONE)
             shot(page, "phone-first-screen")
+            assert not (v := blocking(page, "#writer-tab")), describe(v)
             top = page.locator("#writer-draft").bounding_box()
             assert top is not None and top["y"] < PHONE["height"] - 200, top  # the draft is on the first screen
             brief = page.locator("#writer-topic").bounding_box()
