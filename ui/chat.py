@@ -2,48 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import gradio as gr
 
-from core.chat.display import display_messages, reply_bubble
-from core.chat.service import ChatOptions, ChatService, throttled
-from core.errors import BackendError, InputError, NotFoundError
+from core.chat.display import display_messages
+from core.chat.service import ChatService
+from core.errors import NotFoundError
+from ui.chat_list import conversation_list, list_html, picked_id
+from ui.chat_turns import TurnParts, wire_turns
 from ui.downloads import download
 from ui.errors import user_error
 from ui.identity import ensure_browser_id, user_id
 from ui.model_pickers import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
-
-
-def _options(model, system_prompt, temperature, top_p, max_new_tokens, seed) -> ChatOptions:
-    """The sampling controls, checked as the /chat API's are (InputError names a bad one)."""
-    return ChatOptions.checked(
-        model=model,
-        system_prompt=system_prompt,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-    )
-
-
-def _stats_markdown(stats: dict, label: str, notice: str = "", note: str = "") -> str:
-    parts = []
-    if stats:
-        parts.append(f"{stats.get('completion_tokens') or 0} tokens")
-        if stats.get("tokens_per_s"):
-            parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
-        if stats.get("ttft_s") is not None:
-            parts.append(f"first token {stats['ttft_s']:.2f} s")
-        parts.append(label)
-    line = " · ".join(parts)
-    if note:
-        line += f" · **cut: {note}**"
-    if notice:
-        line = f"ℹ️ {notice}\n\n{line}"
-    return line
+MAX_QUERY_CHARS = 200  # a search longer than any title is cut, not refused
+TITLE_WAIT_S = 20.0  # how long the list waits for a model's title after the first reply
+# Starts the download of the file just made, under its own name (the exported gr.File's value: url, orig_name).
+DOWNLOAD_JS = """(file) => {
+    if (!file || !file.url) return;
+    const link = document.createElement('a');
+    link.href = file.url;
+    link.download = file.orig_name || '';
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+}"""
 
 
 def build_chat_tab(
@@ -51,28 +34,35 @@ def build_chat_tab(
 ) -> None:
     """`pickers` makes the model picker (only what runs now) and the line above the chat that says which model
     answers and offers the recommended download."""
-    models = service.models
     default_preset = next(iter(presets))
 
-    def conv_choices(user: str, query: str = "") -> list[tuple[str, str]]:
-        return [(c.title, c.id) for c in service.conversations(user, query)]
+    def list_of(user: str, cid: str | None, query: str = ""):
+        """The conversation list (matching `query`) with `cid` marked open."""
+        return list_html(service.conversations(user, query), query, cid or "")
 
     with gr.Tab("Chat", id="chat"):
         conv_id = gr.State(None)
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=240):
+            with gr.Column(scale=1, min_width=240, elem_id="chat-sidebar"):
                 new_btn = gr.Button("+ New chat", variant="secondary")
-                search = gr.Textbox(placeholder="Search conversations…", show_label=False, elem_id="chat-search")
-                conv_list = gr.Radio(choices=[], label="Conversations", elem_id="chat-conversations")
+                search = gr.Textbox(
+                    placeholder="Search conversations…",
+                    label="Search conversations",
+                    show_label=False,
+                    elem_id="chat-search",
+                )
+                conv_list = conversation_list("chat-conversations")
                 with gr.Accordion("Rename · delete · export", open=False):
                     rename_box = gr.Textbox(label="Title", elem_id="chat-title")
-                    rename_btn = gr.Button("Rename")
-                    delete_btn = gr.Button("Delete conversation", variant="stop")
+                    rename_btn = gr.Button("Rename", size="sm")
                     with gr.Row():
-                        md_btn = gr.Button("Export Markdown")
-                        json_btn = gr.Button("Export JSON")
-                    export_file = gr.File(label="Download", interactive=False, visible=False)
-            with gr.Column(scale=4):
+                        md_btn = gr.Button("Export Markdown", size="sm", min_width=100)
+                        json_btn = gr.Button("Export JSON", size="sm", min_width=100)
+                    delete_btn = gr.Button("Delete conversation", variant="stop", size="sm")
+                    export_file = gr.File(
+                        label="Exported conversation", interactive=False, visible="hidden", elem_id="chat-export-file"
+                    )
+            with gr.Column(scale=4, elem_id="chat-main"):
                 with gr.Row(equal_height=False):
                     model = pickers.picker("text", elem_id="chat-model", scale=4)
                     pickers.get_more_button(elem_id="chat-get-more")
@@ -82,24 +72,31 @@ def build_chat_tab(
                     height=520,
                     elem_id="chatbot",
                     buttons=["copy"],
+                    editable="user",  # each message of the user's has an Edit button: editing branches from it
                     placeholder="Ask anything. Replies stream in; conversations are kept across restarts.",
                 )
                 stats = gr.Markdown(elem_id="chat-stats")
-                with gr.Row():
+                with gr.Row(elem_id="chat-compose"):
                     msg = gr.Textbox(
                         placeholder="Message (Enter to send, Shift+Enter for a new line)",
+                        label="Message",
                         show_label=False,
                         lines=1,
                         max_lines=12,
                         scale=8,
                         elem_id="chat-input",
                     )
-                    send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-                    stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
-                with gr.Row():
-                    regen_btn = gr.Button("⟳ Regenerate", size="sm", elem_id="chat-regenerate")
-                    edit_btn = gr.Button("✎ Edit last message", size="sm", elem_id="chat-edit")
-                    clear_btn = gr.Button("Clear conversation", size="sm", elem_id="chat-clear")
+                    # Send is the one main action; while a reply runs, Stop takes its place.
+                    send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="chat-send")
+                    stop_btn = gr.Button("Stop", scale=1, min_width=90, visible=False, elem_id="chat-stop")
+                # Shown only where they apply: a new chat has nothing to regenerate, edit or clear.
+                with gr.Row(elem_id="chat-actions"):
+                    continue_btn = gr.Button("Continue reply", size="sm", visible=False, elem_id="chat-continue")
+                    regen_btn = gr.Button("Regenerate", size="sm", visible=False, elem_id="chat-regenerate")
+                    edit_btn = gr.Button("Edit last message", size="sm", visible=False, elem_id="chat-edit")
+                    clear_btn = gr.Button("Clear conversation", size="sm", visible=False, elem_id="chat-clear")
+                # The "‹ 2/3 ›" controls in the bubbles click this (the page script below says which message).
+                version_btn = gr.Button("Show version", visible="hidden", elem_id="chat-version-go")
                 with gr.Accordion("System prompt and sampling", open=False):
                     preset = gr.Dropdown(choices=list(presets), value=default_preset, label="Preset")
                     system_prompt = gr.Textbox(value=presets[default_preset], label="System prompt", lines=3)
@@ -109,7 +106,9 @@ def build_chat_tab(
                         )
                         top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
                     with gr.Row():
-                        max_new = gr.Slider(16, 4096, value=512, step=16, label="Max new tokens")
+                        max_new = gr.Slider(
+                            16, 4096, value=512, step=16, label="Max new tokens", elem_id="chat-max-new"
+                        )
                         seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random")
 
         gen_inputs = [model, system_prompt, temperature, top_p, max_new, seed]
@@ -131,140 +130,52 @@ def build_chat_tab(
             convs = service.conversations(user)
             cid = convs[0].id if convs else None
             history, title = load_conversation(user, cid)
-            return (bid, cid, gr.Radio(choices=[(c.title, c.id) for c in convs], value=cid), history, title)
+            return (bid, cid, list_html(convs, "", cid or ""), history, title)
 
         demo.load(on_load, [browser_id], [browser_id, conv_id, conv_list, chatbot, rename_box], **PRIVATE)
 
-        # -- sending and streaming -------------------------------------------------------------
-        def accept(
-            text,
-            bid,
-            cid,
-            model_spec,
-            system,
-            temp,
-            topp,
-            max_tokens,
-            seed_value,
-            request: gr.Request,
-            progress=gr.Progress(),
-        ):
-            """Check the message, load the model if needed, store the message. On any problem the
-            text stays in the box (outputs are not touched when gr.Error is raised)."""
-            user = user_id(bid, request)
-            try:
-                opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
-                cid = service.send(user, cid, text, opts, load_progress=lambda f, d: progress(f, desc=d))
-            except (InputError, BackendError, KeyError) as exc:
-                raise user_error(str(exc), title="Message not sent") from None
-            history, title = load_conversation(user, cid)
-            return (
-                "",
-                cid,
-                history + [{"role": "assistant", "content": "…"}],
-                gr.Radio(choices=conv_choices(user), value=cid),
-                title,
-            )
-
-        def respond(
-            bid,
-            cid,
-            model_spec,
-            system,
-            temp,
-            topp,
-            max_tokens,
-            seed_value,
-            request: gr.Request,
-            progress=gr.Progress(),
-        ) -> Iterator:
-            user = user_id(bid, request)
-            try:
-                opts = _options(model_spec, system, temp, topp, max_tokens, seed_value)
-            except InputError as exc:
-                raise user_error(str(exc), title="No reply") from None
-            history, _ = load_conversation(user, cid)
-            label = pickers.label("text", opts.model or models.default)
-            try:
-                updates = service.reply(user, cid, opts, load_progress=lambda f, d: progress(f, desc=d))
-                for upd in throttled(updates):
-                    bubble = reply_bubble(upd.text, upd.status, upd.note)
-                    yield (
-                        history + [{"role": "assistant", "content": bubble}],
-                        _stats_markdown(upd.stats, label, upd.notice, upd.note if upd.status == "cut" else ""),
-                    )
-                    if upd.error:
-                        raise user_error(upd.error, title="The reply was cut")
-            except (InputError, BackendError, NotFoundError, KeyError) as exc:
-                raise user_error(str(exc), title="No reply") from None
-
-        accept_outputs = [msg, conv_id, chatbot, conv_list, rename_box]
-        # Progress and error badges go on the stats line only: an error must never cover the
-        # conversation (Gradio marks every output of a failed event).
+        # -- turns: send, stream, stop, regenerate, edit, continue, versions (ui/chat_turns.py) ------------
+        turns = wire_turns(
+            demo,
+            service,
+            pickers,
+            TurnParts(
+                browser_id=browser_id,
+                conv_id=conv_id,
+                msg=msg,
+                chatbot=chatbot,
+                stats=stats,
+                conv_list=conv_list,
+                rename_box=rename_box,
+                send_btn=send_btn,
+                stop_btn=stop_btn,
+                continue_btn=continue_btn,
+                regen_btn=regen_btn,
+                edit_btn=edit_btn,
+                clear_btn=clear_btn,
+                version_btn=version_btn,
+                gen_inputs=gen_inputs,
+                list_update=list_of,
+            ),
+        )
         quiet = dict(show_progress_on=[stats], **PRIVATE)
-        respond_kwargs = dict(
-            concurrency_limit=service.settings.concurrency_limit, concurrency_id="chat-generate", **quiet
-        )
-        for trigger in (msg.submit, send_btn.click):
-            trigger(accept, [msg, browser_id, conv_id, *gen_inputs], accept_outputs, **quiet).success(
-                respond, [browser_id, conv_id, *gen_inputs], [chatbot, stats], **respond_kwargs
-            )
-
-        def stop(bid, cid, request: gr.Request):
-            service.stop(user_id(bid, request), cid)
-
-        stop_btn.click(stop, [browser_id, conv_id], None, queue=False, **PRIVATE)
-
-        def prepare_regenerate(bid, cid, request: gr.Request):
-            user = user_id(bid, request)
-            if not cid:
-                raise user_error("Start a conversation first.", title="Nothing to regenerate")
-            try:
-                service.drop_last_reply(user, cid)
-            except (InputError, NotFoundError) as exc:
-                raise user_error(str(exc), title="Nothing to regenerate") from None
-            history, _ = load_conversation(user, cid)
-            return history + [{"role": "assistant", "content": "…"}]
-
-        regen_btn.click(prepare_regenerate, [browser_id, conv_id], [chatbot], **quiet).success(
-            respond, [browser_id, conv_id, *gen_inputs], [chatbot, stats], **respond_kwargs
-        )
-
-        def edit_last(bid, cid, current_text, request: gr.Request):
-            user = user_id(bid, request)
-            if not cid:
-                raise user_error("There is no message to edit yet.", title="Nothing to edit")
-            if current_text and current_text.strip():
-                raise user_error(
-                    "The message box is not empty; send or clear it first so nothing you typed is overwritten.",
-                    title="Nothing changed",
-                )
-            try:
-                text = service.take_back_last_user_message(user, cid)
-            except (InputError, NotFoundError) as exc:
-                raise user_error(str(exc), title="Nothing to edit") from None
-            history, _ = load_conversation(user, cid)
-            return text, history
-
-        edit_btn.click(edit_last, [browser_id, conv_id, msg], [msg, chatbot], **quiet)
-
-        def clear(bid, cid, request: gr.Request):
-            service.clear(user_id(bid, request), cid)
-            return [], ""
-
-        clear_btn.click(clear, [browser_id, conv_id], [chatbot, stats], **PRIVATE)
-        chatbot.clear(clear, [browser_id, conv_id], [chatbot, stats], **PRIVATE)  # its own trash icon
 
         # -- conversations -----------------------------------------------------------------------
-        def new_chat(bid, request: gr.Request):
-            user = user_id(bid, request)
-            return None, [], "", gr.Radio(choices=conv_choices(user), value=None), ""
+        def query_of(query) -> str:
+            return query[:MAX_QUERY_CHARS] if isinstance(query, str) else ""
 
-        new_btn.click(new_chat, [browser_id], [conv_id, chatbot, stats, conv_list, rename_box], **PRIVATE)
-
-        def switch(bid, cid, request: gr.Request):
+        def new_chat(bid, query, request: gr.Request):
             user = user_id(bid, request)
+            return None, [], "", list_of(user, None, query_of(query)), ""
+
+        new_btn.click(new_chat, [browser_id, search], [conv_id, chatbot, stats, conv_list, rename_box], **PRIVATE)
+
+        def switch(bid, evt: gr.EventData, request: gr.Request):
+            user = user_id(bid, request)
+            cid = picked_id(evt)
             try:
+                if cid is None:
+                    raise NotFoundError("not a conversation id")
                 conv = service.conversation(user, cid)
             except NotFoundError:
                 raise user_error("That conversation no longer exists.", title="Not found") from None
@@ -278,14 +189,14 @@ def build_chat_tab(
                 conv.system_prompt if conv.system_prompt else gr.Textbox(),
             )
 
-        conv_list.input(
-            switch, [browser_id, conv_list], [conv_id, chatbot, stats, rename_box, model, system_prompt], **quiet
+        conv_list.pick(  # a custom event, sent by the list's script (ui/chat_list.py)
+            switch, [browser_id], [conv_id, chatbot, stats, rename_box, model, system_prompt], **quiet
         )
 
         def do_search(bid, query, cid, request: gr.Request):
-            return gr.Radio(choices=conv_choices(user_id(bid, request), query or ""), value=cid)
+            return list_of(user_id(bid, request), cid, query_of(query))
 
-        search.change(do_search, [browser_id, search, conv_id], [conv_list], **PRIVATE)
+        search.change(do_search, [browser_id, search, conv_id], [conv_list], show_progress="hidden", **PRIVATE)
 
         def rename(bid, cid, title, query, request: gr.Request):
             user = user_id(bid, request)
@@ -295,28 +206,58 @@ def build_chat_tab(
                 service.rename(user, cid, title or "")
             except (ValueError, NotFoundError) as exc:
                 raise user_error(str(exc), title="Not renamed") from None
-            return gr.Radio(choices=conv_choices(user, query or ""), value=cid)
+            return list_of(user, cid, query_of(query))
 
         rename_btn.click(
             rename, [browser_id, conv_id, rename_box, search], [conv_list], show_progress_on=[rename_box], **PRIVATE
         )
 
-        def delete(bid, cid, request: gr.Request):
+        def delete(bid, cid, query, request: gr.Request):
             user = user_id(bid, request)
             service.delete(user, cid)
-            return None, [], "", gr.Radio(choices=conv_choices(user), value=None), ""
+            return None, [], "", list_of(user, None, query_of(query)), ""
 
-        delete_btn.click(delete, [browser_id, conv_id], [conv_id, chatbot, stats, conv_list, rename_box], **PRIVATE)
+        delete_btn.click(
+            delete, [browser_id, conv_id, search], [conv_id, chatbot, stats, conv_list, rename_box], **PRIVATE
+        )
 
         def exporter(ext: str):
             def run(bid, cid, request: gr.Request):
                 user = user_id(bid, request)
                 if not cid:
                     raise user_error("Open a conversation to export it.", title="Nothing to export")
-                return download(*service.export(user, cid, ext))
+                try:
+                    return download(*service.export(user, cid, ext), visible="hidden")
+                except NotFoundError:
+                    raise user_error("That conversation no longer exists.", title="Nothing to export") from None
 
             return run
 
-        md_btn.click(exporter("md"), [browser_id, conv_id], [export_file], **quiet)
-        json_btn.click(exporter("json"), [browser_id, conv_id], [export_file], **quiet)
+        # One click: the file is made, then the page downloads it under its name (no second link to click).
+        for button, ext in ((md_btn, "md"), (json_btn, "json")):
+            button.click(exporter(ext), [browser_id, conv_id], [export_file], **quiet).success(
+                None, [export_file], None, js=DOWNLOAD_JS, **PRIVATE
+            )
+
+        def after_reply(bid, cid, model_spec, query, request: gr.Request):
+            """The model may name the conversation after its first reply (core/chat/titles.py): the list shows the
+            new title when it lands, within TITLE_WAIT_S (else at its next refresh). The open mark is left alone:
+            the user may have opened another conversation meanwhile."""
+            user = user_id(bid, request)
+            thread = service.write_title(user, cid, model_spec if isinstance(model_spec, str) else None)
+            if thread is None:
+                return gr.skip()
+            thread.join(TITLE_WAIT_S)
+            return list_html(service.conversations(user, query_of(query)), query_of(query), open_id=None)
+
+        for turn in turns:
+            turn.then(
+                after_reply,
+                [browser_id, conv_id, model, search],
+                [conv_list],
+                show_progress="hidden",
+                concurrency_limit=8,
+                concurrency_id="chat-title",
+                **PRIVATE,
+            )
         preset.input(lambda name: presets.get(name, ""), [preset], [system_prompt], **PRIVATE)

@@ -35,6 +35,19 @@ _ROLE = re.compile(r"^(?:user|assistant|system|human|ai|bot|message|reply)\s*:",
 _QUOTES = "\"'“”‘’«»„「」『』"
 _FORBIDDEN = set('"“”«»„「」『』`{}<>[]|\\')  # left inside a title: quoting, markup or a template
 _EMPTY_TITLES = {"untitled", "new chat", "none", "n/a", "title", "no title", "conversation"}
+# An answer rather than a title: a model that starts to talk ("Sure, ...", "The answer to your question is").
+_PREAMBLE = re.compile(
+    r"^(?:sure|certainly|of course|okay|ok|here is|here's|the answer|the title|this conversation|this is|"
+    r"in this conversation|the user|i|i'm|i am|as an ai|you)\b",
+    re.IGNORECASE,
+)
+# What a small model says before the topic, kept as a title without it ("This conversation is about owls." -> "Owls").
+_ABOUT = re.compile(r"^(?:(?:this|the) conversation is (?:about|on)|this is about|it is about|topic is)\s+", re.I)
+# A title does not stop on a word that needs another after it: that is a sentence cut off.
+_DANGLING = {
+    "a", "an", "the", "to", "of", "and", "or", "but", "is", "are", "was", "were", "be", "for", "with", "in", "on",
+    "at", "by", "from", "your", "my", "our", "their", "its", "his", "her", "that", "which", "who", "as", "than",
+}  # fmt: skip
 
 
 def _one_line(text: str) -> str:
@@ -96,14 +109,19 @@ def load_title_prompt(path: Path | None = None) -> TitlePrompt:
 
 def checked_model_title(raw: str, prompt: TitlePrompt) -> str | None:
     """The model's reply as a title, or None when it is not one: empty, a role or instruction echo, quoted or
-    labelled beyond repair, markup or a template, or too long to be a title (a rambling answer)."""
+    labelled beyond repair, markup or a template, too long (a rambling answer), an answer's opening ("Sure, ...",
+    "The answer to your question is") or a sentence cut off on a word like "the" or "is"."""
     lines = [line.strip() for line in (raw or "").splitlines() if line.strip()]
     if not lines:
         return None
     title = lines[0]
     if _ROLE.match(title):
         return None
-    title = _one_line(title)
+    title = re.split(r"(?<=[.!?])\s", _one_line(title), maxsplit=1)[0]  # the first sentence
+    about = _ABOUT.match(title)
+    if about:
+        title = title[about.end() :]
+        title = title[:1].upper() + title[1:]
     for _ in range(3):  # 'Title: "Owls"', '**Title:** Owls', '"Owls."'
         before = title
         title = _LABEL.sub("", title).strip().strip(_QUOTES).strip().rstrip(".:;,!").strip()
@@ -116,6 +134,8 @@ def checked_model_title(raw: str, prompt: TitlePrompt) -> str | None:
     if len(words) > MODEL_TITLE_MAX_WORDS or len(title) > MODEL_TITLE_MAX_CHARS:
         return None
     if title.casefold() in _EMPTY_TITLES or set(words) <= prompt.instruction_words():
+        return None
+    if _PREAMBLE.match(title) or words[-1] in _DANGLING:
         return None
     return short_title(title)
 
@@ -136,11 +156,11 @@ class TitleWriter:
 
     @staticmethod
     def replaceable(conv: Conversation) -> str | None:
-        """The short title a model title may replace, or None: not right after the first complete reply, the
+        """The short title a model title may replace, or None: not right after the first reply (complete or cut), the
         title already changed (renamed, or written), or the first message is its own title."""
         users = [m for m in conv.messages if m.role == "user"]
         replies = [m for m in conv.messages if m.role == "assistant"]
-        if len(users) != 1 or not replies or replies[-1].status != "complete" or not replies[-1].content.strip():
+        if len(users) != 1 or not replies or replies[-1].status == "streaming" or not replies[-1].content.strip():
             return None
         first = users[0].content
         if conv.title != short_title(first) or is_whole(first):

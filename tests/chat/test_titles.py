@@ -37,6 +37,7 @@ def test_short_title_is_one_line_of_a_few_words_cut_at_a_word():
         ("**Title:** Owl night vision.\n\nThis title sums up the question.", "Owl night vision"),
         ("“How owls see at night”", "How owls see at night"),
         ("Owls' eyes", "Owls' eyes"),
+        ("This conversation is about a brave little robot named Akira. Akira is", "A brave little robot named Akira"),
     ],
 )
 def test_a_model_title_is_cleaned_of_labels_quotes_and_full_stops(raw, title):
@@ -57,6 +58,10 @@ def test_a_model_title_is_cleaned_of_labels_quotes_and_full_stops(raw, title):
         "{message}",
         "<b>Owls</b>",
         "...",
+        "The answer to your question is",  # an answer's opening, cut off
+        "Sure, here is a title",
+        "Planning a trip to",  # a sentence cut off
+        "Baking sourdough bread at home",  # the prompt's own example
     ],
 )
 def test_echoes_and_garbage_are_refused(raw):
