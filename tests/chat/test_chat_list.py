@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from core.chat.export import export_filename
 from core.chat.listing import by_date, section_of
 from core.chat.store import Conversation
+from ui.chat_list import list_html
 
 NOW = datetime(2026, 3, 18, 9, 30).timestamp()  # a Wednesday morning, local time
 
@@ -49,3 +50,13 @@ def test_export_file_name_is_a_short_title_and_the_date_in_safe_characters():
     slug = long.removesuffix(f"-{day}.md")
     assert len(slug) <= 40 and "could-you-please-explain-to-me-step-by".startswith(slug) and not slug.endswith("-")
     assert re.fullmatch(r"[a-z0-9-]+\.md", long)
+
+
+def test_the_list_escapes_titles_and_marks_the_open_one():
+    convs = [conv('<img src=x onerror="alert(1)"> ${1+1}', NOW)]
+    page = list_html(convs, "", convs[0].id, now=NOW)
+    assert "<img" not in page and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; ${1+1}" in page
+    assert 'aria-current="true"' in page and f'data-open="{convs[0].id}"' in page
+    assert "data-open" not in list_html(convs, "", None, now=NOW)  # drawn without knowing: the page keeps its mark
+    assert "No conversations match '&lt;b&gt;'" in list_html([], "<b>")
+    assert "No conversations yet" in list_html([], "")
