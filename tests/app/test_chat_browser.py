@@ -56,7 +56,9 @@ def test_embedded_model_streams_and_conversation_survives_reload(browser, tmp_pa
 
         stats = wait_for(finished, 120, "the reply to finish (first use loads the model)")
         final = bot_texts(page)[-1].strip()
-        assert final and "reply cut" not in final
+        # it ended by itself or at the token limit (a tiny model may ramble to it: then it says so, and why)
+        assert final and ("reply cut" not in final or final.endswith("[reply cut: length]"))
+        assert ("cut: length" in stats) == final.endswith("[reply cut: length]")
         # it streamed: several growing versions of the reply were on screen before the final one
         growing = [s for s in seen if final.startswith(s.rstrip(" ▌").strip())]
         assert len(growing) >= 3, seen
