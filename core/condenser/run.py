@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import secrets
 import threading
 import time
@@ -78,6 +79,9 @@ class Run:
         self.eta = Estimate()
         self.summaries_left = 0  # requests still to come after the map: one final summary per document (and all)
         self.concurrency = 1
+        self.note_tokens: dict[int, int] = {}  # document -> tokens of its chunks' notes so far (the reduce's input)
+        self.chunks_done: dict[int, int] = {}
+        self.reduce_room: tuple[int, int] | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def update(self, status: str, fraction: float | None = None) -> CondenseUpdate:
@@ -371,6 +375,11 @@ class Run:
                     len(points),
                 )
             )
+            if c.doc not in direct:
+                self.note_tokens[c.doc] = self.note_tokens.get(c.doc, 0) + sum(
+                    self.counter(f"N{k + 1}. {p.text}\n") for k, p in enumerate(points)
+                )
+                self.chunks_done[c.doc] = self.chunks_done.get(c.doc, 0) + 1
             self.notes_md[c.index] = "\n".join(
                 [f"**{job.label}**"] + [f"- {md_text(p.text)} {self.catalog.cite(p.sources, multi)}" for p in points]
             )
@@ -378,6 +387,7 @@ class Run:
 
         again: list[int] = []
         self.summaries_left = len([d for d in range(len(docs)) if d not in direct]) + (1 if multi else 0)
+        per_doc_total = {d: sum(1 for c in chunks if c.doc == d) for d in range(len(docs)) if d not in direct}
         for event, i in self.run_jobs(jobs):
             if event == "tick":
                 yield self.tick()
@@ -388,7 +398,7 @@ class Run:
                 continue
             self.eta.finished(("map", i))
             usable = finish(chunks[i], jobs[i], last=False)
-            self.eta.map_progress(total - done - (1 if usable else 0), self.summaries_left)
+            self.eta.map_progress(total - done - (1 if usable else 0), self.rounds_after_map(per_doc_total))
             if not usable:
                 again.append(i)
                 continue
@@ -407,17 +417,34 @@ class Run:
                     yield self.update(f"Asking again for {retries[k].label}…", 0.05 + 0.75 * done / total)
                 elif not finish(chunks[pending[k]], retries[k], last=attempt == len(RETRY_STAGES)):
                     self.eta.finished(("retry", attempt, k))
-                    self.eta.map_progress(total - done, self.summaries_left)
+                    self.eta.map_progress(total - done, self.rounds_after_map(per_doc_total))
                     again.append(pending[k])
                 else:
                     self.eta.finished(("retry", attempt, k))
-                    self.eta.map_progress(total - done - 1, self.summaries_left)
+                    self.eta.map_progress(total - done - 1, self.rounds_after_map(per_doc_total))
                     done += 1
                     yield self.update(
                         f"{done} of {total} chunk{'s' if total != 1 else ''} summarised", 0.05 + 0.75 * done / total
                     )
         records.sort(key=lambda r: (r.doc, r.number))
         return notes_by_chunk, per_doc, records
+
+    def rounds_after_map(self, chunks_of: dict[int, int]) -> int:
+        """Rounds of requests expected after the map (for the time left): per document summarised in chunks, the
+        merges its notes will need, projected from the notes so far (each level about halves the groups), and its
+        final summary; then the summary of all documents."""
+        if self.reduce_room is None:  # (merge group, final request): the same all run long
+            merge = self.ctx - self.counter.messages(self.messages("merge", "", self.length.merge_points))
+            final = self.ctx - self.counter.messages(self.messages("final", "", self.length.points))
+            self.reduce_room = (max(64, merge - self.merge_new - self.margin), final - self.final_new - self.margin)
+        room, fits = self.reduce_room
+        rounds = self.summaries_left
+        for d, total in chunks_of.items():
+            projected = self.note_tokens.get(d, 0) * total / max(1, self.chunks_done.get(d, 0))
+            if projected > fits:
+                groups = max(2, math.ceil(projected / room))
+                rounds += math.ceil((2 * groups - 1) / self.concurrency)
+        return rounds
 
     # -- reduce ----------------------------------------------------------------------------------
     def note_lines(self, notes: Sequence[Point]) -> list[str]:
@@ -451,7 +478,9 @@ class Run:
                 for k, g in enumerate(groups)
             ]
             merged: list[list[Point]] = [[] for _ in groups]
-            self.eta.requests_ahead(len(jobs), self.concurrency, self.summaries_left)
+            # the levels after this one merge about half as many groups each: about len(jobs) - 1 requests in all
+            later = math.ceil((len(jobs) - 1) / self.concurrency) + self.summaries_left
+            self.eta.requests_ahead(len(jobs), self.concurrency, later)
             for event, k in self.run_jobs(jobs):
                 if event == "tick":
                     yield self.tick()
