@@ -61,7 +61,7 @@ def test_gradio_upload_box_and_empty_placeholders_are_repaired_as_they_render(br
     assert "Upload" in upload.inner_text()
     page.get_by_role("tab", name="Images").click()
     empty = page.locator("div.empty[aria-label]")
-    empty.first.wait_for()
+    empty.first.wait_for(state="attached")  # the tab may keep a placeholder hidden until it applies
     page.wait_for_timeout(300)
     assert empty.count() and all(empty.nth(i).get_attribute("role") == "img" for i in range(empty.count()))
     # a placeholder Gradio renders later (here: one added by script, as a component re-rendering would) is repaired
