@@ -203,6 +203,7 @@ def test_an_encrypted_pdf_asks_for_its_password_and_a_wrong_one_keeps_the_file(b
     text = wait_done(page)
     assert "2 of 2 pages read" in text
     assert f"{protected.name} · 2 pages" in page.locator("#condense-summary").inner_text()
+    assert PASSWORD not in app.log() and "not-the-password" not in app.log()  # never logged
     assert errors == [], errors
     context.close()
 
