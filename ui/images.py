@@ -388,10 +388,22 @@ def build_images_tab(
         value = current if current in caps.schedulers else ""
         return gr.Dropdown(choices=[DEFAULT_SCHEDULER] + list(caps.schedulers), value=value)
 
+    # Reuse and Send to redraw the controls themselves and leave what they chose here for the picker's change
+    # event, whose own mode and sampler values can be the ones from before.
+    wanted = gr.State(None)  # (spec, mode, sampler)
+
+    def on_model(spec, chosen, m, sampler):
+        if isinstance(chosen, tuple) and chosen[0] == spec:
+            _, m, sampler = chosen
+        return {**on_mode(spec, m, sampler), wanted: None}
+
     mode.input(on_mode, [model, mode, scheduler], mode_outputs, preprocess=False, **PRIVATE)
-    model.change(on_mode, [model, mode, scheduler], mode_outputs, preprocess=False, **PRIVATE).then(
-        load_model, [model], [status], **PRIVATE
-    ).success(after_load, [model, scheduler], [scheduler], preprocess=False, **PRIVATE)
+    # any change of model redraws (a person's pick, Reuse, Send to, the Models tab refreshing the picker);
+    # a person's pick also loads it, even the model already picked
+    model.change(on_model, [model, wanted, mode, scheduler], mode_outputs + [wanted], preprocess=False, **PRIVATE)
+    model.input(load_model, [model], [status], **PRIVATE).success(
+        after_load, [model, scheduler], [scheduler], preprocess=False, **PRIVATE
+    )
 
     dice.click(random_seed, None, [seed], **PRIVATE)
 
@@ -543,6 +555,7 @@ def build_images_tab(
             raise user_error("That image is no longer in your gallery.", title="Not found") from None
 
     reuse_outputs = mode_outputs + [
+        wanted,
         prompt,
         negative,
         seed,
@@ -564,8 +577,10 @@ def build_images_tab(
         if fields.get("model") is None:
             gr.Info("The model that made this image is not configured here; the current model is kept.")
         show = applicable(studio.capabilities(spec), fields.get("mode"))
+        sampler = fields.get("scheduler", "")
         return {
-            **controls_for(spec, show.mode, fields.get("scheduler", "")),
+            **controls_for(spec, show.mode, sampler),
+            wanted: (spec, show.mode, sampler) if spec != current_spec else None,
             prompt: fields.get("prompt", ""),
             negative: fields.get("negative_prompt", ""),
             seed: fields.get("seed", -1),
@@ -579,7 +594,9 @@ def build_images_tab(
             frames: fields.get("interpolation_steps", 0),
         }
 
-    reuse_btn.click(reuse, [browser_id, selected, model], reuse_outputs, **PRIVATE)  # a new model loads on change
+    reuse_btn.click(reuse, [browser_id, selected, model], reuse_outputs, **PRIVATE).success(
+        load_model, [model], [status], **PRIVATE
+    ).success(after_load, [model, scheduler], [scheduler], preprocess=False, **PRIVATE)
 
     def send_to(target: str):
         def run(bid, image_id, current_spec, request: gr.Request):
@@ -591,6 +608,7 @@ def build_images_tab(
                 )
             path = str(uploads.adopt(caller(request), record.path))  # inputs only take the caller's uploads
             updates = controls_for(spec, target)
+            updates[wanted] = (spec, target, None) if spec != current_spec else None
             updates[init_image] = path if target == "img2img" else gr.skip()
             updates[inpaint] = (
                 {"background": path, "layers": [], "composite": path} if target == "inpaint" else gr.skip()
@@ -600,9 +618,11 @@ def build_images_tab(
 
         return run
 
-    send_outputs = mode_outputs + [init_image, inpaint, prompt]
+    send_outputs = mode_outputs + [wanted, init_image, inpaint, prompt]
     for button, target in ((to_img2img_btn, "img2img"), (to_inpaint_btn, "inpaint")):
-        button.click(send_to(target), [browser_id, selected, model], send_outputs, **PRIVATE)
+        button.click(send_to(target), [browser_id, selected, model], send_outputs, **PRIVATE).success(
+            load_model, [model], [status], **PRIVATE
+        ).success(after_load, [model, scheduler], [scheduler], preprocess=False, **PRIVATE)
 
     def ask_delete(bid, image_id, request: gr.Request):
         chosen(bid, image_id, request)  # says so when no image is selected

@@ -79,6 +79,11 @@ def open_on_phone(page, url: str) -> None:
     page.wait_for_timeout(500)
 
 
+def gallery_count(page) -> int:
+    """Distinct pictures in "Your images" (a selected one also shows large, as a second <img>)."""
+    return page.evaluate("() => new Set([...document.querySelectorAll('#image-gallery img')].map(i => i.src)).size")
+
+
 def pick_model(page, label: str) -> None:
     page.locator("#image-model input").click()
     page.get_by_role("option", name=label).click()
@@ -212,6 +217,27 @@ def test_diffusion_controls_previews_stop_and_the_selection_actions(browser, tmp
         expect_diffusion_controls(page)
         wait_for(lambda: shown(page, "image-send-img2img"), 10, "Send to back with the diffusion model")
         assert page.locator("#image-steps input[type=number]").input_value() == "8"
+
+        # An image-to-image picture brought back from the GAN by Reuse comes back in its mode: the picker's change
+        # event (which carries the mode from before) must not put text to image back.
+        page.locator("#image-send-img2img").click()
+        wait_for(lambda: page.locator("#image-mode input[value=img2img]").is_checked(), 10, "image to image")
+        page.locator("#image-init img").wait_for()
+        page.locator("#image-generate").click()
+        wait_for(lambda: gallery_count(page) == 2, 300, "the image-to-image picture")
+        wait_for(lambda: not shown(page, "image-stop"), 10, "the job ended")
+        page.locator("#image-gallery img").first.click()  # newest first
+        wait_for(
+            lambda: "Mode: img2img" in page.locator("#image-selected-params textarea").input_value(), 10, "selected"
+        )
+        pick_model(page, GAN)
+        expect_gan_controls(page)
+        page.locator("#image-reuse").click()
+        wait_for(lambda: TINY in page.locator("#image-model input").input_value(), 10, "the tiny model back")
+        wait_for(lambda: shown(page, "image-init") and shown(page, "image-strength"), 10, "image to image back")
+        page.wait_for_timeout(1000)  # the picker's change event has run
+        assert page.locator("#image-mode input[value=img2img]").is_checked()
+        assert shown(page, "image-init") and not shown(page, "image-width")
         assert not (v := own_violations(page)), describe(v)
         page.screenshot(path=str(tmp_path / "tiny-desktop.png"), full_page=True)
         no_errors_shown(page, errors)
