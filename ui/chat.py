@@ -43,7 +43,12 @@ def build_chat_tab(
     with gr.Tab("Chat", id="chat"):
         conv_id = gr.State(None)
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=240, elem_id="chat-sidebar"):
+            # The list: open beside the chat on a wide screen; on a phone under the chat and its input, folded
+            # (the page script in ui/chat_turns.py folds it at load there).
+            with (
+                gr.Column(scale=1, min_width=240, elem_id="chat-sidebar"),
+                gr.Accordion("Conversations", open=True, elem_id="chat-list-panel"),
+            ):
                 new_btn = gr.Button("+ New chat", variant="secondary")
                 search = gr.Textbox(
                     placeholder="Search conversations…",

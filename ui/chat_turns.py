@@ -52,6 +52,17 @@ PAGE_JS = """() => {
       }, 30);
     }
   }, true);
+  // On a phone the conversation list comes after the chat and its input, folded (ui/chat.py, chat.css).
+  if (window.matchMedia("(max-width: 640px)").matches) {
+    let tries = 0;
+    const fold = () => {
+      const head = document.querySelector("#chat-list-panel > button, #chat-list-panel .label-wrap");
+      if (head) {
+        if (head.classList.contains("open")) head.click();
+      } else if (tries++ < 100) setTimeout(fold, 50);
+    };
+    fold();
+  }
   // Gradio names each bubble after its content ("bot's message: ..."): the controls' markup is no part of it.
   const tidy = (el) => {
     const label = el.getAttribute("aria-label");

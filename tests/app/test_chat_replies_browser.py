@@ -249,8 +249,14 @@ def test_the_input_is_on_the_first_screen_and_axe_finds_nothing_serious(browser,
             assert chat["y"] < box["y"]  # the conversation, then its input
             sidebar = page.locator("#chat-sidebar").bounding_box()
             assert sidebar
-            if viewport is PHONE:  # the list and its options come after the conversation and its input
+            new_chat = page.get_by_role("button", name="+ New chat")
+            if viewport is PHONE:  # the list comes after the conversation and its input, folded
                 assert sidebar["y"] > box["y"] + box["height"]
+                assert not new_chat.is_visible()
+                page.locator("#chat-list-panel").get_by_text("Conversations").first.click()
+                wait_for(new_chat.is_visible, 5, "the unfolded list")
+            else:
+                assert new_chat.is_visible()
             assert not (v := blocking(page, "#chat-main")), describe(v)
             send(page, "plum")
             wait_idle(page, "a reply")
