@@ -20,16 +20,7 @@ from core.registry import ModelLoadError
 from core.security.uploads import UploadRegistry
 from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, caller, user_id
-from ui.images_view import (
-    MODE_LABELS,
-    bar,
-    gallery_pictures,
-    gallery_value,
-    licence_html,
-    mode_choices,
-    status_line,
-    thumbnail,
-)
+from ui.images_view import MODE_LABELS, bar, gallery_pictures, licence_html, mode_choices, status_line, thumbnail
 from ui.model_pickers import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
@@ -40,6 +31,13 @@ GALLERY_LIMIT = 200
 MAX_STEPS = 150
 SKETCH_CANVAS = (512, 512)
 MAX_SIDE = 2048
+# On a phone the result sits above the form a person has scrolled down to fill in: Generate brings it into view,
+# where the step previews arrive (a wide screen keeps it in view beside the form).
+SHOW_RESULT = """() => {
+  if (window.matchMedia('(max-width: 768px)').matches) {
+    document.getElementById('image-output')?.scrollIntoView({behavior: 'smooth', block: 'start'});
+  }
+}"""
 
 
 def _user_or_none(browser_id: str | None, request: gr.Request) -> str | None:
@@ -467,9 +465,9 @@ def build_images_tab(
                 form["init_image"] = owned_upload(uploads, who, background, "The image to inpaint")
                 form["mask_image"] = [owned_upload(uploads, who, layer, "The painted mask") for layer in layers]
             for update in studio.generate(user, spec, form, session=request.session_hash or ""):
-                shown = gallery_value(update.images)
+                shown: list = gallery_pictures(update.images)
                 if update.preview is not None and update.stage == "running":
-                    shown.append((thumbnail(update.preview), f"preview: step {update.step} of {update.total}"))
+                    shown.append(thumbnail(update.preview))  # the status line above says which step
                 final = update
                 info = "\n\n".join(g.infotext for g in update.images[-4:])
                 yield (
@@ -484,7 +482,7 @@ def build_images_tab(
             values, ids = show_gallery(user)
             yield (
                 status_line(final),
-                _result(gallery_value(final.images)),
+                _result(gallery_pictures(final.images)),
                 gr.Textbox(value="\n\n".join(g.infotext for g in final.images), visible=bool(final.images)),
                 gr.Gallery(value=values, selected_index=None),
                 ids,
@@ -521,7 +519,7 @@ def build_images_tab(
     )  # the status line draws its own progress bar
     generate_sent = _files_as_sent(generate, gen_inputs, [init_image, sketch, inpaint])
     for trigger in (generate_btn.click, prompt.submit):  # Stop shows only while the job runs
-        trigger(lambda: gr.Button(visible=True), None, [stop_btn], queue=False, **PRIVATE).then(
+        trigger(lambda: gr.Button(visible=True), None, [stop_btn], queue=False, js=SHOW_RESULT, **PRIVATE).then(
             generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs
         ).then(lambda: gr.Button(visible=False), None, [stop_btn], queue=False, **PRIVATE)
 

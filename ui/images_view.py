@@ -51,15 +51,10 @@ def mode_choices(modes: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(MODE_LABELS.get(m, m), m) for m in modes]
 
 
-def gallery_value(images: list[GalleryImage]) -> list[tuple[str, str]]:
-    """The result: each picture captioned with its seed."""
-    return [(str(g.path), f"seed {g.seed}") for g in images]
-
-
 def gallery_pictures(images: list[GalleryImage]) -> list[str]:
-    """ "Your images": pictures only. A caption on one of many thumbnails is text inside a button Gradio names
-    "Thumbnail k of n", which axe reports as a name that hides what it shows; the selected picture's
-    parameters (seed included) show below the gallery."""
+    """A gallery's value: pictures without captions. A caption is text inside the button Gradio names "Thumbnail k
+    of n", which axe reports as a name that hides what it shows; the seed and the other parameters show in the
+    text boxes beside the galleries and in the status line."""
     return [str(g.path) for g in images]
 
 

@@ -22,17 +22,18 @@ GAN = "Random faces (MobileStyleGAN, non-commercial)"
 # aria-label="Empty value", the grey help text under inputs and the sliders' min/max numbers. Everything else
 # in the tab must pass.
 SHELL_OWNED = ('aria-label="Empty value"', 'class="info-text', 'data-testid="max-value"', 'data-testid="min-value"')
-# Every caption the result gallery shows, in order, kept after the gallery moves on; and every toast.
+# What the result gallery shows, in order, kept after the gallery moves on: "preview" for a step's preview (an
+# image Gradio encodes, .webp), "image" for a saved picture (served as its PNG); and every toast.
 RESULT_LOG = """
-window.__captions = [];
+window.__shown = [];
 window.__toasts = [];
 setInterval(() => {
   for (const el of document.querySelectorAll('.toast-body')) {
     if (!el.dataset.seen) { el.dataset.seen = '1'; window.__toasts.push(el.innerText); }
   }
-  const shown = [...document.querySelectorAll('#image-result .caption-label, #image-result figcaption')]
-    .map(c => c.innerText.trim()).filter(Boolean).join(' | ');
-  const log = window.__captions;
+  const shown = [...document.querySelectorAll('#image-result img')]
+    .map(i => i.src.split('?')[0].endsWith('.png') ? 'image' : 'preview').join(' | ');
+  const log = window.__shown;
   if (shown && log[log.length - 1] !== shown) log.push(shown);
 }, 30);
 """
@@ -69,10 +70,11 @@ def open_on_phone(page, url: str) -> None:
     """Gradio shows as many tabs as fit and puts the rest behind "More tabs"."""
     page.goto(url)
     page.wait_for_function("() => window.gradio_config !== undefined")
-    page.wait_for_timeout(500)  # the tab bar measures what fits
     tab = page.get_by_role("tab", name="Images")
+    more = page.get_by_role("button", name="More tabs")
+    wait_for(lambda: tab.is_visible() or more.is_visible(), 15, "the tab bar")  # it measures what fits
     if not tab.is_visible():
-        page.get_by_role("button", name="More tabs").click()
+        more.click()
         tab = page.locator(".overflow-dropdown button", has_text="Images")
     tab.click()
     page.locator("#image-generate").wait_for()
@@ -159,6 +161,18 @@ def test_gan_first_controls_licence_and_the_phone_layout(browser, tmp_path, tiny
         assert result["y"] < PHONE["height"] / 3, result
         assert generate["y"] + generate["height"] <= PHONE["height"], generate  # in reach without scrolling
         assert not (v := own_violations(page)), describe(v)
+
+        # Down in the form, Generate is still in reach, and it brings the result into view
+        page.locator("#image-batch").scroll_into_view_if_needed()
+        assert page.locator("#image-result").bounding_box()["y"] < 0  # scrolled past it
+        generate = page.locator("#image-generate").bounding_box()
+        assert generate["y"] >= 0 and generate["y"] + generate["height"] <= PHONE["height"], generate
+        page.locator("#image-generate").click()
+        wait_for(lambda: page.locator("#image-status").inner_text().startswith("Done"), 120, "the face")
+        wait_for(lambda: page.locator("#image-result img").count() > 0, 10, "the face in the result")
+        result = page.locator("#image-result").bounding_box()
+        assert -1 <= result["y"] < PHONE["height"] / 2, result
+        assert not (v := own_violations(page)), describe(v)  # with a picture in the result
         page.screenshot(path=str(tmp_path / "gan-phone.png"))
         no_errors_shown(page, errors)
         context.close()
@@ -197,10 +211,10 @@ def test_diffusion_controls_previews_stop_and_the_selection_actions(browser, tmp
         assert box["y"] + box["height"] / 2 < DESKTOP["height"], box
         wait_for(lambda: page.locator("#image-status").inner_text().startswith("Done"), 300, "the image")
         wait_for(lambda: not shown(page, "image-stop"), 10, "Stop gone once the job ended")
-        captions = page.evaluate("() => window.__captions")
-        previews = [i for i, c in enumerate(captions) if "preview: step" in c]
-        finals = [i for i, c in enumerate(captions) if c.startswith("seed ")]
-        assert previews and finals and previews[0] < finals[0], captions
+        shown_log = page.evaluate("() => window.__shown")
+        previews = [i for i, c in enumerate(shown_log) if c == "preview"]
+        finals = [i for i, c in enumerate(shown_log) if c == "image"]
+        assert previews and finals and previews[0] < finals[0], shown_log
 
         # The gallery's actions show once an image is selected; Send to only where the model can take it.
         for elem_id in ("image-reuse", "image-send-img2img", "image-send-inpaint", "image-delete"):
