@@ -84,6 +84,7 @@ class DocResult:
     seconds: float = 0.0
     tokens: int = 0  # document tokens in the sampled chunks
     examples: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)  # -v: what the model answered for each chunk left quoted
 
 
 def words(text: str) -> list[str]:
@@ -152,6 +153,7 @@ def run_document(service: Any, spec: str, split: str, path: Path, per_doc: int, 
               save=False, load_progress=None)  # fmt: skip
     docs, chunks, direct = drain(run.prepare())
     picked = [chunks[i] for i in sample(len(chunks), per_doc)]
+    answered = trace_replies(run)
     started = time.perf_counter()
     notes_by_chunk, summaries, records = drain(run.map(docs, picked, direct))
     final = summaries.get(0)
@@ -160,6 +162,11 @@ def run_document(service: Any, spec: str, split: str, path: Path, per_doc: int, 
     seconds = time.perf_counter() - started
     result = DocResult(split, name, len(chunks), len(picked), sum(r.status == "quoted" for r in records))
     result.seconds = seconds
+    for c in picked:
+        if any(r.status == "quoted" and r.doc == c.doc and r.number == c.number for r in records):
+            result.replies.append(f"QUOTED chunk {c.number} of {c.of}: {' '.join(c.text.split())[:300]}")
+            result.replies += [f"  reply {k + 1}: {' '.join(text.split())[:300]!r}" for k, text in
+                               enumerate(answered.get(c.index, []))]  # fmt: skip
     result.tokens = sum(c.tokens for c in picked)
     catalog = run.catalog
     doc = docs[0]
@@ -184,8 +191,22 @@ def run_document(service: Any, spec: str, split: str, path: Path, per_doc: int, 
     return result
 
 
+def trace_replies(run: Any) -> dict[int, list[str]]:
+    """Diagnostics only: every reply the pipeline judged, per chunk index (the judging itself is unchanged)."""
+    answered: dict[int, list[str]] = {}
+    for name in ("usable_notes", "usable_summary"):
+        judge = getattr(run.replies, name)
+
+        def traced(job: Any, chunk: Any, judge: Any = judge) -> Any:
+            answered.setdefault(chunk.index, []).append(job.text)
+            return judge(job, chunk)
+
+        setattr(run.replies, name, traced)
+    return answered
+
+
 def run(
-    model_spec: str, split: str = "all", quick: bool = False, verbose: bool = False, chunks: int = 0
+    model_spec: str, split: str = "all", quick: bool = False, verbose: bool = False, chunks: int = 0, only: str = ""
 ) -> list[DocResult]:
     from config import Settings
     from core.condenser.service import CondenseService
@@ -203,6 +224,8 @@ def run(
             if split not in (name, "all"):
                 continue
             for spec in sets[name]:
+                if only and only not in spec:
+                    continue
                 r = run_document(service, spec, name, build_input(spec, Path(tmp)), per_doc, model)
                 out.append(r)
                 print(
@@ -212,7 +235,7 @@ def run(
                     flush=True,
                 )
                 if verbose:
-                    for e in r.examples:
+                    for e in r.examples + r.replies:
                         print(f"      {e}", file=sys.stderr)
     return out
 
@@ -256,10 +279,11 @@ def main() -> None:
     parser.add_argument("--split", default="all", choices=("dev", "held", "all"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--chunks", type=int, default=0, help=f"chunks sampled per document ({CHUNKS_PER_DOC})")
+    parser.add_argument("--only", default="", help="only the inputs whose name contains this (diagnostics)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print example points and every copy")
     args = parser.parse_args()
     started = time.perf_counter()
-    results = run(args.model, args.split, args.quick, args.verbose, args.chunks)
+    results = run(args.model, args.split, args.quick, args.verbose, args.chunks, args.only)
     for split in ("dev", "held"):
         mine = [r for r in results if r.split == split]
         if mine:

@@ -12,12 +12,13 @@ from pathlib import Path
 from core.prompts import PROMPTS_DIR
 
 PROMPTS_FILE = PROMPTS_DIR / "condense_prompts.toml"
-STAGES = ("map", "retry", "topic", "merge", "final", "direct")
+STAGES = ("map", "retry", "topic", "subject", "merge", "final", "direct")
 _COMMON = frozenset({"begin", "end", "language_rule", "audience_rule", "focus_rule", "points"})
 ALLOWED: dict[str, dict[str, frozenset[str]]] = {
     "map": {"system": _COMMON, "user": _COMMON | {"text", "position"}},
     "retry": {"system": _COMMON, "user": _COMMON | {"text", "position"}},
     "topic": {"system": _COMMON, "user": _COMMON | {"text", "position"}},
+    "subject": {"system": _COMMON, "user": _COMMON | {"text", "position"}},
     "merge": {"system": _COMMON, "user": _COMMON | {"text"}},
     "final": {"system": _COMMON | {"form_rule"}, "user": _COMMON | {"text", "form_rule"}},
     "direct": {"system": _COMMON | {"form_rule"}, "user": _COMMON | {"text", "form_rule", "position"}},

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 MAX_REDUCE_LEVELS = 8
 RETRY_TEMPERATURE = 0.6
 # Asked in turn of a chunk whose reply gave nothing usable, before its opening is quoted (prompts/condense_prompts.toml)
-RETRY_STAGES = ("retry", "topic")
+RETRY_STAGES = ("retry", "topic", "subject")
 
 
 class Run:

@@ -1,5 +1,5 @@
 """Notes that hold up on small models: a reply that copies its chunk, echoes the request or says nothing is not a
-note; such a chunk is asked once more (a simpler request, another seed) before its opening is quoted; every map
+note; such a chunk is asked again (simpler requests, other seeds) before its opening is quoted; every map
 request opens with the same instructions and ends with the chunk (an engine can reuse the cached prefix)."""
 
 from __future__ import annotations
@@ -106,6 +106,10 @@ def is_topic(user: str) -> bool:
     return user.rstrip().startswith("<document-") and "What is the text above about?" in user
 
 
+def is_subject(user: str) -> bool:
+    return user.rstrip().startswith("<document-") and "What does the text above list, define or describe?" in user
+
+
 def own_sentence(user: str) -> str:
     rivers = [name for name, _ in RIVERS if name in data_of(user)] or ["river"]
     return f"Here the {' and '.join(rivers)} matter most, said as a short note of its own about boats and their cargo."
@@ -142,17 +146,31 @@ def test_a_chunk_whose_reply_copies_it_is_asked_again_and_then_summarised(tmp_pa
     assert "cargo number 0 every week" not in notes and "short note of its own" in notes
 
 
-def test_a_chunk_with_nothing_usable_three_times_is_quoted_and_said_so(tmp_path):
+def test_a_chunk_with_nothing_usable_four_times_is_quoted_and_said_so(tmp_path):
     backend = ScriptedBackend(lambda user, p: copy_of_the_chunk(user))
     _, result = condense(tmp_path, backend)
     report = result.documents[0]
     assert report.quoted_chunks == report.chunks == len(result.chunks)
     assert all(r.status == "quoted" for r in result.chunks)
     assert f"{report.chunks} quoted" in report.coverage
-    # asked twice more (a simpler summary, then what it is about), not forever
+    # asked three times more (a simpler summary, what it is about, what it lists or defines), not forever
     assert sum(is_retry(u) for u, _ in backend.requests) == report.chunks
     assert sum(is_topic(u) for u, _ in backend.requests) == report.chunks
+    assert sum(is_subject(u) for u, _ in backend.requests) == report.chunks
+    assert sum("<document-" in u for u, _ in backend.requests) == 4 * report.chunks  # and never a fifth time
     assert all(p.seed == 2 for u, p in backend.requests if is_topic(u))
+    assert all(p.seed == 3 and p.temperature >= 0.6 for u, p in backend.requests if is_subject(u))
+
+
+def test_a_chunk_answered_only_when_asked_what_it_lists_is_summarised_not_quoted(tmp_path):
+    # a table or a listing: every earlier request gets a copy of it, the last one a sentence naming its subject
+    backend = ScriptedBackend(lambda user, p: own_sentence(user) if is_subject(user) else copy_of_the_chunk(user))
+    updates, result = condense(tmp_path, backend)
+    assert result.documents[0].quoted_chunks == 0
+    assert all(r.status == "summarised" for r in result.chunks)
+    assert sum(is_subject(u) for u, _ in backend.requests) == len(result.chunks)
+    notes = "\n".join(u.notes for u in updates)
+    assert "short note of its own" in notes and "cargo number 0 every week" not in notes
 
 
 def test_a_usable_first_reply_is_not_asked_again(tmp_path):
