@@ -267,9 +267,13 @@ def build_images_tab(
                     elem_id="image-batch",
                 )
                 with gr.Row(elem_id="image-actions"):
-                    generate_btn = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
+                    generate_btn = gr.Button(
+                        "Generate", variant="primary", elem_id="image-generate", scale=3, min_width=120
+                    )
                     # only while a job of this page runs (shown by the Generate event, hidden when it ends)
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="image-stop", scale=1, visible=False)
+                    stop_btn = gr.Button(
+                        "Stop", variant="stop", elem_id="image-stop", scale=1, min_width=90, visible=False
+                    )
             with gr.Column(scale=3, elem_id="image-output"):
                 status = gr.Markdown(elem_id="image-status")
                 result = gr.Gallery(

@@ -38,6 +38,11 @@ setInterval(() => {
 }, 30);
 """
 
+BUTTON_TOPS = """() => {
+  const stop = document.querySelector('#image-stop'), generate = document.querySelector('#image-generate');
+  return stop && stop.offsetParent ? [stop.getBoundingClientRect().top, generate.getBoundingClientRect().top] : null;
+}"""
+
 
 def no_errors_shown(page, console: list[str]) -> None:
     """Nothing went wrong where a person would see it: no error toast, no component left showing "Error", no
@@ -168,6 +173,8 @@ def test_gan_first_controls_licence_and_the_phone_layout(browser, tmp_path, tiny
         generate = page.locator("#image-generate").bounding_box()
         assert generate["y"] >= 0 and generate["y"] + generate["height"] <= PHONE["height"], generate
         page.locator("#image-generate").click()
+        tops = wait_for(lambda: page.evaluate(BUTTON_TOPS), 30, "Stop while the face is made")
+        assert abs(tops[0] - tops[1]) < 5, tops  # Stop beside Generate, not on a line of its own
         wait_for(lambda: page.locator("#image-status").inner_text().startswith("Done"), 120, "the face")
         wait_for(lambda: page.locator("#image-result img").count() > 0, 10, "the face in the result")
         result = page.locator("#image-result").bounding_box()
