@@ -119,13 +119,13 @@ def copy_of_the_chunk(user: str) -> str:
     return " ".join(data_of(user).split()[:40])
 
 
-def condense(tmp_path: Path, backend: ScriptedBackend, **options):
+def condense(tmp_path: Path, backend: ScriptedBackend, text: str = TEXT, **options):
     settings = Settings(data_dir=tmp_path, text_models=("scripted",))
     models = LazyRegistry(
         ("scripted",), lambda spec: backend, lambda s, specs: KeyError(s), ready={"scripted": backend}
     )
     service = CondenseService(settings, models, SummaryStore(settings.db_path))  # type: ignore[arg-type]
-    updates = list(service.condense("u", [], TEXT, CondenseOptions(chunk_tokens=200, **options), save=False))
+    updates = list(service.condense("u", [], text, CondenseOptions(chunk_tokens=200, **options), save=False))
     return updates, updates[-1].result
 
 
@@ -204,3 +204,30 @@ def test_a_note_about_nothing_in_its_chunk_is_not_a_note_unless_another_language
     _, result = condense(tmp_path / "french", backend, language="French")
     assert not any(is_retry(u) for u, _ in backend.requests)
     assert all(r.status == "summarised" for r in result.chunks)
+
+
+# German lecture notes: a note in the document's own language is a note like any other
+FLUESSE = "\n\n".join(
+    f"Der Fluss {name} {fact}. "
+    + " ".join(f"Auf dem Fluss {name} fahren jede Woche Schiffe mit der Ladung Nummer {i}." for i in range(30))
+    for name, fact in [
+        ("Rhein", "entspringt in den Alpen und mündet bei Rotterdam in die Nordsee"),
+        ("Donau", "fließt durch zehn Länder und endet im Schwarzen Meer"),
+        ("Elbe", "entspringt im Riesengebirge und erreicht bei Hamburg die Nordsee"),
+    ]
+)
+
+
+def test_a_german_note_of_a_german_document_is_a_note_and_a_german_copy_is_not(tmp_path):
+    def german_note(user: str, params: GenerationParams) -> str:
+        names = [n for n in ("Rhein", "Donau", "Elbe") if n in data_of(user)] or ["Fluss"]
+        return f"Hier geht es vor allem um {' und '.join(names)}: wöchentliche Schiffe bringen dort ihre Ladung."
+
+    backend = ScriptedBackend(german_note)
+    _, result = condense(tmp_path / "note", backend, text=FLUESSE)
+    assert len(result.chunks) >= 3
+    assert not any(is_retry(u) for u, _ in backend.requests)  # the first German reply stood
+    assert all(r.status == "summarised" for r in result.chunks)
+    backend = ScriptedBackend(lambda user, p: copy_of_the_chunk(user))  # the document's own German words
+    _, result = condense(tmp_path / "copy", backend, text=FLUESSE)
+    assert all(r.status == "quoted" for r in result.chunks)
