@@ -4,6 +4,9 @@ console error. Plus the repairs of Gradio's own components (ui/js/a11y_repairs.j
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tests.support.app_process import app_process
@@ -59,6 +62,21 @@ def test_gradio_upload_box_and_empty_placeholders_are_repaired_as_they_render(br
     page.wait_for_timeout(300)
     assert upload.get_attribute("aria-label") is None
     assert "Upload" in upload.inner_text()
+    # holding a file, the box draws its "add more" button around the upload button (a button in a button)
+    held = Path(tempfile.mkdtemp()) / "held.txt"
+    held.write_text("Some words to hold in the box.\n", encoding="utf-8")
+    page.locator("#condense-files input[type=file]").set_input_files(str(held))
+    outer = page.locator("#condense-files button.icon-button:has(button.upload-container)").first
+    outer.wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#condense-files button.icon-button')].every(b => "
+        "!b.querySelector('button') || b.getAttribute('role') === 'group')",
+        timeout=2000,
+    )
+    assert outer.get_attribute("aria-label") == "Add more files" and outer.get_attribute("tabindex") == "-1"
+    assert not (found := [v for v in blocking(page, "#condense-files") if v["id"] == "nested-interactive"]), found
+    with page.expect_file_chooser(timeout=5000):  # the inner upload button still opens the file chooser
+        outer.locator("button.upload-container").click()
     page.get_by_role("tab", name="Images").click()
     empty = page.locator("div.empty[aria-label]")
     empty.first.wait_for(state="attached")  # the tab may keep a placeholder hidden until it applies
