@@ -336,8 +336,8 @@ class Run:
 
     def map(self, docs: list[ExtractedDocument], chunks: list[Chunk], direct: set[int]):
         """Every chunk summarised: notes per chunk (or, for a one-chunk document, its summary). A chunk whose
-        reply gives nothing usable is asked once more (a simpler request, sampled differently) before its
-        opening is quoted instead."""
+        reply gives nothing usable is asked again (RETRY_STAGES: simpler requests, each sampled differently)
+        before its opening is quoted instead."""
         jobs = []
         multi = len(docs) > 1
         for c in chunks:
