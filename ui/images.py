@@ -116,6 +116,9 @@ def build_images_tab(
     first_mode = show.mode
 
     with gr.Tab("Images", id="images", elem_id="images-tab"):
+        # (spec, mode, sampler) that Reuse / Send to chose, for the picker's change event (below). Made inside the
+        # tab: a component made under gr.Tabs but outside every gr.Tab made Gradio draw the next tab twice.
+        wanted = gr.State(None)
         # Controls left, the result right (sticky, so it stays in view beside a long form); on a phone the
         # result comes first and Generate stays at the bottom of the screen (ui/style/images.css).
         with gr.Row(equal_height=False, elem_id="image-main"):
@@ -392,7 +395,6 @@ def build_images_tab(
 
     # Reuse and Send to redraw the controls themselves and leave what they chose here for the picker's change
     # event, whose own mode and sampler values can be the ones from before.
-    wanted = gr.State(None)  # (spec, mode, sampler)
 
     def on_model(spec, chosen, m, sampler):
         if isinstance(chosen, tuple) and chosen[0] == spec:
