@@ -146,6 +146,30 @@ def test_every_tab_is_one_tap_away_on_a_phone_and_the_title_is_one_line(browser,
         context.close()
 
 
+def test_on_a_phone_the_first_run_chat_keeps_its_input_in_reach_and_pickers_full_width(browser, tmp_path):
+    """The app as `make run` starts it (the embedded model, the first-run line and its offer above the chat): on a
+    phone the message box is on the first screen, and each tab's model picker has the screen's width to show the
+    model's name instead of sharing a row with "Get more models"."""
+    with app_process(tmp_path) as app:
+        context = browser.new_context(viewport=PHONE)
+        page = context.new_page()
+        errors = console_errors(page)
+        page.goto(app.url)
+        page.locator("#chat-model-note").wait_for()
+        box = page.locator("#chat-input textarea").bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], box
+        send = page.locator("#chat-send").bounding_box()
+        assert send and send["y"] + send["height"] <= PHONE["height"] and send["x"] + send["width"] <= PHONE["width"]
+        for tab, picker in (("Chat", "#chat-model"), ("Condense", "#condense-model"), ("Images", "#image-model")):
+            page.get_by_role("tab", name=tab).click()
+            found = page.locator(picker)
+            found.wait_for()
+            width = found.bounding_box()["width"]
+            assert width >= 0.75 * PHONE["width"], (tab, width)
+        assert not errors, errors
+        context.close()
+
+
 def test_the_main_action_stands_out_and_stop_is_calm(browser, tmp_path):
     """Light and dark: the primary button is a solid colour with text at 4.5:1 or more; Stop/Cancel's text reads
     at 4.5:1 on a ground that is no solid red block (pale in light mode, the dark surface in dark mode)."""
