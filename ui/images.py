@@ -3,8 +3,6 @@ do is a call into core.images.service. Uploads arrive as file paths so core.imag
 decoding."""
 # No `from __future__ import annotations`: gr.api reads the endpoint's return annotation as a live object.
 
-import functools
-import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +18,7 @@ from core.registry import ModelLoadError
 from core.security.uploads import UploadRegistry
 from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, caller, user_id
+from ui.images_uploads import SKETCH_CANVAS, blank_canvas, editor_paths, files_as_sent, owned_upload, sketch_path
 from ui.images_view import MODE_LABELS, bar, gallery_pictures, licence_html, mode_choices, status_line, thumbnail
 from ui.model_pickers import ModelPickers
 
@@ -29,7 +28,6 @@ GALLERY_LIMIT = 200
 # Slider ranges stay fixed whatever the model (a range that shrank under a value in flight would refuse it);
 # core.images.request clamps to each model's own limits and says so.
 MAX_STEPS = 150
-SKETCH_CANVAS = (512, 512)
 MAX_SIDE = 2048
 # On a phone the result sits above the form a person has scrolled down to fill in: Generate brings it into view,
 # where the step previews arrive (a wide screen keeps it in view beside the form).
@@ -45,52 +43,6 @@ def _user_or_none(browser_id: str | None, request: gr.Request) -> str | None:
     if getattr(request, "username", None) or (browser_id and _VALID_BROWSER_ID.match(browser_id)):
         return user_id(browser_id, request)
     return None
-
-
-def _files_as_sent(handler, inputs: list, files: list):
-    """`handler` for an event with preprocess=False: every input but `files` still goes through its component's
-    own preprocess; the file inputs arrive as the browser sent them (upload references, checked by `owned_upload`).
-    Gradio's own preprocessing would open an image, and the image editor's decode and re-save it under a new
-    server path, before any check of whose upload it is (and the re-saved path is nobody's upload)."""
-    plain = [(i, c) for i, c in enumerate(inputs) if not any(c is f for f in files)]
-
-    def prepared(args: tuple) -> list:
-        values = list(args)
-        for i, component in plain:
-            values[i] = component.preprocess(values[i])
-        return values
-
-    if inspect.isgeneratorfunction(handler):
-
-        @functools.wraps(handler)
-        def run_stream(*args, **kwargs):
-            yield from handler(*prepared(args), **kwargs)
-
-        return run_stream
-
-    @functools.wraps(handler)
-    def run(*args, **kwargs):
-        return handler(*prepared(args), **kwargs)
-
-    return run
-
-
-def _editor_paths(value: Any) -> tuple[Any, list]:
-    """(background or composite, painted layers) of an ImageEditor value as sent (upload references)."""
-    if not isinstance(value, dict):
-        return None, []
-    layers = [p for p in value.get("layers") or [] if p]
-    return value.get("background") or value.get("composite"), layers
-
-
-def _blank_canvas() -> dict:
-    from PIL import Image
-
-    return {"background": Image.new("RGB", SKETCH_CANVAS, "white"), "layers": [], "composite": None}
-
-
-def _sketch_path(value: Any) -> Any:
-    return value.get("composite") or value.get("background") if isinstance(value, dict) else None
 
 
 def _result(shown: list) -> gr.Gallery:
@@ -161,7 +113,7 @@ def build_images_tab(
                     )
                 with gr.Column(visible=show.sketch) as sketch_col:
                     sketch = gr.ImageEditor(
-                        value=_blank_canvas(),
+                        value=blank_canvas(),
                         label="Draw here (or upload a picture to draw on)",
                         type="filepath",
                         format="png",
@@ -465,9 +417,9 @@ def build_images_tab(
             if m == "img2img":
                 form["init_image"] = owned_upload(uploads, who, init_path, "The seed image")
             elif m == "sketch":
-                form["init_image"] = owned_upload(uploads, who, _sketch_path(sketch_value), "The drawing")
+                form["init_image"] = owned_upload(uploads, who, sketch_path(sketch_value), "The drawing")
             elif m == "inpaint":
-                background, layers = _editor_paths(inpaint_value)
+                background, layers = editor_paths(inpaint_value)
                 form["init_image"] = owned_upload(uploads, who, background, "The image to inpaint")
                 form["mask_image"] = [owned_upload(uploads, who, layer, "The painted mask") for layer in layers]
             for update in studio.generate(user, spec, form, session=request.session_hash or ""):
@@ -523,7 +475,7 @@ def build_images_tab(
         show_progress="minimal",
         **PRIVATE,
     )  # the status line draws its own progress bar
-    generate_sent = _files_as_sent(generate, gen_inputs, [init_image, sketch, inpaint])
+    generate_sent = files_as_sent(generate, gen_inputs, [init_image, sketch, inpaint])
     for trigger in (generate_btn.click, prompt.submit):  # Stop shows only while the job runs
         trigger(lambda: gr.Button(visible=True), None, [stop_btn], queue=False, js=SHOW_RESULT, **PRIVATE).then(
             generate_sent, gen_inputs, gen_outputs, preprocess=False, **gen_kwargs
@@ -672,10 +624,3 @@ def build_images_tab(
 
     # As sent, unopened: Gradio's preprocess would open the file first (a non-image then shows a bare "Error").
     init_image.upload(check_upload, [init_image], [init_image], preprocess=False, **PRIVATE)
-
-
-def owned_upload(uploads: UploadRegistry, who: str, value: Any, what: str) -> str | None:
-    """The checked path of a file input (None when none was given): only the caller's own uploads."""
-    if value is None or value == "":
-        return None
-    return str(uploads.resolve(who, value, what))

@@ -17,7 +17,7 @@ from core.security.links import FileLinks
 from core.security.uploads import UploadRegistry
 from ui.errors import user_error
 from ui.identity import api_user, caller
-from ui.images import owned_upload
+from ui.images_uploads import owned_upload
 from ui.server.api_args import api_endpoint
 
 
