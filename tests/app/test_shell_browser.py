@@ -166,6 +166,12 @@ def test_on_a_phone_the_first_run_chat_keeps_its_input_in_reach_and_pickers_full
             found.wait_for()
             width = found.bounding_box()["width"]
             assert width >= 0.75 * PHONE["width"], (tab, width)
+        # the Models tab's table keeps readable columns and scrolls sideways rather than a letter a line
+        page.get_by_role("tab", name="Models").click()
+        heads = page.locator("#models-table thead th")
+        heads.first.wait_for()
+        widths = [heads.nth(i).bounding_box()["width"] for i in range(heads.count())]
+        assert min(widths) >= 50 and widths[0] >= 150, widths
         assert not errors, errors
         context.close()
 
