@@ -84,23 +84,40 @@ def wire_drafts(t: _Tab, demo: gr.Blocks, start: Template, pickers: ModelPickers
 
     out.drafts.input(open_draft, [t.browser_id, out.drafts], shown, **PRIVATE)
 
+    defaults = [c.value for c in form.controls]  # the brief as the page is first drawn
+    reopened = gr.State(None)  # what the load found, kept on the server until it is applied (below)
+
     def on_load(bid, request: gr.Request):
         """The newest draft, reopened where the person left it; the default template when there is none."""
         blank = (None, gr.skip(), *brief_updates(start, None), *[gr.skip()] * (len(shown) - 2 - 1 - len(form.controls)))
         try:
             user = user_id(bid, request)
         except gr.Error:  # no identity yet (a first visit): nothing to reopen
-            return (*blank, gr.Dropdown())
+            return blank, gr.Dropdown()
         choices = service.draft_choices(user)
         if not choices:
-            return (*blank, gr.Dropdown(choices=[]))
+            return blank, gr.Dropdown(choices=[])
         try:
             d = service.open_draft(user, choices[0][1])
         except NotFoundError:
-            return (*blank, gr.Dropdown(choices=choices))
-        return (*view(d), gr.Dropdown(choices=choices, value=d.id))
+            return blank, gr.Dropdown(choices=choices)
+        return view(d), gr.Dropdown(choices=choices, value=d.id)
 
-    demo.load(on_load, [t.browser_id], [*shown, out.drafts], show_progress="hidden", **PRIVATE)
+    def apply(values: dict):
+        """Fill the tab with what the load found, unless the person has typed meanwhile (the page is usable at
+        once): a step of its own, so the brief and draft it looks at are the ones on the page now, not the ones
+        sent with the load event."""
+        found = values[reopened]
+        typed = bool((values[out.draft] or "").strip()) or any(
+            values[c] != d for c, d in zip(form.controls, defaults, strict=True)
+        )
+        if found is None or typed:
+            return [gr.skip()] * len(shown)
+        return list(found)
+
+    demo.load(on_load, [t.browser_id], [reopened, out.drafts], show_progress="hidden", **PRIVATE).then(
+        apply, {reopened, out.draft, *form.controls}, shown, show_progress="hidden", **PRIVATE
+    )
 
     def new_draft(bid, request: gr.Request):
         user = user_id(bid, request)

@@ -245,3 +245,60 @@ def test_on_a_phone_the_draft_comes_first_and_write_stays_in_reach(browser, tmp_
             assert not (v := blocking(page, "#writer-tab")), describe(v)
             assert errors == [], errors
             context.close()
+
+
+def test_what_is_typed_before_the_last_draft_reopens_is_kept(browser, tmp_path):
+    """The page is usable at once: a brief typed while the load event that reopens the last draft is still on its
+    way (held back here at the network level) is not overwritten when it arrives; with nothing typed, it reopens."""
+    import json
+    import urllib.request
+
+    with fake_openai_server(reply_text=COPY) as fake:
+        env = {"STUDIO_TEXT_MODEL": "openai:fake-model", "OPENAI_BASE_URL": fake.base_url}
+        with app_process(tmp_path, env) as app:
+            context, page, errors = open_writer(browser, app.url, DESKTOP)
+            pick(page, "writer-template", "Product description")
+            wait_for(lambda: "Product" in page.locator("#writer-topic").inner_text(), 10, "the template's labels")
+            box(page, "writer-topic").fill("Bamboo travel mug")
+            box(page, "writer-length").fill("40")
+            page.locator("#writer-write").click()
+            wait_for(lambda: len(draft_box(page).input_value().split()) >= 20, 30, "the draft")
+            wait_for(lambda: page.locator("#writer-stop").is_hidden(), 10, "the end of writing")
+
+            with urllib.request.urlopen(app.url + "config", timeout=10) as r:
+                config = json.load(r)
+            loads = {d["id"] for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])}
+            held: list = []
+            state = {"hold": True}
+
+            def route(r):
+                body = r.request.post_data or ""
+                payload = json.loads(body) if body.startswith("{") else {}
+                if state["hold"] and payload.get("fn_index") in loads:
+                    held.append(r)
+                else:
+                    r.continue_()
+
+            page.route(re.compile(r".*/gradio_api/(queue/join|run/predict).*"), route)
+            page.reload()
+            page.wait_for_function("() => window.gradio_config !== undefined")
+            page.get_by_role("tab", name="Writer").click()
+            topic = box(page, "writer-topic")
+            topic.wait_for()
+            topic.fill("Solar lantern for campers")
+            wait_for(lambda: held, 10, "the load events to be held")
+            state["hold"] = False
+            for r in held:
+                r.continue_()
+            page.wait_for_timeout(2500)  # the reopen arrives; it must leave the typed brief alone
+            assert topic.input_value() == "Solar lantern for campers"
+            assert draft_box(page).input_value() == ""
+
+            page.unroute(re.compile(r".*/gradio_api/(queue/join|run/predict).*"))
+            page.reload()  # nothing typed this time: the last draft reopens
+            page.wait_for_function("() => window.gradio_config !== undefined")
+            page.get_by_role("tab", name="Writer").click()
+            wait_for(lambda: box(page, "writer-topic").input_value() == "Bamboo travel mug", 15, "the reopened brief")
+            assert len(draft_box(page).input_value().split()) >= 20
+            assert not errors, errors
+            context.close()
