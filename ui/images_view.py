@@ -67,7 +67,7 @@ def bar(step: int, total: int) -> str:
 
 def status_line(update: JobUpdate) -> str:
     lines = [f"{bar(update.step, update.total) if update.stage in ('running', 'loading') else ''}**{update.text}**"]
-    lines += [f"ℹ️ {note}" for note in update.notes]
+    lines += [f"Note: {note}" for note in update.notes]
     return safe_markdown("\n\n".join(lines))  # notes can quote a file name or a server
 
 
