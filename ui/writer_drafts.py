@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 PRIVATE = dict(api_visibility="private")
 
 
+def _typed(now: object, sent: object, default: object) -> bool:
+    """Text in a brief field that was neither there when the page sent the load event nor the field's default.
+    Only text counts (choices and numbers are not typed work), and a field not yet drawn when the load event left
+    sends None, so None reads as empty."""
+    return isinstance(now, str) and bool(now.strip()) and now != (sent or "") and now != (default or "")
+
+
 def wire_drafts(t: _Tab, demo: gr.Blocks, start: Template, pickers: ModelPickers) -> None:
     service, form, out = t.service, t.form, t.out
 
@@ -84,16 +91,11 @@ def wire_drafts(t: _Tab, demo: gr.Blocks, start: Template, pickers: ModelPickers
 
     out.drafts.input(open_draft, [t.browser_id, out.drafts], shown, **PRIVATE)
 
-    defaults = [c.value for c in form.controls]  # the brief as the page is first drawn
-    reopened = gr.State(None)  # what the load found, kept on the server until it is applied (below)
+    reopened = gr.State(None)  # what the load found and the brief as the page sent it, kept on the server
 
-    def on_load(bid, request: gr.Request):
-        """The newest draft, reopened where the person left it; the default template when there is none."""
+    def find_last(user: str) -> tuple:
+        """(the tab's updates, the drafts list) for the newest draft; the default template when there is none."""
         blank = (None, gr.skip(), *brief_updates(start, None), *[gr.skip()] * (len(shown) - 2 - 1 - len(form.controls)))
-        try:
-            user = user_id(bid, request)
-        except gr.Error:  # no identity yet (a first visit): nothing to reopen
-            return blank, gr.Dropdown()
         choices = service.draft_choices(user)
         if not choices:
             return blank, gr.Dropdown(choices=[])
@@ -103,19 +105,29 @@ def wire_drafts(t: _Tab, demo: gr.Blocks, start: Template, pickers: ModelPickers
             return blank, gr.Dropdown(choices=choices)
         return view(d), gr.Dropdown(choices=choices, value=d.id)
 
-    def apply(values: dict):
-        """Fill the tab with what the load found, unless the person has typed meanwhile (the page is usable at
-        once): a step of its own, so the brief and draft it looks at are the ones on the page now, not the ones
-        sent with the load event."""
-        found = values[reopened]
-        typed = bool((values[out.draft] or "").strip()) or any(
-            values[c] != d for c, d in zip(form.controls, defaults, strict=True)
-        )
-        if found is None or typed:
-            return [gr.skip()] * len(shown)
-        return list(found)
+    def on_load(values: dict, request: gr.Request):
+        """The newest draft, reopened where the person left it, to be applied by the next step (below)."""
+        sent = [values[c] for c in form.controls]
+        try:
+            user = user_id(values[t.browser_id], request)
+        except gr.Error:  # no identity yet (a first visit): nothing to reopen
+            return None, gr.Dropdown()
+        found, listing = find_last(user)
+        return (found, sent), listing
 
-    demo.load(on_load, [t.browser_id], [reopened, out.drafts], show_progress="hidden", **PRIVATE).then(
+    def apply(values: dict):
+        """Fill the tab with what the load found, unless the person has typed since the page sent its brief with
+        the load event (the page is usable at once): a step of its own, so it sees the page as it is now."""
+        kept = values[reopened]
+        if kept is None:
+            return [gr.skip()] * len(shown)
+        found, sent = kept
+        typed = bool((values[out.draft] or "").strip()) or any(
+            _typed(values[c], v, c.value) for c, v in zip(form.controls, sent, strict=True)
+        )
+        return [gr.skip()] * len(shown) if typed else list(found)
+
+    demo.load(on_load, {t.browser_id, *form.controls}, [reopened, out.drafts], show_progress="hidden", **PRIVATE).then(
         apply, {reopened, out.draft, *form.controls}, shown, show_progress="hidden", **PRIVATE
     )
 
