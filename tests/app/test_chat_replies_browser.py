@@ -28,6 +28,11 @@ def chat_app(tmp_path, **fake_options):
             yield app, fake
 
 
+def _unload_noise(text: str) -> bool:
+    """What Gradio logs for a stream cut by the page unloading: an AbortError, or its 'Connection errored out'."""
+    return text.startswith("AbortError") or text.strip() == "Unexpected error Connection errored out."
+
+
 def reload(page) -> None:
     page.studio_unloading = True
     page.reload()
@@ -36,7 +41,7 @@ def reload(page) -> None:
 @contextlib.contextmanager
 def chat_page(browser, url: str, viewport=DESKTOP):
     """A page on the chat with its console errors collected (the test asserts there are none). While the page
-    unloads for a reload (see reload()), the aborts of the streams it still had open are Gradio's log of the unload,
+    unloads for a reload (see reload()), the aborts of the streams it still had open (AbortError, 'Connection errored out') are Gradio's log of the unload,
     not errors: only those are left out, and only until the new page has loaded."""
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
@@ -44,7 +49,7 @@ def chat_page(browser, url: str, viewport=DESKTOP):
     page.studio_unloading = False
 
     def on_console(m) -> None:
-        if m.type == "error" and not (page.studio_unloading and m.text.startswith("AbortError")):
+        if m.type == "error" and not (page.studio_unloading and _unload_noise(m.text)):
             errors.append(m.text)
 
     def on_load(_page) -> None:
@@ -91,9 +96,15 @@ def wait_idle(page, what: str, timeout: float = 30) -> None:
 def set_max_new_tokens(page, n: int) -> None:
     page.get_by_text("System prompt and sampling").click()
     box = page.locator("#chat-max-new input[type=number]")
-    box.fill(str(n))
-    box.press("Enter")
-    wait_for(lambda: box.input_value() == str(n), 5, "the token limit")
+    box.wait_for(state="visible")
+
+    def typed() -> bool:  # typed again if the box, drawn as the section opened, took its first value after us
+        if box.input_value() != str(n):
+            box.fill(str(n))
+            box.press("Enter")
+        return box.input_value() == str(n)
+
+    wait_for(typed, 10, "the token limit")
 
 
 def test_a_message_sent_during_a_turn_is_refused_with_its_text_kept_and_sent_later_in_order(browser, tmp_path):
