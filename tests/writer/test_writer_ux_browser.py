@@ -156,8 +156,7 @@ def test_rewrite_of_a_selection_is_reviewed_then_accepted_or_discarded_and_hosti
             wait_for(lambda: page.evaluate("() => navigator.clipboard.readText()") == accepted, 10, "the copied draft")
 
             # the accepted text is the stored draft's: a reload brings it back
-            page.reload()
-            page.wait_for_function("() => window.gradio_config !== undefined")
+            reload_quietly(page, errors)
             page.get_by_role("tab", name="Writer").click()
             wait_for(lambda: draft_box(page).input_value() == accepted, 15, "the accepted draft after a reload")
             assert page.evaluate("() => window.pwned") is None
@@ -201,8 +200,7 @@ def test_variants_stream_side_by_side_the_draft_waits_for_a_pick_and_a_reload_re
             picked = draft.input_value()
 
             # a reload reopens the last draft with its brief
-            page.reload()
-            page.wait_for_function("() => window.gradio_config !== undefined")
+            reload_quietly(page, errors)
             page.get_by_role("tab", name="Writer").click()
             wait_for(lambda: draft_box(page).input_value() == picked, 15, "the draft after a reload")
             assert box(page, "writer-topic").input_value() == "Bamboo travel mug"
