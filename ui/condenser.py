@@ -237,25 +237,16 @@ def build_condenser_tab(
 
         inputs = [files, text, length, form, focus, audience, language, model, password, browser_id]
         outputs = [status, summary, summary_id, history, password, run_btn, stop_btn]
-        run_btn.click(
-            run,
-            inputs,
-            outputs,
-            concurrency_limit=service.settings.concurrency_limit,
-            concurrency_id="condense",
-            show_progress="hidden",
-            **PRIVATE,
-        ).then(idle, None, [run_btn, stop_btn], queue=False, show_progress="hidden", **PRIVATE)
-        # Enter in the password box condenses, as the button does.
-        password.submit(
-            run,
-            inputs,
-            outputs,
-            concurrency_limit=service.settings.concurrency_limit,
-            concurrency_id="condense",
-            show_progress="hidden",
-            **PRIVATE,
-        ).then(idle, None, [run_btn, stop_btn], queue=False, show_progress="hidden", **PRIVATE)
+        for trigger in (run_btn.click, password.submit):  # Enter in the password box condenses, as the button does
+            trigger(
+                run,
+                inputs,
+                outputs,
+                concurrency_limit=service.settings.concurrency_limit,
+                concurrency_id="condense",
+                show_progress="hidden",
+                **PRIVATE,
+            ).then(idle, None, [run_btn, stop_btn], queue=False, show_progress="hidden", **PRIVATE)
 
         def stop(bid, request: gr.Request):
             service.stop(user_id(bid, request), request.session_hash or "")  # this tab's run only
