@@ -44,10 +44,15 @@ class Proposal:
         return cls(start, end, original, rewritten)
 
 
-def span_of(text: str, selection: str) -> tuple[int, int] | None:
+def span_of(text: str, selection: object) -> tuple[int, int] | None:
     """(start, end) from a "start:end" range of characters picked in the draft; None for no selection
-    (an empty or blank one: the whole draft is rewritten). InputError for a range outside the text."""
-    selection = (selection or "").strip()
+    (an empty or blank one: the whole draft is rewritten). InputError for a range outside the text, or anything
+    but a string (the range comes from the browser, and an API caller can send any type)."""
+    if selection is None:
+        return None
+    if not isinstance(selection, str):
+        raise InputError("The selection could not be read; select the text in the draft again.")
+    selection = selection.strip()
     if not selection:
         return None
     m = re.fullmatch(r"(\d{1,9}):(\d{1,9})", selection)

@@ -42,7 +42,7 @@ def test_span_of_reads_a_range_picked_in_the_draft():
     assert span_of(text, "") is None and span_of(text, "  ") is None
     assert span_of(text, "12:24") == (12, 24)
     assert span_of(text, "5:6") is None  # only a space picked: the whole draft
-    for bad in ("3:2", "0:99", "a:b", "-1:3", "1;2"):
+    for bad in ("3:2", "0:99", "a:b", "-1:3", "1;2", 3, 2.5, ["0:3"], {"start": 0}, "/etc/passwd", "<b>0:3</b>"):
         with pytest.raises(InputError):
             span_of(text, bad)
 
