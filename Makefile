@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-dev ocr-deps system-deps run test lint format bench
+.PHONY: install install-dev ocr-deps speech-deps system-deps run test lint format bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,16 +21,34 @@ install: $(PY)
 
 # Debian/Ubuntu packages: tesseract reads scanned PDFs (the app says so when it is missing);
 # Chromium and its driver run the browser tests; node runs Gradio's own Markdown renderer in the
-# sanitizer tests; npm installs axe-core (pinned in tests/support/package-lock.json) for the accessibility audits.
+# sanitizer tests; npm installs axe-core (pinned in tests/support/package-lock.json) for the accessibility audits;
+# the speech voices (SPEECH_APT) speak in the round-trip tests, which fail, not skip, without them.
 APT_NEEDED = $(shell command -v tesseract >/dev/null 2>&1 || echo tesseract-ocr tesseract-ocr-eng) \
              $(shell command -v chromium >/dev/null 2>&1 || echo chromium chromium-driver) \
              $(shell command -v node >/dev/null 2>&1 || echo nodejs) \
-             $(shell command -v npm >/dev/null 2>&1 || echo npm)
+             $(shell command -v npm >/dev/null 2>&1 || echo npm) \
+             $(SPEECH_MISSING)
+
+# The offline voices and the audio tools: espeak-ng (many languages; it also gives Kokoro its English phonemes),
+# festival with its HTS voice (text2wave), flite, and ffmpeg (Gradio's live audio player encodes with it).
+SPEECH_APT = espeak-ng festival festvox-us-slt-hts flite ffmpeg
+SLT_VOICE = /usr/share/festival/voices/us/cmu_us_slt_arctic_hts
+SPEECH_MISSING = $(shell command -v espeak-ng >/dev/null 2>&1 || echo espeak-ng) \
+                 $(shell command -v text2wave >/dev/null 2>&1 || echo festival) \
+                 $(shell [ -d $(SLT_VOICE) ] || echo festvox-us-slt-hts) \
+                 $(shell command -v flite >/dev/null 2>&1 || echo flite) \
+                 $(shell command -v ffmpeg >/dev/null 2>&1 || echo ffmpeg)
 
 # Optional for the app (scanned PDFs get a clear message without it), so never fatal here.
 ocr-deps:
 	@command -v tesseract >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q tesseract-ocr tesseract-ocr-eng; } \
 	  || echo "note: tesseract not installed; scanned PDFs will not be read (install tesseract-ocr to enable OCR)"
+
+# Optional for the app too: the Speech tab offers the voices that are installed and says what to install for the
+# others (Kokoro and the whisper recogniser come from pip), so never fatal here either.
+speech-deps:
+	@[ -z "$(strip $(SPEECH_MISSING))" ] || { command -v apt-get >/dev/null 2>&1 && $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(SPEECH_MISSING); } \
+	  || echo "note: could not install $(strip $(SPEECH_MISSING)) (no apt-get?); the Speech tab offers only the voices that are installed. On other systems install: $(SPEECH_APT)"
 
 system-deps:
 	@[ -z "$(strip $(APT_NEEDED))" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(APT_NEEDED); }
@@ -39,7 +57,7 @@ install-dev: install system-deps
 	$(PIP) install -r requirements-dev.txt
 	cd tests/support && npm ci --no-audit --no-fund --loglevel=error
 
-run: install ocr-deps
+run: install ocr-deps speech-deps
 	$(PY) app.py
 
 # Settings for all three live in pyproject.toml (mypy checks core/ and backends/).

@@ -85,6 +85,9 @@ class Settings:
     # A small GGUF of Q4_1 weights is loaded from a Q8_0 copy made once in cache_dir/llama (prompts about 2x faster on
     # CPU, same decoding speed, perplexity within 1%: backends/text/requantize.py); False loads every file as it is.
     gguf_requantize: bool = True
+    # llama.cpp's Intel AMX kernels, where the build has them: off, since a VM that lists AMX without running it dies
+    # on the first prompt with SIGILL (backends/text/llamacpp.py).
+    llama_amx: bool = False
     cache_dir: Path = field(default_factory=_default_cache_dir)  # derived files, safe to delete
     n_ctx: int = 8192  # llama.cpp context window (capped by the model's own)
     # transformers: how many concurrent requests one generate() call may batch (0: 8 on a GPU, 4 on CPU).
@@ -118,6 +121,16 @@ class Settings:
     model_admins: tuple[str, ...] = ()  # STUDIO_MODEL_ADMINS: logins that may download and delete models
     model_catalogue: Path | None = None  # STUDIO_MODEL_CATALOGUE; None = prompts/model_catalogue.toml
     model_disk_reserve_mb: float = 1024.0  # free disk a download must leave in the hub cache
+    # Speech (backends/speech/, core/speech/). Voices, first is the default: "kokoro" (Kokoro-82M, int8 ONNX, from pip),
+    # "festival", "flite", "espeak" (Debian packages), "openai:<model>" (an OpenAI-compatible audio.speech API).
+    speech_models: tuple[str, ...] = ("kokoro", "festival", "flite", "espeak")
+    # Recognisers, first is the default: "whisper" (faster-whisper base, from pip), "faster-whisper:<size, hub id or
+    # folder>", "openai:<model>" (an OpenAI-compatible transcription API).
+    transcribe_models: tuple[str, ...] = ("whisper",)
+    max_speech_chars: int = 100_000  # longest text one request may speak (a 10,000-word draft is about 65,000)
+    max_audio_minutes: float = 90.0  # longest recording one request may transcribe
+    # Free disk the data folder keeps for everyone: speaking stops (keeping what it made) rather than go under it.
+    disk_reserve_mb: float = 1024.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -133,6 +146,8 @@ class Settings:
         env = dict(os.environ if env is None else env)
         models = tuple(m.strip() for m in env.get("STUDIO_TEXT_MODEL", "embedded").split(",") if m.strip())
         images = tuple(m.strip() for m in env.get("STUDIO_IMAGE_MODEL", "").split(",") if m.strip())
+        voices = tuple(m.strip() for m in env.get("STUDIO_SPEECH_MODEL", "").split(",") if m.strip())
+        hearing = tuple(m.strip() for m in env.get("STUDIO_TRANSCRIBE_MODEL", "").split(",") if m.strip())
         auth_pairs = []
         for pair in env.get("STUDIO_AUTH", "").split(","):
             if pair.strip():
@@ -160,6 +175,7 @@ class Settings:
             n_threads=_threads(env, "STUDIO_THREADS"),
             n_threads_batch=_threads(env, "STUDIO_THREADS_BATCH"),
             gguf_requantize=env.get("STUDIO_GGUF_REQUANTIZE", "1").strip().lower() not in ("0", "false", "no", "off"),
+            llama_amx=env.get("STUDIO_LLAMA_AMX", "0").strip().lower() in ("1", "true", "yes", "on"),
             cache_dir=Path(env["STUDIO_CACHE_DIR"]).expanduser()
             if env.get("STUDIO_CACHE_DIR")
             else _default_cache_dir(),
@@ -193,4 +209,9 @@ class Settings:
             if env.get("STUDIO_MODEL_CATALOGUE")
             else None,
             model_disk_reserve_mb=_float(env, "STUDIO_MODEL_DISK_RESERVE_MB", 1024.0),
+            speech_models=voices or cls.speech_models,
+            transcribe_models=hearing or cls.transcribe_models,
+            max_speech_chars=_int(env, "STUDIO_MAX_SPEECH_CHARS", 100_000),
+            max_audio_minutes=_float(env, "STUDIO_MAX_AUDIO_MINUTES", 90.0),
+            disk_reserve_mb=_float(env, "STUDIO_DISK_RESERVE_MB", 1024.0),
         )

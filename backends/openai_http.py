@@ -1,9 +1,10 @@
-"""What the backends that talk HTTP to OpenAI-compatible servers (text and images) share: the retry loop
-(backoff, Retry-After, overall deadline, cancel), the mapping of HTTP, timeout and connection failures to
-BackendError subclasses with messages safe to show, and what to show of a URL."""
+"""What the backends that talk HTTP to OpenAI-compatible servers (text, images, speech) share: the SDK client, the
+retry loop (backoff, Retry-After, overall deadline, cancel), a request cancellable in flight, the mapping of HTTP,
+timeout and connection failures to BackendError subclasses with messages safe to show, and what to show of a URL."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import random
@@ -18,6 +19,8 @@ from backends.text.base import (
     AuthFailedError,
     BackendError,
     ConnectionFailedError,
+    ModelUnavailableError,
+    ProgressFn,
     RateLimitedError,
     ServerFailedError,
     TimeoutFailedError,
@@ -98,11 +101,57 @@ def display_host(url: str) -> str:
         return "the configured OPENAI_BASE_URL"
 
 
+def missing_model(
+    where: str, model: str, detail: str, *, kind: str, endpoint: str, setting: str
+) -> ModelUnavailableError:
+    """A 404: the server has no such model or no such endpoint. `kind` ("speech", or "" for none) qualifies the model,
+    `endpoint` names the API ("audio/speech"), `setting` the variable that names the model (STUDIO_SPEECH_MODEL)."""
+    return ModelUnavailableError(
+        f"The server at {where} has no {kind + ' ' if kind else ''}model '{model}' or no {endpoint} endpoint "
+        f"(HTTP 404). Check the name after 'openai:' in {setting} and OPENAI_BASE_URL (usually ending in /v1)."
+        f"{server_said(detail)}"
+    )
+
+
 def error_code(exc: Any) -> str:
     """The `code` of an OpenAI error body ("content_policy_violation", ...), or ""."""
     body = getattr(exc, "body", None)
     code = body.get("code") if isinstance(body, dict) else None
     return code if isinstance(code, str) else ""
+
+
+def run_cancellable(
+    make_client: Callable[[], Any], call: Callable[[Any], Any], cancel: threading.Event, name: str = "openai"
+) -> Any:
+    """Await `call(async_client)` on a private event loop in a worker thread, watching `cancel`. The async client
+    is used because cancelling an asyncio task really closes its connection (the server sees the hang-up and can
+    stop); a blocked read of the sync client cannot be interrupted. The worker thread keeps this usable from any
+    caller, including one inside a running event loop. RequestCancelled when `cancel` was set."""
+    box: dict[str, Any] = {}
+
+    async def main() -> Any:
+        async with make_client() as client:
+            task = asyncio.ensure_future(call(client))
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.05)
+                if cancel.is_set() and not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise RequestCancelled()
+            return task.result()
+
+    def work() -> None:
+        try:
+            box["value"] = asyncio.run(main())
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box.pop("error")
+    return box["value"]
 
 
 class OpenAIHttp:
@@ -138,6 +187,19 @@ class OpenAIHttp:
 
         seconds = max(0.01, seconds)
         return httpx2.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT_CAP_S, max(1.0, self.timeout_s / 3)))
+
+    def async_client(self) -> Any:
+        """A fresh openai.AsyncOpenAI for this server (one per request, so that cancelling closes its connection).
+        base_url and api_key always passed: given None the SDK would read the environment. The SDK's own retries
+        are off; with_retries does backoff, Retry-After and the overall deadline."""
+        import openai
+
+        return openai.AsyncOpenAI(
+            api_key=self._api_key or PLACEHOLDER_KEY,
+            base_url=self.base_url,
+            timeout=self.timeout(self.timeout_s),
+            max_retries=0,
+        )
 
     def with_retries(self, attempt: Callable[[float], T], max_retries: int, cancel: threading.Event | None = None) -> T:
         """Run `attempt(seconds left)` until it succeeds, retrying 429, 5xx and connection failures with
@@ -264,3 +326,57 @@ class OpenAIHttp:
         if self._api_key and len(self._api_key) >= 4:
             text = text.replace(self._api_key, "***")
         return text
+
+
+class OpenAIModelBackend:
+    """What a backend for one model on one OpenAI-compatible server keeps and does alike (images, speech,
+    transcription; the text backend reads Settings and has its own): the model and its spec and label, the server
+    (`_http`: OpenAIHttp with the subclass's `_client_error`), the retry count, the repr and `load`, which checks
+    that a server is configured. A subclass names its kind of server (`server_kind`: "speech" reads "No speech
+    server is configured"), its API for the default label (`api_name`) and what a timed-out request did not get
+    (`no_answer`: "sent no audio")."""
+
+    server_kind = "OpenAI-compatible"
+    api_name = "OpenAI-compatible API"
+    no_answer = "gave no answer"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        spec: str = "",
+        label: str = "",
+    ) -> None:
+        self.model = model
+        self.spec = spec or f"openai:{model}"
+        self.label = label or f"{model} ({self.api_name})"
+        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._configured = bool(base_url or api_key)
+        self._api_key = api_key
+        self._timeout_s = float(timeout)
+        self._max_retries = max(0, int(max_retries))
+        self._http = OpenAIHttp(
+            self._base_url, api_key, self._timeout_s, no_answer=self.no_answer, client_error=self._client_error
+        )
+        self._where = self._http.where
+        self._host = self._http.host
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self._where!r})"
+
+    def load(self, progress: ProgressFn | None = None) -> None:
+        """Nothing to load; checks that a server is configured (no network)."""
+        if not self._configured:
+            raise ModelUnavailableError(
+                f"No {self.server_kind} server is configured for '{self.model}': set OPENAI_API_KEY (for "
+                f"api.openai.com) or OPENAI_BASE_URL (for an OpenAI-compatible {self.server_kind} server)."
+            )
+        if progress is not None:
+            progress(1.0, f"Using {self.model} at {self._where}")
+
+    def _client_error(self, status: int, detail: str, exc: Any) -> BackendError | None:
+        """The error for a 404 or another 4xx this backend recognises (see ClientErrorFn); None: the generic one."""
+        return None

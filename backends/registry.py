@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from backends.image.base import ImageBackend
+from backends.speech.base import SpeechBackend, TranscribeBackend
 from backends.text.base import ModelSpec, TextBackend
 
 if TYPE_CHECKING:
@@ -134,6 +135,84 @@ IMAGE_ENGINES: Mapping[str, Engine[ImageBackend]] = {
 }
 
 
+# -- speech out ----------------------------------------------------------------------------------------------
+
+
+def _kokoro(target: str, spec: str, settings: Settings) -> SpeechBackend:
+    from backends.speech.kokoro_onnx import KokoroBackend
+
+    return KokoroBackend(spec=spec, cache_dir=settings.cache_dir)
+
+
+def _espeak(target: str, spec: str, settings: Settings) -> SpeechBackend:
+    from backends.speech.espeak import EspeakBackend
+
+    return EspeakBackend(spec=spec)
+
+
+def _flite(target: str, spec: str, settings: Settings) -> SpeechBackend:
+    from backends.speech.flite import FliteBackend
+
+    return FliteBackend(spec=spec)
+
+
+def _festival(target: str, spec: str, settings: Settings) -> SpeechBackend:
+    from backends.speech.festival import FestivalBackend
+
+    return FestivalBackend(spec=spec)
+
+
+def _openai_speech(target: str, spec: str, settings: Settings) -> SpeechBackend:
+    from backends.speech.openai_speech import OpenAISpeechBackend
+
+    return OpenAISpeechBackend(
+        model=target,
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        timeout=settings.request_timeout,
+        max_retries=settings.max_retries,
+        spec=spec,
+    )
+
+
+SPEECH_ENGINES: Mapping[str, Engine[SpeechBackend]] = {
+    "kokoro": Engine("'kokoro'", _kokoro, takes_target=False),
+    "festival": Engine("'festival'", _festival, takes_target=False),
+    "flite": Engine("'flite'", _flite, takes_target=False),
+    "espeak": Engine("'espeak'", _espeak, takes_target=False),
+    "openai": Engine("'openai:<model name>'", _openai_speech),
+}
+
+
+# -- speech in -----------------------------------------------------------------------------------------------
+
+
+def _whisper(target: str, spec: str, settings: Settings) -> TranscribeBackend:
+    from backends.speech.faster_whisper_local import WhisperBackend
+
+    return WhisperBackend(model_ref=target or None, spec=spec, settings=settings)
+
+
+def _openai_transcribe(target: str, spec: str, settings: Settings) -> TranscribeBackend:
+    from backends.speech.openai_transcribe import OpenAITranscribeBackend
+
+    return OpenAITranscribeBackend(
+        model=target,
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        timeout=settings.request_timeout,
+        max_retries=settings.max_retries,
+        spec=spec,
+    )
+
+
+TRANSCRIBE_ENGINES: Mapping[str, Engine[TranscribeBackend]] = {
+    "whisper": Engine("'whisper'", _whisper, takes_target=False),
+    "faster-whisper": Engine("'faster-whisper:<size, hub id or folder>'", _whisper),
+    "openai": Engine("'openai:<model name>'", _openai_transcribe),
+}
+
+
 # -- parsing and creating ------------------------------------------------------------------------------------
 
 
@@ -161,6 +240,14 @@ def parse_image_spec(raw: str) -> tuple[str, str]:
     return parse_spec(raw, IMAGE_ENGINES, "image")
 
 
+def parse_speech_spec(raw: str) -> tuple[str, str]:
+    return parse_spec(raw, SPEECH_ENGINES, "speech")
+
+
+def parse_transcribe_spec(raw: str) -> tuple[str, str]:
+    return parse_spec(raw, TRANSCRIBE_ENGINES, "transcription")
+
+
 def create_text_backend(raw_spec: str, settings: Settings) -> TextBackend:
     spec = ModelSpec.parse(raw_spec)
     return TEXT_ENGINES[spec.kind].create(spec.target, spec.raw, settings)
@@ -169,3 +256,13 @@ def create_text_backend(raw_spec: str, settings: Settings) -> TextBackend:
 def create_image_backend(raw_spec: str, settings: Settings) -> ImageBackend:
     kind, target = parse_image_spec(raw_spec)
     return IMAGE_ENGINES[kind].create(target, raw_spec.strip(), settings)
+
+
+def create_speech_backend(raw_spec: str, settings: Settings) -> SpeechBackend:
+    kind, target = parse_speech_spec(raw_spec)
+    return SPEECH_ENGINES[kind].create(target, raw_spec.strip(), settings)
+
+
+def create_transcribe_backend(raw_spec: str, settings: Settings) -> TranscribeBackend:
+    kind, target = parse_transcribe_spec(raw_spec)
+    return TRANSCRIBE_ENGINES[kind].create(target, raw_spec.strip(), settings)

@@ -60,7 +60,10 @@ def document_text() -> str:
 def open_engine(path: Path, n_ctx: int, **kwargs: Any) -> Any:
     import llama_cpp
 
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, **kwargs)
+    from backends.text.llamacpp import engine_model_params
+
+    with engine_model_params(amx=False):  # as the app opens it (STUDIO_LLAMA_AMX off)
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, **kwargs)
 
 
 def timed(llm: Any, prompt: list[int], follow: list[int], single: bool) -> dict[str, float]:

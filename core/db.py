@@ -31,7 +31,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 class SQLiteDB:
-    """Base for the stores (conversations, drafts, summaries, images): each passes its own schema;
+    """Base for the stores (conversations, drafts, summaries, images, speech): each passes its own schema;
     they may share one file."""
 
     def __init__(self, db_path: Path, schema: str) -> None:
@@ -99,7 +99,28 @@ class SQLiteDB:
     def _delete_before(self, table: str, time_column: str, cutoff: float, user_id: str | None) -> int:
         """Retention for a table of per-user rows: those whose `time_column` is before `cutoff`, of one
         user or (None) of everyone. `table` and `time_column` are the store's own names, never input."""
-        where = f"{time_column} < ?" + (" AND user_id = ?" if user_id is not None else "")
-        args = (cutoff, user_id) if user_id is not None else (cutoff,)
+        where, args = _before(time_column, cutoff, user_id)
         with self._tx() as db:
             return db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount
+
+    def _delete_files_before(
+        self, table: str, time_column: str, cutoff: float, user_id: str | None, files_root: Path
+    ) -> int:
+        """Retention for a table of per-user rows that each name a file (column `file`, relative to `files_root`;
+        '' for none), as _delete_before: the rows go first, in one transaction, then their files (a crash between
+        leaves files without rows, which the store's clean_orphans removes, never a row without its file). The
+        number of rows deleted."""
+        where, args = _before(time_column, cutoff, user_id)
+        with self._tx() as db:
+            files = [r["file"] for r in db.execute(f"SELECT file FROM {table} WHERE {where}", args)]
+            deleted = db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount
+        for file in files:
+            if file:
+                (files_root / file).unlink(missing_ok=True)
+        return deleted
+
+
+def _before(time_column: str, cutoff: float, user_id: str | None) -> tuple[str, tuple[float | str, ...]]:
+    """The WHERE clause and its arguments for rows before `cutoff`, of one user or (None) of everyone."""
+    where = f"{time_column} < ?" + (" AND user_id = ?" if user_id is not None else "")
+    return where, ((cutoff, user_id) if user_id is not None else (cutoff,))

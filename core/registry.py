@@ -39,6 +39,15 @@ class LoadUpdate:
     ready: bool = False
 
 
+def checked_specs(raw_specs: Iterable[str], parse: Callable[[str], object]) -> tuple[str, ...]:
+    """The specs of a setting (STUDIO_IMAGE_MODEL, STUDIO_SPEECH_MODEL, ...), surrounding spaces off, each parsed
+    first so that a mistyped one fails at startup (`parse` raises)."""
+    raw = tuple(raw_specs)
+    for spec in raw:
+        parse(spec)
+    return tuple(spec.strip() for spec in raw)
+
+
 class LazyRegistry(Generic[T]):
     """`create(spec)` makes the object for a configured spec the first time it is asked for; `unknown(spec,
     specs)` is the error raised for a spec that is not configured (each capability raises its own type)."""

@@ -7,11 +7,16 @@ import gradio as gr
 from core.chat.display import display_messages
 from core.chat.service import ChatService
 from core.errors import NotFoundError
+from core.security.uploads import UploadRegistry
+from core.speech.service import SpeechStudio
 from ui.chat_list import conversation_list, list_html, picked_id
 from ui.chat_turns import TurnParts, wire_turns
+from ui.chat_voice import microphone, wire_microphone, wire_read_aloud
 from ui.downloads import download
 from ui.errors import user_error
+from ui.flows import chat_send_controls
 from ui.identity import ensure_browser_id, user_id
+from ui.library_open import Opener, register_opener
 from ui.model_pickers import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
@@ -30,10 +35,17 @@ DOWNLOAD_JS = """(file) => {
 
 
 def build_chat_tab(
-    demo: gr.Blocks, service: ChatService, presets: dict[str, str], browser_id: gr.BrowserState, pickers: ModelPickers
+    demo: gr.Blocks,
+    service: ChatService,
+    presets: dict[str, str],
+    browser_id: gr.BrowserState,
+    pickers: ModelPickers,
+    speech: SpeechStudio | None = None,
+    uploads: UploadRegistry | None = None,
 ) -> None:
     """`pickers` makes the model picker (only what runs now) and the line above the chat that says which model
-    answers and offers the recommended download."""
+    answers and offers the recommended download. With `speech` (and `uploads`, where recordings arrive): a
+    microphone beside the message box and "Read aloud" on every reply (ui/chat_voice.py)."""
     default_preset = next(iter(presets))
 
     def list_of(user: str, cid: str | None, query: str = ""):
@@ -81,6 +93,9 @@ def build_chat_tab(
                     placeholder="Ask anything. Replies stream in; conversations are kept across restarts.",
                 )
                 stats = gr.Markdown(elem_id="chat-stats")
+                if speech:  # the player row "Read aloud" on a reply opens (hidden until then)
+                    wire_read_aloud(demo, speech, service, browser_id, conv_id)
+                chat_send_controls(demo)  # a reply's "Send to Writer" / "Send to Speech" (ui/flows.py)
                 with gr.Row(elem_id="chat-compose"):
                     msg = gr.Textbox(
                         placeholder="Message (Enter to send, Shift+Enter for a new line)",
@@ -91,6 +106,7 @@ def build_chat_tab(
                         scale=8,
                         elem_id="chat-input",
                     )
+                    mic = microphone() if speech and uploads else None
                     # Send is the one main action; while a reply runs, Stop takes its place.
                     send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="chat-send")
                     stop_btn = gr.Button("Stop", scale=1, min_width=90, visible=False, elem_id="chat-stop")
@@ -117,6 +133,8 @@ def build_chat_tab(
                         seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random")
 
         gen_inputs = [model, system_prompt, temperature, top_p, max_new, seed]
+        # a recording, transcribed into the box, is sent from here as a typed message is (ui/chat_turns.py)
+        spoken = wire_microphone(speech, uploads, browser_id, mic, msg, stats) if speech and uploads and mic else None
 
         # -- helpers -------------------------------------------------------------------------
         def load_conversation(user: str, cid: str | None):
@@ -161,6 +179,7 @@ def build_chat_tab(
                 version_btn=version_btn,
                 gen_inputs=gen_inputs,
                 list_update=list_of,
+                spoken=spoken,
             ),
         )
         quiet = dict(show_progress_on=[stats], **PRIVATE)
@@ -196,6 +215,32 @@ def build_chat_tab(
 
         conv_list.pick(  # a custom event, sent by the list's script (ui/chat_list.py)
             switch, [browser_id], [conv_id, chatbot, stats, rename_box, model, system_prompt], **quiet
+        )
+
+        def open_from_library(user: str, cid: str, values: dict) -> dict:
+            """The Library's Open (ui/library_open.py): the conversation shown with its model and system prompt,
+            and marked open in the list."""
+            conv = service.conversation(user, cid)  # NotFoundError for a missing or another user's
+            return {
+                conv_id: cid,
+                chatbot: display_messages(conv),
+                stats: "",
+                rename_box: conv.title,
+                model: conv.model if pickers.offered("text", conv.model) else gr.skip(),
+                system_prompt: conv.system_prompt or "",
+                search: "",
+                conv_list: list_of(user, cid),
+            }
+
+        register_opener(
+            demo,
+            ("chat",),
+            Opener(
+                "chat",
+                [conv_id, chatbot, stats, rename_box, model, system_prompt, search, conv_list],
+                open_from_library,
+                missing=(NotFoundError,),
+            ),
         )
 
         def do_search(bid, query, cid, request: gr.Request):

@@ -22,12 +22,12 @@ PRIVATE = dict(api_visibility="private")
 PENDING = "…"
 
 # Runs once in the page: a click on a bubble's version control (core/chat/display.py) names the message and step,
-# then clicks the hidden version button; an Edit box opened on a message with version controls gets the text
-# without them.
+# then clicks the hidden version button; an Edit box opened on a message with controls (versions, Read aloud) gets
+# the text without them.
 PAGE_JS = """() => {
   if (window.studioChatTurns) return;
   window.studioChatTurns = true;
-  const controls = /\\s*<span class="chat-versions"[^>]*>[\\s\\S]*?<\\/span><!--\\/versions-->/g;
+  const controls = /\\s*<span class="chat-(versions|read)"[^>]*>[\\s\\S]*?<\\/span><!--\\/\\1-->/g;
   document.addEventListener("click", (event) => {
     const step = event.target.closest && event.target.closest("#chatbot button.chat-version-step");
     if (step) {
@@ -66,7 +66,9 @@ PAGE_JS = """() => {
   // Gradio names each bubble after its content ("bot's message: ..."): the controls' markup is no part of it.
   const tidy = (el) => {
     const label = el.getAttribute("aria-label");
-    if (label && label.includes('class="chat-versions"')) el.setAttribute("aria-label", label.replace(controls, ""));
+    if (!label || !/class="chat-(versions|read)"/.test(label)) return;
+    const clean = label.replace(controls, "");
+    if (clean !== label) el.setAttribute("aria-label", clean); // only when changed: each set wakes the observer again
   };
   new MutationObserver((changes) => {
     for (const change of changes) {
@@ -134,6 +136,7 @@ class TurnParts:
     version_btn: Any
     gen_inputs: list
     list_update: Callable[[str, str | None], Any]  # the conversation list with this one open (ui/chat_list.py)
+    spoken: Any = None  # the event that put a spoken message in the box (ui/chat_voice.py): sent from its success
 
 
 def wire_turns(demo: gr.Blocks, service: ChatService, pickers: ModelPickers, p: TurnParts) -> list:
@@ -356,6 +359,8 @@ def wire_turns(demo: gr.Blocks, service: ChatService, pickers: ModelPickers, p: 
     )
     # The turns that end with a reply: returned, so the conversation list can follow each (titles, ui/chat.py).
     turns = [trigger(send, [p.msg, *ins], outputs, **turn_kwargs) for trigger in (p.msg.submit, p.send_btn.click)]
+    if p.spoken is not None:  # a transcribed recording: the same send, the same checks as a typed message
+        turns.append(p.spoken.success(send, [p.msg, *ins], outputs, **turn_kwargs))
     turns.append(p.regen_btn.click(regenerate, ins, outputs, **turn_kwargs))
     turns.append(p.continue_btn.click(cont, ins, outputs, **turn_kwargs))
     turns.append(p.chatbot.edit(edit, ins, outputs, **turn_kwargs))

@@ -15,13 +15,17 @@ from typing import Any
 import gradio as gr
 from gradio.data_classes import FileData
 
+from core.condenser.ask import AskService
 from core.condenser.documents import EXTENSIONS, DocumentError, EncryptedDocument
 from core.condenser.service import CondenseCancelled, CondenseOptions, CondenseService, InputFile
+from core.condenser.spoken import spoken_summary
 from core.condenser.store import SummaryNotFound
 from core.errors import BackendError, InputError
 from core.safe_html import safe_markdown
 from core.security.limits import UserSlots
 from core.security.uploads import UploadRegistry
+from core.speech.service import SpeechStudio
+from ui.condenser_ask import build_ask_section
 from ui.condenser_status import (
     HAS_RESULT,
     MAX_PASSWORD_CHARS,
@@ -36,8 +40,12 @@ from ui.condenser_status import (
 )
 from ui.downloads import download
 from ui.errors import user_error
+from ui.flows import discuss_button
 from ui.identity import api_user, caller, user_id
+from ui.library_open import Opener, register_opener
 from ui.model_pickers import ModelPickers
+from ui.read_aloud import read_aloud_player
+from ui.send_to_speech import SendToSpeech
 from ui.server.api_args import api_endpoint
 
 PRIVATE = dict(api_visibility="private")
@@ -82,8 +90,12 @@ def build_condenser_tab(
     browser_id: gr.BrowserState,
     uploads: UploadRegistry,
     pickers: ModelPickers,
-) -> None:
-    """`pickers` makes the model picker: only what runs now, with "Get more models"."""
+    speech: SpeechStudio | None = None,
+    asker: AskService | None = None,
+) -> SendToSpeech | None:
+    """`pickers` makes the model picker: only what runs now, with "Get more models". With `speech`, "Read aloud"
+    under a summary reads it (core/condenser/spoken.py: without its citations), and "Send to Speech" (returned: the
+    app wires it to the Speech tab) takes that text there."""
     prompts = service.prompts
     ttl_h = service.settings.upload_ttl_hours
 
@@ -158,6 +170,9 @@ def build_condenser_tab(
                 # The one status line (no progress overlay besides it): what runs, elapsed, time left
                 status = gr.Markdown(elem_id="condense-status")
                 summary = gr.Markdown(elem_id="condense-summary", container=True, value=START_HINT)
+                to_speech = _read_aloud(speech, service, browser_id, summary_id) if speech else None
+                if asker is not None:  # "Ask these documents" under the summary (ui/condenser_ask.py)
+                    build_ask_section(asker, browser_id, summary_id)
 
         def files_changed(value, before, request: gr.Request):
             """The box's files changed: what was taken out of it is let go of (deleted when nobody else holds
@@ -272,6 +287,35 @@ def build_condenser_tab(
 
         history.input(open_summary, [browser_id, history], [summary_id, summary, status], **PRIVATE)
 
+        def open_from_library(user: str, sid: str, values: dict) -> dict:
+            """The Library's Open (ui/library_open.py): the summary on show with the options it was made with."""
+            item = service.summary(user, sid)  # SummaryNotFound for a missing or another user's
+            made = item.settings or {}
+            spec = made.get("model") or item.model
+            return {
+                summary_id: item.id,
+                summary: gr.Markdown(safe_markdown(item.markdown), elem_classes=[HAS_RESULT]),
+                status: safe_markdown(item.coverage),
+                history: gr.Dropdown(choices=history_choices(user), value=item.id),
+                length: made["length"] if made.get("length") in prompts.lengths else gr.skip(),
+                form: made["form"] if made.get("form") in prompts.forms else gr.skip(),
+                focus: str(made.get("focus") or ""),
+                audience: str(made.get("audience") or ""),
+                language: str(made.get("language") or SAME_LANGUAGE),
+                model: spec if pickers.offered("text", spec) else gr.skip(),
+            }
+
+        register_opener(
+            demo,
+            ("summary",),
+            Opener(
+                "condense",
+                [summary_id, summary, status, history, length, form, focus, audience, language, model],
+                open_from_library,
+                missing=(SummaryNotFound,),
+            ),
+        )
+
         def export(bid, sid, request: gr.Request):
             if not sid:
                 raise user_error("Condense a document (or open an earlier summary) first.", title="Nothing to export")
@@ -281,6 +325,40 @@ def build_condenser_tab(
                 raise user_error("That summary no longer exists.", title="Not found") from None
 
         export_btn.click(export, [browser_id, summary_id], [export_file], **PRIVATE)
+    return to_speech
+
+
+def _read_aloud(
+    speech: SpeechStudio, service: CondenseService, browser_id: gr.BrowserState, summary_id: gr.State
+) -> SendToSpeech:
+    """The "Read aloud" and "Send to Speech" buttons under the summary (shown once there is one), and the player."""
+    with gr.Row(visible=False, elem_id="condense-speech-actions") as actions:
+        read_btn = gr.Button("Read aloud", size="sm", elem_id="condense-read-aloud")
+        send_btn = gr.Button("Send to Speech", size="sm", elem_id="condense-send-speech")
+        discuss_button()  # a new conversation holding the summary (ui/flows.py)
+    reader = read_aloud_player(speech, "condenser", browser_id, "condense")
+    summary_id.change(lambda sid: gr.Row(visible=bool(sid)), [summary_id], [actions], queue=False, **PRIVATE)
+
+    def summary_text(user: str, sid: Any) -> str:
+        if not sid or not isinstance(sid, str):
+            raise user_error("Condense a document (or open an earlier summary) first.", title="Nothing to read")
+        try:
+            return spoken_summary(service.summary(user, sid).markdown)
+        except SummaryNotFound:
+            raise user_error("That summary no longer exists.", title="Not found") from None
+
+    reader.wire(read_btn.click, summary_text, [summary_id], browser_id)
+    return SendToSpeech(send_btn, summary_id, summary_text)
+
+
+def add_api_files(inputs: list[InputFile], uploads: UploadRegistry, request: gr.Request, file: Any) -> None:
+    """The API's `file` argument (one file, a list, or None) checked as the caller's own uploads and appended to
+    `inputs` one by one, so that a caller's `finally` discards those already taken when a later one is refused."""
+    items = file if isinstance(file, list) else ([file] if file else [])
+    for item in items:
+        data: Any = item.model_dump() if isinstance(item, FileData) else item
+        name = data.get("orig_name") if isinstance(data, dict) else None
+        inputs.append(uploaded(uploads, caller(request), data, name if isinstance(name, str) else None))
 
 
 API_TICK_S = 0.25  # while the model works, /condense repeats its status at least this often
@@ -313,13 +391,9 @@ def build_condenser_api(service: CondenseService, uploads: UploadRegistry, jobs:
         Returns:
             {"status", "summary" (Markdown with citations and quoted sources), "coverage", "id"}.
         """
-        items = file if isinstance(file, list) else ([file] if file else [])
         inputs: list[InputFile] = []
         try:
-            for item in items:
-                data: Any = item.model_dump() if isinstance(item, FileData) else item
-                name = data.get("orig_name") if isinstance(data, dict) else None
-                inputs.append(uploaded(uploads, caller(request), data, name if isinstance(name, str) else None))
+            add_api_files(inputs, uploads, request, file)
             opts = _options(length, form, focus, audience, language, model)
             # A key of its own: one API caller's runs never stop each other. Ticks let Gradio close
             # this generator (so job.cancel() stops the run) while a request is running.

@@ -90,6 +90,16 @@ def caller(request: gr.Request | None) -> str:
     return f"ip:{getattr(client, 'host', None) or 'unknown'}"
 
 
+def limit_key(request: gr.Request | None) -> str:
+    """Whom a per-caller cap counts: a login (or a token of one); else the client's address, since without logins
+    anyone can make up browser ids, and a token for each, as fast as they like."""
+    found = caller(request)
+    if found.startswith("user:"):
+        return found
+    client = getattr(request, "client", None) if request is not None else None
+    return f"ip:{getattr(client, 'host', None) or 'unknown'}"
+
+
 def api_user(request: gr.Request | None) -> str:
     """Who an API call acts for: the login, else the API token's user (so what the call keeps shows in
     that person's tabs), else one anonymous identity whose items are kept only briefly."""

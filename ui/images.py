@@ -20,6 +20,7 @@ from ui.errors import user_error
 from ui.identity import _VALID_BROWSER_ID, caller, user_id
 from ui.images_uploads import SKETCH_CANVAS, blank_canvas, editor_paths, files_as_sent, owned_upload, sketch_path
 from ui.images_view import MODE_LABELS, bar, gallery_pictures, licence_html, mode_choices, status_line, thumbnail
+from ui.library_open import Opener, register_opener
 from ui.model_pickers import ModelPickers
 
 PRIVATE = dict(api_visibility="private")
@@ -528,6 +529,9 @@ def build_images_tab(
     def reuse(bid, image_id, current_spec, request: gr.Request):
         """Every control back to how this image was made, read from its PNG's parameters chunk."""
         user, _ = chosen(bid, image_id, request)
+        return reused(user, image_id, current_spec)
+
+    def reused(user: str, image_id: str, current_spec: str) -> dict:
         fields = studio.reuse(user, image_id)
         spec = fields.get("model") or current_spec
         if fields.get("model") is None:
@@ -553,6 +557,37 @@ def build_images_tab(
     reuse_btn.click(reuse, [browser_id, selected, model], reuse_outputs, **PRIVATE).success(
         load_model, [model], [status], **PRIVATE
     ).success(after_load, [model, scheduler], [scheduler], preprocess=False, **PRIVATE)
+
+    def open_from_library(user: str, image_id: str, values: dict) -> dict:
+        """The Library's Open (ui/library_open.py): the image selected in the gallery and every control back to
+        how it was made (as "Reuse parameters")."""
+        record = studio.image(user, image_id)  # ImageNotFoundError for a missing or another user's
+        filled = reused(user, image_id, values[model])
+        pictures, ids = show_gallery(user)
+        at = ids.index(image_id) if image_id in ids else None
+        filled[gallery] = gr.Gallery(value=pictures, selected_index=at)
+        filled[gallery_ids] = ids
+        filled[selected] = image_id
+        filled[selected_info] = record.infotext
+        return filled
+
+    def chain_load(event):
+        return event.success(load_model, [model], [status], **PRIVATE).success(
+            after_load, [model, scheduler], [scheduler], preprocess=False, **PRIVATE
+        )
+
+    register_opener(
+        demo,
+        ("image",),
+        Opener(
+            "images",
+            [*reuse_outputs, gallery, gallery_ids, selected, selected_info],
+            open_from_library,
+            inputs=[model],
+            then=chain_load,
+            missing=(ImageNotFoundError,),
+        ),
+    )
 
     def send_to(target: str):
         def run(bid, image_id, current_spec, request: gr.Request):

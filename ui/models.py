@@ -28,14 +28,21 @@ from ui.model_pickers import (
 MODELS_TAB = "models"
 HEADERS = ["Model", "Kind", "State", "Size", "RAM needed", "Licence", "Good for"]
 STATES = {"ready": "ready", "downloadable": "can download", "downloading": "downloading…", "unavailable": "unavailable"}
-COLUMN_WIDTHS = ["24%", "6%", "11%", "13%", "8%", "16%", "22%"]
+COLUMN_WIDTHS = ["22%", "10%", "13%", "12%", "8%", "15%", "20%"]  # Kind fits "recogniser" on a phone
+KIND_LABELS = {"speech": "voice", "transcribe": "recogniser"}  # text to speech; speech to text
+
+
+def _kind(entry: ModelEntry) -> str:
+    return KIND_LABELS.get(entry.kind, entry.kind)
 
 
 def _size(entry: ModelEntry) -> str:
     if entry.size_on_disk:
         return f"{format_bytes(entry.size_on_disk)} on disk"
     if entry.download_size:
-        return f"{format_bytes(entry.download_size)} to download"
+        # A voice or recogniser that pip or apt brings (its reason says the command) is installed, not downloaded.
+        how = "to install" if entry.repo is None and entry.kind in KIND_LABELS else "to download"
+        return f"{format_bytes(entry.download_size)} {how}"
     return "—"
 
 
@@ -43,7 +50,7 @@ def _rows(entries: list[ModelEntry]) -> list[list[str]]:
     return [
         [
             e.name + (" (recommended)" if e.recommended else ""),
-            e.kind,
+            _kind(e),
             STATES.get(e.state, e.state),
             _size(e),
             f"{e.ram_gb:g} GB" if e.ram_gb else "—",
@@ -61,7 +68,7 @@ def _details(entry: ModelEntry | None, managing: tuple[bool, str], hub_reason: s
         f"### {md(entry.name)}",
         f"**{STATES.get(entry.state, entry.state).capitalize()}**" + (f": {md(entry.reason)}" if entry.reason else ""),
         "",
-        f"- Kind: {entry.kind} · source: {entry.source}",
+        f"- Kind: {_kind(entry)} · source: {entry.source}",
         f"- Spec: `{entry.spec.replace('`', '')}`",
         f"- Size: {_size(entry)}" + (f" · needs about {entry.ram_gb:g} GB of RAM" if entry.ram_gb else ""),
         f"- Licence: {md(entry.licence or 'not stated')}",

@@ -12,11 +12,15 @@ from typing import Any
 import gradio as gr
 
 from core.errors import InputError
+from core.speech.service import SpeechStudio
 from core.writer.service import MAX_VARIANTS, WriterService
 from ui.downloads import download
 from ui.errors import user_error
+from ui.flows import header_image_button
 from ui.identity import user_id
 from ui.model_pickers import ModelPickers
+from ui.read_aloud import read_aloud_player
+from ui.send_to_speech import SendToSpeech
 from ui.writer_api import build_writer_api
 from ui.writer_drafts import wire_drafts
 from ui.writer_form import (
@@ -82,9 +86,14 @@ class _Tab:
 
 
 def build_writer_tab(
-    demo: gr.Blocks, service: WriterService, browser_id: gr.BrowserState, pickers: ModelPickers
-) -> None:
-    """`pickers` makes the model picker: only what runs now, with "Get more models"."""
+    demo: gr.Blocks,
+    service: WriterService,
+    browser_id: gr.BrowserState,
+    pickers: ModelPickers,
+    speech: SpeechStudio | None = None,
+) -> SendToSpeech | None:
+    """`pickers` makes the model picker: only what runs now, with "Get more models". With `speech`, "Read aloud"
+    reads the draft as it stands, and "Send to Speech" (returned: the app wires it to the Speech tab) takes it there."""
     library = service.library
     first = "blog_post" if "blog_post" in library.templates else next(iter(library.templates))
     start = library.templates[first]
@@ -96,6 +105,10 @@ def build_writer_tab(
                 form = brief_form(service, start, first, pickers)
             with gr.Column(scale=5, elem_id="writer-output"):  # first on a phone (writer.css)
                 out = output_panel(service, form.status)
+                to_speech = _read_aloud(speech, browser_id, out) if speech else None
+                tools = out.export_buttons["md"].parent
+                with tools if isinstance(tools, gr.Row) else gr.Row():
+                    header_image_button()  # a header image's prompt from the draft, into Images (ui/flows.py)
 
         gen_kwargs = dict(
             concurrency_limit=service.settings.concurrency_limit, concurrency_id="writer-generate", **PRIVATE
@@ -118,6 +131,26 @@ def build_writer_tab(
         wire_rewrite(t)
         _wire_export(t)
         wire_drafts(t, demo, start, pickers)
+    return to_speech
+
+
+def _read_aloud(speech: SpeechStudio, browser_id: gr.BrowserState, out: OutputPanel) -> SendToSpeech:
+    """The "Read aloud" button beside Copy and Export under the draft (that row is entered again: it holds the
+    draft's tools), and its player row at the end of the column. It reads the draft's current text, saved or not."""
+    tools = out.export_buttons["md"].parent
+    with tools if isinstance(tools, gr.Row) else gr.Row():
+        needs = ["writer-needs-draft"]
+        read_btn = gr.Button("Read aloud", size="sm", elem_id="writer-read-aloud", elem_classes=needs)
+        send_btn = gr.Button("Send to Speech", size="sm", elem_id="writer-send-speech", elem_classes=needs)
+    reader = read_aloud_player(speech, "writer", browser_id, "writer")
+
+    def draft_text(user: str, text: Any) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise user_error("Write or paste a draft first: the draft is empty.", title="Nothing to read")
+        return text
+
+    reader.wire(read_btn.click, draft_text, [out.draft], browser_id)
+    return SendToSpeech(send_btn, out.draft, draft_text)
 
 
 def _wire_writing(t: _Tab) -> None:

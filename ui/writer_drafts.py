@@ -15,6 +15,7 @@ from core.writer.store import Draft
 from core.writer.templates import Template
 from ui.errors import user_error
 from ui.identity import user_id
+from ui.library_open import Opener, register_opener
 from ui.model_pickers import ModelPickers
 from ui.writer_form import brief_updates, stats_markdown, status_markdown
 
@@ -90,6 +91,17 @@ def wire_drafts(t: _Tab, demo: gr.Blocks, start: Template, pickers: ModelPickers
             raise user_error("That draft no longer exists.", title="Not found") from None
 
     out.drafts.input(open_draft, [t.browser_id, out.drafts], shown, **PRIVATE)
+
+    def open_from_library(user: str, did: str, values: dict) -> dict:
+        """The Library's Open (ui/library_open.py): the draft with its brief, template, options and text."""
+        d = service.open_draft(user, did)  # NotFoundError for a missing or another user's
+        filled = dict(zip(shown, view(d), strict=True))
+        filled[out.drafts] = gr.Dropdown(choices=service.draft_choices(user), value=d.id)
+        return filled
+
+    register_opener(
+        demo, ("draft",), Opener("writer", [*shown, out.drafts], open_from_library, missing=(NotFoundError,))
+    )
 
     reopened = gr.State(None)  # what the load found and the brief as the page sent it, kept on the server
 

@@ -1,6 +1,6 @@
 """Hosted image generation through the OpenAI images API (images.generate, images.edit) or any server
-that speaks it (LocalAI and the like), via the `openai` SDK. Owns the image requests, cancelling one in
-flight, and decoding the images; retries and the mapping of HTTP failures are backends/openai_http.py's. The
+that speaks it (LocalAI and the like), via the `openai` SDK. Owns the image requests and decoding the images;
+the client, cancelling in flight, retries and the mapping of HTTP failures are backends/openai_http.py's. The
 API key stays inside the SDK client and never appears in a message."""
 
 from __future__ import annotations
@@ -10,21 +10,20 @@ import functools
 import io
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 from backends.image.base import GeneratedImage, ImageCancelled, ImageCapabilities, ImageProgressFn, ImageRequest
 from backends.openai_http import (
-    DEFAULT_BASE_URL,
-    PLACEHOLDER_KEY,
-    OpenAIHttp,
+    OpenAIModelBackend,
     RequestCancelled,
     display_url,
     error_code,
+    missing_model,
+    run_cancellable,
     server_said,
 )
-from backends.text.base import BackendError, ModelUnavailableError, ProgressFn, ServerFailedError
+from backends.text.base import BackendError, ServerFailedError
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +35,13 @@ FIXED_SIZE_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgp
 NOT_REPRODUCIBLE = "Hosted result: the same seed and prompt may not give the same image again."
 
 
-class OpenAIImagesBackend:
+class OpenAIImagesBackend(OpenAIModelBackend):
     """One image model on one OpenAI-compatible server. Thread-safe: nothing per-request is kept on the
     object; every request gets its own SDK client and event loop, so that cancelling closes its connection."""
+
+    server_kind = "images"
+    api_name = "OpenAI images API"
+    no_answer = "sent no image"
 
     def __init__(
         self,
@@ -54,25 +57,10 @@ class OpenAIImagesBackend:
     ) -> None:
         """`send_seed`: pass the seed in the request body (extra_body); default: to every server except
         api.openai.com, whose images API has no seed and rejects unknown parameters."""
-        self.model = model
-        self.spec = spec or f"openai:{model}"
-        self.label = label or f"{model} (OpenAI images API)"
-        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._configured = bool(base_url or api_key)
-        self._api_key = api_key
-        self._timeout_s = float(timeout)
-        self._max_retries = max(0, int(max_retries))
-        self._http = OpenAIHttp(
-            self._base_url, api_key, self._timeout_s, no_answer="sent no image", client_error=self._client_error
-        )
-        self._where = self._http.where
-        self._host = self._http.host
+        super().__init__(model, base_url, api_key, timeout, max_retries, spec, label)
         self._official = urlsplit(self._base_url).hostname == "api.openai.com"
         self._send_seed = (not self._official) if send_seed is None else send_seed
         self._gpt_image = model.startswith(("gpt-image", "chatgpt-image"))
-
-    def __repr__(self) -> str:
-        return f"OpenAIImagesBackend(model={self.model!r}, base_url={self._where!r})"
 
     # -- ImageBackend ---------------------------------------------------------------------------------
 
@@ -87,16 +75,6 @@ class OpenAIImagesBackend:
             previews=False,
             licence_note=f"Images are made by {self._host}; its terms of use apply.",
         )
-
-    def load(self, progress: ProgressFn | None = None) -> None:
-        """Nothing to load; checks that a server is configured (no network)."""
-        if not self._configured:
-            raise ModelUnavailableError(
-                f"No images server is configured for '{self.model}': set OPENAI_API_KEY (for api.openai.com) "
-                "or OPENAI_BASE_URL (for an OpenAI-compatible images server)."
-            )
-        if progress is not None:
-            progress(1.0, f"Using {self.model} at {self._where}")
 
     def generate(
         self, request: ImageRequest, cancel: threading.Event, progress: ImageProgressFn | None = None
@@ -247,63 +225,22 @@ class OpenAIImagesBackend:
 
     # -- transport ------------------------------------------------------------------------------------
 
-    def _client(self) -> Any:
-        import openai
-
-        # base_url and api_key always passed: given None the SDK would read the environment. The SDK's
-        # own retries are off; OpenAIHttp.with_retries does backoff, Retry-After and the overall deadline.
-        return openai.AsyncOpenAI(
-            api_key=self._api_key or PLACEHOLDER_KEY,
-            base_url=self._base_url,
-            timeout=self._http.timeout(self._timeout_s),
-            max_retries=0,
-        )
-
     def _attempt(self, call: str, kwargs: dict[str, Any], cancel: threading.Event, seconds: float) -> Any:
         """One images.generate or images.edit request, given `seconds` to answer."""
-        return self._cancellable(lambda client, t: getattr(client.images, call)(**kwargs, timeout=t), cancel, seconds)
-
-    def _cancellable(self, call: Callable[[Any, Any], Any], cancel: threading.Event, seconds: float) -> Any:
-        """Await `call(async_client, timeout)` on a private event loop in a worker thread, watching `cancel`.
-        The async client is used because cancelling an asyncio task really closes its connection (the
-        server sees the hang-up and can stop); closing a sync client does not interrupt a blocked read.
-        The worker thread keeps this usable from any caller, including one inside a running event loop."""
-        import asyncio
-
-        box: dict[str, Any] = {}
-
-        async def main() -> Any:
-            async with self._client() as client:
-                task = asyncio.ensure_future(call(client, self._http.timeout(seconds)))
-                while not task.done():
-                    await asyncio.wait({task}, timeout=0.05)
-                    if cancel.is_set() and not task.done():
-                        task.cancel()
-                        await asyncio.gather(task, return_exceptions=True)
-                        raise RequestCancelled()
-                return task.result()
-
-        def work() -> None:
-            try:
-                box["value"] = asyncio.run(main())
-            except BaseException as exc:  # handed to the caller's thread
-                box["error"] = exc
-
-        worker = threading.Thread(target=work, name="openai-images", daemon=True)
-        worker.start()
-        worker.join()
-        if "error" in box:
-            raise box.pop("error")
-        return box["value"]
+        timeout = self._http.timeout(seconds)
+        return run_cancellable(
+            self._http.async_client,
+            lambda client: getattr(client.images, call)(**kwargs, timeout=timeout),
+            cancel,
+            name="openai-images",
+        )
 
     # -- error mapping (the rest is OpenAIHttp's) -----------------------------------------------------------
 
     def _client_error(self, status: int, detail: str, exc: Any) -> BackendError | None:
         if status == 404:
-            return ModelUnavailableError(
-                f"The server at {self._where} has no image model '{self.model}' or no images endpoint (HTTP 404). "
-                f"Check the name after 'openai:' in STUDIO_IMAGE_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
-                f"{server_said(detail)}"
+            return missing_model(
+                self._where, self.model, detail, kind="image", endpoint="images", setting="STUDIO_IMAGE_MODEL"
             )
         if error_code(exc) in ("content_policy_violation", "moderation_blocked") or "safety" in detail.lower():
             return BackendError(

@@ -86,6 +86,9 @@ class StreamStats:
     finish_reason: Literal["stop", "length", "cancelled"] | None = None
     prompt_tokens: int | None = None
     completion_tokens: int = 0
+    # Tokens the engine made for this request after its caller stopped reading or cancelled (wasted work; filled
+    # by backends that can tell, such as the batched transformers one, where it is at most the step in progress).
+    after_stop: int = 0
 
 
 ProgressFn = Callable[[float, str], None]  # fraction in [0, 1], description

@@ -53,6 +53,11 @@ class BatchScheduler:
         with self._queue:
             return dict(self._batches)
 
+    def waiting(self) -> int:
+        """Requests queued for the model now (not cancelled): a metric."""
+        with self._queue:
+            return sum(1 for r in self._pending if not r.cancel.is_set())
+
     def grammar(self, schema: dict[str, Any]) -> str:
         """The compiled grammar of a row's JSON schema; BackendError when it cannot be enforced."""
         if self._constraint is None:
@@ -218,6 +223,7 @@ class Row:
         self.finish: str | None = None  # "stop" (end of turn) or "length", set by the streamer
         self.batch: Batch | None = None
         self.error: BaseException | None = None  # the batch's failure, if it failed while this row ran
+        self.tokens_at_leave = 0  # len(tokens) when the consumer left: a metric of how promptly a row stops
 
     def wants_stop(self) -> bool:
         return self.finish is not None or self.stop.is_set() or self.cancel.is_set()
@@ -225,6 +231,7 @@ class Row:
     def leave(self) -> None:
         """The consumer is done: generate() drops this row after the token in progress, and the last
         row out of a batch waits for generate() to return."""
+        self.tokens_at_leave = len(self.tokens)
         self.stop.set()
         self.released.wait()
         batch = self.batch

@@ -6,11 +6,12 @@ serialised, cancellable streaming. llama_cpp is imported only inside methods.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import random
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,19 +96,19 @@ class LlamaCppBackend:
                 weights = fast_weights(path, self._settings.cache_dir / "llama", threads.n_threads_batch)
             report(0.4, f"Loading {path.name} with llama.cpp")
             try:
-                llm = _open_llama(weights, self._settings.n_ctx, threads)
+                llm = _open_llama(weights, self._settings.n_ctx, threads, self._settings.llama_amx)
             except ModelUnavailableError:
                 if weights == path:
                     raise
                 discard(weights, path)  # a damaged cached copy: use the original, and make a new copy next time
                 weights = path
-                llm = _open_llama(path, self._settings.n_ctx, threads)
+                llm = _open_llama(path, self._settings.n_ctx, threads, self._settings.llama_amx)
             trained = _trained_context(llm)
             if trained and trained < llm.n_ctx():
                 # Beyond the trained context the model degrades; reopen with its own size
                 # (cheap: weights are memory-mapped and already in the page cache).
                 llm.close()
-                llm = _open_llama(weights, trained, threads)
+                llm = _open_llama(weights, trained, threads, self._settings.llama_amx)
             try:
                 formatter = _own_chat_formatter(llm, path)
             except BaseException:
@@ -300,26 +301,70 @@ def _acquire(lock: threading.Lock, cancel: threading.Event) -> bool:
     return True
 
 
-def _open_llama(path: Path, n_ctx: int, threads: ThreadPlan) -> Any:
+def _open_llama(path: Path, n_ctx: int, threads: ThreadPlan, amx: bool = False) -> Any:
     import llama_cpp
 
     try:
-        return llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=threads.n_threads,
-            n_threads_batch=threads.n_threads_batch,
-            # Off, though it measured decode +8-14% and prompts +6-8% on one core (bench/decode_bench.py): with it, a
-            # prompt evaluated after a cached prefix gives different logits than evaluated whole, so one greedy
-            # request's reply would depend on what the previous request left in the cache (seen on condenser chunks).
-            flash_attn=False,
-            verbose=False,
-        )
+        with engine_model_params(amx):
+            return llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads.n_threads,
+                n_threads_batch=threads.n_threads_batch,
+                # Off, though it measured decode +8-14% and prompts +6-8% on one core (bench/decode_bench.py): with it,
+                # a prompt evaluated after a cached prefix gives different logits than evaluated whole, so one greedy
+                # request's reply would depend on what the previous request left in the cache (seen on condenser
+                # chunks).
+                flash_attn=False,
+                verbose=False,
+            )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelUnavailableError(
             f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) could not load {path}: {exc}. "
             "Is it a complete GGUF model file of an architecture this version supports?"
         ) from exc
+
+
+def amx_built() -> bool:
+    """Whether this llama.cpp build has Intel AMX kernels: a source build (PyPI has no other) compiles them in with
+    -march=native on any CPU that lists AMX, whether or not the machine can run them."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info()
+    return "AMX_INT8 = 1" in (info.decode(errors="replace") if isinstance(info, bytes) else str(info))
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def engine_model_params(amx: bool) -> Iterator[None]:
+    """A llama_cpp.Llama opened inside this block uses llama.cpp's extra weight buffers (AMX, and the CPU repacks
+    that come with them) only when the build has no AMX kernels or `amx` is True (Settings.llama_amx).
+
+    Why AMX is off unless asked for: on a virtual machine whose CPU lists AMX but whose hypervisor does not run it
+    (seen on a CI machine of this project: a Xeon under a Firecracker guest kernel), the first prompt kills the whole
+    process with SIGILL on `tilezero`, so the app dies on the embedded model. llama-cpp-python 0.3.36 has no Llama()
+    argument for llama_model_params.use_extra_bufts, so the default model params are amended while the model opens,
+    under a lock, for every thread of this process that opens one here."""
+    import llama_cpp.llama_cpp as ll
+
+    if amx or not amx_built():
+        yield
+        return
+    with _PARAMS_LOCK:
+        default = ll.llama_model_default_params
+
+        def without_extra_buffers() -> Any:
+            params = default()
+            params.use_extra_bufts = False
+            return params
+
+        ll.llama_model_default_params = without_extra_buffers
+        try:
+            yield
+        finally:
+            ll.llama_model_default_params = default
 
 
 @functools.lru_cache(maxsize=64)

@@ -16,7 +16,14 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from backends.openai_http import DEFAULT_BASE_URL, PLACEHOLDER_KEY, OpenAIHttp, RequestCancelled, server_said
+from backends.openai_http import (
+    DEFAULT_BASE_URL,
+    PLACEHOLDER_KEY,
+    OpenAIHttp,
+    RequestCancelled,
+    missing_model,
+    server_said,
+)
 from backends.text.base import (
     BackendError,
     Capabilities,
@@ -312,11 +319,7 @@ class OpenAIBackend:
 
     def _client_error(self, status: int, detail: str, exc: Any) -> BackendError | None:
         if status == 404:
-            return ModelUnavailableError(
-                f"The server at {self._where} has no model '{self.model}' or no chat endpoint (HTTP 404). "
-                f"Check the name after 'openai:' in STUDIO_TEXT_MODEL and OPENAI_BASE_URL (usually ending in /v1)."
-                f"{server_said(detail)}"
-            )
+            return missing_model(self._where, self.model, detail, kind="", endpoint="chat", setting="STUDIO_TEXT_MODEL")
         lowered = detail.lower()
         if status in (400, 413, 422) and (
             "context" in lowered or "too long" in lowered or "maximum" in lowered and "token" in lowered

@@ -316,6 +316,7 @@ class TransformersBackend:
             row.leave()  # generate() drops this row; the last row out waits for generate() to return
             batch = row.batch
             stats.completion_tokens = len(row.tokens)
+            stats.after_stop = len(row.tokens) - row.tokens_at_leave
             if cancel.is_set() or abandoned:
                 stats.finish_reason = "cancelled"
             elif hit_stop:
@@ -340,6 +341,10 @@ class TransformersBackend:
     def batch_counts(self) -> dict[int, int]:
         """How many generate() calls served how many requests each, since load: {rows: calls}."""
         return self._scheduler.counts() if self._scheduler is not None else {}
+
+    def queued(self) -> int:
+        """Requests waiting for the model now (a metric; 0 before load)."""
+        return self._scheduler.waiting() if self._scheduler is not None else 0
 
     def batch_size(self) -> int:
         return self._batch_size(self._model)

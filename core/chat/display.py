@@ -1,6 +1,6 @@
-"""How a stored conversation is shown: chat bubbles with cut replies marked and "‹ 2/3 ›" controls on messages
-that have other versions, Markdown made safe to render (the stored text is untouched), and which of the
-chat's actions apply to it."""
+"""How a stored conversation is shown: chat bubbles with cut replies marked, a "Read aloud" control on each reply and
+"‹ 2/3 ›" controls on messages that have other versions, Markdown made safe to render (the stored text is untouched),
+and which of the chat's actions apply to it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import re
 from dataclasses import dataclass
 
 from core.chat.store import Conversation, StoredMessage
+from core.errors import NotFoundError
 from core.safe_html import safe_markdown
 
 # The controls are our own markup, added after the text was made safe; the page's script (ui/chat_turns.py) turns a
 # click on data-chat-version="<message id>:<step>" into the chat's version event.
-_CONTROLS = re.compile(r'\s*<span class="chat-versions"[^>]*>.*?</span><!--/versions-->', re.DOTALL)
+# A click on a reply's "Read aloud" control (class chat-r-<message id>) plays that reply's stored text (ui/chat_voice.py);
+# "Send to Writer" / "Send to Speech" (chat-sw-<id>, chat-ss-<id>) carry it to that tab (ui/flows.py).
+_CONTROLS = re.compile(r'\s*<span class="chat-(versions|read)"[^>]*>.*?</span><!--/\1-->', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,30 @@ def turn_actions(conv: Conversation | None) -> TurnActions:
 
 def display_messages(conv: Conversation) -> list[dict]:
     """The conversation as chat-bubble dicts ({role, content}) with cut replies marked and version controls."""
-    return [{"role": m.role, "content": display_text(m) + version_controls(m)} for m in conv.messages]
+    return [{"role": m.role, "content": display_text(m) + controls(m)} for m in conv.messages]
+
+
+def controls(m: StoredMessage) -> str:
+    """What follows a message's text, on one line: "Read aloud" (a reply with text), then "‹ 2/3 ›" (other versions)."""
+    parts = [read_control(m), version_controls(m).strip()]
+    shown = " ".join(p for p in parts if p)
+    return f"\n\n{shown}" if shown else ""
+
+
+def read_control(m: StoredMessage) -> str:
+    """The "Read aloud" button of a finished (or cut) reply with text, else "". Like the version controls it is our
+    own markup added after the text was made safe: the message id rides in the class (chat-r-<id>), the glyph is
+    drawn by chat.css, and the title names the button (no text inside: the bubble's text stays the reply's)."""
+    if m.role != "assistant" or m.status == "streaming" or not m.content.strip():
+        return ""
+    return (
+        f'<span class="chat-read"><button type="button" class="chat-read-aloud chat-r-{m.id}" '
+        'title="Read aloud"></button>'
+        # the reply carried to another tab (ui/flows.py): glyphs named by their titles, like Read aloud
+        f'<button type="button" class="chat-send-to chat-to-writer chat-sw-{m.id}" title="Send to Writer"></button>'
+        f'<button type="button" class="chat-send-to chat-to-speech chat-ss-{m.id}" title="Send to Speech"></button>'
+        "</span><!--/read-->"
+    )
 
 
 def display_text(m: StoredMessage) -> str:
@@ -73,7 +99,7 @@ def version_controls(m: StoredMessage) -> str:
 
 
 def without_controls(text: str) -> str:
-    """An edited message's text as the user meant it: the version controls shown with it taken out."""
+    """An edited message's text as the user meant it: the controls shown with it taken out."""
     return _CONTROLS.sub("", text or "")
 
 
@@ -86,3 +112,12 @@ def reply_bubble(text: str, status: str, note: str = "") -> str:
         mark = f"*[reply cut: {note}]*"
         text = f"{text}\n\n{mark}" if text else mark
     return safe_markdown(text)
+
+
+def spoken_reply(conv: Conversation, message_id: int) -> str:
+    """The stored text of the reply `message_id` of the conversation as shown (what "Read aloud" reads: the model's
+    Markdown, not the bubble's HTML). NotFoundError when it is not a reply shown there (switched away, deleted)."""
+    for m in conv.messages:
+        if m.id == message_id and m.role == "assistant":
+            return m.content
+    raise NotFoundError("That reply is no longer shown here; open its conversation again.")

@@ -205,6 +205,66 @@ class ConversationStore(SQLiteDB):
             self._owned(db, user_id, conversation_id)
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
+    # -- the whole tree, for the library's archive (core/library/archive.py) ------------------------
+    def message_tree(self, user_id: str, conversation_id: str) -> tuple[Conversation, list[tuple[StoredMessage, bool]]]:
+        """The conversation (its shown path in `messages`) and every message of every branch in the order written,
+        each with whether it is the shown one among its siblings."""
+        conv = self.get_conversation(user_id, conversation_id)
+        rows = (
+            self._conn()
+            .execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
+            .fetchall()
+        )
+        tree = [
+            (
+                StoredMessage(
+                    id=m["id"], role=m["role"], content=m["content"], status=m["status"], note=m["note"],
+                    model=m["model"], stats=json.loads(m["stats"]), created_at=m["created_at"], parent_id=m["parent_id"],
+                ),
+                bool(m["active"]),
+            )
+            for m in rows
+        ]  # fmt: skip
+        return conv, tree
+
+    def import_conversation(
+        self,
+        user_id: str,
+        *,
+        title: str,
+        model: str,
+        system_prompt: str,
+        created_at: float,
+        updated_at: float,
+        messages: list[tuple[StoredMessage, bool]],
+    ) -> Conversation:
+        """A conversation brought in whole (a library archive), under a new id, in one transaction within the quota.
+        `messages` as message_tree gives them, except that each `parent_id` is the position in `messages` of an
+        earlier message (None: a first message); a reply left streaming is kept as cut."""
+        adding = sum(len(m.content.encode("utf-8", "surrogatepass")) for m, _ in messages)
+        conv_id = uuid.uuid4().hex
+        with reserved(self.quota, user_id, adding), self._tx() as db:
+            db.execute(
+                "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv_id, user_id, " ".join(title.split())[:200] or "New chat", model, system_prompt, created_at,
+                 updated_at),
+            )  # fmt: skip
+            ids: list[int] = []
+            for m, active in messages:
+                if m.parent_id is not None and not 0 <= m.parent_id < len(ids):
+                    raise ValueError("a message's parent must come before it")
+                cur = db.execute(
+                    "INSERT INTO messages (conversation_id, role, content, status, note, model, stats, created_at,"
+                    " parent_id, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        conv_id, m.role, m.content, "cut" if m.status == "streaming" else m.status, m.note, m.model,
+                        json.dumps(m.stats), m.created_at, None if m.parent_id is None else ids[m.parent_id],
+                        int(active),
+                    ),
+                )  # fmt: skip
+                ids.append(int(cur.lastrowid or 0))
+        return self.get_conversation(user_id, conv_id)
+
     # -- messages ------------------------------------------------------------------------------
     # -- quota and retention (core/quota.py) -----------------------------------------------------
     def bytes_used(self, user_id: str) -> int:

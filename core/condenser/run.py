@@ -226,6 +226,11 @@ class Run:
                 result.summary_id = self.store(result, backend).id
             except (QuotaExceededError, StorageFullError) as exc:  # shown all the same: never lose what was made
                 kept = f" Not kept in your history: {exc}"
+        if result.summary_id and self.s.passages is not None:  # its documents, for questions (core/condenser/ask.py)
+            try:
+                self.s.passages.save(self.user_id, result.summary_id, docs)
+            except (QuotaExceededError, StorageFullError) as exc:
+                kept = f" Its documents were not kept for questions: {exc}"
         elapsed = time.monotonic() - self.started
         done = "Done. " + result.coverage + kept
         yield CondenseUpdate(done, 1.0, self.notes(), result, "complete", elapsed_s=elapsed, eta_s=0.0)

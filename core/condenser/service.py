@@ -13,6 +13,7 @@ from core import validate
 from core.cancel import CancelRegistry
 from core.condenser.disposables import Disposables
 from core.condenser.documents import ExtractionLimits
+from core.condenser.passages import PassageStore
 from core.condenser.prompts import CondensePrompts, load_condense_prompts
 from core.condenser.report import export_markdown
 from core.condenser.request import CondenseCancelled, CondenseOptions, CondenseResult, CondenseUpdate, InputFile  # noqa: F401
@@ -37,6 +38,7 @@ class CondenseService:
         prompts: CondensePrompts | None = None,
         limits: ExtractionLimits = ExtractionLimits(),
         release_upload: Callable[[str, str], bool] | None = None,
+        passages: PassageStore | None = None,
     ) -> None:
         self.settings = settings
         self.models = models
@@ -45,6 +47,7 @@ class CondenseService:
         self.limits = limits
         self.active = CancelRegistry()
         self.uploads = Disposables(release_upload)
+        self.passages = passages  # with it, a kept summary's documents are kept for questions (core/condenser/ask.py)
 
     # -- input ---------------------------------------------------------------------------------------
     def check(self, files: Sequence[InputFile], text: str, options: CondenseOptions) -> CondenseOptions:

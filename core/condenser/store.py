@@ -78,8 +78,10 @@ class SummaryStore(SQLiteDB):
         sources: list | None = None,
         coverage: str = "",
         details: dict | None = None,
+        created_at: float | None = None,
     ) -> StoredSummary:
-        """Raises QuotaExceededError (past the user's quota) or StorageFullError (disk full); nothing is kept then."""
+        """Raises QuotaExceededError (past the user's quota) or StorageFullError (disk full); nothing is kept then.
+        `created_at`: when it was made, for one brought in from a library archive (default: now)."""
         item = StoredSummary(
             uuid.uuid4().hex,
             user_id,
@@ -90,7 +92,7 @@ class SummaryStore(SQLiteDB):
             list(sources or []),
             coverage,
             dict(details or {}),
-            time.time(),
+            time.time() if created_at is None else float(created_at),
         )
         values = (
             item.title,
@@ -134,6 +136,20 @@ class SummaryStore(SQLiteDB):
             (user_id, limit),
         )
         return [_from_row(r) for r in rows]
+
+    def rename(self, user_id: str, summary_id: str, title: str) -> None:
+        """A new title (the library's Rename). SummaryNotFound for another user's or a deleted one."""
+        title = " ".join(title.split())[:200]
+        if not title:
+            raise ValueError("A summary needs a non-empty title")
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE summaries SET title = ?, size = size - length(CAST(title AS BLOB)) + length(CAST(? AS BLOB))"
+                " WHERE id = ? AND user_id = ?",
+                (title, title, summary_id, user_id),
+            )
+            if cur.rowcount == 0:
+                raise SummaryNotFound("No such summary (it may have been deleted)")
 
     def delete(self, user_id: str, summary_id: str) -> None:
         with self._tx() as db:

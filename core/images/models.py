@@ -10,7 +10,7 @@ from backends import create_image_backend, parse_image_spec
 from backends.image.base import ImageBackend
 from config import Settings
 from core.images.errors import ImageInputError
-from core.registry import LazyRegistry
+from core.registry import LazyRegistry, checked_specs
 
 
 def _unknown(spec: str, specs: tuple[str, ...]) -> ImageInputError:
@@ -24,10 +24,8 @@ class ImageModelManager(LazyRegistry[ImageBackend]):
     def __init__(self, settings: Settings, backends: Mapping[str, ImageBackend] | None = None) -> None:
         """`backends`: ready-made backends for some specs (tests and benchmarks hand in their own instances)."""
         self.settings = settings
-        for raw in settings.image_models:
-            parse_image_spec(raw)  # fail fast on a mistyped STUDIO_IMAGE_MODEL
         super().__init__(
-            tuple(s.strip() for s in settings.image_models),
+            checked_specs(settings.image_models, parse_image_spec),  # a mistyped STUDIO_IMAGE_MODEL fails at startup
             lambda spec: create_image_backend(spec, settings),
             _unknown,
             ready=backends,

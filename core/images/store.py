@@ -49,6 +49,7 @@ class GalleryImage:
     height: int
     model: str
     created_at: float
+    title: str = ""  # a name the person gave it (the library's Rename); '' until then
 
     @property
     def infotext(self) -> str:
@@ -69,6 +70,7 @@ class ImageGallery(SQLiteDB):
         super().__init__(Path(db_path) if db_path is not None else self.data_dir / "studio.sqlite3", GALLERY_SCHEMA)
         if self._add_column("images", "bytes", "INTEGER NOT NULL DEFAULT 0"):
             self._backfill_sizes()
+        self._add_column("images", "title", "TEXT NOT NULL DEFAULT ''")
 
     def _backfill_sizes(self) -> None:
         """Rows from before sizes were kept: their file sizes, once."""
@@ -92,9 +94,12 @@ class ImageGallery(SQLiteDB):
             f.flush()
             os.fsync(f.fileno())
 
-    def save(self, user_id: str, generated: GeneratedImage, threads: int = 1) -> GalleryImage:
+    def save(
+        self, user_id: str, generated: GeneratedImage, threads: int = 1, created_at: float | None = None
+    ) -> GalleryImage:
         """Write the PNG (`threads`: see encode_png) and its row; the job's images are final once this returns.
-        Raises QuotaExceededError (nothing written) and StorageFullError (disk full: nothing kept)."""
+        Raises QuotaExceededError (nothing written) and StorageFullError (disk full: nothing kept). `created_at`:
+        when it was made, for one brought in from a library archive (default: now)."""
         image: Any = generated.image  # a PIL image (backends type it `object`: they import PIL only where used)
         params = canonical_parameters(generated.parameters)  # the DB row and the PNG say the same
         params.setdefault("seed", generated.seed)
@@ -127,12 +132,13 @@ class ImageGallery(SQLiteDB):
                 image.width,
                 image.height,
                 str(params.get("model", "")),
-                time.time(),
+                time.time() if created_at is None else float(created_at),
             )
             try:
                 with self._tx() as db:
                     db.execute(
-                        "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO images (id, user_id, file, parameters, seed, width, height, model, created_at,"
+                        " bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             image_id,
                             user_id,
@@ -156,17 +162,7 @@ class ImageGallery(SQLiteDB):
 
     def delete_older_than(self, cutoff: float, user_id: str | None = None) -> int:
         """Retention: images made before `cutoff` (of one user, or of everyone); rows first, then files."""
-        where, args = (
-            ("created_at < ? AND user_id = ?", (cutoff, user_id))
-            if user_id is not None
-            else ("created_at < ?", (cutoff,))
-        )
-        with self._tx() as db:
-            files = [r["file"] for r in db.execute(f"SELECT file FROM images WHERE {where}", args)]
-            db.execute(f"DELETE FROM images WHERE {where}", args)
-        for file in files:
-            (self.data_dir / file).unlink(missing_ok=True)
-        return len(files)
+        return self._delete_files_before("images", "created_at", cutoff, user_id, self.data_dir)
 
     def clean_orphans(self, min_age_s: float = ORPHAN_AGE_S) -> int:
         """Files a crash left behind: partial writes, and PNGs whose row was never written (both older than
@@ -200,6 +196,7 @@ class ImageGallery(SQLiteDB):
             row["height"],
             row["model"],
             row["created_at"],
+            row["title"],
         )
 
     def list(self, user_id: str, limit: int = 200, offset: int = 0) -> list[GalleryImage]:
@@ -215,6 +212,16 @@ class ImageGallery(SQLiteDB):
         if row is None:
             raise ImageNotFoundError("No such image (it may have been deleted)")
         return self._record(row)
+
+    def rename(self, user_id: str, image_id: str, title: str) -> None:
+        """A name for the image (the library's Rename). ImageNotFoundError for another user's or a deleted one."""
+        title = " ".join(title.split())[:200]
+        if not title:
+            raise ValueError("An image needs a non-empty title")
+        with self._tx() as db:
+            cur = db.execute("UPDATE images SET title = ? WHERE id = ? AND user_id = ?", (title, image_id, user_id))
+            if cur.rowcount == 0:
+                raise ImageNotFoundError("No such image (it may have been deleted)")
 
     def delete(self, user_id: str, image_id: str) -> None:
         with self._tx() as db:

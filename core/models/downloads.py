@@ -1,5 +1,5 @@
 """One model download: which files of a hub repo a spec needs (the GGUF file; the pipeline files the diffusers
-backend loads; a transformers model's configs, tokenizer and weights), the disk check before any byte, the
+backend loads; a transformers model's configs, tokenizer and weights; a faster-whisper model's), the disk check before any byte, the
 transfer with its progress (bytes, speed, time left), and deleting a download from the hub cache."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from backends.image.diffusers_weights import SKIPPED_COMPONENTS, select_pipeline_files
 from backends.text.hub_gguf import parse_hub_gguf
 from config import Settings
-from core.models.catalogue import CatalogueModel
+from core.models.catalogue import FASTER_WHISPER_PATTERNS, CatalogueModel
 from core.models.hub import Hub, ModelDownloadError, RemoteFile, free_bytes, repo_folder
 
 if TYPE_CHECKING:
@@ -50,11 +50,17 @@ def plan_download(hub: Hub, model: CatalogueModel | None, spec: str) -> Download
         repo_id, filename = parsed
         return DownloadPlan(repo_id, (hub.file(repo_id, filename),))
     repo_id = target
+    if kind == "faster-whisper":  # a size ("small") names its Systran repo
+        from core.models.speech import whisper_repo
+
+        repo_id = whisper_repo(target) or target
     sizes = hub.listing(repo_id)
     if model is not None and model.allow_patterns:
         names = [f for f in sizes if any(fnmatch.fnmatch(f, p) for p in model.allow_patterns)]
     elif kind == "diffusers":
         names = _pipeline_files(hub, repo_id, sizes)
+    elif kind == "faster-whisper":
+        names = _whisper_files(repo_id, sizes)
     else:
         names = _transformers_files(sizes)
     if not names:
@@ -98,6 +104,15 @@ def _transformers_files(sizes: dict[str, int]) -> list[str]:
     if "config.json" not in sizes or not weights:
         raise ModelDownloadError("That hub repository is not a transformers model (no config.json and weights).")
     return sorted(set(names + weights))
+
+
+def _whisper_files(repo_id: str, sizes: dict[str, int]) -> list[str]:
+    names = [f for f in sizes if any(fnmatch.fnmatch(f, p) for p in FASTER_WHISPER_PATTERNS)]
+    if "model.bin" not in names or "config.json" not in names:
+        raise ModelDownloadError(
+            f"{repo_id} on the hub is not a faster-whisper model (it has no CTranslate2 model.bin and config.json)."
+        )
+    return names
 
 
 class Transfer:

@@ -172,14 +172,26 @@ def _gan_state() -> LocalState:
     return LocalState(True, size_on_disk=size)
 
 
+def is_faster_whisper(files: dict[str, int]) -> bool:
+    """Whether a cached repo's files are a CTranslate2 Whisper model (its model.bin is no transformers checkpoint)."""
+    return (
+        "model.bin" in files
+        and "config.json" in files
+        and ("tokenizer.json" in files or any(f.startswith("vocabulary.") for f in files))
+    )
+
+
 def found_on_disk(cached: dict[str, CachedRepo]) -> list[tuple[str, str, int]]:
     """(kind, spec, bytes) of the runnable models in the hub cache: each GGUF file, each diffusers pipeline, each
-    transformers model with weights."""
+    transformers model with weights, each faster-whisper (CTranslate2) recogniser."""
     found: list[tuple[str, str, int]] = []
     for repo in cached.values():
         files = repo.files
         if "model_index.json" in files:
             found.append(("image", f"diffusers:{repo.repo_id}", repo.size_on_disk))
+            continue
+        if is_faster_whisper(files):
+            found.append(("transcribe", f"faster-whisper:{repo.repo_id}", repo.size_on_disk))
             continue
         ggufs = [f for f in files if f.lower().endswith(".gguf")]
         for name in sorted(ggufs):

@@ -17,12 +17,13 @@ from core.models.catalogue import CatalogueModel, load_catalogue
 from core.models.downloads import Transfer, delete_model, format_size, plan_download
 from core.models.hub import DownloadCancelled, Hub
 from core.models.local import LocalState, found_on_disk, image_state, scan_cache, text_state
+from core.models.speech import speech_state, transcribe_state
 from core.models.text import ModelManager
 from core.registry import LazyRegistry
 
-Kind = Literal["text", "image"]
+Kind = Literal["text", "image", "speech", "transcribe"]  # speech: voices (text to speech); transcribe: recognisers
 Source = Literal["configured", "catalogue", "on disk"]
-KINDS: tuple[Kind, ...] = ("text", "image")
+KINDS: tuple[Kind, ...] = ("text", "image", "speech", "transcribe")
 ENTRIES_TTL_S = 3.0
 API_REFUSAL = "Models are downloaded and deleted in the Models tab, not through the API."
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -72,12 +73,27 @@ class HubStatus:
 
 
 class ModelsService:
-    def __init__(self, settings: Settings, text: ModelManager, images: ImageModelManager) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        text: ModelManager,
+        images: ImageModelManager,
+        *,
+        voices: LazyRegistry | None = None,
+        recognisers: LazyRegistry | None = None,
+    ) -> None:
+        """`voices`/`recognisers`: the speech registries (core.speech.models); a kind left out is not listed."""
         self.settings = settings
         self.catalogue: tuple[CatalogueModel, ...] = load_catalogue(settings.model_catalogue)
         self.hub_client = Hub(settings.hf_endpoint, settings.hf_token, settings.hf_cache_dir)
-        self._registries: dict[Kind, LazyRegistry] = {"text": text, "image": images}
-        self._configured: dict[Kind, tuple[str, ...]] = {"text": tuple(text.specs), "image": tuple(images.specs)}
+        given: dict[Kind, LazyRegistry | None] = {
+            "text": text,
+            "image": images,
+            "speech": voices,
+            "transcribe": recognisers,
+        }
+        self._registries: dict[Kind, LazyRegistry] = {k: r for k, r in given.items() if r is not None}
+        self._configured: dict[Kind, tuple[str, ...]] = {k: tuple(r.specs) for k, r in self._registries.items()}
         self._lock = threading.Lock()
         self._entries: list[ModelEntry] | None = None
         self._entries_at = 0.0
@@ -85,8 +101,8 @@ class ModelsService:
         self._hub_at = 0.0
         self._active: dict[str, DownloadProgress] = {}  # key -> latest progress of a running download
         self._cancels: dict[str, threading.Event] = {}  # key -> the cancel event of its running download
-        text.preferred = lambda: self.default("text")
-        images.preferred = lambda: self.default("image")
+        for kind, registry in self._registries.items():
+            registry.preferred = lambda kind=kind: self.default(kind)
 
     # -- what there is ---------------------------------------------------------------------------------------
 
@@ -297,7 +313,7 @@ class ModelsService:
 
     def _build(self) -> list[ModelEntry]:
         cached = scan_cache(self.settings.hf_cache_dir)
-        by_spec = {m.spec: m for m in self.catalogue}
+        by_spec = {(m.kind, m.spec): m for m in self.catalogue}
         hub: HubStatus | None = None
 
         def hub_status() -> HubStatus:
@@ -306,21 +322,30 @@ class ModelsService:
             return hub
 
         rows: list[ModelEntry] = []
-        seen: set[str] = set()
+        seen: set[tuple[Kind, str]] = set()  # "openai:<model>" may be both a voice and a text model
         candidates: list[tuple[Kind, str, Source, int | None]] = []
         for kind in KINDS:
-            candidates += [(kind, s, "configured", None) for s in self._configured[kind]]
+            candidates += [(kind, s, "configured", None) for s in self._configured.get(kind, ())]
         candidates += [(m.kind, m.spec, "catalogue", None) for m in self.catalogue]
         candidates += [(_kind(k), s, "on disk", size) for k, s, size in found_on_disk(cached)]
         for kind, spec, source, size in candidates:
-            if spec in seen:
+            if (kind, spec) in seen or kind not in self._registries:  # a kind this app was not given
                 continue
-            seen.add(spec)
-            local = (text_state if kind == "text" else image_state)(spec, self.settings, cached)
+            seen.add((kind, spec))
+            local = self._state(kind, spec, cached)
             if size is not None and local.ready:
                 local = replace(local, size_on_disk=size)
-            rows.append(self._row(kind, spec, source, local, by_spec.get(spec), hub_status))
+            rows.append(self._row(kind, spec, source, local, by_spec.get((kind, spec)), hub_status))
         return rows
+
+    def _state(self, kind: Kind, spec: str, cached: dict) -> LocalState:
+        if kind == "text":
+            return text_state(spec, self.settings, cached)
+        if kind == "image":
+            return image_state(spec, self.settings, cached)
+        if kind == "speech":
+            return speech_state(spec, self.settings)
+        return transcribe_state(spec, self.settings, cached)
 
     def _row(
         self,
@@ -333,6 +358,8 @@ class ModelsService:
     ) -> ModelEntry:
         if local.ready:
             state, reason = "ready", ""
+            if not local.size_on_disk and local.hub_repo is None and model and model.size_bytes:
+                local = replace(local, size_on_disk=model.size_bytes)  # an apt package: the catalogue's size
         elif local.hub_repo is None:
             state, reason = "unavailable", local.reason
         else:
@@ -343,7 +370,7 @@ class ModelsService:
             else:
                 state, reason = "unavailable", f"Not on this machine, and {status.reason[0].lower()}{status.reason[1:]}"
         return ModelEntry(
-            key=model.id if model else spec,
+            key=model.id if model else (spec if kind in ("text", "image") else f"{kind}:{spec}"),
             kind=kind,
             name=model.name if model else self._name(kind, spec),
             spec=spec,
@@ -388,4 +415,4 @@ class ModelsService:
 
 
 def _kind(kind: str) -> Kind:
-    return "image" if kind == "image" else "text"
+    return kind if kind in KINDS else "text"

@@ -165,6 +165,25 @@ class DraftStore(SQLiteDB):
             )
         return draft
 
+    def import_draft(self, user_id: str, draft: Draft) -> Draft:
+        """A draft brought in whole (a library archive): every field of `draft` but its id and user, which are new;
+        within the quota. A draft left streaming is kept as cut."""
+        title = " ".join(draft.title.split())[:200] or "Untitled draft"
+        status = "cut" if draft.status == "streaming" else draft.status
+        values = (
+            title, draft.template, json.dumps(draft.brief), json.dumps(draft.options), draft.outline,
+            json.dumps(draft.variants), draft.text, draft.note,
+        )  # fmt: skip
+        size = _size(*values)
+        draft_id = uuid.uuid4().hex
+        with reserved(self.quota, user_id, size), self._tx() as db:
+            db.execute(
+                "INSERT INTO writer_drafts (id, user_id, title, template, brief, options, outline, variants, text,"
+                " note, chosen, status, created_at, updated_at, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (draft_id, user_id, *values, draft.chosen, status, draft.created_at, draft.updated_at, size),
+            )
+        return self.get(user_id, draft_id)
+
     def get(self, user_id: str, draft_id: str) -> Draft:
         return _row_to_draft(self._owned(self._conn(), user_id, draft_id or ""))
 
@@ -251,6 +270,17 @@ class DraftStore(SQLiteDB):
             row = self._owned(db, user_id, draft_id)
             self._check_growth(user_id, row, row["size"] - _size(row["text"]) + _size(text))
             db.execute("UPDATE writer_drafts SET text = ?, updated_at = ? WHERE id = ?", (text, time.time(), draft_id))
+            db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE id = ?", (draft_id,))
+
+    def rename(self, user_id: str, draft_id: str, title: str) -> None:
+        """A new title (the library's Rename); its last change time stays, as a conversation's does."""
+        title = " ".join(title.split())[:200]
+        if not title:
+            raise ValueError("A draft needs a non-empty title")
+        with self._tx() as db:
+            row = self._owned(db, user_id, draft_id)
+            self._check_growth(user_id, row, row["size"] - _size(row["title"]) + _size(title))
+            db.execute("UPDATE writer_drafts SET title = ? WHERE id = ?", (title, draft_id))
             db.execute(f"UPDATE writer_drafts SET size = {_SIZE} WHERE id = ?", (draft_id,))
 
     def delete(self, user_id: str, draft_id: str) -> None:

@@ -14,7 +14,7 @@ from tests.support.axe import blocking, describe
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TABS = ("Chat", "Writer", "Condense", "Images", "Models")
+TABS = ("Chat", "Writer", "Condense", "Images", "Speech", "Library", "Models")
 SIZES = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 

@@ -19,4 +19,12 @@ def test_the_tab_bar_holds_tabs_only_each_once(tmp_path):
         labels = [str(child.label) for child in bar.children]
         assert len(labels) == len(set(labels)), labels
     main = max(tab_bars, key=lambda bar: len(bar.children))
-    assert [str(child.label) for child in main.children] == ["Chat", "Writer", "Condense", "Images", "Models"]
+    assert [str(child.label) for child in main.children] == [
+        "Chat",
+        "Writer",
+        "Condense",
+        "Images",
+        "Speech",
+        "Library",
+        "Models",
+    ]

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-TABS = ("Chat", "Writer", "Condense", "Images", "Models")
+TABS = ("Chat", "Writer", "Condense", "Images", "Speech", "Library", "Models")
 
 # Every toast the page shows, kept after it closes.
 TOASTS = """() => {

@@ -104,3 +104,23 @@ def test_a_prompt_after_a_cached_prefix_gives_the_logits_of_the_whole_prompt(
         llm.eval(tokens[shared:])  # what generate() evaluates after a prefix hit
         split = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(llm.n_vocab(),)).copy()
         assert np.array_equal(whole, split)
+
+
+def test_amx_kernels_are_used_only_when_asked(settings_factory: Callable[..., Settings]) -> None:
+    """A source build on a CPU that lists AMX has AMX kernels; the app leaves them unused unless STUDIO_LLAMA_AMX is on
+    (a VM that lists AMX without running it dies on the first prompt). Opening the model changes nothing for the rest
+    of the process."""
+    import llama_cpp.llama_cpp as ll
+
+    from backends.text.llamacpp import amx_built, engine_model_params
+
+    assert Settings.from_env({"STUDIO_LLAMA_AMX": "on"}).llama_amx
+    assert not Settings.from_env({}).llama_amx and not Settings.from_env({"STUDIO_LLAMA_AMX": "off"}).llama_amx
+    plain = backend_for(settings_factory)
+    assert plain._llm.model_params.use_extra_bufts is not amx_built()
+    assert plain.chat(FIRST, GREEDY).text.strip()  # and it answers (on such a VM: instead of SIGILL)
+    with engine_model_params(amx=True):  # STUDIO_LLAMA_AMX=on: llama.cpp's own default
+        assert ll.llama_model_default_params().use_extra_bufts is True
+    with engine_model_params(amx=False):
+        assert ll.llama_model_default_params().use_extra_bufts is not amx_built()
+    assert ll.llama_model_default_params().use_extra_bufts is True

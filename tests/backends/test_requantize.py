@@ -28,7 +28,10 @@ TEXT = (
 def perplexity(path: Path, text: str) -> float:
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=1)
+    from backends.text.llamacpp import engine_model_params
+
+    with engine_model_params(amx=False):  # as the app opens it
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=1)
     try:
         tokens = llm.tokenize(text.encode())
         llm.eval(tokens)

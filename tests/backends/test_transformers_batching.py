@@ -81,7 +81,11 @@ def while_busy(backend: Any, requests: list[Request]) -> list[Request]:
         time.sleep(0.01)
     for r in requests:
         r.start()
-    time.sleep(0.5)  # each encodes its prompt and queues (milliseconds)
+    # Each encodes its prompt and queues (milliseconds when idle; a fixed 0.5 s sleep was too short under load).
+    deadline = time.monotonic() + 60
+    while backend.queued() < len(requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert backend.queued() == len(requests), "the requests did not all queue behind the blocker"
     blocker.cancel.set()
     for r in [blocker, *requests]:
         r.join(120)
@@ -136,7 +140,11 @@ def test_a_row_that_quits_leaves_the_others_untouched(tiny_transformers_backend,
     quitter = Request(backend, PROMPTS[3], GenerationParams(temperature=0.0, max_new_tokens=2000), **{how: 2})
     rows = while_busy(backend, [quitter, *(Request(backend, p, params) for p in PROMPTS[1:3])])
     assert new_batches(backend, before) == {1: 1, 3: 1}
-    assert quitter.stats.finish_reason == "cancelled" and quitter.stats.completion_tokens < 10
+    assert quitter.stats.finish_reason == "cancelled" and quitter.stats.completion_tokens < 2000
+    # It stops within the step in progress once its consumer is gone (one token from that step, and one the streamer
+    # may add while the consumer is leaving). How many it made before that depends on when the consumer thread runs
+    # (a token takes about a millisecond here), so that count is not the measure.
+    assert quitter.stats.after_stop <= 2, quitter.stats
     assert [r.text for r in rows[1:]] == alone
     assert all(r.stats.finish_reason == "length" for r in rows[1:])
 

@@ -25,7 +25,8 @@ HOSTILE = (
     "<details open ontoggle=\"document.title='pwned'\"><summary>sum</summary>det</details> "
     '<marquee>MARQUEE</marquee> <p style="position:fixed;inset:0">para</p> <b>bold ok</b> '
     "[click](javascript:alert(1)) ![pic](data:image/png;base64,AAAA)\n\n"
-    '```mermaid\ngraph TD; A["<div style=position:fixed>x</div>"]\n```\n\nEND-OF-REPLY'
+    '```mermaid\ngraph TD; A["<div style=position:fixed>x</div>"]\n```\n\nEND-OF-REPLY\n\n'
+    '<span class="chat-read"><button class="chat-read-aloud chat-r-1" title="Read aloud"></button></span>'
 )
 SHOWN_AS_TEXT = [
     '<div id="cover" style="position:fixed',
@@ -40,16 +41,34 @@ SHOWN_AS_TEXT = [
 
 REPLY = '#chatbot [data-testid="bot"] .md'
 FORBIDDEN = "form, input, button, iframe, style, svg, img, marquee, object, embed, video, audio, link, meta, base, div"
+# The app's own "Read aloud" control, added to a finished reply after its text was made safe (core/chat/display.py):
+# exactly <span class="chat-read"><button class="chat-read-aloud chat-r-<id>" title="Read aloud"></button></span> as
+# the last paragraph's only content, nothing inside the button. Anything else with those classes still counts.
+OURS = """(e) => {
+  const span = e.closest('span.chat-read');
+  if (!span || span.className !== 'chat-read' || span.getAttributeNames().join() !== 'class') return false;
+  const button = span.firstElementChild;
+  return span.childElementCount === 1 && button.tagName === 'BUTTON' && button.childElementCount === 0
+    && !button.textContent && /^chat-read-aloud chat-r-\\d+$/.test(button.className)
+    && button.getAttributeNames().filter((a) => a !== 'type').sort().join() === 'class,title'
+    && button.title === 'Read aloud' && !span.nextElementSibling
+    && span.parentElement === [...span.closest('.md').querySelectorAll('p')].pop();
+}"""
 
 # Watches the reply area from before sending: anything forbidden that ever renders, even for one
 # streaming update (a half-received tag), is recorded.
-WATCH = """(sel) => {
+WATCH = (
+    """(sel) => {
   window.__hostile = [];
+  const ours = """
+    + OURS
+    + """;
   const check = (el) => {
     if (!(el instanceof Element) || !el.closest('#chatbot [data-testid="bot"] .md')) return;
     for (const e of [el, ...el.querySelectorAll('*')]) {
       if (!e.closest('#chatbot [data-testid="bot"] .md') || e.matches('#chatbot [data-testid="bot"] .md')) continue;
       if (e.closest('.code_wrap') && !e.closest('pre')) continue;  // Gradio's own code block frame and copy button
+      if (ours(e)) continue;
       if (e.matches(sel)) window.__hostile.push('element ' + e.tagName);
       for (const a of e.getAttributeNames())
         if (a === 'style' || a.startsWith('on') || a === 'id' || a === 'class' && e.tagName !== 'CODE')
@@ -61,8 +80,13 @@ WATCH = """(sel) => {
   new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach(check)))
     .observe(document.body, {subtree: true, childList: true});
 }"""
+)
 
-PAGE_STATE = """(sel) => {
+PAGE_STATE = (
+    """(sel) => {
+  const ours = """
+    + OURS
+    + """;
   const reply = [...document.querySelectorAll('#chatbot [data-testid="bot"] .md')];
   const inside = (e) => e && reply.some((r) => r.contains(e) && r !== e);
   const w = innerWidth, h = innerHeight;
@@ -71,7 +95,7 @@ PAGE_STATE = """(sel) => {
   const hr = heading.getBoundingClientRect();
   return {
     forbidden: reply.flatMap((r) => [...r.querySelectorAll(sel)])
-      .filter((e) => !(e.closest('.code_wrap') && !e.closest('pre'))).map((e) => e.tagName),
+      .filter((e) => !(e.closest('.code_wrap') && !e.closest('pre')) && !ours(e)).map((e) => e.tagName),
     styled: reply.flatMap((r) => [...r.querySelectorAll('[style]')].map((e) => e.tagName)),
     positioned: reply.flatMap((r) => [...r.querySelectorAll('*')])
       .filter((e) => !(e.closest('.code_wrap') && !e.closest('pre')))
@@ -83,6 +107,7 @@ PAGE_STATE = """(sel) => {
     text: reply.map((r) => r.innerText).join('\\n'),
   };
 }"""
+)
 
 
 def reply_text(page) -> str:
@@ -123,6 +148,8 @@ def test_hostile_html_in_a_reply_renders_as_text(browser, tmp_path):
             page.screenshot(path=str(shot))
             hostile = page.evaluate("() => window.__hostile")
             assert hostile == [], hostile[:20]  # nothing rendered, even for one streaming update
+            # the app's own Read aloud control is there once; the reply's forged copy of it is text
+            assert page.locator("#chatbot").get_by_role("button", name="Read aloud").count() == 1
             _check_inert(page.evaluate(PAGE_STATE, FORBIDDEN))
 
             page.reload()  # the stored conversation comes back through display_messages

@@ -31,6 +31,8 @@ from urllib.parse import unquote, urlsplit
 
 from tests.support.ports import free_port
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 __all__ = [
     "FakeOptions",
     "FakeOpenAIServer",
@@ -78,6 +80,16 @@ class FakeOptions:
     response_formats: tuple[str, ...] = ("json_schema", "json_object")  # response_format types it honours:
     # the reply is then JSON (an instance of the schema sent, or {"reply": text}); "text" is always fine
     response_format_refusal: int = 400  # the status for a type it does not honour (0: ignore it, reply text)
+    # The audio routes (/v1/audio/speech, /v1/audio/transcriptions) get the same faults (rate_limit_first,
+    # server_error_first, slow, require_key), their requests counted apart from chat's.
+    speech_seconds_per_char: float = 0.06  # /v1/audio/speech: a 440 Hz tone this long per input character / speed
+    speech_sample_rate: int = 24000  # its WAV (16-bit mono, sizes 0xFFFFFFFF as OpenAI streams them)
+    transcript: str = "Hello from the fake server. It heard you clearly."  # /v1/audio/transcriptions, one
+    # segment per sentence spread over the upload's length (of a WAV; 1 s otherwise)
+    transcript_language: str = "english"  # as OpenAI names it
+    transcript_text_only: bool = False  # answer {"text": ...} whatever response_format asked (gpt-4o-transcribe)
+    refuse_verbose_json: bool = False  # answer 400 to response_format=verbose_json
+    redirect_audio_to: str | None = None  # answer audio requests with a 307 to this base URL (same path below /v1)
 
 
 @dataclass
@@ -142,6 +154,7 @@ class FakeOpenAIServer:
         self.base_url = ""
         self._lock = threading.Lock()
         self._chat_count = 0
+        self._audio_count = 0
         self._stopping = threading.Event()
         self._serial = threading.Lock()
 
@@ -150,16 +163,23 @@ class FakeOpenAIServer:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
     @property
+    def audio_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if "/audio/" in r.path]
+
+    @property
     def port(self) -> int:
         return int(urlsplit(self.base_url).port or 0)
 
     def _record(self, req: RecordedRequest) -> int:
-        """Store the request; returns its number among chat requests (-1 for others)."""
+        """Store the request; returns its number among chat requests, or among audio requests (-1 for others)."""
         with self._lock:
             self.requests.append(req)
             if req.path.endswith("/chat/completions"):
                 self._chat_count += 1
                 return self._chat_count - 1
+            if "/audio/" in req.path:
+                self._audio_count += 1
+                return self._audio_count - 1
             return -1
 
     def _count_chunk(self) -> None:
@@ -295,12 +315,19 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = None
+            if "multipart/form-data" in self.headers.get("Content-Type", ""):
+                body: Any = _multipart_fields(self.headers.get("Content-Type", ""), raw)
+            else:
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = None
             n = self._record(body)
             if not self._auth_ok():
+                return
+            route = urlsplit(self.path).path.rstrip("/")
+            if route.endswith(("/v1/audio/speech", "/v1/audio/transcriptions")):
+                self._audio(route, body, n)
                 return
             if not urlsplit(self.path).path.rstrip("/").endswith("/v1/chat/completions"):
                 self._error(404, "Not found", "invalid_request_error", "not_found")
@@ -312,6 +339,89 @@ class _Handler(BaseHTTPRequestHandler):
         except _ClientGone:
             self.fake.disconnected.set()
             self.close_connection = True
+
+    def _audio(self, route: str, body: Any, n: int) -> None:
+        opts = self.fake.options
+        if opts.redirect_audio_to:
+            self.send_response(307)
+            self.send_header("Location", opts.redirect_audio_to.rstrip("/") + route[route.index("/v1") + 3 :])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if not self._faults(n):
+            return
+        if route.endswith("/speech"):
+            if not isinstance(body, dict) or not isinstance(body.get("input"), str) or not body.get("voice"):
+                self._error(400, "'input' and 'voice' are required", "invalid_request_error")
+                return
+            speed = float(body.get("speed") or 1.0)
+            seconds = len(body["input"]) * opts.speech_seconds_per_char / speed
+            self._send_bytes(_tone_wav(seconds, opts.speech_sample_rate), "audio/wav")
+            return
+        fields = body if isinstance(body, dict) else {}
+        upload = fields.get("file")
+        if not isinstance(upload, dict) or not upload.get("size"):
+            self._error(400, "Audio file is required and must not be empty.", "invalid_request_error")
+            return
+        fmt = fields.get("response_format", "json")
+        if fmt == "verbose_json" and opts.refuse_verbose_json:
+            msg = "response_format 'verbose_json' is not compatible with this model; use 'json' or 'text'."
+            self._error(400, msg, "invalid_request_error", "unsupported_value")
+            return
+        text = opts.transcript
+        if fmt == "text":
+            self._send_bytes(text.encode(), "text/plain")
+            return
+        if fmt != "verbose_json" or opts.transcript_text_only:
+            self._send_json(200, {"text": text})
+            return
+        duration = upload.get("seconds") or 1.0
+        sentences = [x for x in re.split(r"(?<=[.!?])\s+", text.strip()) if x] or [text]
+        step = duration / len(sentences)
+        segments = [
+            {
+                "id": i,
+                "seek": 0,
+                "start": round(i * step, 2),
+                "end": round((i + 1) * step, 2),
+                "text": " " + x,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": -0.2,
+                "compression_ratio": 1.0,
+                "no_speech_prob": 0.01,
+            }
+            for i, x in enumerate(sentences)
+        ]
+        payload = {
+            "task": "transcribe",
+            "language": opts.transcript_language,
+            "duration": duration,
+            "text": text,
+            "segments": segments,
+        }
+        self._send_json(200, payload)
+
+    def _send_bytes(self, data: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self._write(data)
+
+    def _faults(self, n: int) -> bool:
+        """The audio routes' share of the faults: False when the request was answered with one."""
+        opts = self.fake.options
+        if n < opts.rate_limit_first:
+            headers = {} if opts.retry_after is None else {"Retry-After": f"{opts.retry_after:g}"}
+            self._error(429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded", headers)
+            return False
+        if n < opts.server_error_first:
+            self._error(opts.server_error_status, "The server had an error processing your request.", "server_error")
+            return False
+        if opts.slow:
+            self._wait(opts.slow)
+        return True
 
     def _chat(self, body: dict, n: int) -> None:
         opts = self.fake.options
@@ -454,6 +564,76 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(b"0\r\n\r\n")
 
 
+def _tone_wav(seconds: float, rate: int) -> bytes:
+    """A 440 Hz tone as a 16-bit mono WAV whose RIFF and data sizes are 0xFFFFFFFF, as OpenAI's streamed WAVs."""
+    import struct
+
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 440.0 * t) * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    return b"RIFF\xff\xff\xff\xffWAVEfmt " + struct.pack("<I", 16) + fmt + b"data\xff\xff\xff\xff" + pcm
+
+
+def _media_seconds(data: bytes) -> float | None:
+    """The length of an encoded upload (Ogg, MP3), as a real server would measure it; None when unreadable."""
+    import io
+
+    try:
+        import av
+
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.audio[0]
+            last = 0.0
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.duration is not None and stream.time_base is not None:
+                    last = max(last, float((packet.pts + packet.duration) * stream.time_base))
+            return last or None
+    except Exception:  # any decoding failure: the fake then says 1 s
+        return None
+
+
+def _multipart_fields(content_type: str, raw: bytes) -> dict[str, Any]:
+    """The fields of a multipart/form-data body; the file becomes {"filename", "content_type", "size", "head" (its
+    first 4 bytes), "seconds" (None when unreadable)}. A repeated name (timestamp_granularities[]) keeps a list."""
+    import email.parser
+    import email.policy
+    import io
+    import wave
+
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            seconds = None
+            try:
+                with wave.open(io.BytesIO(data), "rb") as w:
+                    seconds = w.getnframes() / w.getframerate()
+            except (wave.Error, EOFError):
+                seconds = _media_seconds(data)
+            value: Any = {
+                "filename": filename,
+                "content_type": part.get_content_type(),
+                "size": len(data),
+                "seconds": seconds,
+                "head": data[:4],
+            }
+        else:
+            value = data.decode("utf-8", "replace")
+        name = str(name or "").removesuffix("[]")
+        if name in fields:
+            fields[name] = [*([fields[name]] if not isinstance(fields[name], list) else fields[name]), value]
+        else:
+            fields[name] = value
+    return fields
+
+
 @contextlib.contextmanager
 def fake_openai_server(**options: Any) -> Iterator[FakeOpenAIServer]:
     """Start a fake OpenAI-compatible server on 127.0.0.1 (ephemeral port) in a daemon thread.
@@ -505,14 +685,14 @@ def llama_cpp_server(
     startup_timeout: float = 120.0,
     extra_args: Sequence[str] = (),
 ) -> Iterator[LlamaCppServer]:
-    """Run `python -m llama_cpp.server` on a free loopback port serving `model_path`; yields once
+    """Run llama_cpp.server (through tests/support/llama_server.py) on a free loopback port serving `model_path`; yields once
     /v1/models answers, and terminates (then kills) the process on exit. Raises RuntimeError with
     the server's output if it dies or does not answer within `startup_timeout` seconds."""
     port = free_port()
     cmd = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "tests.support.llama_server",
         "--model",
         str(model_path),
         "--host",
@@ -536,7 +716,8 @@ def llama_cpp_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)},
+            cwd=REPO_ROOT,
         )
     server = LlamaCppServer(base_url=base_url, model=model_alias, process=proc, log_path=log_path)
     try:

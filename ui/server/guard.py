@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 API = "/gradio_api"
 CALLER_HEADER = b"x-studio-caller"  # the key uploads and sessions are bound to
 USER_HEADER = b"x-studio-user"  # the API token's user, when a valid token was sent
+# An MCP tool call reaches its endpoint through Gradio's loopback client, which sends the MCP request's headers
+# again from 127.0.0.1: this header (with a secret of this process) carries who called the MCP route to it.
+RELAY_HEADER = b"x-studio-relay"
+MCP = f"{API}/mcp"
+_LOOPBACK = ("127.0.0.1", "::1")
 # Routes that start work: counted against the caller's rate.
-_WORK = re.compile(rf"^{API}/(queue/join|call/|run/|api/|upload$|upload/$)")
+_WORK = re.compile(rf"^{API}/(queue/join|call/|run/|api/|upload$|upload/$|mcp)")
 _UPLOAD = re.compile(rf"^{API}/upload/?$")
 # Named endpoints called directly (their arguments are the endpoint's, files only as uploads).
 _NAMED_CALL = re.compile(rf"^{API}/(call|run|api)/")
@@ -78,6 +83,7 @@ class Guard:
     max_upload_bytes: int = 50 * 2**20
     max_body_bytes: int = 8 * 2**20
     _internal_tokens: dict[str, str] = field(default_factory=dict)  # username -> Gradio access token
+    relay_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # never leaves this process
 
     def security_headers(self) -> list[tuple[bytes, bytes]]:
         frame = b"SAMEORIGIN" if self.frame_ancestors == "'self'" else b"DENY"
@@ -118,9 +124,10 @@ class StudioGuard:
         headers = _headers(scope)
         # Drop anything the client claims in our trusted headers, before anything reads them.
         scope["headers"] = [
-            (k, v) for k, v in scope.get("headers", []) if k.lower() not in (CALLER_HEADER, USER_HEADER)
+            (k, v) for k, v in scope.get("headers", []) if k.lower() not in (CALLER_HEADER, USER_HEADER, RELAY_HEADER)
         ]
         address = (scope.get("client") or ("unknown", 0))[0]
+        relay = self._relayed(headers, address)  # an MCP tool call's loopback request: its caller, decided before
 
         # -- cross-origin requests: a page on another origin must not upload, start work, or read replies
         # (Gradio's CORS answer reflects any origin, with credentials, on a host that is not localhost) ----
@@ -135,9 +142,15 @@ class StudioGuard:
 
         # -- who is calling ---------------------------------------------------------------------
         gradio_app = scope.get("app")
-        login_user = self._login_user(gradio_app, headers)
+        login_user = self._login_user(gradio_app, headers) if relay is None else None
         token_user = None
-        auth_header = headers.get(b"authorization", b"").decode("latin-1")
+        auth_header = headers.get(b"authorization", b"").decode("latin-1") if relay is None else ""
+        if relay is not None:
+            caller, token_user, address = relay
+            scope["client"] = (address, 0)  # per-address caps count the MCP caller, not the loopback
+            if g.auth and caller.startswith("user:"):
+                login_user = caller[5:]
+                self._as_gradio_login(gradio_app, scope, login_user)
         if auth_header[:7].lower() == "bearer ":
             token_user = g.tokens.resolve(auth_header[7:].strip())
             if token_user is None:
@@ -149,7 +162,9 @@ class StudioGuard:
                 return
             login_user = token_user[5:]
             self._as_gradio_login(gradio_app, scope, login_user)
-        if login_user:
+        if relay is not None:
+            pass
+        elif login_user:
             caller = f"user:{login_user}"
         elif token_user:
             caller = token_user
@@ -158,6 +173,9 @@ class StudioGuard:
         scope["headers"].append((CALLER_HEADER, caller.encode()))
         if token_user:
             scope["headers"].append((USER_HEADER, token_user.encode()))
+        if path == MCP or path.startswith(f"{MCP}/"):
+            relayed = json.dumps([caller, token_user, address])
+            scope["headers"].append((RELAY_HEADER, f"{g.relay_secret} {relayed}".encode()))
 
         if g.auth and not login_user and not _PUBLIC.match(path):
             await respond(
@@ -180,17 +198,23 @@ class StudioGuard:
         # -- sessions and rates -----------------------------------------------------------------
         if method == "GET" and path.startswith(API):
             session = self._query_session(scope, path)
-            if session is not None and not g.sessions.claim(session, caller):
+            # The loopback client is one session for every MCP caller; its requests are the caller's by the relay.
+            if session is not None and relay is None and not g.sessions.claim(session, caller):
                 await respond(send, 403, "This session belongs to someone else.", sec)
                 return
         event = _EVENT_GET.match(path) if method == "GET" else _EVENT_POST.match(path) if method == "POST" else None
         if event is not None and not g.events.claim(event.group(1), caller):
             await respond(send, 403, "This event belongs to someone else.", sec)
             return
-        if (method in _UNSAFE and _WORK.match(path)) or path.startswith(f"{API}/deep_link"):  # deep_link writes a file
+        if relay is None and (
+            (method in _UNSAFE and _WORK.match(path)) or path.startswith(f"{API}/deep_link")
+        ):  # deep_link writes a file
             # Uploads have a budget of their own: Gradio's image editor re-uploads its layers on every
             # snapshot (dozens per drawing), and the held-bytes cap already bounds what they cost.
-            wait = (g.upload_rate if _UPLOAD.match(path) else g.rate).take(caller)
+            # A login's rate is its own; anyone else's is their address's: without logins "Create a token" makes a
+            # token for any made-up browser id, and a bucket per token would let one address make up its own rate.
+            rate_key = caller if caller.startswith("user:") else f"ip:{address}"
+            wait = (g.upload_rate if _UPLOAD.match(path) else g.rate).take(rate_key)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
                 await respond(
@@ -203,6 +227,8 @@ class StudioGuard:
                 return
 
         limit = g.max_upload_bytes + 2**20 if path.rstrip("/") == f"{API}/upload" else g.max_body_bytes
+        if path.startswith(MCP):  # a tool call carries its files as base64 in the JSON body
+            limit = max(limit, g.max_upload_bytes * 4 // 3 + 2**20)
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -231,7 +257,7 @@ class StudioGuard:
             except ValueError:
                 data = None  # not JSON: Gradio answers that itself
             session = _body_session(data)
-            if session is not None and not g.sessions.claim(session, caller):
+            if session is not None and relay is None and not g.sessions.claim(session, caller):
                 await respond(send, 403, "This session belongs to someone else.", sec)
                 return
             event_id = data.get("event_id") if isinstance(data, dict) and path.startswith(f"{API}/cancel") else None
@@ -279,6 +305,23 @@ class StudioGuard:
             await respond(send, 413, f"Request too large: the limit is {limit // 2**20} MB.", sec)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _relayed(self, headers: dict[bytes, bytes], address: str) -> tuple[str, str | None, str] | None:
+        """(caller, token user, address) an MCP request was decided as, when this request is Gradio's loopback
+        call for it: from this machine, with this process's secret. None for every other request."""
+        raw = headers.get(RELAY_HEADER)
+        if raw is None or address not in _LOOPBACK:
+            return None
+        secret, _, rest = raw.decode("latin-1").partition(" ")
+        if not secrets.compare_digest(secret.encode(), self.guard.relay_secret.encode()):
+            return None
+        try:
+            caller, token_user, origin = json.loads(rest)
+        except (ValueError, TypeError):
+            return None
+        if not isinstance(caller, str) or not isinstance(origin, str) or not isinstance(token_user, str | None):
+            return None
+        return caller, token_user, origin
+
     def _files_are_uploads(self, data: Any, caller: str) -> bool:
         """Named endpoints take files only as uploads: every FileData in the body must be the caller's."""
         for item in _filedata_items(data):

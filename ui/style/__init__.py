@@ -1,12 +1,13 @@
-"""The page's CSS: one file per tab (chat.css, writer.css, condenser.css, images.css, models.css) plus
-base.css for what every tab shares, joined in that order into the one stylesheet Gradio serves."""
+"""The page's CSS: one file per tab (chat.css, writer.css, condenser.css, images.css, speech.css, library.css,
+models.css), voice.css for "Read aloud" outside the Speech tab, plus base.css for what every tab shares, joined in
+that order into the one stylesheet Gradio serves."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 _HERE = Path(__file__).parent
-ORDER = ("base", "chat", "writer", "condenser", "images", "models")
+ORDER = ("base", "chat", "writer", "condenser", "images", "speech", "voice", "library", "models")
 
 
 def page_css() -> str:

@@ -1,0 +1,1 @@
+"""Speech: engines, transcription, audio files, the Speech tab and its endpoints."""
