@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EngineCounters:
-    prompt_tokens: int  # evaluated in batches (prompt processing)
-    decode_tokens: int  # evaluated one at a time (decoding; also a one-token prompt remainder)
+    prompt_tokens: int  # prompt tokens evaluated (prompt processing)
+    decode_tokens: int  # generated tokens evaluated, one at a time (decoding)
     prompt_ms: float
     decode_ms: float
 
@@ -75,6 +75,8 @@ class LlamaCppBackend:
         self._system_ok = True
         self.threads: ThreadPlan | None = None  # chosen at load
         self.weights_path: Path | None = None  # the file loaded: the model itself or its faster copy
+        # Prompt tokens evaluated one at a time (see _stage_prompt): llama.cpp counts those as decoded.
+        self._lone_prompt_tokens = 0
 
     # ------------------------------------------------------------------ loading
 
@@ -147,19 +149,18 @@ class LlamaCppBackend:
 
     def engine_counters(self) -> EngineCounters:
         """llama.cpp's own counters since load (cumulative): a prompt prefix reused from the previous request's
-        KV cache shows as prompt tokens sent but not evaluated."""
+        KV cache shows as prompt tokens sent but not evaluated. llama.cpp counts every one-token evaluation as
+        decoding; the prompt tokens this backend evaluates alone are moved back to the prompt's count."""
         self.load()
         import llama_cpp
 
         with self._gen_lock:
             data = llama_cpp.llama_perf_context(self._llm.ctx)
+            lone = self._lone_prompt_tokens
         # llama.cpp reports a count of 0 as 1 (max(1, n)); no time spent means nothing was evaluated.
-        return EngineCounters(
-            data.n_p_eval if data.t_p_eval_ms > 0 else 0,
-            data.n_eval if data.t_eval_ms > 0 else 0,
-            data.t_p_eval_ms,
-            data.t_eval_ms,
-        )
+        batched = data.n_p_eval if data.t_p_eval_ms > 0 else 0
+        single = data.n_eval if data.t_eval_ms > 0 else 0
+        return EngineCounters(batched + lone, max(0, single - lone), data.t_p_eval_ms, data.t_eval_ms)
 
     # ------------------------------------------------------------------ prompts
 
@@ -202,15 +203,58 @@ class LlamaCppBackend:
             "grammar": _grammar(params.json_schema) if params.json_schema is not None else None,
         }
 
+    def _stage_prompt(self, tokens: list[int]) -> None:
+        """Under the generation lock, before generate(): leave in the KV cache every prompt token but the last, so
+        that llama-cpp-python's generate() always evaluates the last one alone.
+
+        Why: llama.cpp's next-token logits after a one-token evaluation differ (in low bits, enough to change a greedy
+        or seeded choice on a small model) from those after a batch that ends with the same token. generate()
+        evaluates a fully cached prompt's last token alone but a new prompt in one batch, so the same request gave
+        another reply the second time (regenerate with its seed, the writer's variants, stream vs plain). With the
+        last token always alone, a request answers as it did just before, and a prompt whose cached prefix was
+        evaluated as a prompt (the condenser's shared instructions) answers as on a fresh engine
+        (tests/backends/test_llamacpp_speed.py). A reused prefix that was generated (the previous reply in a chat)
+        was evaluated a token at a time and may differ in the last bits from a fresh batch: accepted, so that a
+        chat's next turn does not evaluate the reply again."""
+        llm = self._llm
+        n = len(tokens)
+        if n < 2 or getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
+            return  # recurrent state cannot be cut back: generate() evaluates those prompts whole every time
+        head = tokens[: n - 1]
+        cached = [int(t) for t in llm.input_ids[: min(llm.n_tokens, n - 1)]]
+        common = 0
+        for mine, theirs in zip(head, cached, strict=False):
+            if mine != theirs:
+                break
+            common += 1
+        if common < n - 1:
+            if common and not llm._ctx.kv_cache_seq_rm(-1, common, -1):
+                common = 0
+            if common == 0:
+                llm.reset()
+            llm.n_tokens = common
+            llm.eval(head[common:])
+            # llama.cpp adds up the tokens decoded between two synchronisations as one evaluation in its counters.
+            import llama_cpp
+
+            llama_cpp.llama_synchronize(llm.ctx)
+            if n - 1 - common == 1:
+                self._lone_prompt_tokens += 1
+        exact_hit = llm.n_tokens == n and int(llm.input_ids[n - 1]) == tokens[-1]
+        if not (exact_hit and not getattr(llm, "_requires_eval", True)):
+            self._lone_prompt_tokens += 1  # generate() evaluates the last prompt token alone
+
     # ------------------------------------------------------------------ generation
 
     def chat(self, messages: list[Message], params: GenerationParams) -> Completion:
         self.load()
         prepared = self._prepare(messages)
-        prompt_len = len(self._prompt_tokens(prepared))
+        tokens = self._prompt_tokens(prepared)
+        prompt_len = len(tokens)
         max_tokens = self._budget(prompt_len, params)
         with self._gen_lock:
             try:
+                self._stage_prompt(tokens)
                 result = self._llm.create_chat_completion(
                     messages=prepared, stream=False, **self._sampling(params, max_tokens)
                 )
@@ -235,7 +279,8 @@ class LlamaCppBackend:
         stats = stats if stats is not None else StreamStats()
         self.load()
         prepared = self._prepare(messages)
-        prompt_len = len(self._prompt_tokens(prepared))
+        tokens = self._prompt_tokens(prepared)
+        prompt_len = len(tokens)
         stats.prompt_tokens = prompt_len
         max_tokens = self._budget(prompt_len, params)
         if not _acquire(self._gen_lock, cancel):
@@ -250,6 +295,7 @@ class LlamaCppBackend:
                 finish = "cancelled"
                 return
             try:
+                self._stage_prompt(tokens)
                 chunks = self._llm.create_chat_completion(
                     messages=prepared, stream=True, **self._sampling(params, max_tokens)
                 )
