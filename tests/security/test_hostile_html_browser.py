@@ -26,7 +26,9 @@ HOSTILE = (
     '<marquee>MARQUEE</marquee> <p style="position:fixed;inset:0">para</p> <b>bold ok</b> '
     "[click](javascript:alert(1)) ![pic](data:image/png;base64,AAAA)\n\n"
     '```mermaid\ngraph TD; A["<div style=position:fixed>x</div>"]\n```\n\nEND-OF-REPLY\n\n'
-    '<span class="chat-read"><button class="chat-read-aloud chat-r-1" title="Read aloud"></button></span>'
+    '<span class="chat-read"><button class="chat-read-aloud chat-r-1" title="Read aloud"></button>'
+    '<button class="chat-send-to chat-to-writer chat-sw-1" title="Send to Writer"></button>'
+    '<button class="chat-send-to chat-to-speech chat-ss-1" title="Send to Speech"></button></span>'
 )
 SHOWN_AS_TEXT = [
     '<div id="cover" style="position:fixed',
@@ -41,17 +43,24 @@ SHOWN_AS_TEXT = [
 
 REPLY = '#chatbot [data-testid="bot"] .md'
 FORBIDDEN = "form, input, button, iframe, style, svg, img, marquee, object, embed, video, audio, link, meta, base, div"
-# The app's own "Read aloud" control, added to a finished reply after its text was made safe (core/chat/display.py):
-# exactly <span class="chat-read"><button class="chat-read-aloud chat-r-<id>" title="Read aloud"></button></span> as
-# the last paragraph's only content, nothing inside the button. Anything else with those classes still counts.
+# The app's own controls, added to a finished reply after its text was made safe (core/chat/display.py
+# read_control): exactly <span class="chat-read"> holding three empty buttons, "Read aloud" (chat-read-aloud
+# chat-r-<id>), "Send to Writer" (chat-send-to chat-to-writer chat-sw-<id>) and "Send to Speech" (chat-send-to
+# chat-to-speech chat-ss-<id>), one message id for all three, as the last paragraph's last element. Anything else
+# with those classes still counts.
 OURS = """(e) => {
   const span = e.closest('span.chat-read');
   if (!span || span.className !== 'chat-read' || span.getAttributeNames().join() !== 'class') return false;
-  const button = span.firstElementChild;
-  return span.childElementCount === 1 && button.tagName === 'BUTTON' && button.childElementCount === 0
-    && !button.textContent && /^chat-read-aloud chat-r-\\d+$/.test(button.className)
-    && button.getAttributeNames().filter((a) => a !== 'type').sort().join() === 'class,title'
-    && button.title === 'Read aloud' && !span.nextElementSibling
+  const want = [['chat-read-aloud chat-r-', 'Read aloud'], ['chat-send-to chat-to-writer chat-sw-', 'Send to Writer'],
+                ['chat-send-to chat-to-speech chat-ss-', 'Send to Speech']];
+  const buttons = [...span.children];
+  if (buttons.length !== want.length || span.textContent) return false;
+  const id = (buttons[0].className.match(/^chat-read-aloud chat-r-(\\d+)$/) || [])[1];
+  if (!id) return false;
+  return buttons.every((b, i) => b.tagName === 'BUTTON' && b.childElementCount === 0 && !b.textContent
+      && b.className === want[i][0] + id && b.title === want[i][1]
+      && b.getAttributeNames().filter((a) => a !== 'type').sort().join() === 'class,title')
+    && !span.nextElementSibling
     && span.parentElement === [...span.closest('.md').querySelectorAll('p')].pop();
 }"""
 
@@ -149,7 +158,8 @@ def test_hostile_html_in_a_reply_renders_as_text(browser, tmp_path):
             hostile = page.evaluate("() => window.__hostile")
             assert hostile == [], hostile[:20]  # nothing rendered, even for one streaming update
             # the app's own Read aloud control is there once; the reply's forged copy of it is text
-            assert page.locator("#chatbot").get_by_role("button", name="Read aloud").count() == 1
+            for name in ("Read aloud", "Send to Writer", "Send to Speech"):
+                assert page.locator("#chatbot").get_by_role("button", name=name).count() == 1, name
             _check_inert(page.evaluate(PAGE_STATE, FORBIDDEN))
 
             page.reload()  # the stored conversation comes back through display_messages
