@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from backends.image.base import ImageBackend
 from backends.speech.base import SpeechBackend, TranscribeBackend
@@ -162,17 +162,20 @@ def _festival(target: str, spec: str, settings: Settings) -> SpeechBackend:
     return FestivalBackend(spec=spec)
 
 
+def _hosted_audio(settings: Settings) -> dict[str, Any]:
+    """What both OpenAI-compatible audio backends (speech out and in) take from Settings."""
+    return {
+        "base_url": settings.openai_base_url,
+        "api_key": settings.openai_api_key,
+        "timeout": settings.request_timeout,
+        "max_retries": settings.max_retries,
+    }
+
+
 def _openai_speech(target: str, spec: str, settings: Settings) -> SpeechBackend:
     from backends.speech.openai_speech import OpenAISpeechBackend
 
-    return OpenAISpeechBackend(
-        model=target,
-        base_url=settings.openai_base_url,
-        api_key=settings.openai_api_key,
-        timeout=settings.request_timeout,
-        max_retries=settings.max_retries,
-        spec=spec,
-    )
+    return OpenAISpeechBackend(model=target, spec=spec, **_hosted_audio(settings))
 
 
 SPEECH_ENGINES: Mapping[str, Engine[SpeechBackend]] = {
@@ -196,14 +199,7 @@ def _whisper(target: str, spec: str, settings: Settings) -> TranscribeBackend:
 def _openai_transcribe(target: str, spec: str, settings: Settings) -> TranscribeBackend:
     from backends.speech.openai_transcribe import OpenAITranscribeBackend
 
-    return OpenAITranscribeBackend(
-        model=target,
-        base_url=settings.openai_base_url,
-        api_key=settings.openai_api_key,
-        timeout=settings.request_timeout,
-        max_retries=settings.max_retries,
-        spec=spec,
-    )
+    return OpenAITranscribeBackend(model=target, spec=spec, **_hosted_audio(settings))
 
 
 TRANSCRIBE_ENGINES: Mapping[str, Engine[TranscribeBackend]] = {
