@@ -334,6 +334,28 @@ def test_cut_mid_stream_keeps_the_partial_reply() -> None:
         assert len(server.chat_requests) == 1  # text had arrived: no silent retry
 
 
+def test_a_process_with_over_1024_open_files_still_streams_every_chunk() -> None:
+    # A long test session (or a busy server) holds descriptors numbered past 1024, where select() fails: the fake
+    # server once died mid-stream there (CI), so a "broke off" test saw fewer chunks than were sent.
+    import os
+
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        with fake_openai_server(cut_after=5) as server:
+            received: list[str] = []
+            with pytest.raises(StreamCutError):
+                for delta in make_backend(server.base_url).stream_chat(
+                    MESSAGES, GenerationParams(max_new_tokens=8), threading.Event()
+                ):
+                    received.append(delta)
+            assert len(received) == 5
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def test_cut_plain_reply_is_a_connection_failure_after_retries() -> None:
     with fake_openai_server(cut_after=3) as server:
         with pytest.raises(ConnectionFailedError):

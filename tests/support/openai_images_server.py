@@ -165,12 +165,11 @@ def images_server(**options: Any) -> Iterator[ImagesServer]:
 
         def _hung_up_within(self, seconds: float) -> bool:
             """Wait `seconds`, returning early (True) if the client closes the connection."""
-            import select
+            from tests.support.openai_servers import readable
 
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                readable, _, _ = select.select([self.connection], [], [], 0.02)
-                if readable and not self.connection.recv(1, 2):  # MSG_PEEK: b"" means closed
+                if readable(self.connection, 0.02) and not self.connection.recv(1, 2):  # MSG_PEEK: b"" means closed
                     return True
             return False
 

@@ -33,7 +33,17 @@ from tests.support.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+
+def readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether `sock` has data (or EOF) to read within `timeout` seconds. poll(), not select(): select() refuses a
+    descriptor numbered 1024 or more, which a long test session reaches (seen in CI: the fake then died mid-stream)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
+
+
 __all__ = [
+    "readable",
     "FakeOptions",
     "FakeOpenAIServer",
     "RecordedRequest",
@@ -222,8 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _peer_gone(self) -> bool:
         """True once the client closed its end (the socket reads EOF or errors)."""
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            if not readable:
+            if not readable(self.connection, 0):
                 return False
             return self.connection.recv(1, socket.MSG_PEEK) == b""
         except OSError:
