@@ -221,12 +221,7 @@ class LlamaCppBackend:
         if n < 2 or getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
             return  # recurrent state cannot be cut back: generate() evaluates those prompts whole every time
         head = tokens[: n - 1]
-        cached = [int(t) for t in llm.input_ids[: min(llm.n_tokens, n - 1)]]
-        common = 0
-        for mine, theirs in zip(head, cached, strict=False):
-            if mine != theirs:
-                break
-            common += 1
+        common = int(llm.longest_token_prefix(head, llm.input_ids[: min(llm.n_tokens, n - 1)]))
         if common < n - 1:
             if common and not llm._ctx.kv_cache_seq_rm(-1, common, -1):
                 common = 0
